@@ -1,0 +1,35 @@
+# Two commands matter: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test bench lint install browser clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip >/dev/null
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# Debian's chromium for the report's browser test; skipped quietly when apt is unavailable.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 || \
+	  echo "note: chromium not installed; the report browser test will be skipped"; }
+
+demo: $(STAMP)
+	$(PY) analyses/digits_robust_overfitting.py --out runs/demo
+
+test: $(STAMP) browser
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_measures.py
+	$(PY) benchmarks/bench_slices.py
+	$(PY) benchmarks/bench_trajectory.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis runs

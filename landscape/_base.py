@@ -1,0 +1,111 @@
+"""The tiny shared base of every measure: input validation, eval mode, per-sample loss."""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class LandscapeError(Exception):
+    """A user-facing error (bad file, bad input); the CLI prints it on one line and exits 2."""
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` (and every submodule) in eval mode; restore each submodule's mode on exit."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, was_training in modes:
+            m.training = was_training
+
+
+@contextlib.contextmanager
+def frozen_params(model: nn.Module) -> Iterator[nn.Module]:
+    """Turn off ``requires_grad`` on the parameters so input derivatives leave no ``.grad`` behind."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Device of the first parameter or buffer (CPU for parameter-free models)."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def model_dtype(model: nn.Module) -> torch.dtype:
+    for t in model.parameters():
+        return t.dtype
+    return torch.get_default_dtype()
+
+
+def check_batch(x: torch.Tensor, y: torch.Tensor | None = None, *, name: str = "x",
+                dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Validate a batch at the public boundary and return it as floating point.
+
+    Args:
+        x: (B, ...) inputs in [0,1]; float16/32/64 kept, uint8 scaled by 1/255, other dtypes refused.
+        y: optional (B,) integer labels.
+        dtype: cast floating ``x`` to this dtype (e.g. the model's).
+
+    Raises:
+        TypeError: x is not a tensor or has an unsupported dtype; y not integer.
+        ValueError: empty batch, NaN/Inf values, batch sizes that disagree, labels negative.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype == torch.uint8:
+        x = x.float() / 255.0
+    elif not x.is_floating_point():
+        raise TypeError(f"{name} must be floating point or uint8, got {x.dtype}")
+    if x.dim() < 2 or x.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty batch of shape (B, ...), got shape {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{name} contains {bad} NaN/Inf values")
+    if dtype is not None and x.dtype != dtype:
+        x = x.to(dtype)
+    if y is not None:
+        if not isinstance(y, torch.Tensor):
+            y = torch.as_tensor(y)
+        if y.dtype.is_floating_point or y.dtype == torch.bool:
+            raise TypeError(f"labels y must be an integer tensor, got {y.dtype}")
+        y = y.long().reshape(-1)
+        if y.shape[0] != x.shape[0]:
+            raise ValueError(f"{name} has {x.shape[0]} samples but y has {y.shape[0]} labels")
+        if (y < 0).any():
+            raise ValueError("labels y must be non-negative class indices")
+    return x, y
+
+
+def check_labels_fit(logits: torch.Tensor, y: torch.Tensor) -> None:
+    """Raise ValueError when a label is out of range for the model's number of classes."""
+    if int(y.max()) >= logits.shape[-1]:
+        raise ValueError(f"label {int(y.max())} is out of range for a model with {logits.shape[-1]} classes")
+
+
+def per_sample_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy per sample: (B, K) logits, (B,) labels -> (B,)."""
+    return F.cross_entropy(logits, y, reduction="none")
+
+
+def logit_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """True-class logit minus the largest other logit: (B, K), (B,) -> (B,); > 0 means correct."""
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    other = logits.clone()
+    other.scatter_(1, y[:, None], float("-inf"))
+    return true - other.max(dim=1).values

@@ -1,0 +1,67 @@
+"""`landscape` command line: a thin shell over the library.
+
+Each subcommand lives in ``landscape/commands/<name>.py`` and exposes ``HELP`` (one line),
+``add_arguments(parser)`` and ``run(args) -> int``. User errors (``LandscapeError``, ``ValueError``,
+``TypeError``, ``FileNotFoundError``, ``PermissionError``) print one line and exit 2; ``--debug`` shows
+the traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = ["measure", "slice", "trajectory", "diagnose", "plot", "report", "train", "demo"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (argparse's own convention too)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="landscape", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name in COMMANDS:
+        try:
+            mod = importlib.import_module(f"landscape.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"landscape.commands.{name}":
+                continue  # subcommand not built yet
+            raise
+        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
+        p.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def _version() -> str:
+    from landscape import __version__
+
+    return f"landscape {__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from landscape._base import LandscapeError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("landscape: interrupted", file=sys.stderr)
+        return 130
+    except (LandscapeError, ValueError, TypeError, FileNotFoundError, PermissionError, IsADirectoryError,
+            NotADirectoryError) as exc:
+        if getattr(args, "debug", False):
+            raise
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"landscape {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
