@@ -1,0 +1,136 @@
+"""Option groups and loaders shared by the subcommands, so each option is spelled once."""
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+from pathlib import Path
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
+def key_value(text: str) -> tuple[str, object]:
+    """``depth=34`` -> ("depth", 34); values parsed as Python literals, else kept as strings."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw
+    return key.strip(), value
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--arch", required=True, help="registered architecture (see `landscape.list_models()`)")
+    g.add_argument("--arch-arg", action="append", type=key_value, default=[], metavar="KEY=VALUE",
+                   help="extra constructor argument, e.g. depth=34 (repeatable)")
+    g.add_argument("--num-classes", type=positive_int, default=None,
+                   help="number of classes (default: the dataset's)")
+    g.add_argument("--normalize", default="none",
+                   help="wrap the model in Normalized with this dataset's mean/std ('none' or a dataset name)")
+    g.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow full unpickling (runs code stored in the file: only for files you trust)")
+    g.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+
+
+def add_data_args(p: argparse.ArgumentParser, *, default_n: int | None = 500) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default="digits", help="digits | cifar10 | cifar100")
+    g.add_argument("--data-root", default=None, help="folder or .npz with the local CIFAR files")
+    g.add_argument("--split", default="test", choices=["train", "test"])
+    g.add_argument("--n", type=positive_int, default=default_n, help="number of samples (stratified subset)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--batch-size", type=positive_int, default=128)
+
+
+def add_attack_args(p: argparse.ArgumentParser, *, default_eps: float = 0.1) -> None:
+    g = p.add_argument_group("attack")
+    g.add_argument("--attack", default="pgd", choices=["pgd", "fgsm"])
+    g.add_argument("--eps", type=non_negative_float, default=default_eps, help="radius in [0,1] pixel units")
+    g.add_argument("--steps", type=positive_int, default=10)
+    g.add_argument("--step-size", type=non_negative_float, default=None, help="default 2.5*eps/steps")
+    g.add_argument("--norm", default="linf", choices=["linf", "l2"])
+
+
+def model_kwargs(args: argparse.Namespace) -> dict:
+    """Constructor kwargs from --arch-arg and --num-classes (defaulting to the dataset's classes/shape)."""
+    from landscape.data import dataset_info
+
+    kwargs = dict(args.arch_arg)
+    data = getattr(args, "data", None)
+    info = dataset_info(data) if data else None
+    if args.num_classes is not None:
+        kwargs.setdefault("num_classes", args.num_classes)
+    elif info is not None:
+        kwargs.setdefault("num_classes", info.num_classes)
+    if info is not None and args.arch == "mlp":
+        kwargs.setdefault("input_shape", tuple(info.input_shape))
+    elif info is not None and args.arch in ("small_cnn", "preact_resnet18", "wide_resnet"):
+        kwargs.setdefault("in_channels", info.input_shape[0])
+        if args.arch == "small_cnn":
+            kwargs.setdefault("input_size", info.input_shape[-1])
+    return kwargs
+
+
+def normalization(args: argparse.Namespace) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    from landscape.data import dataset_info
+
+    if args.normalize in (None, "none"):
+        return None, None
+    info = dataset_info(args.normalize)
+    return tuple(info.mean), tuple(info.std)
+
+
+def load_model_from_args(args: argparse.Namespace, path: str | os.PathLike):
+    from landscape.checkpoints import load_model
+
+    mean, std = normalization(args)
+    if args.trust_checkpoint:
+        warn_trusted(path)
+    return load_model(path, args.arch, trusted=args.trust_checkpoint, mean=mean, std=std,
+                      device=args.device, **model_kwargs(args))
+
+
+def warn_trusted(path) -> None:
+    import sys
+
+    print(f"landscape: warning: --trust-checkpoint: fully unpickling {path}; this can run code stored in it",
+          file=sys.stderr)
+
+
+def load_data_from_args(args: argparse.Namespace, split: str | None = None):
+    from landscape.data import load_dataset
+
+    return load_dataset(args.data, split or args.split, root=args.data_root, n=args.n, seed=args.seed)
+
+
+def output_dir(path: str | os.PathLike) -> Path:
+    """Create ``path`` (parents too) and check it is writable, failing with a one-line error."""
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PermissionError(f"cannot create output directory {out}: {exc.strerror}") from None
+    if not os.access(out, os.W_OK):
+        raise PermissionError(f"output directory {out} is not writable")
+    return out
