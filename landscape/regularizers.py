@@ -1,0 +1,102 @@
+"""Training-time regularisers of the input loss landscape.
+
+- :func:`advlc` — the AdvLC term of Li & Spratling (Pattern Recognition 2023), "Understanding and
+  Combating Robust Overfitting via Input Loss Landscape Analysis and Regularization": the sum of the
+  largest ``top`` fraction of all ``|f(x_adv) - f(x)|`` logit entries in the batch, divided by the batch
+  size. The loss of AT+AdvLC is ``CE(f(x_adv), y) + lam * advlc(f(x), f(x_adv))`` with ``lam`` about 0.3.
+- :func:`input_gradient_penalty` — the mean per-sample norm of the clean input gradient ``∇ₓ CE(f(x), y)``
+  (double backpropagation), the classic input-gradient regulariser the paper compares with.
+
+Both return a differentiable scalar: call ``.backward()`` on a loss that contains them.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ._base import check_batch, check_labels_fit
+
+GRADIENT_NORMS = ("l1", "l2sq")
+
+
+def advlc(logits_clean: torch.Tensor, logits_adv: torch.Tensor, top: float = 0.1) -> torch.Tensor:
+    """AdvLC logit-variation regulariser: top-``top`` |Δlogit| entries of the batch, summed, / batch size.
+
+    With ``D = |logits_adv - logits_clean|`` of shape (B, K), the value is
+    ``sum(topk(D.flatten(), k)) / B`` with ``k = max(1, int(top * B * K))`` — the batch-level selection of
+    the paper's official code (not a per-sample top-k).
+
+    Args:
+        logits_clean: (B, K) logits at the clean inputs.
+        logits_adv: (B, K) logits at the adversarial inputs.
+        top: fraction in (0, 1] of the B·K entries that are kept. Default 0.1.
+
+    Returns:
+        () scalar tensor, differentiable with respect to both inputs; 0 when the logits are equal.
+
+    Raises:
+        TypeError: the logits are not floating-point tensors.
+        ValueError: shapes differ or are not (B, K) with B, K > 0; ``top`` outside (0, 1].
+
+    Example:
+        >>> advlc(torch.zeros(2, 3), torch.tensor([[1., -2., 0.], [0., 0., 3.]]), top=0.5)
+        tensor(3.)
+    """
+    for name, t in (("logits_clean", logits_clean), ("logits_adv", logits_adv)):
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point torch.Tensor, got "
+                            f"{getattr(t, 'dtype', type(t).__name__)}")
+    if logits_clean.dim() != 2 or logits_clean.numel() == 0:
+        raise ValueError(f"logits must have shape (B, K) with B, K > 0, got {tuple(logits_clean.shape)}")
+    if logits_clean.shape != logits_adv.shape:
+        raise ValueError(f"logits_clean {tuple(logits_clean.shape)} and logits_adv "
+                         f"{tuple(logits_adv.shape)} must have the same shape")
+    if isinstance(top, bool) or not isinstance(top, (int, float)) or not 0 < top <= 1:
+        raise ValueError(f"top must be a fraction in (0, 1], got {top!r}")
+    return _logit_variation_batch(logits_clean, logits_adv, top)
+
+
+def _logit_variation_batch(logits_clean: torch.Tensor, logits_adv: torch.Tensor, top: float) -> torch.Tensor:
+    """Unchecked core of :func:`advlc`: (B, K), (B, K) -> () scalar."""
+    diff = (logits_adv - logits_clean).abs().flatten()
+    k = max(1, int(top * diff.numel()))
+    return diff.topk(k, sorted=False).values.sum() / logits_clean.shape[0]
+
+
+def input_gradient_penalty(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str = "l1") -> torch.Tensor:
+    """Mean over the batch of the norm of the per-sample clean input gradient, kept differentiable.
+
+    ``g_i = ∇ₓ CE(f(x_i), y_i)`` is taken with ``create_graph=True`` (double backpropagation), so the
+    returned value can be back-propagated into the model's parameters. The model is used in whatever
+    train/eval mode it is in (training loops call this in train mode) and its mode is not changed.
+    For models whose samples do not interact (no batch-norm in train mode) ``g_i`` is exactly the
+    per-sample gradient.
+
+    Args:
+        model: classifier mapping (B, ...) inputs to (B, K) logits.
+        x: (B, ...) clean inputs in [0, 1].
+        y: (B,) integer labels.
+        norm: ``"l1"`` -> mean_i ‖g_i‖₁ (the paper's IG measure); ``"l2sq"`` -> mean_i ‖g_i‖₂².
+            Default ``"l1"``.
+
+    Returns:
+        () scalar tensor with a graph to the model's parameters (when they require grad).
+
+    Raises:
+        ValueError: unknown ``norm``, bad batch, label out of range.
+        TypeError: non-tensor or non-floating inputs, non-integer labels.
+    """
+    if norm not in GRADIENT_NORMS:
+        raise ValueError(f"unknown norm {norm!r} (allowed: {', '.join(GRADIENT_NORMS)})")
+    x, y = check_batch(x, y)
+    with torch.enable_grad():  # input gradients are needed even under an outer no_grad
+        x = x.detach().clone().requires_grad_(True)
+        logits = model(x)
+        check_labels_fit(logits, y)
+        # Sum (not mean) of per-sample losses, so each row of the gradient is that sample's own gradient.
+        loss = F.cross_entropy(logits, y, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x, create_graph=True)
+    grad = grad.flatten(1)
+    per_sample = grad.abs().sum(1) if norm == "l1" else grad.pow(2).sum(1)
+    return per_sample.mean()
