@@ -1,0 +1,528 @@
+"""1D and 2D slices of the *input* loss landscape: L(x + a·d1 + b·d2) on a grid of (a, b).
+
+Directions are small pure functions returning (B, ...) tensors, one direction per sample:
+
+* ``"adversarial"`` — the PGD (or FGSM) perturbation ``x_adv - x`` of each sample;
+* ``"gradient"`` — the input gradient ∇ₓ CE(f(x), y);
+* ``"random"`` — Rademacher (±1) or Gaussian noise from a seeded ``torch.Generator``;
+* ``"eigen"`` — the top eigenvector of the input Hessian (power iteration).
+
+Each direction is then normalised per sample (``"linf"``: ‖d‖∞ = 1, so a radius is in the pixel units of an
+L∞ eps; ``"unit"``: ‖d‖₂ = 1). In 2D the second direction is first made orthogonal to the first (per-sample
+Gram–Schmidt).
+
+The grid is evaluated in chunks of flat (sample, a, b) indices sized to a memory budget: each chunk's inputs
+are built from its index range, so the full (B·A·Bt, C, H, W) tensor never exists, and the forward passes
+run under ``torch.inference_mode()``.
+
+Example:
+    >>> import torch
+    >>> from landscape import create_model
+    >>> from landscape.slices import grid, slice_1d, slice_2d
+    >>> model = create_model("small_cnn")
+    >>> x, y = torch.rand(2, 1, 8, 8), torch.tensor([3, 5])
+    >>> df = slice_1d(model, x, y, "random", grid(0.1, 5))
+    >>> list(df.columns)
+    ['sample', 'direction', 'a', 'loss', 'correct', 'margin']
+    >>> df2 = slice_2d(model, x, y, "adversarial", "random", grid(0.1, 3), grid(0.1, 3))
+    >>> len(df2)
+    18
+"""
+from __future__ import annotations
+
+import difflib
+import math
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+
+from ._base import (check_batch, check_labels_fit, eval_mode, logit_margin, model_device, model_dtype,
+                    per_sample_loss)
+
+__all__ = [
+    "DIRECTIONS", "NORMALIZATIONS", "RANDOM_KINDS", "SliceGrid",
+    "grid", "normalize_direction", "orthogonalize", "random_direction", "gradient_direction",
+    "adversarial_direction", "eigen_direction", "compute_direction",
+    "bytes_per_point", "chunk_size", "default_max_bytes", "slice_1d", "slice_2d",
+]
+
+DIRECTIONS = ("adversarial", "gradient", "random", "eigen")
+NORMALIZATIONS = ("unit", "linf")
+RANDOM_KINDS = ("rademacher", "gaussian")
+
+#: Memory budget when ``max_bytes=None`` on CPU (and other non-CUDA devices): 2 GiB.
+CPU_MAX_BYTES = 2 * 1024**3
+#: Copies of one input held per point while a chunk is built (the chunk, an index-selected direction,
+#: the scaled direction, slack).
+INPUT_COPIES = 4
+#: Safety factor on the summed output sizes of the model's leaf modules (covers functional ops such as
+#: ``F.relu`` inside ``forward`` that hooks do not see).
+ACTIVATION_FACTOR = 2
+
+
+class SliceGrid(NamedTuple):
+    """Raw slice values (``as_frame=False``); each has shape (B, A) in 1D or (B, A, Bt) in 2D."""
+
+    loss: torch.Tensor
+    correct: torch.Tensor
+    margin: torch.Tensor
+
+
+# --------------------------------------------------------------------------------------------------------
+# validation helpers
+
+
+def _choice(value: str, allowed: Sequence[str], what: str) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        close = difflib.get_close_matches(str(value), list(allowed), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown {what} {value!r}{hint} (allowed: {', '.join(allowed)})")
+    return value
+
+
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+def _coords(values, name: str) -> torch.Tensor:
+    """Grid coordinates as a finite, non-empty 1-D float64 tensor."""
+    if isinstance(values, (int, float)) and not isinstance(values, bool):
+        values = [values]
+    try:
+        t = torch.as_tensor(np.asarray(values, dtype=np.float64))
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a 1-D sequence of numbers, got {type(values).__name__}") from None
+    if t.dim() != 1 or t.numel() == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D sequence of numbers, got shape {tuple(t.shape)}")
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} must be finite, got {t.tolist()}")
+    return t
+
+
+def grid(radius: float, n: int) -> torch.Tensor:
+    """``n`` evenly spaced coordinates from ``-radius`` to ``radius`` (float64); odd ``n`` includes 0.
+
+    Args:
+        radius: half-width of the grid, a finite number > 0.
+        n: number of points, >= 1 (``n=1`` gives ``[0.]``).
+
+    Returns:
+        (n,) float64 tensor.
+    """
+    n = _positive_int(n, "n")
+    if isinstance(radius, bool) or not isinstance(radius, (int, float)):
+        raise TypeError(f"radius must be a number, got {type(radius).__name__}")
+    if not (math.isfinite(radius) and radius > 0):
+        raise ValueError(f"radius must be a finite number > 0, got {radius}")
+    if n == 1:
+        return torch.zeros(1, dtype=torch.float64)
+    return torch.linspace(-radius, radius, n, dtype=torch.float64)
+
+
+# --------------------------------------------------------------------------------------------------------
+# directions
+
+
+def _per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(B,) -> (B, 1, ..., 1) broadcasting against ``like`` (B, ...)."""
+    return values.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+def normalize_direction(d: torch.Tensor, normalization: str = "linf") -> torch.Tensor:
+    """Scale each sample's direction to unit size.
+
+    Args:
+        d: (B, ...) directions.
+        normalization: ``"linf"`` (‖d_i‖∞ = 1, radius in L∞ pixel units) or ``"unit"`` (‖d_i‖₂ = 1).
+
+    Returns:
+        (B, ...) tensor; a sample whose direction is all zeros stays zero.
+    """
+    _choice(normalization, NORMALIZATIONS, "normalization")
+    flat = d.flatten(1)
+    size = flat.abs().amax(dim=1) if normalization == "linf" else flat.norm(dim=1)
+    scale = torch.where(size > 0, 1.0 / torch.where(size > 0, size, torch.ones_like(size)), torch.zeros_like(size))
+    return d * _per_sample(scale, d)
+
+
+def orthogonalize(d2: torch.Tensor, d1: torch.Tensor) -> torch.Tensor:
+    """Per-sample Gram–Schmidt: remove from ``d2`` its component along ``d1``.
+
+    Args:
+        d2: (B, ...) directions to correct.
+        d1: (B, ...) reference directions (a zero ``d1_i`` leaves ``d2_i`` unchanged).
+
+    Returns:
+        (B, ...) ``d2_i - (<d2_i, d1_i> / <d1_i, d1_i>) d1_i``, orthogonal to ``d1`` sample by sample.
+    """
+    if d2.shape != d1.shape:
+        raise ValueError(f"directions must have the same shape, got {tuple(d2.shape)} and {tuple(d1.shape)}")
+    f1, f2 = d1.flatten(1), d2.flatten(1)
+    dot11 = (f1 * f1).sum(dim=1)
+    coef = torch.where(dot11 > 0, (f2 * f1).sum(dim=1) / torch.where(dot11 > 0, dot11, torch.ones_like(dot11)),
+                       torch.zeros_like(dot11))
+    return d2 - _per_sample(coef, d1) * d1
+
+
+def random_direction(x: torch.Tensor, *, kind: str = "rademacher", seed: int = 0) -> torch.Tensor:
+    """Random direction per sample from a CPU ``torch.Generator`` seeded with ``seed`` (device independent).
+
+    Args:
+        x: (B, ...) batch giving shape, dtype and device.
+        kind: ``"rademacher"`` (entries ±1) or ``"gaussian"`` (standard normal).
+        seed: integer seed.
+
+    Returns:
+        (B, ...) tensor on ``x``'s device with ``x``'s dtype.
+    """
+    _choice(kind, RANDOM_KINDS, "random kind")
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    if kind == "rademacher":
+        d = torch.randint(0, 2, x.shape, generator=gen).to(x.dtype) * 2 - 1
+    else:
+        d = torch.randn(x.shape, generator=gen, dtype=torch.float64).to(x.dtype)
+    return d.to(x.device)
+
+
+def gradient_direction(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(B, ...) input gradient ∇ₓ CE(f(x), y) of each sample (``measures.gradients.input_gradient``)."""
+    from landscape.measures.gradients import input_gradient
+
+    return input_gradient(model, x, y)
+
+
+def adversarial_direction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
+                          attack: str = "pgd", steps: int = 10, step_size: float | None = None,
+                          norm: str = "linf", seed: int = 0) -> torch.Tensor:
+    """(B, ...) adversarial perturbation ``x_adv - x`` found by PGD (or FGSM) within the eps ball.
+
+    Args:
+        model: classifier returning (B, K) logits (attacked in eval mode).
+        x: (B, ...) inputs in [0,1]; y: (B,) labels.
+        eps: attack radius in [0,1] pixel units.
+        attack: ``"pgd"`` or ``"fgsm"``.
+        steps, step_size, norm, seed: passed to ``landscape.attacks.pgd`` (``norm`` also to FGSM).
+    """
+    from landscape import attacks
+
+    _choice(attack, ("pgd", "fgsm"), "attack")
+    if attack == "fgsm":
+        x_adv, _ = attacks.fgsm(model, x, y, eps, norm=norm)
+    else:
+        x_adv, _ = attacks.pgd(model, x, y, eps, steps=steps, step_size=step_size, norm=norm, seed=seed)
+    return x_adv - x
+
+
+def eigen_direction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, iters: int = 20,
+                    seed: int = 0) -> torch.Tensor:
+    """(B, ...) top (largest-magnitude) eigenvector of each sample's input Hessian of the loss.
+
+    Power iteration via ``landscape.measures.curvature.top_eigenvalue``; the sign of an eigenvector is
+    arbitrary.
+    """
+    from landscape.measures.curvature import top_eigenvalue
+
+    _, vectors = top_eigenvalue(model, x, y, iters=iters, seed=seed)
+    return vectors
+
+
+def compute_direction(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | None = None,
+                      attack: str = "pgd", steps: int = 10, step_size: float | None = None, norm: str = "linf",
+                      kind: str = "rademacher", iters: int = 20, seed: int = 0) -> torch.Tensor:
+    """Direction by name (one of ``DIRECTIONS``), unnormalised, (B, ...) on ``x``'s device.
+
+    ``eps``/``attack``/``steps``/``step_size``/``norm`` are used by ``"adversarial"`` (``eps`` required),
+    ``kind`` by ``"random"``, ``iters`` by ``"eigen"``, ``seed`` by all randomised ones.
+    """
+    _choice(name, DIRECTIONS, "direction")
+    if name == "random":
+        return random_direction(x, kind=kind, seed=seed)
+    if name == "gradient":
+        return gradient_direction(model, x, y)
+    if name == "eigen":
+        return eigen_direction(model, x, y, iters=iters, seed=seed)
+    if eps is None:
+        raise ValueError("direction 'adversarial' needs eps= (the attack radius)")
+    return adversarial_direction(model, x, y, eps=eps, attack=attack, steps=steps, step_size=step_size,
+                                 norm=norm, seed=seed)
+
+
+# --------------------------------------------------------------------------------------------------------
+# memory budget
+
+
+def _tensor_bytes(out) -> int:
+    if isinstance(out, torch.Tensor):
+        return out.numel() * out.element_size()
+    if isinstance(out, (tuple, list)):
+        return sum(_tensor_bytes(o) for o in out)
+    if isinstance(out, dict):
+        return sum(_tensor_bytes(o) for o in out.values())
+    return 0
+
+
+def _probe(model: nn.Module, x1: torch.Tensor) -> tuple[int, torch.Tensor]:
+    """Forward one input (1, ...) with hooks on the leaf modules: (summed output bytes, logits)."""
+    total = [0]
+
+    def hook(_module, _inputs, output):
+        total[0] += _tensor_bytes(output)
+
+    leaves = [m for m in model.modules() if next(m.children(), None) is None]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        with torch.inference_mode():
+            logits = model(x1)
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0], logits
+
+
+def bytes_per_point(model: nn.Module, x: torch.Tensor) -> int:
+    """Conservative memory estimate for evaluating one grid point of inputs shaped like ``x[0]``.
+
+    ``INPUT_COPIES × input bytes + ACTIVATION_FACTOR × (summed output bytes of the leaf modules, probed
+    with one forward pass) + logits``. The sum over all layers bounds what inference mode keeps alive at once.
+
+    Args:
+        model: the classifier (probed in eval mode, its mode restored).
+        x: (B, ...) batch; only ``x[:1]`` is used.
+    """
+    with eval_mode(model):
+        acts, logits = _probe(model, x[:1])
+    return INPUT_COPIES * x[0].numel() * x.element_size() + ACTIVATION_FACTOR * acts + _tensor_bytes(logits)
+
+
+def default_max_bytes(device: torch.device | str) -> int:
+    """Memory budget used when ``max_bytes=None``: half the free memory on CUDA, ``CPU_MAX_BYTES`` elsewhere."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free // 2)
+    return CPU_MAX_BYTES
+
+
+def chunk_size(n_points: int, point_bytes: int, *, max_batch: int = 4096, max_bytes: int | None = None,
+               device: torch.device | str = "cpu") -> int:
+    """Grid points evaluated per forward pass: ``min(n_points, max_batch, max_bytes // point_bytes)``, >= 1."""
+    budget = default_max_bytes(device) if max_bytes is None else max_bytes
+    return max(1, min(int(n_points), int(max_batch), int(budget // max(1, point_bytes))))
+
+
+# --------------------------------------------------------------------------------------------------------
+# grid evaluation
+
+
+def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, dirs: list[torch.Tensor],
+              coords: list[torch.Tensor], *, clip: bool, chunk: int, progress: bool) -> SliceGrid:
+    """Evaluate L(x_s + Σ_j c_j[i_j] · d_j[s]) for every sample s and grid index (i_1, ..., i_k).
+
+    Flat index ``f = s·P + i_1·(n_2⋯n_k) + ... + i_k`` with ``P = n_1⋯n_k``; chunks are contiguous ranges of
+    ``f``, and each chunk's inputs are built from its range alone.
+    """
+    from tqdm.auto import tqdm
+
+    device = x.device
+    sizes = [c.numel() for c in coords]
+    per_sample = math.prod(sizes)
+    n = x.shape[0] * per_sample
+    strides = [math.prod(sizes[j + 1:]) for j in range(len(sizes))]
+    coords_t = [c.to(device=device, dtype=x.dtype) for c in coords]
+    ones = [1] * (x.dim() - 1)
+    loss = torch.empty(n, device=device, dtype=x.dtype)
+    margin = torch.empty(n, device=device, dtype=x.dtype)
+    correct = torch.empty(n, device=device, dtype=torch.bool)
+    with eval_mode(model), torch.inference_mode(), \
+            tqdm(total=n, unit="pt", desc="slice", disable=not progress, leave=False) as bar:
+        for lo in range(0, n, chunk):
+            hi = min(n, lo + chunk)
+            idx = torch.arange(lo, hi, device=device)
+            s = idx // per_sample
+            r = idx % per_sample
+            pts = x.index_select(0, s)
+            for d, c, stride, size in zip(dirs, coords_t, strides, sizes):
+                step = c.index_select(0, (r // stride) % size).reshape(-1, *ones)
+                pts += step * d.index_select(0, s)
+            if clip:
+                pts.clamp_(0.0, 1.0)
+            logits = model(pts)
+            ys = y.index_select(0, s)
+            loss[lo:hi] = per_sample_loss(logits, ys)
+            margin[lo:hi] = logit_margin(logits, ys)
+            correct[lo:hi] = logits.argmax(dim=1) == ys
+            bar.update(hi - lo)
+    shape = (x.shape[0], *sizes)
+    return SliceGrid(loss.reshape(shape).cpu(), correct.reshape(shape).cpu(), margin.reshape(shape).cpu())
+
+
+def _direction(direction, name_slot: str, model, x, y, **kw) -> tuple[torch.Tensor, str]:
+    """A direction given by name or tensor -> ((B, ...) tensor on x's device, label for the frame)."""
+    if isinstance(direction, str):
+        return compute_direction(direction, model, x, y, **kw).to(device=x.device, dtype=x.dtype), direction
+    if not isinstance(direction, torch.Tensor):
+        raise TypeError(f"{name_slot} must be a direction name ({', '.join(DIRECTIONS)}) or a tensor, "
+                        f"got {type(direction).__name__}")
+    d = direction.to(device=x.device, dtype=x.dtype)
+    if d.shape == x.shape[1:]:
+        d = d.unsqueeze(0).expand_as(x)
+    if d.shape != x.shape:
+        raise ValueError(f"{name_slot} has shape {tuple(direction.shape)}; expected {tuple(x.shape)} "
+                         f"or {tuple(x.shape[1:])}")
+    if not torch.isfinite(d).all():
+        raise ValueError(f"{name_slot} contains NaN/Inf values")
+    return d.contiguous(), "custom"
+
+
+def _prepare(model, x, y, max_batch, max_bytes, normalization, clip):
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    x, y = check_batch(x, y, dtype=model_dtype(model))
+    if y is None:
+        raise TypeError("labels y are required")
+    device = model_device(model)
+    x, y = x.to(device).contiguous(), y.to(device)
+    _positive_int(max_batch, "max_batch")
+    if max_bytes is not None:
+        _positive_int(max_bytes, "max_bytes")
+    if normalization is not None:
+        _choice(normalization, NORMALIZATIONS, "normalization")
+    if not isinstance(clip, bool):
+        raise TypeError(f"clip must be a bool, got {type(clip).__name__}")
+    return x, y, device
+
+
+def _plan(model, x, y, n_points, max_batch, max_bytes, device) -> tuple[int, int]:
+    point = bytes_per_point(model, x)
+    with eval_mode(model), torch.inference_mode():
+        check_labels_fit(model(x[:1]), y)
+    return point, chunk_size(n_points, point, max_batch=max_batch, max_bytes=max_bytes, device=device)
+
+
+def _radius(*coords: torch.Tensor) -> float:
+    return float(max(c.abs().max() for c in coords))
+
+
+def slice_1d(model: nn.Module, x: torch.Tensor, y: torch.Tensor, direction: str | torch.Tensor, alphas, *,
+             normalization: str | None = "linf", clip: bool = False, eps: float | None = None,
+             attack: str = "pgd", steps: int = 10, step_size: float | None = None, norm: str = "linf",
+             kind: str = "rademacher", iters: int = 20, seed: int = 0, max_batch: int = 4096,
+             max_bytes: int | None = None, progress: bool = False, as_frame: bool = True):
+    """Loss along one direction per sample: L(x_s + a·d_s) for every a in ``alphas``.
+
+    Args:
+        model: classifier returning (B, K) logits; evaluated in eval mode (its mode is restored).
+        x: (B, ...) inputs in [0,1] (moved to the model's device).
+        y: (B,) integer labels.
+        direction: a name in ``DIRECTIONS`` (computed here) or a (B, ...) / (...) tensor.
+        alphas: (A,) coordinates along the direction, e.g. ``grid(0.1, 51)``.
+        normalization: ``"linf"`` (default; ‖d‖∞ = 1, so ``a`` is in L∞ pixel units), ``"unit"``
+            (‖d‖₂ = 1) or None (use the direction as computed/given).
+        clip: clamp each evaluated point to [0,1]. Default False, so the geometry is exact.
+        eps: attack radius for ``"adversarial"``; default ``max|alphas|``.
+        attack, steps, step_size, norm: the attack for ``"adversarial"`` (see ``adversarial_direction``).
+        kind: ``"rademacher"`` or ``"gaussian"`` for ``"random"``.
+        iters: power iterations for ``"eigen"``.
+        seed: seed of the random direction, PGD start and power iteration.
+        max_batch: most grid points per forward pass. Default 4096.
+        max_bytes: memory budget per chunk (see ``bytes_per_point``); default ``default_max_bytes``.
+        progress: show a tqdm progress bar.
+        as_frame: return a DataFrame (default) or a ``SliceGrid`` of (B, A) tensors.
+
+    Returns:
+        DataFrame with one row per (sample, a): ``sample`` (index into the batch), ``direction`` (its name,
+        ``"custom"`` for a tensor), ``a``, ``loss`` (cross-entropy), ``correct`` (bool), ``margin`` (true-class
+        logit minus the largest other); ``df.attrs`` holds ``clip``, ``normalization``, ``radius``,
+        ``chunk_size``, ``eps``, ``seed``. With ``as_frame=False``: ``SliceGrid(loss, correct, margin)``.
+
+    Raises:
+        ValueError: unknown direction/normalization, bad shapes, empty or non-finite alphas, bad labels.
+        TypeError: wrong argument types.
+    """
+    x, y, device = _prepare(model, x, y, max_batch, max_bytes, normalization, clip)
+    alphas = _coords(alphas, "alphas")
+    radius = _radius(alphas)
+    eps = radius if eps is None else eps
+    kw = dict(eps=eps, attack=attack, steps=steps, step_size=step_size, norm=norm, kind=kind, iters=iters, seed=seed)
+    d, name = _direction(direction, "direction", model, x, y, **kw)
+    if normalization is not None:
+        d = normalize_direction(d, normalization)
+    _, chunk = _plan(model, x, y, x.shape[0] * alphas.numel(), max_batch, max_bytes, device)
+    out = _evaluate(model, x, y, [d], [alphas], clip=clip, chunk=chunk, progress=progress)
+    if not as_frame:
+        return out
+    B, A = out.loss.shape
+    df = pd.DataFrame({
+        "sample": np.repeat(np.arange(B), A),
+        "direction": name,
+        "a": np.tile(alphas.numpy(), B),
+        "loss": out.loss.reshape(-1).double().numpy(),
+        "correct": out.correct.reshape(-1).numpy(),
+        "margin": out.margin.reshape(-1).double().numpy(),
+    })
+    df.attrs.update(clip=clip, normalization=normalization, radius=radius, chunk_size=chunk,
+                    eps=float(eps) if name == "adversarial" else None, seed=seed)
+    return df
+
+
+def slice_2d(model: nn.Module, x: torch.Tensor, y: torch.Tensor, d1: str | torch.Tensor, d2: str | torch.Tensor,
+             alphas, betas, *, orthogonal: bool = True, normalization: str | None = "linf", clip: bool = False,
+             eps: float | None = None, attack: str = "pgd", steps: int = 10, step_size: float | None = None,
+             norm: str = "linf", kind: str = "rademacher", iters: int = 20, seed: int = 0,
+             max_batch: int = 4096, max_bytes: int | None = None, progress: bool = False, as_frame: bool = True):
+    """Loss on a plane per sample: L(x_s + a·d1_s + b·d2_s) for every (a, b) in ``alphas × betas``.
+
+    Args:
+        d1, d2: direction names (``DIRECTIONS``) or (B, ...) / (...) tensors. A random ``d2`` uses
+            ``seed + 1`` so that two random directions differ; two identical non-random names are refused.
+        alphas: (A,) coordinates along d1; betas: (Bt,) coordinates along d2.
+        orthogonal: make d2 orthogonal to d1 per sample (Gram–Schmidt) before normalising. Default True.
+        eps: attack radius for ``"adversarial"``; default ``max(|alphas|, |betas|)``.
+        Other arguments as in ``slice_1d``.
+
+    Returns:
+        DataFrame with one row per (sample, a, b): ``sample``, ``direction1``, ``direction2``, ``a``, ``b``,
+        ``loss``, ``correct``, ``margin``; ``df.attrs`` as in ``slice_1d`` plus ``orthogonal``.
+        With ``as_frame=False``: ``SliceGrid`` of (B, A, Bt) tensors.
+    """
+    x, y, device = _prepare(model, x, y, max_batch, max_bytes, normalization, clip)
+    alphas, betas = _coords(alphas, "alphas"), _coords(betas, "betas")
+    if not isinstance(orthogonal, bool):
+        raise TypeError(f"orthogonal must be a bool, got {type(orthogonal).__name__}")
+    if isinstance(d1, str) and isinstance(d2, str) and d1 == d2 and d1 != "random":
+        raise ValueError(f"d1 and d2 are both {d1!r}; pick two different directions (e.g. {d1!r} and 'random')")
+    radius = _radius(alphas, betas)
+    eps = radius if eps is None else eps
+    kw = dict(eps=eps, attack=attack, steps=steps, step_size=step_size, norm=norm, kind=kind, iters=iters)
+    t1, name1 = _direction(d1, "d1", model, x, y, seed=seed, **kw)
+    t2, name2 = _direction(d2, "d2", model, x, y, seed=seed + 1 if isinstance(d2, str) and d2 == "random" else seed, **kw)
+    if orthogonal:
+        t2 = orthogonalize(t2, t1)
+    if normalization is not None:
+        t1, t2 = normalize_direction(t1, normalization), normalize_direction(t2, normalization)
+    _, chunk = _plan(model, x, y, x.shape[0] * alphas.numel() * betas.numel(), max_batch, max_bytes, device)
+    out = _evaluate(model, x, y, [t1, t2], [alphas, betas], clip=clip, chunk=chunk, progress=progress)
+    if not as_frame:
+        return out
+    B, A, Bt = out.loss.shape
+    df = pd.DataFrame({
+        "sample": np.repeat(np.arange(B), A * Bt),
+        "direction1": name1,
+        "direction2": name2,
+        "a": np.tile(np.repeat(alphas.numpy(), Bt), B),
+        "b": np.tile(betas.numpy(), B * A),
+        "loss": out.loss.reshape(-1).double().numpy(),
+        "correct": out.correct.reshape(-1).numpy(),
+        "margin": out.margin.reshape(-1).double().numpy(),
+    })
+    uses_eps = "adversarial" in (name1, name2)
+    df.attrs.update(clip=clip, normalization=normalization, radius=radius, chunk_size=chunk, orthogonal=orthogonal,
+                    eps=float(eps) if uses_eps else None, seed=seed)
+    return df
