@@ -1,0 +1,385 @@
+"""Robust-overfitting diagnosis from a trajectory table (no models needed).
+
+Reads the long table written by ``analyse_trajectory`` (``trajectory.parquet``) or by training
+(``metrics.csv``): one row per (epoch, split) with ``acc_adv`` (robust accuracy as a fraction in [0, 1]),
+``loss_adv`` and measure summaries ``<m>_mean``.
+
+Definitions (``split`` is the evaluation split, ``"test"`` by default):
+
+* **best epoch** — the epoch of the highest robust accuracy (the earliest on ties);
+* **gap** — best minus last-epoch robust accuracy, in percentage points;
+* **RO onset** — the first epoch after the best one from which the robust accuracy stays at least
+  ``threshold`` points below the best until the end of training (None when it never does). The default
+  threshold is ``max(1, 2·SE)`` points, SE = 100·sqrt(p(1−p)/n) the binomial standard error of the best
+  accuracy p measured on n samples (1 point when the table has no ``n``);
+* **train–test gap** — train minus test robust accuracy at the last epoch, in points;
+* **correlations** — Spearman and Pearson correlation, across the epochs from the best one on, of each
+  measure ``<m>_mean`` (of each split) with the test robust loss ``loss_adv``; fewer than 3 epochs give NaN
+  (with a note).
+
+A table with one epoch gives its measures and train–test gap only; a table whose ``run`` column holds
+several runs goes to :func:`diagnose_runs` (one diagnosis per run).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ._base import LandscapeError
+
+__all__ = ["Diagnosis", "diagnose", "diagnose_runs", "read_table", "MIN_EPOCHS_FOR_CORRELATION"]
+
+MIN_EPOCHS_FOR_CORRELATION = 3
+_REQUIRED = ("epoch", "split", "acc_adv")
+
+
+@dataclasses.dataclass
+class Diagnosis:
+    """Robust-overfitting summary of one run.
+
+    Attributes:
+        run: run name ("" when the table has no ``run`` column).
+        split: evaluation split the RO fields refer to.
+        n_epochs: number of distinct epochs with results.
+        best_epoch, best_acc_adv: epoch and value of the best robust accuracy (fraction); None for one epoch.
+        last_epoch, last_acc_adv: the last epoch and its robust accuracy (fraction).
+        gap: best minus last robust accuracy in points; None for one epoch.
+        onset_epoch: RO onset (see the module docstring); None when there is none.
+        onset_threshold: points below the best that count as overfitting.
+        train_test_gap_last: train minus test robust accuracy at the last epoch, in points (None without
+            a train split).
+        correlations: DataFrame ``measure, split, spearman, pearson, n`` (n = epochs used).
+        measures: ``{split: {measure: mean}}`` at the last epoch.
+        notes: caveats (left-out rows, too few epochs, constant series, ...).
+    """
+
+    run: str
+    split: str
+    n_epochs: int
+    best_epoch: int | None
+    best_acc_adv: float | None
+    last_epoch: int
+    last_acc_adv: float
+    gap: float | None
+    onset_epoch: int | None
+    onset_threshold: float | None
+    train_test_gap_last: float | None
+    correlations: pd.DataFrame
+    measures: dict[str, dict[str, float]]
+    notes: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (NaN -> None, correlations as a list of records)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "correlations":
+                value = [{k: _plain(v) for k, v in rec.items()} for rec in value.to_dict("records")]
+            elif f.name == "measures":
+                value = {s: {m: _plain(v) for m, v in d.items()} for s, d in value.items()}
+            else:
+                value = _plain(value)
+            out[f.name] = value
+        return out
+
+    def summary(self) -> str:
+        """Readable multi-line text."""
+        name = f"run {self.run}" if self.run else "run"
+        lines = [f"{name} ({self.split} split, {self.n_epochs} epoch{'s' if self.n_epochs != 1 else ''})"]
+        if self.best_epoch is not None:
+            lines.append(f"  best robust accuracy    {100 * self.best_acc_adv:5.1f}% at epoch {self.best_epoch}")
+            lines.append(f"  last robust accuracy    {100 * self.last_acc_adv:5.1f}% at epoch {self.last_epoch}"
+                         f"  (best - last: {self.gap:.1f} points)")
+            if self.onset_epoch is not None:
+                lines.append(f"  robust overfitting      from epoch {self.onset_epoch} "
+                             f"(>= {self.onset_threshold:.1f} points below the best to the end)")
+            else:
+                lines.append(f"  robust overfitting      none (never {self.onset_threshold:.1f} points below "
+                             f"the best for the rest of training)")
+        else:
+            lines.append(f"  robust accuracy         {100 * self.last_acc_adv:5.1f}% at epoch {self.last_epoch}")
+        if self.train_test_gap_last is not None:
+            lines.append(f"  train - test robust acc {self.train_test_gap_last:5.1f} points at epoch {self.last_epoch}")
+        if len(self.correlations):
+            lines.append(f"  correlation with the {self.split} robust loss from epoch {self.best_epoch} on "
+                         "(Spearman / Pearson, epochs):")
+            for rec in self.correlations.to_dict("records"):
+                lines.append(f"    {rec['measure'] + ' (' + rec['split'] + ')':<24} {_fmt(rec['spearman'])} / "
+                             f"{_fmt(rec['pearson'])}  (n={rec['n']})")
+        if self.measures:
+            lines.append(f"  measures at epoch {self.last_epoch} (mean):")
+            for split, values in self.measures.items():
+                shown = ", ".join(f"{m} {v:.4g}" for m, v in values.items())
+                if shown:
+                    lines.append(f"    {split}: {shown}")
+        for note in self.notes:
+            lines.append(f"  note: {note}")
+        return "\n".join(lines)
+
+
+def _fmt(v: float) -> str:
+    return "  nan" if v is None or not np.isfinite(v) else f"{v:+.2f}"
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating, float)):
+        return None if not math.isfinite(float(v)) else float(v)
+    if isinstance(v, (np.bool_,)):
+        return bool(v)
+    if v is pd.NA:
+        return None
+    return v
+
+
+def _check_table(table: pd.DataFrame) -> None:
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"table must be a pandas DataFrame, got {type(table).__name__}")
+    missing = [c for c in _REQUIRED if c not in table.columns]
+    if missing:
+        raise ValueError(f"table lacks column(s) {missing} (needs {', '.join(_REQUIRED)}; "
+                         f"has {', '.join(map(str, table.columns))})")
+    acc = pd.to_numeric(table["acc_adv"], errors="coerce")
+    finite = acc[np.isfinite(acc)]
+    if len(finite) and (finite.min() < 0 or finite.max() > 1):
+        raise ValueError(f"acc_adv must be a fraction in [0, 1], got values from {finite.min():g} to "
+                         f"{finite.max():g} (percent?)")
+
+
+def _usable_rows(table: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    t = table
+    if "error" in t.columns:
+        bad = t["error"].notna()
+        if bad.any():
+            n_bad = t.loc[bad, "checkpoint"].nunique() if "checkpoint" in t.columns else int(bad.sum())
+            notes.append(f"{n_bad} failed checkpoint(s) left out")
+            t = t[~bad]
+    epoch = pd.to_numeric(t["epoch"], errors="coerce")
+    if epoch.isna().any():
+        notes.append(f"{int(epoch.isna().sum())} row(s) without an epoch left out")
+        t = t[epoch.notna()]
+    t = t.copy()
+    t["epoch"] = pd.to_numeric(t["epoch"]).astype("int64")
+    acc = pd.to_numeric(t["acc_adv"], errors="coerce")
+    if (~np.isfinite(acc)).any():
+        notes.append(f"{int((~np.isfinite(acc)).sum())} row(s) without a robust accuracy left out")
+        t = t[np.isfinite(acc)]
+    return t
+
+
+def _per_epoch(t: pd.DataFrame, split: str, notes: list[str]) -> pd.DataFrame:
+    """One row per epoch for one split (duplicated epochs averaged), sorted by epoch."""
+    part = t[t["split"] == split]
+    numeric = [c for c in part.columns if c not in ("epoch", "split", "run", "checkpoint", "error")
+               and pd.api.types.is_numeric_dtype(part[c])]
+    counts = part.groupby("epoch").size()
+    dup = counts[counts > 1]
+    if len(dup):
+        notes.append(f"{split}: duplicated epoch(s) {', '.join(map(str, dup.index.tolist()))} averaged")
+    return part.groupby("epoch", sort=True)[numeric].mean().reset_index()
+
+
+def default_threshold(best_acc: float, n: float | None) -> float:
+    """Onset threshold in points: ``max(1, 2·100·sqrt(p(1−p)/n))`` (1 when n is unknown)."""
+    if n is None or not np.isfinite(n) or n <= 0:
+        return 1.0
+    return max(1.0, 2 * 100 * math.sqrt(best_acc * (1 - best_acc) / n))
+
+
+def onset_epoch(epochs: np.ndarray, acc: np.ndarray, best_index: int, threshold: float) -> int | None:
+    """First epoch after ``best_index`` from which ``acc`` stays >= ``threshold`` points below the best.
+
+    Args:
+        epochs: (E,) sorted epochs.
+        acc: (E,) robust accuracies (fractions).
+        best_index: index of the best epoch.
+        threshold: points.
+
+    Returns:
+        The onset epoch, or None.
+    """
+    below = (acc[best_index] - acc) * 100 >= threshold - 1e-9
+    onset = None
+    for i in range(len(epochs) - 1, best_index, -1):  # walk back from the end while still below
+        if not below[i]:
+            break
+        onset = int(epochs[i])
+    return onset
+
+
+def _correlate(a: np.ndarray, b: np.ndarray) -> tuple[float, float, int, str | None]:
+    from scipy import stats
+
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    if len(a) < MIN_EPOCHS_FOR_CORRELATION:
+        return float("nan"), float("nan"), len(a), f"fewer than {MIN_EPOCHS_FOR_CORRELATION} epochs"
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan"), float("nan"), len(a), "constant series"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rho = float(stats.spearmanr(a, b).statistic)
+        r = float(stats.pearsonr(a, b).statistic)
+    return rho, r, len(a), None
+
+
+def diagnose(table: pd.DataFrame, *, split: str = "test", threshold: float | None = None) -> Diagnosis:
+    """Diagnose robust overfitting in one run's trajectory table.
+
+    Args:
+        table: rows ``epoch, split, acc_adv`` (+ ``loss_adv``, ``n``, ``<m>_mean``, ``run``, ``error``);
+            rows with an ``error`` or no epoch are left out (noted).
+        split: evaluation split for the RO fields (``"test"``).
+        threshold: onset threshold in points (default ``max(1, 2·SE)``, see the module docstring).
+
+    Returns:
+        :class:`Diagnosis`.
+
+    Raises:
+        TypeError: ``table`` is not a DataFrame.
+        ValueError: missing columns, accuracies not in [0, 1], several runs (use :func:`diagnose_runs`),
+            no usable row for ``split``, bad threshold.
+    """
+    _check_table(table)
+    if threshold is not None and (not isinstance(threshold, (int, float)) or not threshold >= 0):
+        raise ValueError(f"threshold must be a number of points >= 0, got {threshold!r}")
+    runs = table["run"].dropna().unique().tolist() if "run" in table.columns else []
+    if len(runs) > 1:
+        raise ValueError(f"table holds {len(runs)} runs ({', '.join(map(str, runs[:5]))}); use diagnose_runs")
+    notes: list[str] = []
+    t = _usable_rows(table, notes)
+    splits_present = sorted(set(t["split"]))
+    if split not in splits_present:
+        raise ValueError(f"no usable rows for split {split!r} (splits with results: "
+                         f"{', '.join(splits_present) or 'none'})")
+    ev = _per_epoch(t, split, notes)
+    epochs = ev["epoch"].to_numpy()
+    acc = ev["acc_adv"].to_numpy(dtype=float)
+    last = len(ev) - 1
+    other = "train" if split == "test" else "test"
+    train = _per_epoch(t, other, []) if other in splits_present else None
+    tt_gap = None
+    if train is not None:
+        row = train[train["epoch"] == epochs[last]]
+        if len(row):
+            g = float(row["acc_adv"].iloc[0]) - acc[last]
+            tt_gap = 100 * g if other == "train" else -100 * g
+
+    measure_cols = [c for c in t.columns if c.endswith("_mean")]
+    measures: dict[str, dict[str, float]] = {}
+    for s in splits_present:
+        per = ev if s == split else _per_epoch(t, s, [])
+        at_last = per[per["epoch"] == epochs[last]]
+        if len(at_last):
+            measures[s] = {c[: -len("_mean")]: float(at_last[c].iloc[0]) for c in measure_cols
+                           if np.isfinite(at_last[c].iloc[0])}
+
+    run = str(runs[0]) if runs else ""
+    empty = pd.DataFrame({"measure": pd.Series(dtype=object), "split": pd.Series(dtype=object),
+                          "spearman": pd.Series(dtype=float), "pearson": pd.Series(dtype=float),
+                          "n": pd.Series(dtype="int64")})
+    if len(ev) == 1:
+        notes.append("one epoch only: no robust-overfitting fields")
+        return Diagnosis(run, split, 1, None, None, int(epochs[0]), float(acc[0]), None, None, None, tt_gap,
+                         empty, measures, notes)
+
+    best = int(np.argmax(acc))  # earliest on ties
+    n_best = float(ev["n"].iloc[best]) if "n" in ev.columns else None
+    thr = float(threshold) if threshold is not None else default_threshold(float(acc[best]), n_best)
+    onset = onset_epoch(epochs, acc, best, thr)
+
+    corr_rows = []
+    if measure_cols and "loss_adv" in ev.columns:
+        target = ev[ev["epoch"] >= epochs[best]][["epoch", "loss_adv"]]
+        reasons = set()
+        for s in splits_present:
+            per = ev if s == split else _per_epoch(t, s, [])
+            merged = target.merge(per[["epoch", *[c for c in measure_cols if c in per.columns]]], on="epoch",
+                                  how="inner", suffixes=("_target", ""))
+            for c in measure_cols:
+                if c not in merged.columns:
+                    continue
+                rho, r, k, why = _correlate(merged[c].to_numpy(dtype=float),
+                                            merged["loss_adv"].to_numpy(dtype=float))
+                corr_rows.append({"measure": c[: -len("_mean")], "split": s, "spearman": rho, "pearson": r,
+                                  "n": k})
+                if why:
+                    reasons.add(f"{c[: -len('_mean')]} ({s}): {why}")
+        if reasons:
+            notes.append("correlation NaN for " + "; ".join(sorted(reasons)))
+    elif measure_cols:
+        notes.append(f"no loss_adv column: correlations skipped")
+    correlations = pd.DataFrame(corr_rows) if corr_rows else empty
+    if len(correlations):
+        correlations["n"] = correlations["n"].astype("int64")
+    return Diagnosis(run, split, len(ev), int(epochs[best]), float(acc[best]), int(epochs[last]),
+                     float(acc[last]), 100 * float(acc[best] - acc[last]), onset, thr, tt_gap, correlations,
+                     measures, notes)
+
+
+def diagnose_runs(table: pd.DataFrame, *, split: str = "test", threshold: float | None = None) -> pd.DataFrame:
+    """One diagnosis per run of a table with a ``run`` column (a table without one is a single run "").
+
+    Returns:
+        One row per run (in order of appearance): ``run, n_epochs, best_epoch, best_acc_adv, last_epoch,
+        last_acc_adv, gap, onset_epoch, onset_threshold, train_test_gap_last``, then
+        ``<measure>_<split>_spearman`` and ``<measure>_<split>_pearson`` per correlation, and ``notes``
+        (joined with "; ").
+    """
+    _check_table(table)
+    if "run" in table.columns:
+        groups = [(r, table[table["run"] == r]) for r in table["run"].dropna().unique().tolist()]
+        if table["run"].isna().any():
+            groups.append(("", table[table["run"].isna()].assign(run="")))
+    else:
+        groups = [("", table)]
+    rows = []
+    for run, part in groups:
+        d = diagnose(part, split=split, threshold=threshold)
+        row: dict[str, Any] = {"run": run}
+        for f in ("n_epochs", "best_epoch", "best_acc_adv", "last_epoch", "last_acc_adv", "gap", "onset_epoch",
+                  "onset_threshold", "train_test_gap_last"):
+            row[f] = getattr(d, f)
+        for rec in d.correlations.to_dict("records"):
+            row[f"{rec['measure']}_{rec['split']}_spearman"] = rec["spearman"]
+            row[f"{rec['measure']}_{rec['split']}_pearson"] = rec["pearson"]
+        row["notes"] = "; ".join(d.notes)
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    for c in ("best_epoch", "onset_epoch"):
+        out[c] = out[c].astype("Int64")
+    return out
+
+
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a trajectory table: a ``.parquet`` or ``.csv`` file, or a run directory holding
+    ``trajectory.parquet`` (else ``metrics.csv``).
+
+    Raises:
+        FileNotFoundError: nothing to read there.
+        LandscapeError: the file cannot be read as a table.
+    """
+    p = Path(path)
+    if p.is_dir():
+        for name in ("trajectory.parquet", "metrics.csv"):
+            if (p / name).is_file():
+                p = p / name
+                break
+        else:
+            raise FileNotFoundError(f"no trajectory.parquet or metrics.csv in {path}")
+    elif not p.exists():
+        raise FileNotFoundError(f"no such file or directory: {path}")
+    try:
+        if p.suffix.lower() == ".csv":
+            return pd.read_csv(p)
+        return pd.read_parquet(p)
+    except Exception as exc:
+        raise LandscapeError(f"cannot read {p} as a table: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None

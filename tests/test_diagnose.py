@@ -1,0 +1,191 @@
+"""diagnose: synthetic trajectory tables with hand-known best epoch, gap, onset and correlations."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from landscape.cli import main
+from landscape.diagnose import default_threshold, diagnose, diagnose_runs, onset_epoch, read_table
+
+# test robust accuracy per epoch 1..10: best at epoch 4 (0.45); epoch 6 dips 1.5 points below the best but
+# epoch 7 recovers to 0.3 below, so the sustained drop (>= 1 point) starts at epoch 8.
+TEST_ACC = [0.30, 0.35, 0.40, 0.45, 0.445, 0.43, 0.447, 0.40, 0.39, 0.38]
+TRAIN_ACC = [0.30, 0.38, 0.46, 0.55, 0.60, 0.66, 0.70, 0.75, 0.80, 0.86]
+
+
+def make_table(test_acc=TEST_ACC, train_acc=TRAIN_ACC, *, n=None, run=None, measure=None, loss=None):
+    rows = []
+    for i, (te, tr) in enumerate(zip(test_acc, train_acc)):
+        epoch = i + 1
+        for split, acc in (("train", tr), ("test", te)):
+            row = {"epoch": epoch, "split": split, "acc_adv": acc, "acc_clean": min(1.0, acc + 0.3),
+                   "loss_adv": (loss[i] if loss is not None and split == "test" else 2.0 - acc), "error": None}
+            if n is not None:
+                row["n"] = n
+            if measure is not None:
+                row["grad_l1_mean"] = measure[i] * (1 if split == "test" else 2)
+            if run is not None:
+                row["run"] = run
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_best_epoch_gap_and_onset_with_explicit_threshold():
+    d = diagnose(make_table(), threshold=1.0)
+    assert d.best_epoch == 4 and d.best_acc_adv == pytest.approx(0.45)
+    assert d.last_epoch == 10 and d.last_acc_adv == pytest.approx(0.38)
+    assert d.gap == pytest.approx(7.0)
+    assert d.onset_epoch == 8
+    assert d.train_test_gap_last == pytest.approx(100 * (0.86 - 0.38))
+    assert d.n_epochs == 10
+
+
+def test_onset_threshold_decides_onset():
+    # 0.5 points: epoch 5 (0.445) is already 0.5 below, but epoch 7 (0.447, 0.3 below) breaks the run
+    assert diagnose(make_table(), threshold=0.5).onset_epoch == 8
+    # 0.2 points: every epoch after the best is at least 0.3 below -> onset right after the best
+    assert diagnose(make_table(), threshold=0.2).onset_epoch == 5
+    # 8 points: the last epoch is only 7 below -> no onset
+    assert diagnose(make_table(), threshold=8.0).onset_epoch is None
+
+
+def test_default_threshold_uses_binomial_standard_error():
+    # n = 500: 2 * 100 * sqrt(.45 * .55 / 500) = 4.45 points -> epochs 8, 9, 10 are 5, 6, 7 points below
+    d = diagnose(make_table(n=500))
+    assert d.onset_threshold == pytest.approx(2 * 100 * math.sqrt(0.45 * 0.55 / 500))
+    assert d.onset_epoch == 8
+    # n = 100: threshold 9.95 points -> never that far below
+    d = diagnose(make_table(n=100))
+    assert d.onset_threshold == pytest.approx(9.9499, abs=1e-3)
+    assert d.onset_epoch is None
+    # without n: 1 point; and never below 1 point however large n is
+    assert diagnose(make_table()).onset_threshold == 1.0
+    assert default_threshold(0.45, 10**9) == 1.0
+
+
+def test_onset_epoch_helper_against_brute_force():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        acc = rng.uniform(0.2, 0.5, size=12)
+        epochs = np.arange(12) * 2
+        best = int(np.argmax(acc))
+        thr = float(rng.uniform(0, 10))
+        expected = None
+        for i in range(best + 1, 12):  # direct reading of the definition
+            if all((acc[best] - acc[j]) * 100 >= thr for j in range(i, 12)):
+                expected = int(epochs[i])
+                break
+        assert onset_epoch(epochs, acc, best, thr) == expected
+
+
+def test_no_overfitting_when_best_is_last():
+    acc = [0.1, 0.2, 0.3, 0.4]
+    d = diagnose(make_table(acc, acc))
+    assert d.best_epoch == 4 and d.gap == 0.0 and d.onset_epoch is None
+
+
+def test_correlation_from_best_epoch_on_is_monotone():
+    loss = [3.0, 2.0, 1.5, 1.0, 1.1, 1.3, 1.2, 1.6, 1.8, 2.5]
+    # before the best epoch the measure runs against the loss; from epoch 4 on it is a monotone (non-linear)
+    # function of the test robust loss
+    measure = [1.0, 1.5, 2.0] + [math.exp(v) for v in loss[3:]]
+    d = diagnose(make_table(loss=loss, measure=measure), threshold=1.0)
+    c = d.correlations.set_index(["measure", "split"])
+    assert c.loc[("grad_l1", "test"), "spearman"] == pytest.approx(1.0)
+    assert c.loc[("grad_l1", "test"), "n"] == 7
+    expected_r = np.corrcoef(measure[3:], loss[3:])[0, 1]
+    assert c.loc[("grad_l1", "test"), "pearson"] == pytest.approx(expected_r)
+    assert expected_r < 0.999  # non-linear, so Pearson is below 1 while Spearman is exactly 1
+    # the train measure (2x the test one) correlates the same way with the *test* loss
+    assert c.loc[("grad_l1", "train"), "spearman"] == pytest.approx(1.0)
+    # over all epochs it would not be monotone: the window matters
+    assert stats.spearmanr(measure, loss).statistic < 0.9
+
+
+def test_correlation_needs_three_epochs():
+    acc = [0.2, 0.3, 0.4, 0.45, 0.44]  # best at epoch 4 -> epochs 4, 5 only
+    d = diagnose(make_table(acc, acc, measure=[1, 2, 3, 4, 5]))
+    assert d.correlations["spearman"].isna().all() and (d.correlations["n"] == 2).all()
+    assert any("fewer than 3 epochs" in note for note in d.notes)
+
+
+def test_single_epoch_gives_measures_and_train_test_gap_only():
+    d = diagnose(make_table([0.4], [0.7], measure=[2.5]))
+    assert d.best_epoch is None and d.gap is None and d.onset_epoch is None
+    assert d.last_epoch == 1 and d.last_acc_adv == pytest.approx(0.4)
+    assert d.train_test_gap_last == pytest.approx(30.0)
+    assert d.measures == {"test": {"grad_l1": 2.5}, "train": {"grad_l1": 5.0}}
+    assert "one epoch" in d.summary() or "one epoch" in " ".join(d.notes)
+
+
+def test_failed_rows_and_duplicated_epochs():
+    t = make_table([0.3, 0.5, 0.4], [0.3, 0.5, 0.6])
+    bad = pd.DataFrame([{"epoch": 2, "split": "test", "acc_adv": np.nan, "error": "CheckpointError: truncated",
+                         "checkpoint": "e2b.pt"}])
+    dup = pd.DataFrame([{"epoch": 3, "split": "test", "acc_adv": 0.2, "loss_adv": 1.0, "error": None}])
+    d = diagnose(pd.concat([t, bad, dup], ignore_index=True), threshold=1.0)
+    assert d.best_epoch == 2
+    assert d.last_acc_adv == pytest.approx((0.4 + 0.2) / 2)  # duplicated epoch 3 averaged
+    assert any("failed" in note for note in d.notes) and any("duplicated" in note for note in d.notes)
+
+
+def test_several_runs():
+    a = make_table(run="a")
+    b = make_table([0.2, 0.3, 0.35], [0.2, 0.4, 0.5], run="b")
+    both = pd.concat([a, b], ignore_index=True)
+    with pytest.raises(ValueError, match="diagnose_runs"):
+        diagnose(both)
+    runs = diagnose_runs(both, threshold=1.0)
+    assert runs["run"].tolist() == ["a", "b"]
+    assert runs.set_index("run").loc["a", "onset_epoch"] == 8
+    assert runs.set_index("run").loc["b", "best_epoch"] == 3
+    assert pd.isna(runs.set_index("run").loc["b", "onset_epoch"])
+    assert runs.set_index("run").loc["b", "gap"] == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (pd.DataFrame({"epoch": [1], "split": ["test"]}), "acc_adv"),
+    (pd.DataFrame({"epoch": [1, 2], "split": ["test", "test"], "acc_adv": [45.0, 40.0]}), "percent"),
+    (pd.DataFrame({"epoch": [1], "split": ["train"], "acc_adv": [0.4]}), "split 'test'"),
+])
+def test_bad_tables_raise_value_error(bad, match):
+    with pytest.raises(ValueError, match=match):
+        diagnose(bad)
+
+
+def test_not_a_dataframe():
+    with pytest.raises(TypeError, match="DataFrame"):
+        diagnose({"epoch": [1]})
+
+
+def test_to_dict_is_json_and_summary_mentions_key_numbers():
+    d = diagnose(make_table(measure=list(range(10))), threshold=1.0)
+    payload = json.loads(json.dumps(d.to_dict(), allow_nan=False))
+    assert payload["best_epoch"] == 4 and payload["onset_epoch"] == 8
+    assert payload["correlations"][0]["measure"] == "grad_l1"
+    text = d.summary()
+    assert "epoch 4" in text and "epoch 8" in text and "7.0 points" in text
+
+
+def test_read_table_and_cli(tmp_path, capsys):
+    t = make_table(n=500)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    t.to_parquet(run_dir / "trajectory.parquet")
+    pd.testing.assert_frame_equal(read_table(run_dir), t)
+    t.drop(columns=["error"]).to_csv(tmp_path / "metrics.csv", index=False)
+    assert read_table(tmp_path / "metrics.csv")["acc_adv"].tolist() == t["acc_adv"].tolist()
+
+    assert main(["diagnose", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "45.0% at epoch 4" in out and "from epoch 8" in out
+    assert main(["diagnose", str(tmp_path / "metrics.csv"), "--json", "--threshold", "8"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["onset_epoch"] is None and payload["best_epoch"] == 4
+    assert main(["diagnose", str(tmp_path / "missing")]) == 2
+    assert "no such file" in capsys.readouterr().err
