@@ -107,7 +107,8 @@ def _coords(values, name: str) -> torch.Tensor:
 
 
 def grid(radius: float, n: int) -> torch.Tensor:
-    """``n`` evenly spaced coordinates from ``-radius`` to ``radius`` (float64); odd ``n`` includes 0.
+    """``n`` evenly spaced coordinates from ``-radius`` to ``radius`` (float64), exactly symmetric; odd ``n``
+    includes an exact 0 (the clean input).
 
     Args:
         radius: half-width of the grid, a finite number > 0.
@@ -123,7 +124,8 @@ def grid(radius: float, n: int) -> torch.Tensor:
         raise ValueError(f"radius must be a finite number > 0, got {radius}")
     if n == 1:
         return torch.zeros(1, dtype=torch.float64)
-    return torch.linspace(-radius, radius, n, dtype=torch.float64)
+    steps = torch.arange(n, dtype=torch.float64) * 2 - (n - 1)  # exact integers, symmetric about 0
+    return radius * steps / (n - 1)
 
 
 # --------------------------------------------------------------------------------------------------------
