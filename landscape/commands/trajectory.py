@@ -1,0 +1,75 @@
+"""`landscape trajectory`: measure every checkpoint of a run into a resumable run directory."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ._common import add_attack_args, add_data_args, add_model_args, model_kwargs, normalization, output_dir, \
+    positive_int, warn_trusted
+
+HELP = "measure every checkpoint of a training run (resumable; serial, process or Ray workers)"
+
+
+def _name_list(text: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+    return items
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINTS",
+                   help="checkpoint directory, glob pattern (quoted) or checkpoint files")
+    p.add_argument("--out", required=True, help="run directory to write (re-running it resumes)")
+    add_model_args(p)
+    add_data_args(p)
+    add_attack_args(p, default_eps=0.1)
+    for action in p._actions:  # the shared --split means "only this split" here
+        if action.dest == "split":
+            action.help = "measure only this split (shorthand for --splits SPLIT)"
+    p.set_defaults(split=None)
+    g = p.add_argument_group("trajectory")
+    g.add_argument("--splits", type=_name_list, default=None, metavar="LIST",
+                   help="comma-separated splits to measure (default train,test)")
+    g.add_argument("--measures", type=_name_list, default=None, metavar="LIST",
+                   help="comma-separated measures, e.g. grad,curv_adv,logit_var (default: all)")
+    g.add_argument("--executor", default="serial", choices=["serial", "process", "ray"])
+    g.add_argument("--workers", type=positive_int, default=1, help="parallel workers (process or ray)")
+    g.add_argument("--ray-address", default=None, help="join this Ray cluster (default: start a local one)")
+    g.add_argument("--run", default=None, help="run name in the table (default: the checkpoint folder's name)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from landscape.diagnose import diagnose
+    from landscape.trajectory import analyse_trajectory
+
+    if args.split is not None and args.splits is not None:
+        raise ValueError("give --split or --splits, not both")
+    splits = [args.split] if args.split is not None else (args.splits or ["train", "test"])
+    mean, std = normalization(args)
+    if args.trust_checkpoint:
+        warn_trusted(" ".join(args.checkpoints))
+    out = output_dir(args.out)
+    source = args.checkpoints[0] if len(args.checkpoints) == 1 else args.checkpoints
+    table = analyse_trajectory(
+        source, args.arch, args.data, out_dir=out, measures=args.measures, n=args.n, eps=args.eps,
+        steps=args.steps, step_size=args.step_size, norm=args.norm, attack=args.attack, splits=splits,
+        executor=args.executor, workers=args.workers, ray_address=args.ray_address,
+        arch_kwargs=model_kwargs(args), mean=mean, std=std, trusted=args.trust_checkpoint, seed=args.seed,
+        batch_size=args.batch_size, data_root=args.data_root, device=args.device, run=args.run,
+        progress=not args.quiet)
+    a = table.attrs
+    total = a["computed"] + a["reused"]
+    print(f"trajectory: {total} checkpoint(s) ({a['computed']} computed, {a['reused']} reused), "
+          f"{a['failed']} failed -> {out / 'trajectory.parquet'}")
+    ok = table[table["error"].isna()]
+    if len(ok) and "test" in set(ok["split"]):
+        print(diagnose(table).summary())
+    if a["failed"]:
+        print(f"landscape trajectory: {a['failed']} checkpoint(s) failed (see the error column):",
+              file=sys.stderr)
+        for path in a["failed_checkpoints"]:
+            err = table.loc[table["checkpoint"] == path, "error"].iloc[0]
+            print(f"  {path}: {err}", file=sys.stderr)
+        return 1
+    return 0
