@@ -1,0 +1,258 @@
+"""Second-order input-space measures: Hessian-vector products, directional curvature, top eigenvalue.
+
+All quantities are per sample: ``H_i = ∇²ₓ CE(f(x_i), y_i)`` is the Hessian of sample i's cross-entropy
+with respect to its own input (a (D, D) matrix, D = numel of one input). The summed loss
+``Σ_i CE(f(x_i), y_i)`` has a block-diagonal input Hessian when samples do not interact, which holds in
+eval mode (batch-norm uses running statistics), so one Hessian-vector product of the summed loss gives
+every sample's ``H_i v_i`` at once.
+
+Two exact ways to compute ``Hv`` are available (``method=``):
+
+* ``"func"`` — forward-over-reverse with ``torch.func``: the JVP of ``torch.func.grad`` of the summed loss;
+* ``"double_backprop"`` — reverse-over-reverse with ``torch.autograd``: differentiate ``gᵀv`` with
+  ``create_graph=True``; works with any model autograd handles (hooks, in-place ops, custom Functions);
+* ``"auto"`` (default) — ``"func"``, falling back to ``"double_backprop"`` with a warning when ``torch.func``
+  cannot trace the model (raises ``RuntimeError``/``NotImplementedError``).
+
+ReLU networks are piecewise linear, so their logits have zero second derivative almost everywhere and the
+whole input curvature comes from the softmax/cross-entropy: ``H = Jᵀ (diag(p) − ppᵀ) J`` with J the
+logit Jacobian, a positive semi-definite matrix of rank ≤ K − 1. Smooth nets (softplus, tanh, GELU) add
+the logit curvature terms and can have negative eigenvalues.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from .._base import check_batch, check_labels_fit, eval_mode, frozen_params, model_dtype, per_sample_loss
+
+__all__ = ["HVP_METHODS", "hvp", "directional_curvature", "top_eigenvalue"]
+
+HVP_METHODS = ("auto", "func", "double_backprop")
+"""Allowed values of ``method=``."""
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_method(method: str) -> str:
+    if method not in HVP_METHODS:
+        raise ValueError(f"unknown method {method!r} (allowed: {', '.join(map(repr, HVP_METHODS))})")
+    return method
+
+
+def _check_model(model: nn.Module) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+
+
+def _check_like(v: torch.Tensor, x: torch.Tensor, name: str) -> torch.Tensor:
+    """``v`` as a tensor of x's shape, dtype and device (NaN/Inf refused)."""
+    if not isinstance(v, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(v).__name__}")
+    if not v.is_floating_point():
+        raise TypeError(f"{name} must be floating point, got {v.dtype}")
+    if v.shape != x.shape:
+        raise ValueError(f"{name} must have the shape of x {tuple(x.shape)}, got {tuple(v.shape)}")
+    if not torch.isfinite(v).all():
+        raise ValueError(f"{name} contains NaN/Inf values")
+    return v.detach().to(device=x.device, dtype=x.dtype).contiguous()
+
+
+def _prepare(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_model(model)
+    x, y = check_batch(x, y, dtype=model_dtype(model))
+    if y is None:
+        raise TypeError("labels y are required")
+    return x.detach().contiguous(), y.to(x.device)
+
+
+# --------------------------------------------------------------------------- Hessian-vector products
+
+
+def _summed_loss(model: nn.Module, y: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    def loss(x: torch.Tensor) -> torch.Tensor:
+        logits = model(x)
+        check_labels_fit(logits, y)
+        return per_sample_loss(logits, y).sum()
+
+    return loss
+
+
+def _hvp_func(model: nn.Module, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Forward-over-reverse: d/dt ∇L(x + t v) at t=0, via ``torch.func.jvp(torch.func.grad(L))``."""
+    _, hv = torch.func.jvp(torch.func.grad(_summed_loss(model, y)), (x,), (v,))
+    return hv
+
+
+def _hvp_double_backprop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Reverse-over-reverse: ∇ₓ (∇ₓL · v) with ``create_graph=True``."""
+    with torch.enable_grad():
+        xr = x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(_summed_loss(model, y)(xr), xr, create_graph=True)
+        if not grad.requires_grad:  # loss locally linear in x: the Hessian is zero
+            return torch.zeros_like(x)
+        (hv,) = torch.autograd.grad(grad, xr, grad_outputs=v, allow_unused=True)
+    return torch.zeros_like(x) if hv is None else hv
+
+
+_IMPLEMENTATIONS = {"func": _hvp_func, "double_backprop": _hvp_double_backprop}
+
+
+def _hvp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor,
+         method: str) -> tuple[torch.Tensor, str]:
+    """Unchecked core (model already in eval mode with frozen parameters): returns ``(Hv, method used)``."""
+    if method != "auto":
+        return _IMPLEMENTATIONS[method](model, x, y, v).detach(), method
+    try:
+        return _hvp_func(model, x, y, v).detach(), "func"
+    except torch.OutOfMemoryError:
+        raise
+    except (RuntimeError, NotImplementedError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        warnings.warn(f"torch.func could not differentiate {type(model).__name__} ({first}); "
+                      "using double backpropagation for Hessian-vector products", RuntimeWarning, stacklevel=3)
+        return _hvp_double_backprop(model, x, y, v).detach(), "double_backprop"
+
+
+def hvp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, *,
+        method: str = "auto") -> torch.Tensor:
+    """Exact per-sample input-space Hessian-vector product ``H_i v_i`` of the cross-entropy.
+
+    Args:
+        model: classifier returning (B, K) logits; evaluated in eval mode.
+        x: (B, ...) inputs.
+        y: (B,) integer labels.
+        v: (B, ...) vectors, one per sample, same shape as ``x``.
+        method: ``"auto"`` (default), ``"func"`` or ``"double_backprop"`` (see the module docstring).
+
+    Returns:
+        (B, ...) tensor, row i = ``∇²ₓ CE(f(x_i), y_i) · v_i``, detached.
+
+    Raises:
+        ValueError: unknown method, shape mismatch, NaN/Inf values, bad labels.
+        TypeError: wrong argument types.
+
+    Example:
+        >>> model = create_model("mlp", hidden=(16,), activation="softplus")
+        >>> x, y = torch.rand(2, 1, 8, 8), torch.tensor([0, 1])
+        >>> hvp(model, x, y, torch.randn(2, 1, 8, 8)).shape
+        torch.Size([2, 1, 8, 8])
+    """
+    method = _check_method(method)
+    x, y = _prepare(model, x, y)
+    v = _check_like(v, x, "v")
+    with eval_mode(model), frozen_params(model):
+        return _hvp(model, x, y, v, method)[0]
+
+
+# --------------------------------------------------------------------------- derived measures
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-sample inner product: (B, ...), (B, ...) -> (B,)."""
+    return (a * b).flatten(1).sum(1)
+
+
+def _directional_curvature(model: nn.Module, x: torch.Tensor, y: torch.Tensor, d: torch.Tensor,
+                           method: str) -> tuple[torch.Tensor, str]:
+    """Unchecked core of :func:`directional_curvature`: ((B,), method used)."""
+    sq = _dot(d, d)
+    hd, used = _hvp(model, x, y, d, method)
+    curv = _dot(d, hd) / torch.where(sq > 0, sq, torch.ones_like(sq))
+    return torch.where(sq > 0, curv, torch.zeros_like(curv)), used
+
+
+def directional_curvature(model: nn.Module, x: torch.Tensor, y: torch.Tensor, d: torch.Tensor, *,
+                          method: str = "auto") -> torch.Tensor:
+    """Curvature of each sample's loss along its direction: ``d_iᵀ H_i d_i / ‖d_i‖²``.
+
+    This is the second derivative of ``t ↦ CE(f(x_i + t·u_i), y_i)`` at t=0 for the unit direction
+    ``u_i = d_i/‖d_i‖`` (scale-invariant in ``d_i``). A sample whose direction is exactly zero (e.g. an
+    adversarial perturbation at ``eps=0``) gets curvature **0**: no direction, no bending.
+
+    Args:
+        model: classifier returning (B, K) logits; evaluated in eval mode.
+        x: (B, ...) inputs.
+        y: (B,) integer labels.
+        d: (B, ...) directions (e.g. ``x_adv - x`` or a random direction).
+        method: Hessian-vector product method, see :func:`hvp`.
+
+    Returns:
+        (B,) tensor of curvatures (same dtype as the model), detached.
+    """
+    method = _check_method(method)
+    x, y = _prepare(model, x, y)
+    d = _check_like(d, x, "d")
+    with eval_mode(model), frozen_params(model):
+        return _directional_curvature(model, x, y, d, method)[0]
+
+
+def _unit(v: torch.Tensor) -> torch.Tensor:
+    """Per-sample unit vectors (a zero row stays zero)."""
+    n = v.flatten(1).norm(dim=1).reshape(-1, *([1] * (v.dim() - 1)))
+    return v / torch.where(n > 0, n, torch.ones_like(n))
+
+
+def _top_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, iters: int, tol: float, seed: int,
+                    method: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Unchecked core of :func:`top_eigenvalue`; also returns ``info`` (iterations, converged, method)."""
+    generator = torch.Generator(device=x.device).manual_seed(int(seed))
+    v = _unit(torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype))
+    values = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    active = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+    used, done = method, 0
+    for done in range(1, iters + 1):
+        idx = active.nonzero().squeeze(1)
+        hv, used = _hvp(model, x[idx], y[idx], v[idx], used)
+        rayleigh = _dot(v[idx], hv)  # v is unit: vᵀHv
+        converged = hv.flatten(1).norm(dim=1) == 0  # H v = 0: nothing left to iterate
+        if done > 1:
+            converged |= (rayleigh - values[idx]).abs() <= tol * rayleigh.abs()
+        values[idx] = rayleigh
+        active[idx[converged]] = False
+        if done == iters or not active.any():
+            break  # no step after the last product: (values, v) stay Rayleigh pairs
+        # converged samples keep their v, so that (value, vector) stay a consistent Rayleigh pair
+        keep = converged.reshape(-1, *([1] * (x.dim() - 1)))
+        v[idx] = torch.where(keep, v[idx], _unit(hv))
+    info = {"iterations": done, "converged": int((~active).sum()), "method": used}
+    return values, v, info
+
+
+def top_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, iters: int = 20, tol: float = 1e-4,
+                   seed: int = 0, method: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """Largest-magnitude eigenvalue of each sample's input Hessian, by batched power iteration.
+
+    Starts from a seeded Gaussian unit vector per sample and iterates ``v ← H v / ‖H v‖``; the estimate is the
+    Rayleigh quotient ``vᵀHv``, whose sign is that of the dominant eigenvalue. A sample stops once its
+    estimate changes by at most ``tol`` relative to its magnitude; the loop ends when every sample has
+    stopped or after ``iters`` Hessian-vector products. Convergence is geometric with ratio |λ₂/λ₁|, so
+    samples with near-equal top eigenvalues need more iterations. Each iteration costs one HVP on the
+    samples not yet converged.
+
+    Args:
+        model: classifier returning (B, K) logits; evaluated in eval mode.
+        x: (B, ...) inputs.
+        y: (B,) integer labels.
+        iters: maximum number of power iterations, >= 1. Default 20.
+        tol: relative change of the eigenvalue estimate that counts as converged, >= 0. Default 1e-4.
+        seed: seeds the start vectors (a ``torch.Generator`` on x's device). Default 0.
+        method: Hessian-vector product method, see :func:`hvp`.
+
+    Returns:
+        ``(values, vectors)``: (B,) eigenvalue estimates and (B, ...) unit-norm eigenvector estimates with
+        ``values[i] = vectors[i]ᵀ H_i vectors[i]``.
+    """
+    method = _check_method(method)
+    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
+        raise ValueError(f"iters must be an integer >= 1, got {iters!r}")
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
+        raise ValueError(f"tol must be a number >= 0, got {tol!r}")
+    x, y = _prepare(model, x, y)
+    with eval_mode(model), frozen_params(model):
+        values, vectors, _ = _top_eigenvalue(model, x, y, iters=iters, tol=float(tol), seed=seed, method=method)
+    return values, vectors
