@@ -68,8 +68,8 @@ def check_batch(x: torch.Tensor, y: torch.Tensor | None = None, *, name: str = "
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dtype == torch.uint8:
-        x = x.float() / 255.0
+    if x.dtype == torch.uint8:  # scale in the target dtype, so float64 models see exact k/255 pixels
+        x = x.to(dtype if dtype is not None and dtype.is_floating_point else torch.float32) / 255.0
     elif not x.is_floating_point():
         raise TypeError(f"{name} must be floating point or uint8, got {x.dtype}")
     if x.dim() < 2 or x.shape[0] == 0:
