@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ._base import check_batch, check_labels_fit
+from .measures.taylor import logit_variation_batch
 
 GRADIENT_NORMS = ("l1", "l2sq")
 
@@ -25,7 +26,8 @@ def advlc(logits_clean: torch.Tensor, logits_adv: torch.Tensor, top: float = 0.1
 
     With ``D = |logits_adv - logits_clean|`` of shape (B, K), the value is
     ``sum(topk(D.flatten(), k)) / B`` with ``k = max(1, int(top * B * K))`` — the batch-level selection of
-    the paper's official code (not a per-sample top-k).
+    the paper's official code (not a per-sample top-k). One implementation:
+    :func:`landscape.measures.taylor.logit_variation_batch`, named here for training code.
 
     Args:
         logits_clean: (B, K) logits at the clean inputs.
@@ -43,25 +45,7 @@ def advlc(logits_clean: torch.Tensor, logits_adv: torch.Tensor, top: float = 0.1
         >>> advlc(torch.zeros(2, 3), torch.tensor([[1., -2., 0.], [0., 0., 3.]]), top=0.5)
         tensor(3.)
     """
-    for name, t in (("logits_clean", logits_clean), ("logits_adv", logits_adv)):
-        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point torch.Tensor, got "
-                            f"{getattr(t, 'dtype', type(t).__name__)}")
-    if logits_clean.dim() != 2 or logits_clean.numel() == 0:
-        raise ValueError(f"logits must have shape (B, K) with B, K > 0, got {tuple(logits_clean.shape)}")
-    if logits_clean.shape != logits_adv.shape:
-        raise ValueError(f"logits_clean {tuple(logits_clean.shape)} and logits_adv "
-                         f"{tuple(logits_adv.shape)} must have the same shape")
-    if isinstance(top, bool) or not isinstance(top, (int, float)) or not 0 < top <= 1:
-        raise ValueError(f"top must be a fraction in (0, 1], got {top!r}")
-    return _logit_variation_batch(logits_clean, logits_adv, top)
-
-
-def _logit_variation_batch(logits_clean: torch.Tensor, logits_adv: torch.Tensor, top: float) -> torch.Tensor:
-    """Unchecked core of :func:`advlc`: (B, K), (B, K) -> () scalar."""
-    diff = (logits_adv - logits_clean).abs().flatten()
-    k = max(1, int(top * diff.numel()))
-    return diff.topk(k, sorted=False).values.sum() / logits_clean.shape[0]
+    return logit_variation_batch(logits_clean, logits_adv, top)
 
 
 def input_gradient_penalty(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str = "l1") -> torch.Tensor:
