@@ -1,8 +1,16 @@
 """Per-sample measures of the input loss landscape: gradients, curvature, Taylor gap, logit variation.
 
-Every function takes ``(model, x, y, ...)`` and returns per-sample tensors (B,); see ``docs/measures.md``.
+Every function takes ``(model, x, y, ...)`` and returns per-sample tensors (B,); ``measure`` gathers them
+into one DataFrame. See ``docs/measures.md``.
 """
-from . import curvature
+from . import curvature, gradients, taylor
 from .curvature import directional_curvature, hvp, top_eigenvalue
+from .gradients import gradient_norms, input_gradient
+from .taylor import logit_variation, logit_variation_batch, taylor_gap
 
-__all__ = ["curvature", "hvp", "directional_curvature", "top_eigenvalue"]
+__all__ = [
+    "curvature", "gradients", "taylor",
+    "input_gradient", "gradient_norms",
+    "hvp", "directional_curvature", "top_eigenvalue",
+    "taylor_gap", "logit_variation", "logit_variation_batch",
+]

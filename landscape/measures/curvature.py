@@ -27,7 +27,8 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from .._base import check_batch, check_labels_fit, eval_mode, frozen_params, model_dtype, per_sample_loss
+from .._base import check_labels_fit, eval_mode, frozen_params, per_sample_loss
+from .gradients import _check_like, _prepare
 
 __all__ = ["HVP_METHODS", "hvp", "directional_curvature", "top_eigenvalue"]
 
@@ -42,32 +43,6 @@ def _check_method(method: str) -> str:
     if method not in HVP_METHODS:
         raise ValueError(f"unknown method {method!r} (allowed: {', '.join(map(repr, HVP_METHODS))})")
     return method
-
-
-def _check_model(model: nn.Module) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-
-
-def _check_like(v: torch.Tensor, x: torch.Tensor, name: str) -> torch.Tensor:
-    """``v`` as a tensor of x's shape, dtype and device (NaN/Inf refused)."""
-    if not isinstance(v, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(v).__name__}")
-    if not v.is_floating_point():
-        raise TypeError(f"{name} must be floating point, got {v.dtype}")
-    if v.shape != x.shape:
-        raise ValueError(f"{name} must have the shape of x {tuple(x.shape)}, got {tuple(v.shape)}")
-    if not torch.isfinite(v).all():
-        raise ValueError(f"{name} contains NaN/Inf values")
-    return v.detach().to(device=x.device, dtype=x.dtype).contiguous()
-
-
-def _prepare(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    _check_model(model)
-    x, y = check_batch(x, y, dtype=model_dtype(model))
-    if y is None:
-        raise TypeError("labels y are required")
-    return x.detach().contiguous(), y.to(x.device)
 
 
 # --------------------------------------------------------------------------- Hessian-vector products
