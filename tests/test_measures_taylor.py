@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -10,7 +11,6 @@ import torch.nn.functional as F
 
 from landscape import create_model
 from landscape.measures.taylor import logit_variation, logit_variation_batch, taylor_gap
-from landscape.regularizers import advlc
 
 
 class SumLogit(nn.Module):
@@ -105,12 +105,13 @@ def test_logit_variation_batch_hand_values_and_official_convention():
     assert float(logit_variation_batch(clean, adv, top=0.34)) == 2.5  # int(2.04) = 2: 3 + 2
 
 
-def test_logit_variation_batch_is_differentiable_and_matches_regularizer():
+def test_logit_variation_batch_is_differentiable_and_matches_a_sort():
     g = torch.Generator().manual_seed(0)
     clean = torch.randn(8, 10, generator=g, dtype=torch.float64, requires_grad=True)
     adv = torch.randn(8, 10, generator=g, dtype=torch.float64, requires_grad=True)
     value = logit_variation_batch(clean, adv)
-    torch.testing.assert_close(value, advlc(clean, adv))  # independent implementation in regularizers
+    diffs = np.sort(np.abs(adv.detach().numpy() - clean.detach().numpy()).ravel())[::-1]
+    assert float(value) == pytest.approx(diffs[:8].sum() / 8, rel=1e-12)  # int(0.1·80) = 8 entries, / B = 8
     assert torch.autograd.gradcheck(lambda a, b: logit_variation_batch(a, b, top=0.2), (clean, adv))
     (g_clean, g_adv) = torch.autograd.grad(value, (clean, adv))
     assert int((g_adv != 0).sum()) == 8  # int(0.1·80) = 8 selected entries, each with gradient ±1/B
