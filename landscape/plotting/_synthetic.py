@@ -1,0 +1,160 @@
+"""Synthetic run tables with the documented columns, for thumbnails, examples and tests.
+
+These are *made-up numbers shaped like a robust-overfitting run* (robust test accuracy peaks early, then
+falls while the input loss landscape sharpens); they exercise the figures and the report without training
+anything. Never use them as results.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+_MEASURES = ("grad_l1", "grad_l2", "curv_adv", "curv_rand", "taylor_gap", "logit_var")
+
+
+def synthetic_tables(run: str = "pgd_at", *, epochs: int = 30, n: int = 64, ro: float = 1.0,
+                     seed: int = 0) -> dict:
+    """Tables of one synthetic run.
+
+    Args:
+        run: value of the ``run`` column.
+        epochs: number of epochs (1..epochs).
+        n: samples per (epoch, split) in the per-sample table.
+        ro: strength of robust overfitting, 0 (none: accuracy plateaus) .. 1 (strong).
+        seed: random seed.
+
+    Returns:
+        dict with ``trajectory``, ``samples``, ``slices_1d``, ``slices_2d``, ``metrics`` (DataFrames, columns
+        as in docs/internals.md; the slice tables carry an extra ``epoch`` column for the best and last
+        epoch) and ``settings`` (dict).
+    """
+    if epochs < 2 or n < 2:
+        raise ValueError(f"synthetic_tables: need epochs >= 2 and n >= 2, got epochs={epochs}, n={n}")
+    rng = np.random.default_rng(seed)
+    ep = np.arange(1, epochs + 1)
+    peak = max(2, round(epochs * 0.4))
+    rise = 1 - np.exp(-ep / (0.25 * peak))
+    decline = ro * np.clip(ep - peak, 0, None) / epochs
+    level = {  # expected (robust/clean) accuracy per split
+        ("test", "acc_adv"): 0.48 * rise - 0.25 * decline,
+        ("test", "acc_clean"): 0.80 * rise - 0.06 * decline,
+        ("train", "acc_adv"): 0.48 * rise + 0.9 * decline,
+        ("train", "acc_clean"): 0.82 * rise + 0.3 * decline,
+    }
+    sharp = 1 + rise * 0.3 + 4.0 * decline  # how sharp the test landscape is
+    sample_rows = []
+    for i, e in enumerate(ep):
+        for split in ("train", "test"):
+            s = sharp[i] if split == "test" else 1 + rise[i] * 0.3 - 0.5 * decline[i]
+            p_adv = float(np.clip(level[(split, "acc_adv")][i], 0.02, 0.99))
+            p_clean = float(np.clip(level[(split, "acc_clean")][i], p_adv, 0.995))
+            correct_adv = rng.random(n) < p_adv
+            correct_clean = correct_adv | (rng.random(n) < (p_clean - p_adv) / (1 - p_adv))
+            grad = rng.lognormal(np.log(0.6 * s), 0.5, n)
+            frame = pd.DataFrame({
+                "sample": np.arange(n), "label": rng.integers(0, 10, n),
+                "loss_clean": rng.gamma(2.0, 0.25, n) + (~correct_clean) * 1.2,
+                "loss_adv": rng.gamma(2.0, 0.35 * s, n) + (~correct_adv) * 1.0,
+                "correct_clean": correct_clean, "correct_adv": correct_adv,
+                "grad_l1": grad, "grad_l2": grad / 6.0, "grad_linf": grad / 40.0,
+                "curv_adv": rng.lognormal(np.log(2.0 * s ** 1.5), 0.6, n),
+                "curv_rand": rng.normal(0.05 * s, 0.05, n),
+                "taylor_gap": rng.gamma(2.0, 0.08 * s ** 1.5, n),
+                "logit_var": rng.gamma(3.0, 0.4 * s, n),
+                "epoch": int(e), "split": split, "checkpoint": f"epoch_{e:03d}.pt",
+            })
+            sample_rows.append(frame)
+    samples = pd.concat(sample_rows, ignore_index=True)
+    samples.insert(0, "run", run)
+    trajectory = _aggregate(samples)
+    for col in ("acc_adv", "acc_clean"):  # smooth curves, like a real run evaluated on many samples
+        split = trajectory["split"].to_numpy()
+        idx = trajectory["epoch"].to_numpy() - 1
+        expected = np.array([level[(s, col)][i] for s, i in zip(split, idx)])
+        trajectory[col] = np.clip(expected + rng.normal(0, 0.008, len(expected)), 0, 1)
+    loss_scale = {"test": 1 + 1.5 * decline, "train": 1 - 0.5 * decline}
+    for col, base in (("loss_adv", 1.6), ("loss_clean", 0.9)):
+        trajectory[col] = [base * (1.1 - 0.5 * rise[i]) * loss_scale[s][i] * (1 if col == "loss_adv" else 0.8)
+                           + rng.normal(0, 0.01) for s, i in zip(trajectory["split"], trajectory["epoch"] - 1)]
+    metrics = trajectory[["epoch", "split", "acc_clean", "acc_adv", "loss_clean", "loss_adv"]].copy()
+    metrics["lr"] = np.where(metrics["epoch"] <= peak, 0.1, 0.01)
+    metrics["time_s"] = np.round(rng.uniform(1.0, 1.5, len(metrics)), 3)
+    test_acc = trajectory[trajectory["split"] == "test"].set_index("epoch")["acc_adv"]
+    best, last = int(test_acc.idxmax()), int(ep[-1])
+    sharp_at = {best: sharp[best - 1], last: sharp[-1]}
+    return {
+        "trajectory": trajectory,
+        "samples": samples,
+        "metrics": metrics,
+        "slices_1d": _slices_1d(sharp_at, rng),
+        "slices_2d": _slices_2d(sharp_at, rng),
+        "settings": {"run": run, "eps": 0.1, "attack": "pgd", "steps": 10, "n": n, "seed": seed,
+                     "synthetic": True},
+    }
+
+
+def _aggregate(samples: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for (run, epoch, split), g in samples.groupby(["run", "epoch", "split"], sort=True):
+        row = {"run": run, "epoch": epoch, "checkpoint": g["checkpoint"].iloc[0], "split": split, "n": len(g),
+               "acc_clean": g["correct_clean"].mean(), "acc_adv": g["correct_adv"].mean(),
+               "loss_clean": g["loss_clean"].mean(), "loss_adv": g["loss_adv"].mean()}
+        for m in _MEASURES:
+            v = g[m].to_numpy()
+            row.update({f"{m}_mean": v.mean(), f"{m}_median": np.median(v), f"{m}_q10": np.quantile(v, 0.1),
+                        f"{m}_q90": np.quantile(v, 0.9)})
+        row.update({"nonfinite": 0, "error": None})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _slices_1d(sharp_at: dict, rng, samples: int = 16) -> pd.DataFrame:
+    a = np.linspace(-1.0, 1.0, 41)
+    parts = []
+    for epoch, s in sharp_at.items():
+        for direction, k in (("adversarial", 1.0), ("random", 0.15)):
+            for i in range(samples):
+                l0 = rng.gamma(2.0, 0.2)
+                slope = k * rng.uniform(0.6, 1.4) * s
+                curv = k * rng.uniform(0.5, 1.5) * s * 2.0
+                loss = l0 + np.log1p(np.exp(slope * 2 * a + 0.5 * curv * a ** 2 - 1.0))
+                margin = 2.0 - (loss - l0) * 1.5
+                parts.append(pd.DataFrame({"sample": i, "direction": direction, "a": a, "loss": loss,
+                                           "correct": margin > 0, "margin": margin, "epoch": int(epoch)}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _slices_2d(sharp_at: dict, rng, samples: int = 2, size: int = 25) -> pd.DataFrame:
+    g = np.linspace(-1.0, 1.0, size)
+    A, B = np.meshgrid(g, g, indexing="xy")
+    parts = []
+    for epoch, s in sharp_at.items():
+        for i in range(samples):
+            l0 = rng.gamma(2.0, 0.2)
+            loss = l0 + np.log1p(np.exp(s * (1.6 * A + 0.8 * A ** 2 + 0.3 * B ** 2 + 0.4 * A * B) - 1.0))
+            margin = 2.0 - (loss - l0) * 1.5
+            parts.append(pd.DataFrame({"sample": i, "direction1": "adversarial", "direction2": "random",
+                                       "a": A.ravel(), "b": B.ravel(), "loss": loss.ravel(),
+                                       "correct": margin.ravel() > 0, "margin": margin.ravel(),
+                                       "epoch": int(epoch)}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def write_synthetic_run(folder, run: str | None = None, **kwargs) -> Path:
+    """Write one synthetic run directory (the files ``analyse_trajectory``/``train`` write) and return it.
+
+    Files: ``trajectory.parquet``, ``samples.parquet``, ``slices_1d.parquet``, ``slices_2d.parquet``,
+    ``metrics.csv``, ``settings.json``. ``run`` defaults to the folder name; ``kwargs`` go to
+    :func:`synthetic_tables`.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tables = synthetic_tables(run or folder.name, **kwargs)
+    for name in ("trajectory", "samples", "slices_1d", "slices_2d"):
+        tables[name].to_parquet(folder / f"{name}.parquet", index=False)
+    tables["metrics"].to_csv(folder / "metrics.csv", index=False)
+    (folder / "settings.json").write_text(json.dumps(tables["settings"], indent=2))
+    return folder

@@ -1,0 +1,111 @@
+"""A measure against robust test loss across epochs, with Spearman's rank correlation per run."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.lines import Line2D
+from scipy import stats
+
+from ._style import CMAP, PALETTE, new_axes, style
+from ._tables import check_choice, check_table, measure_label, rows_of_run, runs_of
+
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h")
+STATISTICS = ("mean", "median", "q10", "q90")
+
+
+def epoch_pairs(table: pd.DataFrame, measure: str, *, loss: str = "loss_adv", measure_split: str = "test",
+                loss_split: str = "test", statistic: str = "mean") -> pd.DataFrame:
+    """Per (run, epoch): the measure statistic on one split next to the loss on another.
+
+    Args:
+        table: trajectory table (``epoch``, ``split``, ``<measure>_<statistic>``, ``loss``; optional ``run``).
+        measure: measure name, e.g. ``curv_adv`` or ``grad_l1``.
+        loss: loss column, ``loss_adv`` (robust) or ``loss_clean``.
+        measure_split, loss_split: split of each axis (``test`` or ``train``).
+        statistic: ``mean``, ``median``, ``q10`` or ``q90``.
+
+    Returns:
+        DataFrame with columns ``run`` (None without a run column), ``epoch``, ``x``, ``y``, sorted by run
+        and epoch; epochs missing either value are dropped.
+    """
+    func = "epoch_pairs"
+    check_choice(statistic, STATISTICS, "statistic", func)
+    check_choice(measure_split, ["test", "train"], "measure_split", func)
+    check_choice(loss_split, ["test", "train"], "loss_split", func)
+    col = f"{measure}_{statistic}"
+    check_table(table, ["epoch", "split", col, loss], func)
+    parts = []
+    for run in runs_of(table):
+        rows = rows_of_run(table, run)
+        split = rows["split"].astype(str)
+        x = rows[split == measure_split].groupby("epoch")[col].mean()
+        y = rows[split == loss_split].groupby("epoch")[loss].mean()
+        both = pd.concat({"x": x, "y": y}, axis=1).dropna().reset_index()
+        both.insert(0, "run", run)
+        parts.append(both)
+    out = pd.concat(parts, ignore_index=True)
+    return out[["run", "epoch", "x", "y"]]
+
+
+def spearman(x, y) -> float:
+    """Spearman's rank correlation (ties averaged); NaN with fewer than 3 points or a constant input."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(stats.spearmanr(x, y).statistic)
+
+
+def plot_measure_vs_loss(table: pd.DataFrame, measure: str = "curv_adv", *, loss: str = "loss_adv",
+                         measure_split: str = "test", loss_split: str = "test", statistic: str = "mean",
+                         ax: Axes | None = None) -> Axes:
+    """Scatter of a landscape measure against (robust) test loss, one point per epoch.
+
+    Points are coloured by epoch (colour bar) and joined in epoch order; each run has its own marker, and its
+    Spearman ρ over epochs is in the legend (and the title, for a single run).
+
+    Args:
+        table, measure, loss, measure_split, loss_split, statistic: see :func:`epoch_pairs`.
+        ax: axes to draw on (default: a new figure).
+
+    Returns:
+        The Axes.
+    """
+    pairs = epoch_pairs(table, measure, loss=loss, measure_split=measure_split, loss_split=loss_split,
+                        statistic=statistic)
+    if pairs.empty:
+        raise ValueError(f"plot_measure_vs_loss: no epoch has both {measure}_{statistic} ({measure_split}) and "
+                         f"{loss} ({loss_split})")
+    runs = list(pd.unique(pairs["run"])) if pairs["run"].notna().any() else [None]
+    norm = Normalize(pairs["epoch"].min(), max(pairs["epoch"].max(), pairs["epoch"].min() + 1))
+    rhos, handles = {}, []
+    with style():
+        ax = new_axes(ax, size=(5.0, 3.8))
+        for k, run in enumerate(runs):
+            part = pairs if run is None else pairs[pairs["run"] == run]
+            part = part.sort_values("epoch")
+            rho = rhos[run] = spearman(part["x"], part["y"])
+            rho_text = "n/a" if np.isnan(rho) else f"{rho:.2f}"
+            name = f"{run}: " if run is not None else ""
+            ax.plot(part["x"], part["y"], color=PALETTE[k % len(PALETTE)], lw=0.8, alpha=0.5, zorder=1)
+            ax.scatter(part["x"], part["y"], c=part["epoch"], cmap=CMAP, norm=norm, s=30,
+                       marker=MARKERS[k % len(MARKERS)], edgecolors=PALETTE[k % len(PALETTE)], linewidths=0.9,
+                       zorder=2)
+            handles.append(Line2D([], [], marker=MARKERS[k % len(MARKERS)], ls="-", lw=0.8, ms=6,
+                                  color=PALETTE[k % len(PALETTE)], mfc="white",
+                                  label=f"{name}Spearman ρ = {rho_text} (n = {len(part)})"))
+        ax.figure.colorbar(ScalarMappable(norm=norm, cmap=CMAP), ax=ax, label="epoch")
+        ax.set_xlabel(f"{measure_label(measure)}, {measure_split} {statistic}")
+        ax.set_ylabel(f"{'robust' if loss == 'loss_adv' else 'clean'} {loss_split} loss (CE, nats)")
+        ax.legend(handles=handles, loc="best", frameon=True, framealpha=0.9)
+        head = f"{measure_label(measure, units=False)} vs {loss_split} {'robust ' if loss == 'loss_adv' else ''}loss"
+        if len(runs) == 1:
+            rho = rhos[runs[0]]
+            head += f"\nSpearman ρ = {'n/a' if np.isnan(rho) else f'{rho:.2f}'}"
+        ax.set_title(head)
+    return ax
+
+
+__all__ = ["epoch_pairs", "plot_measure_vs_loss", "spearman"]

@@ -1,0 +1,102 @@
+"""Per-sample distributions of a measure (gradient norm, curvature, ...) for chosen epochs, e.g. best vs last."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from ._style import colors_for, new_figure, style
+from ._tables import MEASURE_UNITS, check_choice, check_table, default_group, group_name, measure_label, rows_of_run, runs_of
+
+KINDS = ("hist", "violin")
+
+
+def plot_distributions(samples: pd.DataFrame, measures: Sequence[str] | str = ("grad_l1", "curv_adv"), *,
+                       by: str | None = None, split: str | None = "test", kind: str = "hist", log: bool = False,
+                       bins: int = 30, title: str | None = None) -> Figure:
+    """Histograms (density, one outline per group) or violins of per-sample measures, groups compared.
+
+    Typical use compares the best and the last epoch: ``plot_distributions(label_epochs(samples, {"best": 12,
+    "last": 30}))``. Each group's median is a dashed vertical line on the histograms.
+
+    Args:
+        samples: per-sample table (``landscape.measure`` / ``samples.parquet``) with the measure columns;
+            optional ``split`` (filtered), ``run`` (one row of panels per run) and the grouping column.
+        measures: measure column(s), one panel column each (``grad_l1``, ``curv_adv``, ``taylor_gap``, ...).
+        by: grouping column (default: a text ``label`` column, else ``epoch``, else none).
+        split: keep rows of this split when the table has a ``split`` column (None keeps all).
+        kind: ``hist`` or ``violin``.
+        log: logarithmic measure axis (non-positive values are dropped from that panel).
+        bins: histogram bins.
+        title: optional figure title.
+
+    Returns:
+        The Figure (rows: runs; columns: measures).
+    """
+    func = "plot_distributions"
+    check_choice(kind, KINDS, "kind", func)
+    measures = [measures] if isinstance(measures, str) else list(measures)
+    if not measures:
+        raise ValueError(f"{func}: measures must name at least one column")
+    check_table(samples, measures, func)
+    if not isinstance(bins, int) or bins < 2:
+        raise ValueError(f"{func}: bins must be an integer >= 2, got {bins!r}")
+    data = samples
+    if split is not None and "split" in data.columns:
+        data = data[data["split"].astype(str) == split]
+        if data.empty:
+            raise ValueError(f"{func}: no rows with split={split!r}; "
+                             f"table has {sorted(set(samples['split'].astype(str)))}")
+    by = default_group(data, by, func)
+    groups = list(pd.unique(data[by])) if by else [None]
+    if by == "epoch":
+        groups = sorted(groups)
+    colors = colors_for(groups)
+    names = {g: group_name(by, g) for g in groups}
+    runs = runs_of(data)
+    with style():
+        fig, axes = new_figure(len(runs), len(measures), panel=(3.9, 2.9), sharex="col")
+        for i, run in enumerate(runs):
+            rows = rows_of_run(data, run)
+            for j, m in enumerate(measures):
+                ax = axes[i, j]
+                frame = pd.DataFrame({"v": pd.to_numeric(rows[m], errors="coerce"),
+                                      "g": [names[g] for g in rows[by]] if by else names[None]})
+                frame = frame[np.isfinite(frame["v"])]
+                if log:
+                    frame = frame[frame["v"] > 0]
+                palette = {names[g]: colors[g] for g in groups}
+                order = [names[g] for g in groups if names[g] in set(frame["g"])]
+                if frame.empty:
+                    ax.text(0.5, 0.5, "no finite values", ha="center", va="center", transform=ax.transAxes)
+                elif kind == "hist":
+                    sns.histplot(frame, x="v", hue="g", hue_order=order, palette=palette, stat="density",
+                                 common_norm=False, element="step", fill=True, alpha=0.2, bins=bins,
+                                 log_scale=log, legend=False, ax=ax)
+                    for name in order:
+                        ax.axvline(frame.loc[frame["g"] == name, "v"].median(), color=palette[name], ls="--",
+                                   lw=1.3)
+                    ax.set_ylabel("density")
+                else:
+                    sns.violinplot(frame, x="g", y="v", hue="g", order=order, hue_order=order, palette=palette,
+                                   cut=0, inner="quart", log_scale=log, legend=False, ax=ax)
+                    ax.set_xlabel(by or "")
+                    ax.set_ylabel(MEASURE_UNITS.get(m, m) + (" (log scale)" if log else ""))
+                if kind == "hist":
+                    ax.set_xlabel(measure_label(m))
+                head = measure_label(m, units=False) + (f" — {run}" if run is not None else "")
+                ax.set_title(head + (f" ({split})" if split is not None and "split" in samples.columns else ""))
+        if kind == "hist" and by:
+            handles = [Line2D([], [], color=colors[g], lw=2, label=names[g]) for g in groups]
+            handles.append(Line2D([], [], color="0.3", ls="--", label="median"))
+            fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6), frameon=False)
+        if title:
+            fig.suptitle(title)
+    return fig
+
+
+__all__ = ["plot_distributions"]

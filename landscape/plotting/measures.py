@@ -1,0 +1,126 @@
+"""Landscape measures against epoch: gradient norm, curvature, Taylor gap, logit variation."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+
+from ._style import SPLIT_STYLES, colors_for, new_figure, style
+from ._tables import MEASURE_UNITS, best_and_last, check_table, measure_label, rows_of_run, runs_of
+
+#: The paper's four diagnostics, drawn by default when their ``*_mean`` columns exist.
+DEFAULT_MEASURES = ("grad_l1", "curv_adv", "taylor_gap", "logit_var")
+_NOT_MEASURES = {"acc_clean", "acc_adv", "loss_clean", "loss_adv", "n", "epoch", "nonfinite"}
+
+
+def available_measures(table: pd.DataFrame) -> list[str]:
+    """Measures with a ``<m>_mean`` column in a trajectory table, defaults first."""
+    found = [c[: -len("_mean")] for c in table.columns if c.endswith("_mean")]
+    found = [m for m in found if m not in _NOT_MEASURES]
+    return [m for m in DEFAULT_MEASURES if m in found] + [m for m in found if m not in DEFAULT_MEASURES]
+
+
+def plot_measures(table: pd.DataFrame, measures: Sequence[str] | None = None, *,
+                  splits: Sequence[str] = ("test", "train"), band: bool | None = None, mark_best: bool = True,
+                  title: str | None = None) -> Figure:
+    """One panel per measure: its per-epoch mean (with the q10–q90 band over samples) for each run.
+
+    Runs are overlaid in distinct colours (e.g. PGD-AT vs AT+AdvLC); test is solid, train dashed. When the
+    table has ``acc_adv``, each run's best epoch (first maximum of robust test accuracy) is a dotted line in
+    the run's colour, so sharpening after the best epoch is visible.
+
+    Args:
+        table: trajectory table with ``epoch``, ``split`` and ``<m>_mean`` for each measure ``m``; optional
+            ``<m>_q10``/``<m>_q90`` (band), ``run`` (overlaid), ``acc_adv`` (best-epoch mark).
+        measures: measure names (``grad_l1``, ``curv_adv``, ``taylor_gap``, ``logit_var``, ``grad_l2``,
+            ``eig_top``, ...). Default: those of :data:`DEFAULT_MEASURES` present, else every ``*_mean``.
+        splits: which splits to draw, any of ``test``/``train``.
+        band: shade the q10–q90 band where the quantile columns exist (around the first split drawn only).
+            Default None: shade when at most 2 runs are overlaid, so more runs stay readable.
+        mark_best: mark each run's best epoch.
+        title: optional figure title.
+
+    Returns:
+        The Figure (one panel per measure, up to 3 per row; 4 measures as 2 x 2).
+    """
+    func = "plot_measures"
+    check_table(table, ["epoch", "split"], func)
+    if isinstance(measures, str):
+        measures = [measures]
+    if measures is None:
+        measures = [m for m in available_measures(table) if m in DEFAULT_MEASURES] or available_measures(table)
+        if not measures:
+            raise ValueError(f"{func}: table has no '<measure>_mean' columns; columns are {list(table.columns)}")
+    measures = list(measures)
+    if not measures:
+        raise ValueError(f"{func}: measures must name at least one measure")
+    check_table(table, [f"{m}_mean" for m in measures], func)
+    if isinstance(splits, str):
+        splits = [splits]
+    bad = [s for s in splits if s not in SPLIT_STYLES]
+    if bad or not splits:
+        raise ValueError(f"{func}: splits {list(splits)} not allowed; choose from {list(SPLIT_STYLES)}")
+    present = [s for s in splits if (table["split"].astype(str) == s).any()]
+    if not present:
+        raise ValueError(f"{func}: no rows with split in {list(splits)}; "
+                         f"table has {sorted(set(table['split'].astype(str)))}")
+    runs = runs_of(table)
+    colors = colors_for(runs)
+    if band is None:
+        band = len(runs) <= 2
+    n = len(measures)
+    ncols = 2 if n == 4 else min(n, 3)
+    nrows = math.ceil(n / ncols)
+    with style():
+        fig, axes = new_figure(nrows, ncols, panel=(3.9, 2.8), sharex=True)
+        flat = axes.ravel()
+        best = {run: _best_epoch(rows_of_run(table, run)) for run in runs} if mark_best else {}
+        for ax, m in zip(flat, measures):
+            for run in runs:
+                rows = rows_of_run(table, run)
+                for split in present:
+                    part = rows[rows["split"].astype(str) == split].sort_values("epoch")
+                    part = part.groupby("epoch", as_index=False).mean(numeric_only=True)
+                    ax.plot(part["epoch"], part[f"{m}_mean"], color=colors[run], ls=SPLIT_STYLES[split])
+                    lo, hi = f"{m}_q10", f"{m}_q90"
+                    if band and split == present[0] and lo in part.columns and hi in part.columns:
+                        ax.fill_between(part["epoch"], part[lo], part[hi], color=colors[run], alpha=0.12, lw=0)
+                if best.get(run) is not None:
+                    ax.axvline(best[run], color=colors[run], ls=":", lw=1.2)
+            ax.set_title(measure_label(m, units=False))
+            ax.set_ylabel(MEASURE_UNITS.get(m, m))
+        for ax in flat[n:]:
+            ax.set_visible(False)
+        for ax in flat[max(0, n - ncols):n]:  # bottom panel of each column
+            ax.xaxis.set_tick_params(labelbottom=True)
+            ax.set_xlabel("epoch")
+        _legend(fig, runs, colors, present, band=band and any(f"{m}_q10" in table.columns for m in measures),
+                best=any(v is not None for v in best.values()))
+        if title:
+            fig.suptitle(title)
+    return fig
+
+
+def _best_epoch(rows: pd.DataFrame) -> int | None:
+    if "acc_adv" not in rows.columns:
+        return None
+    test = rows[rows["split"].astype(str) == "test"].groupby("epoch")["acc_adv"].mean()
+    mark = best_and_last(test.index.to_numpy(), test.to_numpy(dtype=float))
+    return None if mark is None else mark[0]
+
+
+def _legend(fig: Figure, runs, colors, splits, *, band: bool, best: bool) -> None:
+    handles = [] if runs == [None] else [Line2D([], [], color=colors[r], lw=2, label=str(r)) for r in runs]
+    handles += [Line2D([], [], color="0.3", ls=SPLIT_STYLES[s], label=f"{s} (mean)") for s in splits]
+    if band:
+        handles.append(Patch(color="0.3", alpha=0.2, label=f"{splits[0]} q10–q90 over samples"))
+    if best:
+        handles.append(Line2D([], [], color="0.3", ls=":", label="best epoch"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6), frameon=False)
+
+
+__all__ = ["DEFAULT_MEASURES", "available_measures", "plot_measures"]
