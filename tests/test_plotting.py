@@ -1,0 +1,383 @@
+"""Figures drawn from small hand-built tables: what is drawn must equal the numbers in the table."""
+from __future__ import annotations
+
+import matplotlib as mpl
+import matplotlib.image as mpimg
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from landscape import plotting as P
+from landscape.cli import main
+from landscape.plotting._synthetic import synthetic_tables
+
+# Robust test accuracy per epoch 1..6: best at epoch 3 (0.50), last 0.40 -> RO gap 10.0 points.
+TEST_ADV = [0.20, 0.40, 0.50, 0.45, 0.42, 0.40]
+
+
+def trajectory(runs=("at", "advlc")) -> pd.DataFrame:
+    rows = []
+    for k, run in enumerate(runs):
+        for e in range(1, 7):
+            for split in ("train", "test"):
+                adv = TEST_ADV[e - 1] if split == "test" else 0.1 * e
+                rows.append({
+                    "run": run, "epoch": e, "split": split, "n": 100,
+                    "acc_clean": min(1.0, adv + 0.3), "acc_adv": adv if k == 0 else adv / 2,
+                    "loss_clean": 1.0 / e, "loss_adv": 2.0 - 0.1 * e + (0.05 * e * e if split == "test" else 0),
+                    "grad_l1_mean": e * (k + 1.0), "grad_l1_q10": e * (k + 1.0) - 0.5,
+                    "grad_l1_q90": e * (k + 1.0) + 0.5,
+                    "curv_adv_mean": 10.0 * e + k, "curv_adv_q10": 10.0 * e + k - 1,
+                    "curv_adv_q90": 10.0 * e + k + 1,
+                })
+    return pd.DataFrame(rows)
+
+
+def png_of(fig, tmp_path, name="fig", dpi=80) -> np.ndarray:
+    path = P.save_figure(fig, tmp_path / name, formats=("png",), dpi=dpi)[0]
+    image = mpimg.imread(path)
+    return image
+
+
+def assert_real_png(image: np.ndarray, min_px: int = 150) -> None:
+    h, w = image.shape[:2]
+    assert h >= min_px and w >= min_px, (h, w)
+    assert image[..., :3].std() > 0.05  # not a blank canvas
+
+
+def lines_by_style(ax: Axes, color, ls: str):
+    return [ln for ln in ax.get_lines() if mpl.colors.same_color(ln.get_color(), color) and ln.get_linestyle() == ls]
+
+
+# ------------------------------------------------------------------------------------------ learning curves
+
+def test_learning_curves_draw_the_table_in_percent_with_best_epoch_and_gap(tmp_path):
+    table = trajectory()
+    fig = P.plot_learning_curves(table)
+    assert isinstance(fig, Figure)
+    acc_at = fig.axes[0]
+    assert acc_at.get_title() == "at" and acc_at.get_ylabel() == "accuracy (%)"
+    robust_test = lines_by_style(acc_at, P.PALETTE[0], "-")
+    np.testing.assert_allclose(robust_test[0].get_ydata(), np.array(TEST_ADV) * 100)
+    np.testing.assert_array_equal(robust_test[0].get_xdata(), np.arange(1, 7))
+    star = [ln for ln in acc_at.get_lines() if ln.get_marker() == "*"][0]
+    assert (star.get_xdata()[0], star.get_ydata()[0]) == (3, pytest.approx(50.0))
+    texts = " ".join(t.get_text() for t in acc_at.texts)
+    assert "RO gap 10.0 pp" in texts and "best ep 3: 50.0%" in texts
+    loss_at = fig.axes[2]  # row-major: accuracy row (at, advlc), then loss row
+    assert loss_at.get_ylabel() == "cross-entropy loss (nats)" and loss_at.get_xlabel() == "epoch"
+    assert_real_png(png_of(fig, tmp_path))
+
+
+def test_learning_curves_accept_percent_and_metrics_without_loss_or_run():
+    table = trajectory(("only",)).drop(columns=["run", "loss_clean", "loss_adv"])
+    table[["acc_clean", "acc_adv"]] *= 100
+    fig = P.plot_learning_curves(table)
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == 1  # no loss row
+    line = lines_by_style(fig.axes[0], P.PALETTE[0], "-")[0]
+    np.testing.assert_allclose(line.get_ydata(), np.array(TEST_ADV) * 100)
+
+
+def test_learning_curves_wrap_four_runs_and_share_accuracy_axis():
+    table = pd.concat([trajectory((f"r{i}",)) for i in range(4)], ignore_index=True)
+    fig = P.plot_learning_curves(table)
+    titled = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titled == ["r0", "r1", "r2", "r3"]
+    acc_axes = [ax for ax in fig.axes if ax.get_title()]
+    assert len({ax.get_ylim() for ax in acc_axes}) == 1
+
+
+def test_learning_curves_missing_columns_name_them_and_the_function():
+    with pytest.raises(ValueError, match=r"plot_learning_curves.*\['acc_clean'\]"):
+        P.plot_learning_curves(trajectory().drop(columns=["acc_clean"]))
+    with pytest.raises(TypeError, match="DataFrame"):
+        P.plot_learning_curves({"epoch": [1]})
+    with pytest.raises(ValueError, match="empty"):
+        P.plot_learning_curves(trajectory().iloc[:0])
+
+
+# ------------------------------------------------------------------------------------------ measures
+
+def test_measures_one_panel_per_measure_mean_lines_bands_and_best_epoch(tmp_path):
+    table = trajectory()
+    fig = P.plot_measures(table, ["grad_l1", "curv_adv"])
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in panels] == ["input-gradient norm ‖∇ₓL‖₁", "curvature along adv. direction"]
+    assert all(ax.get_xlabel() == "epoch" and ax.get_ylabel() for ax in panels)
+    colors = dict(zip(["at", "advlc"], P.PALETTE))
+    test_line = lines_by_style(panels[1], colors["advlc"], "-")[0]
+    expect = table[(table.run == "advlc") & (table.split == "test")]["curv_adv_mean"].to_numpy()
+    np.testing.assert_allclose(test_line.get_ydata(), expect)
+    vlines = [ln for ln in panels[0].get_lines() if ln.get_linestyle() == ":"]
+    assert sorted({float(ln.get_xdata()[0]) for ln in vlines}) == [3.0]  # both runs peak at epoch 3
+    assert len(panels[0].collections) == 2  # one q10-q90 band per run (test split only)
+    assert_real_png(png_of(fig, tmp_path))
+
+
+def test_measures_default_to_the_papers_measures_and_reject_unknown():
+    fig = P.plot_measures(trajectory(), splits=["test"])
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == 2
+    with pytest.raises(ValueError, match=r"plot_measures.*\['taylor_gap_mean'\]"):
+        P.plot_measures(trajectory(), ["taylor_gap"])
+    with pytest.raises(ValueError, match="splits"):
+        P.plot_measures(trajectory(), splits=["val"])
+    with pytest.raises(ValueError, match="no '<measure>_mean' columns"):
+        P.plot_measures(trajectory()[["epoch", "split", "acc_adv"]])
+    assert P.available_measures(trajectory()) == ["grad_l1", "curv_adv"]
+
+
+# ------------------------------------------------------------------------------------------ slices
+
+def slices_1d() -> pd.DataFrame:
+    a = np.linspace(-1, 1, 5)
+    rows = []
+    for epoch, k in ((3, 1.0), (6, 3.0)):
+        for direction, scale in (("adversarial", 1.0), ("random", 0.1)):
+            for s in range(4):
+                loss = 0.5 + s * 0.1 + k * scale * a ** 2
+                rows.append(pd.DataFrame({"sample": s, "direction": direction, "a": a, "loss": loss,
+                                          "correct": loss < 1.0, "margin": 1 - loss, "epoch": epoch}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_slices_1d_mean_and_std_band_over_samples(tmp_path):
+    table = slices_1d()
+    fig = P.plot_slices_1d(table)
+    adv, rnd = fig.axes[:2]
+    assert adv.get_title() == "adversarial direction" and rnd.get_title() == "random direction"
+    assert "a: step along adversarial" in adv.get_xlabel() and adv.get_ylabel() == "cross-entropy loss (nats)"
+    late = [ln for ln in adv.get_lines() if ln.get_label() == "epoch 6"][0]
+    a = np.linspace(-1, 1, 5)
+    sample_losses = np.stack([0.5 + s * 0.1 + 3.0 * a ** 2 for s in range(4)])
+    np.testing.assert_allclose(late.get_xdata(), a)
+    np.testing.assert_allclose(late.get_ydata(), sample_losses.mean(0))
+    band = adv.collections[1].get_paths()[0].vertices[:, 1]  # epoch 6 band: mean ± std
+    spread = sample_losses.std(0)
+    assert band.max() == pytest.approx((sample_losses.mean(0) + spread).max())
+    assert band.min() == pytest.approx((sample_losses.mean(0) - spread).min())
+    assert adv.get_ylim() == rnd.get_ylim()  # shared y
+    assert_real_png(png_of(fig, tmp_path))
+
+
+def test_slices_1d_labels_from_label_epochs_and_accuracy_values():
+    labelled = P.label_epochs(slices_1d(), {"best": 3, "last": 6})
+    fig = P.plot_slices_1d(labelled, directions=["adversarial"], value="correct", band=None)
+    ax = fig.axes[0]
+    names = [ln.get_label() for ln in ax.get_lines() if not ln.get_label().startswith("_")]
+    assert names == ["best", "last"]
+    best = [ln for ln in ax.get_lines() if ln.get_label() == "best"][0]
+    a = np.linspace(-1, 1, 5)
+    expect = np.mean([(0.5 + s * 0.1 + a ** 2) < 1.0 for s in range(4)], axis=0) * 100
+    np.testing.assert_allclose(best.get_ydata(), expect)
+    assert ax.get_ylabel() == "accuracy along slice (%)"
+
+
+def test_slices_1d_validation():
+    with pytest.raises(ValueError, match=r"plot_slices_1d.*\['direction'\]"):
+        P.plot_slices_1d(slices_1d().drop(columns=["direction"]))
+    with pytest.raises(ValueError, match="gradient"):
+        P.plot_slices_1d(slices_1d(), directions=["gradient"])
+    with pytest.raises(ValueError, match="band"):
+        P.plot_slices_1d(slices_1d(), band="iqr")
+    with pytest.raises(ValueError, match="value"):
+        P.plot_slices_1d(slices_1d(), value="logits")
+
+
+def slices_2d(epochs=(3, 6)) -> pd.DataFrame:
+    a = np.linspace(-1, 1, 5)
+    b = np.linspace(-0.5, 0.5, 3)
+    A, B = np.meshgrid(a, b)
+    parts = []
+    for epoch in epochs:
+        for s in range(2):
+            loss = A + 10 * B + s + epoch
+            parts.append(pd.DataFrame({"sample": s, "direction1": "adversarial", "direction2": "random",
+                                       "a": A.ravel(), "b": B.ravel(), "loss": loss.ravel(),
+                                       "correct": True, "margin": 0.0, "epoch": epoch}))
+    return pd.concat(parts, ignore_index=True).sample(frac=1.0, random_state=0)  # row order must not matter
+
+
+def test_surface_grid_rebuilds_the_grid_for_a_sample_and_the_mean():
+    one = slices_2d(epochs=(3,))
+    A, B, Z = P.surface_grid(one, sample=1)
+    assert Z.shape == (3, 5)
+    np.testing.assert_allclose(A[0], np.linspace(-1, 1, 5))
+    np.testing.assert_allclose(B[:, 0], np.linspace(-0.5, 0.5, 3))
+    np.testing.assert_allclose(Z, A + 10 * B + 1 + 3)
+    _, _, Zm = P.surface_grid(one, sample="mean")
+    np.testing.assert_allclose(Zm, A + 10 * B + 0.5 + 3)
+    with pytest.raises(ValueError, match="several rows per"):
+        P.surface_grid(slices_2d(), sample=0)  # two epochs mixed
+    with pytest.raises(ValueError, match="sample 7"):
+        P.surface_grid(one, sample=7)
+
+
+def test_surface_contour_and_3d_per_group_with_shared_colour_scale(tmp_path):
+    fig = P.plot_surface(slices_2d(), sample=0)
+    three_d = [ax for ax in fig.axes if ax.name == "3d"]
+    contours = [ax for ax in fig.axes if ax.name != "3d" and ax.get_label() != "<colorbar>"]
+    assert len(three_d) == 2 and len(contours) == 2
+    assert [ax.get_title() for ax in contours] == ["epoch 3 (sample 0)", "epoch 6 (sample 0)"]
+    assert "adversarial" in contours[0].get_xlabel() and "random" in contours[0].get_ylabel()
+    # shared colour scale: both 3D panels span the global loss range (3 + 0 - 6 ... 6 + 0 + 6)
+    for ax in three_d:
+        assert ax.get_zlim() == pytest.approx((3 - 1 - 5, 6 + 1 + 5))
+    assert_real_png(png_of(fig, tmp_path, dpi=72))
+    ax = P.plot_contour(slices_2d(epochs=(3,)), sample="mean")
+    assert isinstance(ax, Axes) and ax.get_xlabel().startswith("a: step along adversarial")
+    with pytest.raises(ValueError, match="kind"):
+        P.plot_surface(slices_2d(), kind="wireframe")
+    with pytest.raises(TypeError, match="3D"):
+        P.plot_surface_3d(slices_2d(epochs=(3,)), ax=Figure().add_subplot())
+
+
+# ------------------------------------------------------------------------------------------ distributions
+
+def samples_table() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    parts = []
+    for run in ("at", "advlc"):
+        for epoch, scale in ((3, 1.0), (6, 2.5)):
+            for split in ("train", "test"):
+                parts.append(pd.DataFrame({"run": run, "epoch": epoch, "split": split, "sample": np.arange(40),
+                                           "grad_l1": rng.lognormal(np.log(scale), 0.3, 40),
+                                           "curv_adv": rng.normal(5 * scale, 1.0, 40)}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_distributions_hist_medians_per_group_and_run(tmp_path):
+    table = samples_table()
+    labelled = P.label_epochs(table, {"at": {"best": 3, "last": 6}, "advlc": {"best": 3, "last": 6}})
+    fig = P.plot_distributions(labelled, ["grad_l1", "curv_adv"])
+    assert len(fig.axes) == 4
+    ax = fig.axes[2]  # second run, first measure
+    assert ax.get_title() == "input-gradient norm ‖∇ₓL‖₁ — advlc (test)"
+    assert ax.get_ylabel() == "density" and "nats / unit input" in ax.get_xlabel()
+    medians = sorted(float(ln.get_xdata()[0]) for ln in ax.get_lines() if ln.get_linestyle() == "--")
+    rows = table[(table.run == "advlc") & (table.split == "test")]
+    expect = sorted(rows.groupby("epoch")["grad_l1"].median())
+    np.testing.assert_allclose(medians, expect)
+    assert_real_png(png_of(fig, tmp_path))
+
+
+def test_distributions_violin_log_and_validation(tmp_path):
+    one = samples_table().query("run == 'at'").drop(columns=["run"])
+    fig = P.plot_distributions(one, "grad_l1", kind="violin", log=True)
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log" and ax.get_xlabel() == "epoch"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["epoch 3", "epoch 6"]
+    assert_real_png(png_of(fig, tmp_path))
+    with pytest.raises(ValueError, match=r"plot_distributions.*\['eig_top'\]"):
+        P.plot_distributions(one, "eig_top")
+    with pytest.raises(ValueError, match="kind"):
+        P.plot_distributions(one, "grad_l1", kind="box")
+    with pytest.raises(ValueError, match="split='val'"):
+        P.plot_distributions(one, "grad_l1", split="val")
+
+
+# ------------------------------------------------------------------------------------------ correlation
+
+def test_epoch_pairs_and_spearman_against_the_rank_formula(tmp_path):
+    table = trajectory(("at",))
+    pairs = P.epoch_pairs(table, "curv_adv")
+    np.testing.assert_allclose(pairs["x"], 10.0 * np.arange(1, 7))
+    expect_y = 2.0 - 0.1 * np.arange(1, 7) + 0.05 * np.arange(1, 7) ** 2
+    np.testing.assert_allclose(pairs["y"], expect_y)
+    # hand reference: rho = 1 - 6 sum d^2 / (n (n^2 - 1)) for untied ranks
+    x, y = np.array([1.0, 2, 3, 4, 5]), np.array([2.0, 1, 4, 3, 5])
+    d = np.argsort(np.argsort(x)) - np.argsort(np.argsort(y))
+    assert P.spearman(x, y) == pytest.approx(1 - 6 * (d ** 2).sum() / (5 * 24))
+    assert np.isnan(P.spearman([1, 2], [3, 4])) and np.isnan(P.spearman([1, 1, 1], [1, 2, 3]))
+
+
+def test_measure_vs_loss_scatter_legend_has_rho_per_run(tmp_path):
+    table = trajectory()
+    ax = P.plot_measure_vs_loss(table, "curv_adv")
+    assert isinstance(ax, Axes)
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    y = 2.0 - 0.1 * np.arange(1, 7) + 0.05 * np.arange(1, 7) ** 2  # same loss for both runs
+    rho = P.spearman(np.arange(6), y)
+    assert legend == [f"at: Spearman ρ = {rho:.2f} (n = 6)", f"advlc: Spearman ρ = {rho:.2f} (n = 6)"]
+    assert "curvature" in ax.get_xlabel() and ax.get_ylabel() == "robust test loss (CE, nats)"
+    offsets = ax.collections[0].get_offsets()
+    np.testing.assert_allclose(offsets[:, 0], 10.0 * np.arange(1, 7))
+    assert_real_png(png_of(ax, tmp_path))
+    single = P.plot_measure_vs_loss(trajectory(("at",)), "grad_l1", measure_split="train")
+    assert f"Spearman ρ = {P.spearman(np.arange(6), y):.2f}" in single.get_title()
+    with pytest.raises(ValueError, match="statistic"):
+        P.plot_measure_vs_loss(table, statistic="max")
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+def test_save_figure_formats_and_dpi(tmp_path):
+    fig = P.plot_measure_vs_loss(trajectory(("at",))).figure
+    paths = P.save_figure(fig, tmp_path / "sub" / "scatter", formats=("png", "pdf"), dpi=100)
+    assert [p.name for p in paths] == ["scatter.png", "scatter.pdf"]
+    assert paths[1].read_bytes()[:4] == b"%PDF"
+    small = mpimg.imread(paths[0]).shape
+    big = mpimg.imread(P.save_figure(fig, tmp_path / "big", formats=("png",), dpi=200)[0]).shape
+    assert big[1] / small[1] == pytest.approx(2.0, rel=0.03)
+    with pytest.raises(ValueError, match="gif"):
+        P.save_figure(fig, tmp_path / "x", formats=("gif",))
+    with pytest.raises(ValueError, match="dpi"):
+        P.save_figure(fig, tmp_path / "x", dpi=10)
+    with pytest.raises(TypeError):
+        P.save_figure("not a figure", tmp_path / "x")
+
+
+def test_label_epochs_flat_and_per_run():
+    table = samples_table()
+    flat = P.label_epochs(table.query("run == 'at'"), {"best": 3, "last": 6})
+    assert flat.groupby("label")["epoch"].unique().map(list).to_dict() == {"best": [3], "last": [6]}
+    both = P.label_epochs(table, {"at": {"best": 3, "last": 3}})
+    assert set(both["run"]) == {"at"} and len(both) == 2 * len(table.query("run == 'at' and epoch == 3"))
+    with pytest.raises(ValueError, match="none of the epochs"):
+        P.label_epochs(table, {"best": 99})
+
+
+def test_plotting_leaves_global_matplotlib_settings_alone():
+    before = dict(mpl.rcParams)
+    P.plot_learning_curves(trajectory())
+    P.plot_measures(trajectory())
+    after = dict(mpl.rcParams)
+    assert {k for k in before if before[k] != after[k]} == set()
+
+
+def test_synthetic_trajectory_aggregates_its_samples():
+    t = synthetic_tables("x", epochs=4, n=20, seed=1)
+    traj, samples = t["trajectory"], t["samples"]
+    for col in ("run", "epoch", "checkpoint", "split", "n", "acc_clean", "acc_adv", "loss_clean", "loss_adv",
+                "grad_l1_mean", "curv_adv_q10", "logit_var_q90", "nonfinite", "error"):
+        assert col in traj.columns
+    row = traj[(traj.epoch == 2) & (traj.split == "test")].iloc[0]
+    values = samples[(samples.epoch == 2) & (samples.split == "test")]["curv_adv"]
+    assert row["curv_adv_mean"] == pytest.approx(values.mean())
+    assert row["curv_adv_q90"] == pytest.approx(np.quantile(values, 0.9))
+    assert set(t["slices_1d"]["epoch"]) == {int(traj[traj.split == "test"].set_index("epoch")["acc_adv"].idxmax()), 4}
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+def test_cli_plot_writes_png_and_pdf(tmp_path, capsys):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    trajectory(("at",)).to_parquet(folder / "trajectory.parquet")
+    slices_1d().to_parquet(folder / "slices_1d.parquet")
+    assert main(["plot", "curves", str(folder), "--out", str(tmp_path / "out")]) == 0
+    assert main(["plot", "slices1d", str(folder), "--best-last", "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out.split()
+    assert [p.rsplit("/", 1)[1] for p in printed] == ["learning_curves.png", "learning_curves.pdf",
+                                                      "slices_1d.png", "slices_1d.pdf"]
+    assert_real_png(mpimg.imread(tmp_path / "out" / "slices_1d.png"))
+
+
+def test_cli_plot_errors_are_one_line_exit_2(tmp_path, capsys):
+    assert main(["plot", "surface", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "missing" in err
+    (tmp_path / "t.csv").write_text("epoch,split\n1,test\n")
+    assert main(["plot", "curves", str(tmp_path / "t.csv"), "--out", str(tmp_path)]) == 2
+    assert "acc_clean" in capsys.readouterr().err
