@@ -6,9 +6,11 @@ into one DataFrame. See ``docs/measures.md``.
 from . import curvature, gradients, taylor
 from .curvature import directional_curvature, hvp, top_eigenvalue
 from .gradients import gradient_norms, input_gradient
+from .table import MEASURES, measure
 from .taylor import logit_variation, logit_variation_batch, taylor_gap
 
 __all__ = [
+    "MEASURES", "measure",
     "curvature", "gradients", "taylor",
     "input_gradient", "gradient_norms",
     "hvp", "directional_curvature", "top_eigenvalue",

@@ -1,0 +1,77 @@
+"""`landscape measure`: per-sample input-landscape measures of one checkpoint -> Parquet or CSV."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ._common import add_attack_args, add_data_args, add_model_args, positive_int
+
+HELP = "per-sample input-landscape measures (gradient norms, curvature, Taylor gap, logit variation) of a checkpoint"
+
+FORMATS = (".parquet", ".csv")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from landscape.measures import MEASURES
+
+    p.add_argument("checkpoint", metavar="CKPT", help="checkpoint file")
+    add_model_args(p)
+    add_data_args(p)
+    add_attack_args(p)
+    g = p.add_argument_group("measures")
+    g.add_argument("--measures", default=",".join(MEASURES),
+                   help=f"comma-separated subset of {','.join(MEASURES)} (default: all)")
+    g.add_argument("--eig-iters", type=positive_int, default=20, help="power iterations for eig_top (default 20)")
+    g.add_argument("--float64", action="store_true", help="compute in float64 (precise curvature; slower)")
+    g.add_argument("--out", required=True, help="output table: .parquet or .csv")
+
+
+def _check_out(path: str) -> Path:
+    out = Path(path)
+    if out.suffix.lower() not in FORMATS:
+        raise ValueError(f"--out must end in {' or '.join(FORMATS)}, got {path!r}")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"output folder {out.parent} does not exist")
+    return out
+
+
+def summary(df) -> str:
+    """Means of the numeric columns (accuracies for the correctness columns), one per line."""
+    lines = [f"{len(df)} samples"]
+    for col in df.columns:
+        if col in ("sample", "label"):
+            continue
+        name = col.replace("correct_", "acc_")
+        lines.append(f"  {name:<12} {float(df[col].mean()):.6g}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from landscape import measure
+    from landscape.measures.table import columns
+
+    from ._common import load_data_from_args, load_model_from_args
+
+    out = _check_out(args.out)
+    measures = [m.strip() for m in args.measures.split(",") if m.strip()]
+    columns(measures)  # unknown names fail before the model is loaded
+    model = load_model_from_args(args, args.checkpoint)
+    x, y = load_data_from_args(args)
+    df = measure(model, x, y, eps=args.eps, attack=args.attack, steps=args.steps, step_size=args.step_size,
+                 norm=args.norm, measures=measures, batch_size=args.batch_size, seed=args.seed,
+                 eig_iters=args.eig_iters, progress=not args.quiet,
+                 dtype=torch.float64 if args.float64 else None, device=args.device)
+    df.attrs.update(checkpoint=str(args.checkpoint), arch=args.arch, data=args.data, split=args.split)
+    tmp = out.with_name(out.name + ".tmp")
+    if out.suffix.lower() == ".csv":
+        df.to_csv(tmp, index=False)
+    else:
+        df.to_parquet(tmp, index=False)
+    tmp.replace(out)
+    print(summary(df))
+    if df.attrs.get("nonfinite"):
+        print(f"warning: {df.attrs['nonfinite']} NaN/Inf values in the table")
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,230 @@
+"""Tests for landscape.measure (the per-sample table) and the `landscape measure` command."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from landscape import MEASURES, create_model, measure
+from landscape.attacks import fgsm
+from landscape.measures import (directional_curvature, gradient_norms, logit_variation, taylor_gap,
+                                top_eigenvalue)
+from landscape.measures.table import columns
+
+ALL_COLUMNS = ["sample", "label", "loss_clean", "loss_adv", "correct_clean", "correct_adv",
+               "grad_l1", "grad_l2", "grad_linf", "curv_adv", "curv_rand", "eig_top", "taylor_gap", "logit_var"]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from landscape.data import load_dataset
+
+    x_tr, y_tr = load_dataset("digits", "train")
+    x_te, y_te = load_dataset("digits", "test", n=60)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = create_model("mlp", hidden=(32,), activation="softplus")
+    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+    for _ in range(100):
+        opt.zero_grad()
+        F.cross_entropy(model(x_tr), y_tr).backward()
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+    return model.eval(), x_te, y_te
+
+
+def test_columns_and_dtypes(tiny_model):
+    x, y = torch.rand(5, 1, 8, 8), torch.arange(5)
+    df = measure(tiny_model, x, y, eps=0.1, steps=2, eig_iters=2)
+    assert list(df.columns) == ALL_COLUMNS == columns()
+    assert set(MEASURES) == {"grad", "curv_adv", "curv_rand", "eig_top", "taylor_gap", "logit_var"}
+    assert df["sample"].tolist() == [0, 1, 2, 3, 4] and df["label"].tolist() == [0, 1, 2, 3, 4]
+    assert df["correct_clean"].dtype == bool and df["loss_adv"].dtype == np.float64
+    assert df.attrs["nonfinite"] == 0 and df.attrs["hvp_method"] == "func"
+    sub = measure(tiny_model, x, y, eps=0.1, steps=2, measures="logit_var, grad")  # order follows MEASURES
+    assert list(sub.columns) == ALL_COLUMNS[:9] + ["logit_var"]
+    assert sub.attrs["hvp_method"] is None
+
+
+def test_values_equal_direct_evaluation_of_each_measure(digits):
+    """With FGSM (deterministic) every column can be recomputed with the public per-sample functions."""
+    model, x, y = digits
+    model64 = create_model("mlp", hidden=(32,), activation="softplus").double()
+    model64.load_state_dict(model.state_dict())
+    x64 = x.double()
+    eps = 0.05
+    df = measure(model, x, y, eps=eps, attack="fgsm", batch_size=16, eig_iters=200, dtype=torch.float64)
+    assert df.attrs["dtype"] == "float64"
+    x_adv, delta = fgsm(model64.eval(), x64, y, eps)
+    with torch.no_grad():
+        logits, logits_adv = model64(x64), model64(x_adv)
+    expect = {
+        "loss_clean": F.cross_entropy(logits, y, reduction="none"),
+        "loss_adv": F.cross_entropy(logits_adv, y, reduction="none"),
+        "curv_adv": directional_curvature(model64, x64, y, delta),
+        "taylor_gap": taylor_gap(model64, x64, y, delta),
+        "logit_var": logit_variation(model64, x64, x_adv),
+        **gradient_norms(model64, x64, y),
+    }
+    for col, values in expect.items():
+        np.testing.assert_allclose(df[col].to_numpy(), values.numpy(), rtol=1e-9, atol=1e-12, err_msg=col)
+    np.testing.assert_array_equal(df["correct_clean"], (logits.argmax(1) == y).numpy())
+    np.testing.assert_array_equal(df["correct_adv"], (logits_adv.argmax(1) == y).numpy())
+    # eig_top against the full 64x64 autograd Hessian of a few samples (largest |eigenvalue|)
+    for i in range(4):
+        hess = torch.autograd.functional.hessian(
+            lambda z: F.cross_entropy(model64(z.reshape(1, 1, 8, 8)), y[i:i + 1]), x64[i].flatten())
+        eig = torch.linalg.eigvalsh(hess)
+        top = eig[eig.abs().argmax()]
+        assert df["eig_top"][i] == pytest.approx(float(top), rel=1e-3)
+    # curv_rand is the directional curvature along a ±1 direction
+    assert ((df["curv_rand"] != df["curv_adv"]) & np.isfinite(df["curv_rand"])).all()
+
+
+def test_trained_model_adversarial_loss_and_accuracy(digits):
+    model, x, y = digits
+    df = measure(model, x, y, eps=0.1, steps=10, measures=["grad", "taylor_gap"])
+    assert df["correct_clean"].mean() > 0.85
+    assert df["correct_adv"].mean() < df["correct_clean"].mean() - 0.2
+    assert (df["loss_adv"] > df["loss_clean"]).mean() > 0.95
+    assert (df["grad_l1"] >= df["grad_l2"]).all() and (df["grad_l2"] >= df["grad_linf"]).all()
+
+
+def test_batch_size_does_not_change_deterministic_columns(tiny_model):
+    x, y = torch.rand(10, 1, 8, 8, dtype=torch.float64), torch.arange(10)
+    kw = dict(eps=0.1, attack="fgsm", measures=["grad", "curv_adv", "taylor_gap", "logit_var"],
+              dtype=torch.float64)
+    a = measure(tiny_model, x, y, batch_size=3, **kw)
+    b = measure(tiny_model, x, y, batch_size=64, **kw)
+    pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-10)
+
+
+def test_seeded_and_reproducible(tiny_model):
+    x, y = torch.rand(6, 1, 8, 8), torch.arange(6)
+    kw = dict(eps=0.1, steps=3, eig_iters=3, batch_size=4)
+    a, b = measure(tiny_model, x, y, seed=1, **kw), measure(tiny_model, x, y, seed=1, **kw)
+    c = measure(tiny_model, x, y, seed=2, **kw)
+    pd.testing.assert_frame_equal(a, b)
+    assert not np.allclose(a["curv_rand"], c["curv_rand"])
+    assert not np.allclose(a["loss_adv"], c["loss_adv"])
+
+
+def test_eps_zero_gives_clean_values(tiny_model):
+    x, y = torch.rand(4, 1, 8, 8), torch.arange(4)
+    df = measure(tiny_model, x, y, eps=0.0, measures=["curv_adv", "taylor_gap", "logit_var"])
+    np.testing.assert_array_equal(df["loss_adv"], df["loss_clean"])
+    assert (df["curv_adv"] == 0).all() and (df["taylor_gap"] == 0).all() and (df["logit_var"] == 0).all()
+
+
+def test_does_not_touch_the_callers_model():
+    torch.manual_seed(0)
+    model = create_model("small_cnn", width=4).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    df = measure(model, torch.rand(3, 1, 8, 8), torch.arange(3), eps=0.1, steps=2, eig_iters=2,
+                 dtype=torch.float64)
+    assert df.attrs["dtype"] == "float64"
+    assert all(m.training for m in model.modules())
+    assert all(p.dtype == torch.float32 and p.grad is None and p.requires_grad for p in model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    measure(model, torch.rand(3, 1, 8, 8), torch.arange(3), eps=0.1, steps=2, eig_iters=2)
+    assert all(m.training for m in model.modules())
+    assert all(p.grad is None for p in model.parameters())
+
+
+class LogFeatures(nn.Module):
+    """logits = log of the first 10 pixels: a zero pixel gives an infinite logit."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        return self.scale * torch.log(x.flatten(1)[:, :10])
+
+
+def test_nonfinite_values_are_counted_and_warned():
+    x = torch.full((3, 1, 8, 8), 0.5)
+    x[1, 0, 0, 0] = 0.0
+    with pytest.warns(RuntimeWarning, match="NaN/Inf"):
+        df = measure(LogFeatures(), x, torch.tensor([0, 1, 2]), eps=0.0, measures=["grad", "logit_var"])
+    assert df.attrs["nonfinite"] > 0
+    assert df.attrs["nonfinite"] == int((~np.isfinite(df.select_dtypes("floating").to_numpy())).sum())
+    assert np.isfinite(df.iloc[[0, 2]].select_dtypes("floating").to_numpy()).all()
+
+
+def test_validation(tiny_model):
+    x, y = torch.rand(2, 1, 8, 8), torch.tensor([0, 1])
+    with pytest.raises(ValueError, match="allowed: grad, curv_adv, curv_rand, eig_top, taylor_gap, logit_var"):
+        measure(tiny_model, x, y, eps=0.1, measures=["grad", "hessian_trace"])
+    with pytest.raises(ValueError, match="attack"):
+        measure(tiny_model, x, y, eps=0.1, attack="cw")
+    with pytest.raises(ValueError, match="norm"):
+        measure(tiny_model, x, y, eps=0.1, norm="l1")
+    with pytest.raises(ValueError, match="batch_size"):
+        measure(tiny_model, x, y, eps=0.1, batch_size=0)
+    with pytest.raises(ValueError, match="eps"):
+        measure(tiny_model, x, y, eps=-1.0)
+    with pytest.raises(ValueError, match=r"\[0,1\]"):
+        measure(tiny_model, x * 3, y, eps=0.1)
+    with pytest.raises(TypeError, match="dtype"):
+        measure(tiny_model, x, y, eps=0.1, dtype="float64")
+
+
+def test_progress_bar_shows_only_when_asked(tiny_model, capsys):
+    x, y = torch.rand(4, 1, 8, 8), torch.arange(4)
+    measure(tiny_model, x, y, eps=0.1, measures=["grad"], batch_size=2)
+    assert "measure" not in capsys.readouterr().err
+    measure(tiny_model, x, y, eps=0.1, measures=["grad"], batch_size=2, progress=True)
+    assert "measure" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+@pytest.fixture
+def checkpoint(tmp_path, digits):
+    from landscape.checkpoints import save_checkpoint
+
+    model, _, _ = digits
+    path = tmp_path / "epoch_3.pth"
+    save_checkpoint(path, model, epoch=3)
+    return path
+
+
+@pytest.mark.parametrize("ext", ["parquet", "csv"])
+def test_cli_writes_table_and_prints_means(checkpoint, tmp_path, capsys, digits, ext):
+    from landscape.cli import main
+
+    out = tmp_path / f"m.{ext}"
+    rc = main(["measure", str(checkpoint), "--arch", "mlp", "--arch-arg", "hidden=(32,)", "--arch-arg",
+               "activation='softplus'", "--data", "digits", "--n", "60", "--out", str(out), "--quiet",
+               "--measures", "grad,logit_var", "--attack", "fgsm", "--eps", "0.05"])
+    assert rc == 0
+    df = pd.read_parquet(out) if ext == "parquet" else pd.read_csv(out)
+    assert list(df.columns) == ALL_COLUMNS[:9] + ["logit_var"] and len(df) == 60
+    model, x, y = digits
+    direct = measure(model, x, y, eps=0.05, attack="fgsm", measures=["grad", "logit_var"])
+    np.testing.assert_allclose(df["grad_l1"], direct["grad_l1"], rtol=1e-6)
+    printed = capsys.readouterr().out
+    assert f"acc_clean    {direct['correct_clean'].mean():.6g}" in printed
+    assert f"grad_l1      {direct['grad_l1'].mean():.6g}" in printed
+    if ext == "parquet":
+        assert df.attrs["eps"] == 0.05 and df.attrs["attack"] == "fgsm"
+
+
+def test_cli_errors_are_one_line(checkpoint, tmp_path, capsys):
+    from landscape.cli import main
+
+    base = ["measure", str(checkpoint), "--arch", "mlp", "--arch-arg", "hidden=(32,)", "--n", "10"]
+    assert main(base + ["--out", str(tmp_path / "m.txt")]) == 2
+    assert "--out must end in .parquet or .csv" in capsys.readouterr().err
+    assert main(base + ["--out", str(tmp_path / "m.csv"), "--measures", "grad,foo"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown measure(s) 'foo'" in err and len(err.strip().splitlines()) == 1
+    assert main(base + ["--out", str(tmp_path / "missing" / "m.csv")]) == 2
+    assert not (tmp_path / "m.csv").exists()
