@@ -1,0 +1,646 @@
+"""A self-contained HTML report (and a Markdown twin) of one run or a folder of runs.
+
+``build_report(run_dir)`` finds the run tables (``trajectory.parquet`` and the optional ``samples.parquet``,
+``slices_1d.parquet``, ``slices_2d.parquet``, ``metrics.csv``, ``settings.json``, ``diagnosis.json``, each
+either in the run folder or in its ``analysis/`` subfolder), diagnoses each run with
+:func:`landscape.diagnose.diagnose`, draws every figure with :mod:`landscape.plotting`, and writes
+
+* ``report.html`` — figures embedded as base64 PNG, inline CSS, no external requests;
+* ``report.md`` — the same summary with relative links to ``figures/*.png``;
+* ``figures/*.png`` — the figures.
+
+A figure whose table is missing is skipped with a note in the report, never an error.
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as _dt
+import html
+import json
+import math
+import os
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from ._base import LandscapeError
+
+__all__ = ["RunFiles", "best_last_epochs", "build_report", "find_runs", "load_runs", "load_tables",
+           "read_table_file"]
+
+#: Files a run directory may hold (key -> file name); only ``trajectory`` is required.
+RUN_FILES = {
+    "trajectory": "trajectory.parquet",
+    "samples": "samples.parquet",
+    "slices_1d": "slices_1d.parquet",
+    "slices_2d": "slices_2d.parquet",
+    "metrics": "metrics.csv",
+    "settings": "settings.json",
+    "diagnosis": "diagnosis.json",
+}
+_TABLES = ("trajectory", "samples", "slices_1d", "slices_2d", "metrics")
+
+
+@dataclasses.dataclass
+class RunFiles:
+    """One run found on disk: its name, folder and the files present (key of :data:`RUN_FILES` -> path)."""
+
+    name: str
+    folder: Path
+    files: dict[str, Path]
+
+
+def _files_in(folder: Path) -> dict[str, Path]:
+    """The run files in ``folder`` or ``folder/analysis`` (the folder itself wins)."""
+    found = {}
+    for key, name in RUN_FILES.items():
+        for place in (folder, folder / "analysis"):
+            if (place / name).is_file():
+                found[key] = place / name
+                break
+    return found
+
+
+def find_runs(run_dir: str | os.PathLike) -> list[RunFiles]:
+    """Runs under ``run_dir``: the folder itself, else its subfolders one or two levels down.
+
+    A run is a folder holding ``trajectory.parquet`` directly or in ``analysis/``. A single run is named
+    after its folder (the parent's name for an ``analysis`` folder); runs found in subfolders are named by
+    their path relative to ``run_dir`` (e.g. ``pgd_at`` or ``demo/pgd_at``).
+
+    Raises:
+        LandscapeError: ``run_dir`` does not exist or holds no ``trajectory.parquet`` anywhere searched.
+    """
+    root = Path(run_dir)
+    if not root.is_dir():
+        raise LandscapeError(f"run directory {root} does not exist (or is not a folder)")
+    files = _files_in(root)
+    if "trajectory" in files:
+        return [RunFiles(_run_name(root), root, files)]
+    runs: list[RunFiles] = []
+    for sub in _subdirs(root):
+        files = _files_in(sub)
+        if "trajectory" in files:
+            runs.append(RunFiles(sub.name, sub, files))
+            continue
+        for subsub in _subdirs(sub):
+            if subsub.name == "analysis":
+                continue
+            files = _files_in(subsub)
+            if "trajectory" in files:
+                runs.append(RunFiles(f"{sub.name}/{subsub.name}", subsub, files))
+    if not runs:
+        raise LandscapeError(f"no trajectory.parquet in {root} (nor in its analysis/ folder or in subfolders "
+                             "one or two levels down); run `landscape trajectory` to write one")
+    return runs
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except PermissionError:
+        return []
+
+
+def read_table_file(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a ``.parquet`` or ``.csv`` table.
+
+    Raises:
+        FileNotFoundError: no such file.
+        LandscapeError: it cannot be read as a table (names the file).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"no such table file: {p}")
+    try:
+        if p.suffix.lower() == ".csv":
+            return pd.read_csv(p)
+        if p.suffix.lower() in (".parquet", ".pq"):
+            return pd.read_parquet(p)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file for the user
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise LandscapeError(f"cannot read {p} as a table: {first}") from None
+    raise LandscapeError(f"cannot read {p}: expected a .parquet or .csv file")
+
+
+def _with_run(table: pd.DataFrame, name: str) -> pd.DataFrame:
+    """Set ``run`` to ``name`` unless the table already holds several runs (then prefix them)."""
+    table = table.copy()
+    if "run" in table.columns and table["run"].nunique(dropna=True) > 1:
+        table["run"] = name + "/" + table["run"].astype(str)
+    else:
+        table["run"] = name
+    return table
+
+
+def _run_name(folder: Path) -> str:
+    folder = folder.resolve()
+    return (folder.parent.name if folder.name == "analysis" else folder.name) or "run"
+
+
+def load_tables(paths, key: str = "trajectory") -> pd.DataFrame:
+    """Read and combine tables given as files or run directories, with a ``run`` column.
+
+    Args:
+        paths: ``.parquet``/``.csv`` files, or run directories (then the ``key`` file of :data:`RUN_FILES`
+            is read from the folder or its ``analysis/`` subfolder; for ``trajectory``, ``metrics.csv`` is
+            used when there is no ``trajectory.parquet``).
+        key: which run file a directory stands for.
+
+    Returns:
+        One table. A single path keeps its own ``run`` column; several paths get ``run`` set to their run
+        folder's name (or their path, when names collide).
+
+    Raises:
+        ValueError: ``key`` unknown or no paths. FileNotFoundError: a path, or the file in a directory,
+        is missing. LandscapeError: a file cannot be read.
+    """
+    if key not in RUN_FILES or key in ("settings", "diagnosis"):
+        raise ValueError(f"key must be one of {list(_TABLES)}, got {key!r}")
+    paths = [Path(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
+    if not paths:
+        raise ValueError("load_tables: give at least one table file or run directory")
+    files = []
+    for p in paths:
+        if p.is_dir():
+            found = _files_in(p)
+            file = found.get(key) or (found.get("metrics") if key == "trajectory" else None)
+            if file is None:
+                raise FileNotFoundError(f"no {RUN_FILES[key]} in {p} (nor in {p / 'analysis'})")
+            files.append((file, _run_name(p)))
+        elif p.is_file():
+            files.append((p, _run_name(p.parent)))
+        else:
+            raise FileNotFoundError(f"no such table file or run directory: {p}")
+    tables = [read_table_file(f) for f, _ in files]
+    if len(tables) == 1:
+        return tables[0]
+    names = [n for _, n in files]
+    if len(set(names)) < len(names):
+        names = [str(f.with_suffix("")) for f, _ in files]
+    combined = pd.concat([_with_run(t, n) for t, n in zip(tables, names)], ignore_index=True)
+    combined.attrs = dict(tables[0].attrs)
+    return combined
+
+
+def best_last_epochs(trajectory: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Per run ``{"best": epoch, "last": epoch}`` by :func:`landscape.diagnose.diagnose` (runs it cannot
+    diagnose are left out); a table without ``run`` is keyed by ``""``."""
+    from .diagnose import diagnose
+
+    out = {}
+    groups = trajectory.groupby("run", sort=False) if "run" in trajectory.columns else [("", trajectory)]
+    for run, part in groups:
+        try:
+            d = diagnose(part)
+        except (LandscapeError, ValueError):
+            continue
+        if d.best_epoch is not None:
+            out[str(run)] = {"best": int(d.best_epoch), "last": int(d.last_epoch)}
+    return out
+
+
+@dataclasses.dataclass
+class ReportData:
+    """Everything the report shows: combined tables (with ``run``), per-run JSON, diagnoses and notes."""
+
+    root: Path
+    runs: list[RunFiles]
+    tables: dict[str, pd.DataFrame | None]
+    settings: dict[str, Any]
+    diagnoses: dict[str, dict[str, Any]]
+    notes: list[str]
+
+
+def load_runs(run_dir: str | os.PathLike) -> ReportData:
+    """Find, read and combine the runs under ``run_dir`` (see :func:`find_runs`), and diagnose each run.
+
+    Unreadable optional files become notes; an unreadable trajectory table raises LandscapeError.
+    """
+    runs = find_runs(run_dir)
+    parts: dict[str, list[pd.DataFrame]] = {k: [] for k in _TABLES}
+    settings: dict[str, Any] = {}
+    notes: list[str] = []
+    per_run_traj: dict[str, pd.DataFrame] = {}
+    saved: dict[str, Any] = {}  # diagnosis.json per run, the fallback when diagnose() fails
+    for r in runs:
+        for key in _TABLES:
+            path = r.files.get(key)
+            if path is None:
+                continue
+            try:
+                table = _with_run(read_table_file(path), r.name)
+            except LandscapeError as exc:
+                if key == "trajectory":
+                    raise
+                notes.append(f"{r.name}: {exc}")
+                continue
+            if table.empty:
+                if key == "trajectory":
+                    raise LandscapeError(f"{path} has no rows")
+                notes.append(f"{r.name}: {path.name} has no rows")
+                continue
+            parts[key].append(table)
+            if key == "trajectory":
+                per_run_traj[r.name] = table
+        for key in ("settings", "diagnosis"):
+            if key in r.files:
+                try:
+                    value = json.loads(r.files[key].read_text())
+                except (OSError, ValueError) as exc:
+                    notes.append(f"{r.name}: cannot read {r.files[key].name}: {str(exc).splitlines()[0]}")
+                    continue
+                if key == "settings":
+                    settings[r.name] = value
+                else:
+                    saved[r.name] = value
+    tables = {k: (pd.concat(v, ignore_index=True) if v else None) for k, v in parts.items()}
+    for key in _TABLES[1:]:  # attrs (e.g. slice normalisation) survive concat only when equal; keep the first
+        if tables[key] is not None and parts[key]:
+            tables[key].attrs = dict(parts[key][0].attrs)
+    diagnoses = {}
+    for r in runs:
+        for name, traj in _split_runs(per_run_traj.get(r.name)):
+            diagnoses[name] = _diagnosis(traj, saved.get(r.name), name, notes)
+    return ReportData(Path(run_dir), runs, tables, settings, diagnoses, notes)
+
+
+def _split_runs(table: pd.DataFrame | None):
+    if table is None:
+        return []
+    return [(str(name), part) for name, part in table.groupby("run", sort=False)]
+
+
+def _diagnosis(traj: pd.DataFrame, saved: Any, name: str, notes: list[str]) -> dict[str, Any]:
+    """``diagnose(traj).to_dict()``; else the saved diagnosis.json; else ``{"error": ...}``."""
+    try:
+        from .diagnose import diagnose
+
+        return diagnose(traj.assign(run=name)).to_dict()
+    except (ImportError, LandscapeError, ValueError, TypeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(saved, dict) and "error" not in saved and "best_epoch" in saved:
+        notes.append(f"{name}: diagnosis read from diagnosis.json ({reason})")
+        return saved
+    notes.append(f"{name}: no diagnosis ({reason})")
+    return {"error": reason}
+
+
+# --------------------------------------------------------------------------------------------- figures
+
+@dataclasses.dataclass
+class FigureResult:
+    key: str
+    title: str
+    caption: str
+    path: Path | None = None
+    skipped: str | None = None
+
+
+def _best_last(data: ReportData) -> dict[str, dict[str, int]]:
+    """Per run ``{"best": epoch, "last": epoch}`` from the diagnoses (runs without one left out)."""
+    out = {}
+    for run, d in data.diagnoses.items():
+        if d.get("best_epoch") is not None and d.get("last_epoch") is not None:
+            out[run] = {"best": int(d["best_epoch"]), "last": int(d["last_epoch"])}
+    return out
+
+
+def _label_best_last(table: pd.DataFrame, data: ReportData) -> tuple[pd.DataFrame, str]:
+    """Rows of each run's best and last epoch labelled ``best``/``last``, when the table has epochs."""
+    from .plotting import label_epochs
+
+    epochs = {r: e for r, e in _best_last(data).items() if (table["run"] == r).any()}
+    if "epoch" not in table.columns or not epochs:
+        return table, ""
+    try:
+        return label_epochs(table, epochs), "best vs last epoch"
+    except ValueError:
+        return table, ""
+
+
+def _figure_specs(data: ReportData) -> list[tuple[str, str, str, str | None, Callable[[], Any] | None]]:
+    """(key, title, caption, reason-if-skipped, draw) for every figure of the report."""
+    from . import plotting as P
+
+    t = data.tables
+    traj = t["trajectory"]
+    specs = []
+    specs.append(("learning_curves", "Learning curves (analysed checkpoints)",
+                  "Clean and robust accuracy and loss per epoch from trajectory.parquet; the star marks the best "
+                  "robust test accuracy and the shaded band the robust-overfitting gap (best − last).",
+                  None, lambda: P.plot_learning_curves(traj)))
+    metrics = t["metrics"]
+    specs.append(("training_curves", "Training curves (metrics.csv)",
+                  "The same curves from the training log, every epoch.",
+                  None if metrics is not None else "no metrics.csv in any run",
+                  (lambda: P.plot_learning_curves(metrics)) if metrics is not None else None))
+    measures = P.available_measures(traj)
+    specs.append(("measures", "Landscape measures vs epoch",
+                  "Per-epoch mean of each measure over samples (with at most two runs, the band is the "
+                  "test q10–q90); dotted lines mark each run's best epoch.",
+                  None if measures else "the trajectory table has no <measure>_mean columns",
+                  (lambda: P.plot_measures(traj)) if measures else None))
+    s1 = t["slices_1d"]
+    if s1 is not None:
+        s1, how = _label_best_last(s1, data)
+        specs.append(("slices_1d", "1D loss slices", f"Mean loss ± 1 std over samples along each direction"
+                      f"{' — ' + how if how else ''}; a = 0 is the clean input.", None,
+                      lambda: P.plot_slices_1d(s1)))
+    else:
+        specs.append(("slices_1d", "1D loss slices", "", "no slices_1d.parquet in any run", None))
+    s2 = t["slices_2d"]
+    if s2 is not None:
+        s2, how = _label_best_last(s2, data)
+        for run, part in s2.groupby("run", sort=False):
+            part.attrs = dict(s2.attrs)
+            specs.append((f"surface_{_slug(run)}", f"2D loss surface — {run}",
+                          f"Loss around the first sample of the slice table{' — ' + how if how else ''}; the "
+                          "star is the clean input. Panels share one colour scale.", None,
+                          (lambda part=part: P.plot_surface(part))))
+    else:
+        specs.append(("surface", "2D loss surface", "", "no slices_2d.parquet in any run", None))
+    samples = t["samples"]
+    cols = [m for m in ("grad_l1", "curv_adv") if samples is not None and m in samples.columns]
+    if samples is not None and cols:
+        labelled, how = _label_best_last(samples, data)
+        specs.append(("distributions", "Per-sample distributions",
+                      f"Test-split distribution of {', '.join(cols)} per sample{' — ' + how if how else ''}; "
+                      "dashed lines are medians.", None,
+                      lambda: P.plot_distributions(labelled, cols)))
+    else:
+        why = "no samples.parquet in any run" if samples is None else "samples.parquet has no grad_l1/curv_adv"
+        specs.append(("distributions", "Per-sample distributions", "", why, None))
+    scatter_m = next((m for m in ("curv_adv", "grad_l1", *measures) if m in measures), None)
+    ok = scatter_m is not None and "loss_adv" in traj.columns
+    specs.append(("scatter", "Measure vs robust test loss",
+                  f"Test mean of {scatter_m} against test robust loss, one point per epoch, with Spearman ρ "
+                  "per run.", None if ok else "no measure or no loss_adv column in the trajectory table",
+                  (lambda: P.plot_measure_vs_loss(traj, scatter_m)) if ok else None))
+    return specs
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in str(text)) or "run"
+
+
+def _render(data: ReportData, fig_dir: Path, *, dpi: int, progress: bool) -> list[FigureResult]:
+    from tqdm.auto import tqdm
+
+    from .plotting import save_figure
+
+    results = []
+    specs = _figure_specs(data)
+    for key, title, caption, skipped, draw in tqdm(specs, desc="figures", disable=not progress, leave=False):
+        if draw is None:
+            results.append(FigureResult(key, title, caption, skipped=skipped))
+            continue
+        try:
+            fig = draw()
+        except (ValueError, TypeError, KeyError) as exc:  # a table the figure cannot use: note, go on
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            results.append(FigureResult(key, title, caption, skipped=f"could not draw: {first}"))
+            continue
+        path = save_figure(fig, fig_dir / key, formats=("png",), dpi=dpi)[0]
+        getattr(fig, "figure", fig).clf()  # an Axes-returning function gives its figure
+        results.append(FigureResult(key, title, caption, path=path))
+    return results
+
+
+# --------------------------------------------------------------------------------------------- text parts
+
+#: Diagnosis columns of the summary table: (key, header, formatter).
+_DIAG_COLUMNS = [
+    ("best_epoch", "best epoch", "int"),
+    ("best_acc_adv", "best robust acc (%)", "pct"),
+    ("last_epoch", "last epoch", "int"),
+    ("last_acc_adv", "last robust acc (%)", "pct"),
+    ("gap", "RO gap (pp)", "pp"),
+    ("onset_epoch", "RO onset epoch", "int"),
+    ("train_test_gap_last", "train − test robust acc, last (pp)", "pp"),
+]
+
+
+def _fmt(value, kind: str) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    if kind == "int":
+        return str(int(value))
+    if kind == "pct":
+        return f"{100 * float(value):.1f}"
+    if kind == "pp":
+        return f"{float(value):.1f}"
+    return f"{float(value):+.2f}"
+
+
+def diagnosis_rows(diagnoses: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Header and formatted rows of the per-run diagnosis table."""
+    header = ["run", *[h for _, h, _ in _DIAG_COLUMNS]]
+    rows = []
+    for run, d in diagnoses.items():
+        if "error" in d:
+            rows.append([run, *["—"] * len(_DIAG_COLUMNS)])
+        else:
+            rows.append([run, *[_fmt(d.get(k), kind) for k, _, kind in _DIAG_COLUMNS]])
+    return header, rows
+
+
+def correlation_rows(diagnoses: dict[str, dict[str, Any]], stat: str = "spearman"
+                     ) -> tuple[list[str], list[list[str]]]:
+    """Compact correlation table: one row per (run, split), one column per measure (``stat`` values)."""
+    measures: list[str] = []
+    cells: dict[tuple[str, str], dict[str, str]] = {}
+    for run, d in diagnoses.items():
+        for rec in d.get("correlations") or []:
+            m, split = str(rec.get("measure")), str(rec.get("split"))
+            if m not in measures:
+                measures.append(m)
+            cells.setdefault((run, split), {})[m] = f"{_fmt(rec.get(stat), 'corr')} (n={rec.get('n', '—')})"
+    header = ["run", "split", *measures]
+    rows = [[run, split, *[c.get(m, "—") for m in measures]] for (run, split), c in cells.items()]
+    return header, rows
+
+
+def versions() -> dict[str, str]:
+    """Versions of landscape and its main dependencies, Python and the platform (no imports of torch)."""
+    out = {}
+    for pkg in ("landscape", "torch", "numpy", "pandas", "matplotlib", "seaborn"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    out["python"] = sys.version.split()[0]
+    out["platform"] = platform.platform()
+    return out
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,'DejaVu Sans',sans-serif;margin:0;color:#1b1f24;
+background:#fafafa;line-height:1.45}
+main{max-width:1180px;margin:0 auto;padding:1.2rem 1.6rem 3rem}
+h1{font-size:1.6rem;margin:.4rem 0 .2rem}h2{font-size:1.25rem;margin-top:2.2rem;border-bottom:1px solid #ddd;
+padding-bottom:.2rem}h3{font-size:1.05rem;margin:1.4rem 0 .4rem}
+.meta{color:#555;font-size:.9rem}
+table{border-collapse:collapse;margin:.6rem 0;font-size:.9rem;background:#fff}
+th,td{border:1px solid #d0d7de;padding:.3rem .6rem;text-align:right}th{background:#f0f3f6}
+td:first-child,th:first-child{text-align:left}
+figure{margin:1rem 0 1.8rem;background:#fff;border:1px solid #e1e4e8;border-radius:6px;padding:.8rem}
+figure img{max-width:100%;height:auto;display:block;margin:0 auto}
+figcaption{font-size:.88rem;color:#444;margin-top:.5rem}
+.skipped{color:#8a6d00;background:#fff8e1;border:1px solid #f0d98a;border-radius:4px;padding:.4rem .7rem;
+font-size:.9rem}
+pre{background:#f3f4f6;padding:.7rem;border-radius:4px;overflow-x:auto;font-size:.8rem}
+ul.notes{font-size:.9rem;color:#444}
+nav a{margin-right:.9rem;font-size:.9rem;color:#0b5cad}
+"""
+
+
+def _html_table(header: list[str], rows: list[list[str]], table_id: str | None = None) -> str:
+    attr = f" id='{html.escape(table_id)}'" if table_id else ""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table{attr}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    def cell(c: str) -> str:
+        return c.replace("|", "\\|")
+
+    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _run_notes(data: ReportData) -> list[str]:
+    notes = list(data.notes)
+    for run, d in data.diagnoses.items():
+        notes += [f"{run}: {n}" for n in d.get("notes") or []]
+    return notes
+
+
+def _write_html(path: Path, data: ReportData, figures: list[FigureResult], vers: dict[str, str],
+                title: str) -> None:
+    e = html.escape
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+             "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+             f"<title>{e(title)}</title><style>{_CSS}</style></head><body><main>",
+             f"<h1>{e(title)}</h1>",
+             f"<p class='meta'>{len(data.runs)} run(s): {e(', '.join(data.diagnoses) or ', '.join(r.name for r in data.runs))}"
+             f" · generated {e(_dt.datetime.now().isoformat(timespec='seconds'))} by landscape "
+             f"{e(vers['landscape'])}</p>",
+             "<nav><a href='#diagnosis'>Diagnosis</a><a href='#figures'>Figures</a>"
+             "<a href='#settings'>Settings</a><a href='#versions'>Versions</a></nav>",
+             "<h2 id='diagnosis'>Diagnosis</h2>",
+             _html_table(*diagnosis_rows(data.diagnoses), table_id="diagnosis-table")]
+    header, rows = correlation_rows(data.diagnoses)
+    if rows:
+        parts += ["<h3>Spearman ρ of each measure with the test robust loss, epochs from the best one on</h3>",
+                  _html_table(header, rows),
+                  "<details><summary>Pearson r</summary>",
+                  _html_table(*correlation_rows(data.diagnoses, "pearson")), "</details>"]
+    notes = _run_notes(data)
+    if notes:
+        parts.append("<ul class='notes'>" + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>")
+    parts.append("<h2 id='figures'>Figures</h2>")
+    for f in figures:
+        parts.append(f"<h3 id='fig-{e(f.key)}'>{e(f.title)}</h3>")
+        if f.path is None:
+            parts.append(f"<p class='skipped'>Skipped: {e(f.skipped or '')}</p>")
+            continue
+        b64 = base64.b64encode(f.path.read_bytes()).decode("ascii")
+        parts.append(f"<figure><img src='data:image/png;base64,{b64}' alt='{e(f.title)}' "
+                     f"data-figure='{e(f.key)}'><figcaption>{e(f.caption)}</figcaption></figure>")
+    parts.append("<h2 id='settings'>Settings</h2>")
+    if not data.settings:
+        parts.append("<p class='skipped'>No settings.json in any run.</p>")
+    for run, value in data.settings.items():
+        parts.append(f"<h3>{e(run)}</h3><pre>{e(json.dumps(value, indent=2, default=str))}</pre>")
+    parts.append("<h2 id='versions'>Versions</h2>")
+    parts.append(_html_table(["component", "version"], [[k, v] for k, v in vers.items()]))
+    parts.append("</main></body></html>")
+    _atomic_write(path, "\n".join(parts))
+
+
+def _write_md(path: Path, data: ReportData, figures: list[FigureResult], vers: dict[str, str],
+              title: str) -> None:
+    out = path.parent
+    lines = [f"# {title}", "", f"{len(data.runs)} run(s): {', '.join(data.diagnoses)}", "", "## Diagnosis", "",
+             _md_table(*diagnosis_rows(data.diagnoses)), ""]
+    header, rows = correlation_rows(data.diagnoses)
+    if rows:
+        lines += ["### Spearman ρ of each measure with the test robust loss, epochs from the best one on", "",
+                  _md_table(header, rows), ""]
+    notes = _run_notes(data)
+    if notes:
+        lines += [f"- {n}" for n in notes] + [""]
+    lines += ["## Figures", ""]
+    for f in figures:
+        lines.append(f"### {f.title}")
+        lines.append("")
+        if f.path is None:
+            lines.append(f"*Skipped: {f.skipped}*")
+        else:
+            rel = os.path.relpath(f.path, out).replace(os.sep, "/")
+            lines += [f"![{f.title}]({rel})", "", f.caption]
+        lines.append("")
+    lines += ["## Settings", ""]
+    if not data.settings:
+        lines += ["No settings.json in any run.", ""]
+    for run, value in data.settings.items():
+        lines += [f"### {run}", "", "```json", json.dumps(value, indent=2, default=str), "```", ""]
+    lines += ["## Versions", "", _md_table(["component", "version"], [[k, v] for k, v in vers.items()]), ""]
+    _atomic_write(path, "\n".join(lines))
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.parent / f".{path.name}.tmp"
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, dpi: int = 150,
+                 progress: bool = False, title: str | None = None) -> Path:
+    """Write ``report.html``, ``report.md`` and ``figures/*.png`` for the run(s) under ``run_dir``.
+
+    Args:
+        run_dir: one run directory (``trajectory.parquet`` [+ ``samples.parquet``, ``slices_1d.parquet``,
+            ``slices_2d.parquet``, ``metrics.csv``, ``settings.json``, ``diagnosis.json``], possibly in an
+            ``analysis/`` subfolder) or a folder whose subfolders (one or two levels down) are runs.
+        out: output folder (default ``<run_dir>/report``), created if needed.
+        dpi: resolution of the figure PNGs (>= 72).
+        progress: show a progress bar over the figures.
+        title: report title (default "landscape report: <run_dir name>").
+
+    Returns:
+        Path of ``report.html``.
+
+    Raises:
+        LandscapeError: no ``trajectory.parquet`` under ``run_dir`` (names the folder), or it is unreadable.
+        PermissionError: ``out`` cannot be created or written.
+
+    Example:
+        >>> build_report("runs/demo")   # doctest: +SKIP
+        PosixPath('runs/demo/report/report.html')
+    """
+    if not isinstance(dpi, int) or dpi < 72:
+        raise ValueError(f"dpi must be an integer >= 72, got {dpi!r}")
+    data = load_runs(run_dir)
+    out_dir = Path(out) if out is not None else Path(run_dir) / "report"
+    try:
+        (out_dir / "figures").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PermissionError(f"cannot create report folder {out_dir}: {exc.strerror}") from None
+    if not os.access(out_dir, os.W_OK):
+        raise PermissionError(f"report folder {out_dir} is not writable")
+    figures = _render(data, out_dir / "figures", dpi=dpi, progress=progress)
+    vers = versions()
+    title = title or f"landscape report: {Path(run_dir).resolve().name}"
+    _write_md(out_dir / "report.md", data, figures, vers, title)
+    html_path = out_dir / "report.html"
+    _write_html(html_path, data, figures, vers, title)
+    return html_path

@@ -1,0 +1,173 @@
+"""The report: run discovery, every figure embedded, diagnosis numbers, skipped tables, and a real browser."""
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from landscape import LandscapeError
+from landscape.cli import main
+from landscape.plotting._synthetic import write_synthetic_run
+from landscape.report import build_report, find_runs, load_tables
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FULL_FIGURES = ["learning_curves", "training_curves", "measures", "slices_1d", "surface_at_advlc",
+                "surface_pgd_at", "distributions", "scatter"]
+
+
+def best_and_last_by_hand(folder: Path) -> tuple[int, float, int, float]:
+    """Best/last epoch and robust test accuracy (%) read straight off the trajectory table."""
+    t = pd.read_parquet(folder / "trajectory.parquet")
+    test = t[t["split"] == "test"].sort_values("epoch")
+    best = test.loc[test["acc_adv"].idxmax()]
+    last = test.iloc[-1]
+    return int(best["epoch"]), 100 * float(best["acc_adv"]), int(last["epoch"]), 100 * float(last["acc_adv"])
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    """runs/demo with two synthetic runs: pgd_at (files in the run folder) and at_advlc (in analysis/)."""
+    root = tmp_path_factory.mktemp("runs") / "demo"
+    write_synthetic_run(root / "pgd_at", epochs=8, n=24, ro=1.0, seed=0)
+    write_synthetic_run(root / "at_advlc" / "analysis", run="at_advlc", epochs=8, n=24, ro=0.2, seed=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(demo) -> Path:
+    return build_report(demo, dpi=80)
+
+
+def test_find_runs_in_run_folders_analysis_folders_and_two_levels_down(demo, tmp_path):
+    runs = find_runs(demo)
+    assert [r.name for r in runs] == ["at_advlc", "pgd_at"]
+    assert runs[0].files["trajectory"] == demo / "at_advlc" / "analysis" / "trajectory.parquet"
+    assert set(runs[1].files) == {"trajectory", "samples", "slices_1d", "slices_2d", "metrics", "settings"}
+    assert [r.name for r in find_runs(demo.parent)] == ["demo/at_advlc", "demo/pgd_at"]
+    assert [r.name for r in find_runs(demo / "at_advlc")] == ["at_advlc"]
+    assert [r.name for r in find_runs(demo / "at_advlc" / "analysis")] == ["at_advlc"]
+
+
+def test_no_trajectory_is_a_landscape_error_naming_folder_and_file(tmp_path):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    with pytest.raises(LandscapeError, match=r"no trajectory\.parquet in .*empty"):
+        build_report(tmp_path / "empty")
+    with pytest.raises(LandscapeError, match="does not exist"):
+        build_report(tmp_path / "nowhere")
+
+
+def test_report_embeds_every_figure_and_requests_nothing_external(report):
+    text = report.read_text()
+    embedded = re.findall(r"<img src='data:image/png;base64,([A-Za-z0-9+/=]+)' alt='[^']*' data-figure='(\w+)'",
+                          text)
+    assert [key for _, key in embedded] == FULL_FIGURES
+    for b64, _ in embedded:
+        assert base64.b64decode(b64)[:8] == b"\x89PNG\r\n\x1a\n"
+    # self-contained: no URL outside data: and in-page anchors, no scripts or external stylesheets
+    assert not re.search(r"(src|href)=['\"](?!data:|#)", text)
+    assert "<script" not in text and "<link" not in text and "http://" not in text and "https://" not in text
+    assert "Skipped" not in text
+
+
+def test_report_shows_the_diagnosis_numbers_of_each_run(report, demo):
+    text = report.read_text()
+    table = re.search(r"<table id='diagnosis-table'>(.*?)</table>", text).group(1)
+    rows = dict(re.findall(r"<tr><td>(\w+)</td>(.*?)</tr>", table))
+    assert list(rows) == ["at_advlc", "pgd_at"]
+    for run, folder in (("pgd_at", demo / "pgd_at"), ("at_advlc", demo / "at_advlc" / "analysis")):
+        best_epoch, best_acc, last_epoch, last_acc = best_and_last_by_hand(folder)
+        cells = re.findall(r"<td>([^<]*)</td>", rows[run])
+        assert cells[:5] == [str(best_epoch), f"{best_acc:.1f}", str(last_epoch), f"{last_acc:.1f}",
+                             f"{best_acc - last_acc:.1f}"]
+
+
+def test_report_markdown_links_figures_and_lists_settings_and_versions(report, demo):
+    md = (report.parent / "report.md").read_text()
+    links = re.findall(r"!\[[^\]]*\]\((figures/\w+\.png)\)", md)
+    assert [Path(link).stem for link in links] == FULL_FIGURES
+    assert all((report.parent / link).is_file() for link in links)
+    assert '"synthetic": true' in md and "| torch |" in md and "| python |" in md
+    html = report.read_text()
+    assert "<td>torch</td>" in html and "<td>platform</td>" in html
+
+
+def test_missing_optional_tables_are_skipped_with_a_note(tmp_path, demo):
+    run = tmp_path / "only_trajectory"
+    run.mkdir()
+    shutil.copy(demo / "pgd_at" / "trajectory.parquet", run / "trajectory.parquet")
+    html = build_report(run, tmp_path / "out", dpi=72).read_text()
+    assert html.count("<img ") == 3  # learning curves, measures, scatter
+    for why in ("no metrics.csv", "no slices_1d.parquet", "no slices_2d.parquet", "no samples.parquet",
+                "No settings.json"):
+        assert why in html
+
+
+def test_unusable_trajectory_falls_back_to_diagnosis_json(tmp_path, demo):
+    """diagnose() refuses accuracies in percent; the run's own diagnosis.json is shown instead, with a note."""
+    run = tmp_path / "percent"
+    run.mkdir()
+    t = pd.read_parquet(demo / "pgd_at" / "trajectory.parquet")
+    t[["acc_clean", "acc_adv"]] *= 100
+    t.to_parquet(run / "trajectory.parquet")
+    (run / "diagnosis.json").write_text(json.dumps({"best_epoch": 4, "best_acc_adv": 0.4321, "last_epoch": 8,
+                                                    "last_acc_adv": 0.3, "gap": 13.21, "correlations": []}))
+    html = build_report(run, tmp_path / "out", dpi=72).read_text()
+    assert "<td>4</td><td>43.2</td><td>8</td><td>30.0</td><td>13.2</td>" in html
+    assert "diagnosis read from diagnosis.json" in html
+
+
+def test_load_tables_names_runs_by_folder():
+    with pytest.raises(FileNotFoundError, match="no such"):
+        load_tables(["/nonexistent/x.parquet"])
+    with pytest.raises(ValueError, match="key"):
+        load_tables(["x"], key="settings")
+
+
+def test_load_tables_combines_run_directories(demo):
+    t = load_tables([demo / "pgd_at", demo / "at_advlc"], "slices_2d")
+    assert list(pd.unique(t["run"])) == ["pgd_at", "at_advlc"]
+    one = pd.read_parquet(demo / "pgd_at" / "slices_2d.parquet")
+    np.testing.assert_allclose(t[t.run == "pgd_at"]["loss"].to_numpy(), one["loss"].to_numpy())
+
+
+def test_cli_report(tmp_path, demo, capsys):
+    (tmp_path / "run").mkdir()
+    shutil.copy(demo / "pgd_at" / "trajectory.parquet", tmp_path / "run" / "trajectory.parquet")
+    assert main(["report", str(tmp_path / "run"), "--out", str(tmp_path / "r"), "--quiet", "--dpi", "72"]) == 0
+    out = capsys.readouterr().out.split()
+    assert out == [str(tmp_path / "r" / "report.html"), str(tmp_path / "r" / "report.md")]
+    assert main(["report", str(tmp_path / "r"), "--quiet"]) == 2
+    assert "trajectory.parquet" in capsys.readouterr().err
+
+
+def test_report_in_a_real_browser(report, tmp_path):
+    """Chromium loads the page with no console errors, every figure decodes, and a screenshot is saved."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"chromium not found at {CHROMIUM} (Debian package 'chromium'; `make browser` installs it)")
+    errors, requests = [], []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(report.resolve().as_uri(), wait_until="load")
+            widths = page.eval_on_selector_all("img", "els => els.map(e => e.complete ? e.naturalWidth : 0)")
+            shot = tmp_path / "report.png"
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    assert errors == []
+    assert len(widths) == len(FULL_FIGURES) and all(w > 0 for w in widths)
+    assert [u for u in requests if not u.startswith(("file:", "data:"))] == []
+    assert shot.stat().st_size > 10_000
