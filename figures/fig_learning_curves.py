@@ -1,0 +1,22 @@
+"""Learning curves of each run: clean/robust train/test accuracy and loss, best epoch, RO gap.
+
+    python figures/fig_learning_curves.py runs/demo/pgd_at runs/demo/at_advlc --out figures/out
+    python figures/fig_learning_curves.py --synthetic --out figures/out
+"""
+from __future__ import annotations
+
+from _recipe import load, parser, save
+
+from landscape.plotting import plot_learning_curves
+
+
+def main(argv=None):
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--metrics", action="store_true", help="use the training log metrics.csv")
+    args = p.parse_args(argv)
+    table = load(args, "metrics" if args.metrics else "trajectory")
+    return save(plot_learning_curves(table), args, "fig_learning_curves")
+
+
+if __name__ == "__main__":
+    main()
