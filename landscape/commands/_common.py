@@ -107,8 +107,32 @@ def load_model_from_args(args: argparse.Namespace, path: str | os.PathLike):
     mean, std = normalization(args)
     if args.trust_checkpoint:
         warn_trusted(path)
-    return load_model(path, args.arch, trusted=args.trust_checkpoint, mean=mean, std=std,
-                      device=args.device, **model_kwargs(args))
+    model = load_model(path, args.arch, trusted=args.trust_checkpoint, mean=mean, std=std,
+                       device=args.device, **model_kwargs(args))
+    if getattr(args, "data", None):
+        check_input_shape(model, args.data, path)
+    return model
+
+
+def check_input_shape(model, data: str, path: str | os.PathLike) -> None:
+    """Run one zero input shaped like ``data``'s samples through ``model``; a shape error becomes a ValueError
+    naming the input shape (instead of a RuntimeError traceback from deep inside the first layer)."""
+    import torch
+
+    from landscape._base import model_device, model_dtype
+    from landscape.data import dataset_info
+
+    shape = tuple(dataset_info(data).input_shape)
+    probe = torch.zeros((1, *shape), device=model_device(model), dtype=model_dtype(model))
+    try:
+        with torch.no_grad():
+            model(probe)
+    except torch.OutOfMemoryError:
+        raise
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"{path}: the model does not take {data} inputs of shape {shape} ({first}); "
+                         f"check --arch-arg (input_shape / input_size / in_channels)") from None
 
 
 def warn_trusted(path) -> None:
