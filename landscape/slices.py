@@ -222,26 +222,27 @@ def adversarial_direction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     return x_adv - x
 
 
-def eigen_direction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, iters: int = 20,
+def eigen_direction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, iters: int = 20, tol: float = 1e-6,
                     seed: int = 0) -> torch.Tensor:
     """(B, ...) top (largest-magnitude) eigenvector of each sample's input Hessian of the loss.
 
-    Power iteration via ``landscape.measures.curvature.top_eigenvalue``; the sign of an eigenvector is
-    arbitrary.
+    Power iteration via ``landscape.measures.curvature.top_eigenvalue`` (at most ``iters`` Hessian-vector
+    products, stopping once the eigenvalue changes by less than ``tol`` relative); the sign of an eigenvector
+    is arbitrary.
     """
     from landscape.measures.curvature import top_eigenvalue
 
-    _, vectors = top_eigenvalue(model, x, y, iters=iters, seed=seed)
+    _, vectors = top_eigenvalue(model, x, y, iters=iters, tol=tol, seed=seed)
     return vectors
 
 
 def compute_direction(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | None = None,
                       attack: str = "pgd", steps: int = 10, step_size: float | None = None, norm: str = "linf",
-                      kind: str = "rademacher", iters: int = 20, seed: int = 0) -> torch.Tensor:
+                      kind: str = "rademacher", iters: int = 20, tol: float = 1e-6, seed: int = 0) -> torch.Tensor:
     """Direction by name (one of ``DIRECTIONS``), unnormalised, (B, ...) on ``x``'s device.
 
     ``eps``/``attack``/``steps``/``step_size``/``norm`` are used by ``"adversarial"`` (``eps`` required),
-    ``kind`` by ``"random"``, ``iters`` by ``"eigen"``, ``seed`` by all randomised ones.
+    ``kind`` by ``"random"``, ``iters``/``tol`` by ``"eigen"``, ``seed`` by all randomised ones.
     """
     _choice(name, DIRECTIONS, "direction")
     if name == "random":
@@ -249,7 +250,7 @@ def compute_direction(name: str, model: nn.Module, x: torch.Tensor, y: torch.Ten
     if name == "gradient":
         return gradient_direction(model, x, y)
     if name == "eigen":
-        return eigen_direction(model, x, y, iters=iters, seed=seed)
+        return eigen_direction(model, x, y, iters=iters, tol=tol, seed=seed)
     if eps is None:
         raise ValueError("direction 'adversarial' needs eps= (the attack radius)")
     return adversarial_direction(model, x, y, eps=eps, attack=attack, steps=steps, step_size=step_size,

@@ -181,6 +181,41 @@ def test_adversarial_direction_at_eps_reproduces_attack_loss():
     torch.testing.assert_close(out2.loss[:, 2], adv_loss, rtol=1e-10, atol=1e-12)
 
 
+def test_gradient_direction_matches_autograd():
+    model = _smooth_model(6)
+    x, y = _batch(3, seed=6)
+    xr = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(F.cross_entropy(model(xr), y, reduction="sum"), xr)
+    u = g / g.flatten(1).norm(dim=1).reshape(-1, 1, 1, 1)
+    out = slice_1d(model, x, y, "gradient", [-0.2, 0.0, 0.2], normalization="unit", as_frame=False)
+    for i in range(3):
+        for j, a in enumerate([-0.2, 0.0, 0.2]):
+            loss, _, _ = _direct(model, x, y, i, x[i:i + 1] + a * u[i:i + 1])
+            assert out.loss[i, j].item() == pytest.approx(loss, rel=1e-10)
+    # first-order check: moving along +gradient raises the loss, along -gradient lowers it
+    assert (out.loss[:, 2] > out.loss[:, 1]).all() and (out.loss[:, 0] < out.loss[:, 1]).all()
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_eigen_direction_is_top_hessian_eigenvector_and_slice_curvature_matches():
+    """Against the full autograd Hessian of a 4-pixel input: eigenvector (up to sign) and d²L/da² = λ."""
+    torch.manual_seed(0)
+    model = create_model("mlp", input_shape=(1, 2, 2), hidden=(16,), num_classes=3, activation="tanh").double()
+    x, y = _batch(2, seed=7, shape=(1, 2, 2), k=3)
+    d = compute_direction("eigen", model, x, y, iters=300, tol=0.0)
+    h = 1e-3
+    out = slice_1d(model, x, y, d, [-h, 0.0, h], normalization="unit", as_frame=False)
+    for i in range(2):
+        hess = torch.autograd.functional.hessian(
+            lambda z: F.cross_entropy(model(z.reshape(1, 1, 2, 2)), y[i:i + 1]), x[i].reshape(-1))
+        vals, vecs = torch.linalg.eigh(hess)
+        top = int(vals.abs().argmax())
+        cos = (d[i].reshape(-1) @ vecs[:, top]) / d[i].norm()
+        assert abs(cos.item()) == pytest.approx(1.0, abs=1e-6)
+        second = (out.loss[i, 0] + out.loss[i, 2] - 2 * out.loss[i, 1]) / h**2
+        assert second.item() == pytest.approx(vals[top].item(), rel=1e-3, abs=1e-6)
+
+
 def test_clip_flag_clamps_points_and_is_recorded():
     model = _smooth_model()
     x, y = _batch(2)
@@ -428,3 +463,98 @@ def test_slice_validation_of_batch_and_pairs():
         slice_1d(model, torch.full_like(x, math.nan), y, "random", [0.0])
     with pytest.raises(TypeError, match="Module"):
         slice_1d(lambda t: t, x, y, "random", [0.0])
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+@pytest.mark.parametrize("text, expected", [("0..3", [0, 1, 2, 3]), ("3", [3]), ("1,4,7", [1, 4, 7]),
+                                            ("0..2, 5", [0, 1, 2, 5]), ("4,4,1", [1, 4])])
+def test_parse_index(text, expected):
+    from landscape.commands.slice import parse_index
+
+    assert parse_index(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "a", "5..2", "-1", "1..", "0..-3", "1.5"])
+def test_parse_index_rejects(text):
+    from landscape.commands.slice import parse_index
+
+    with pytest.raises(ValueError, match="--index"):
+        parse_index(text)
+
+
+@pytest.fixture(scope="module")
+def digits_checkpoint(tmp_path_factory):
+    from landscape.checkpoints import save_checkpoint
+
+    torch.manual_seed(0)
+    model = create_model("small_cnn", width=4).eval()
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    save_checkpoint(path, model, epoch=1)
+    return path, model
+
+
+def test_cli_slice_2d_writes_parquet_and_png(digits_checkpoint, tmp_path, capsys):
+    from landscape.cli import main
+    from landscape.data import load_dataset
+
+    ckpt, model = digits_checkpoint
+    rc = main(["slice", str(ckpt), "--arch", "small_cnn", "--arch-arg", "width=4", "--data", "digits",
+               "--index", "2,0,5", "--dirs", "adversarial", "random", "--grid", "5", "--radius", "0.1",
+               "--steps", "2", "--out", str(tmp_path / "out"), "--quiet"])
+    assert rc == 0
+    df = pd.read_parquet(tmp_path / "out" / "slice_2d.parquet")
+    assert {"sample", "index", "direction1", "direction2", "a", "b", "loss", "correct", "margin"} <= set(df.columns)
+    assert len(df) == 3 * 5 * 5 and sorted(df["index"].unique()) == [0, 2, 5]
+    assert df.attrs["radius"] == pytest.approx(0.1) and df.attrs["clip"] is False
+    assert df.attrs["normalization"] == "linf" and df.attrs["eps"] == pytest.approx(0.1)
+    x, y = load_dataset("digits", "test")
+    centre = df[(df["a"] == 0) & (df["b"] == 0)].sort_values("index")
+    with torch.no_grad():
+        ref = F.cross_entropy(model(x[[0, 2, 5]]), y[[0, 2, 5]], reduction="none")
+    np.testing.assert_allclose(centre["loss"].to_numpy(), ref.numpy(), rtol=1e-5)
+    png = (tmp_path / "out" / "slice_2d.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_cli_slice_1d_several_directions(digits_checkpoint, tmp_path):
+    from landscape.cli import main
+
+    ckpt, _ = digits_checkpoint
+    rc = main(["slice", str(ckpt), "--arch", "small_cnn", "--arch-arg", "width=4", "--index", "0..1",
+               "--dirs", "random", "gradient", "eigen", "--grid", "3", "--radius", "0.05",
+               "--normalization", "unit", "--out", str(tmp_path), "--quiet"])
+    assert rc == 0
+    df = pd.read_parquet(tmp_path / "slice_1d.parquet")
+    assert len(df) == 3 * 2 * 3
+    assert list(pd.unique(df["direction"])) == ["random", "gradient", "eigen"]
+    assert df.attrs["normalization"] == "unit"
+    centre = df[df["a"] == 0].groupby("index")["loss"]
+    assert (centre.max() - centre.min()).max() < 1e-6  # a = 0 is the same clean point for every direction
+    assert (tmp_path / "slice_1d.png").exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--grid", "0"], "positive integer"),
+    (["--radius", "-0.1"], "> 0"),
+    (["--index", "0..999"], "out of range"),
+    (["--index", "x"], "--index"),
+    (["--dirs", "random", "--kind", "2d"], "two --dirs"),
+    (["--dirs", "random", "random", "gradient"], "twice"),
+    (["--dirs", "sideways"], "invalid choice"),
+])
+def test_cli_slice_user_errors_exit_2_with_one_line(digits_checkpoint, tmp_path, capsys, extra, message):
+    from landscape.cli import main
+
+    ckpt, _ = digits_checkpoint
+    argv = ["slice", str(ckpt), "--arch", "small_cnn", "--arch-arg", "width=4", "--out", str(tmp_path),
+            "--grid", "3", "--quiet", *extra]
+    try:
+        rc = main(argv)
+    except SystemExit as exc:  # argparse errors
+        rc = exc.code
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1

@@ -1,0 +1,146 @@
+"""Throughput of ``slice_2d`` against the raw batched forward pass and a naive per-point loop.
+
+Measured side by side in one run, for each model:
+
+(a) raw batched forward throughput (points/s) on pre-built inputs, batch = the chunk size slice_2d picks;
+(b) ``slice_2d`` throughput (points/s) on a grid of the same number of points (default DataFrame output);
+(c) a naive Python loop building and evaluating one point at a time (timed on a subset, extrapolated).
+
+Goals: (b)/(a) >= 0.85 and (b)/(c) >= 5. Each timing is the best of ``--repeats`` rounds, with (a) and (b)
+interleaved so that load from other processes hits both alike. The ratios are printed last.
+
+    python benchmarks/bench_slices.py                 # CPU, small defaults
+    python benchmarks/bench_slices.py --device cuda   # larger default grids on a GPU
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from landscape import create_model
+from landscape.slices import bytes_per_point, chunk_size, grid, normalize_direction, orthogonalize, slice_2d
+
+GOAL_FORWARD = 0.85
+GOAL_NAIVE = 5.0
+
+
+@dataclass
+class Case:
+    name: str
+    arch: str
+    kwargs: dict
+    shape: tuple[int, ...]
+    samples: int
+    grid: int
+
+
+def cases(device: str, scale: float) -> list[Case]:
+    gpu = torch.device(device).type == "cuda"
+    small = Case("small_cnn, 1x8x8 (digits)", "small_cnn", {}, (1, 8, 8), 64 if gpu else 16, 101 if gpu else 31)
+    preact = Case("preact_resnet18, 3x32x32", "preact_resnet18", {}, (3, 32, 32), 64 if gpu else 1,
+                  51 if gpu else 11)
+    out = []
+    for c in (small, preact):
+        c.samples = max(1, round(c.samples * scale))
+        out.append(c)
+    return out
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device: torch.device) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def run_case(case: Case, device: torch.device, repeats: int, naive_points: int, max_batch: int) -> dict:
+    torch.manual_seed(0)
+    model = create_model(case.arch, **case.kwargs).to(device).eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(case.samples, *case.shape, generator=g).to(device)
+    y = torch.randint(0, 10, (case.samples,), generator=g).to(device)
+    d1 = torch.randn(x.shape, generator=g).to(device)
+    d2 = orthogonalize(torch.randn(x.shape, generator=g).to(device), d1)
+    d1, d2 = normalize_direction(d1), normalize_direction(d2)
+    coords = grid(0.1, case.grid)
+    n_points = case.samples * case.grid ** 2
+    chunk = chunk_size(n_points, bytes_per_point(model, x), max_batch=max_batch, device=device)
+    # (a) raw forward on pre-built inputs: same number of points, batches of the chunk size
+    batch = torch.rand(chunk, *case.shape, generator=g).to(device)
+    n_batches = max(1, round(n_points / chunk))
+
+    def forward():
+        with torch.inference_mode():
+            for _ in range(n_batches):
+                model(batch)
+
+    def sliced():
+        slice_2d(model, x, y, d1, d2, coords, coords, normalization=None, max_batch=max_batch)
+
+    pts = [(s, i, j) for s in range(case.samples) for i in range(case.grid) for j in range(case.grid)]
+    step = max(1, len(pts) // naive_points)
+    subset = pts[::step][:naive_points]
+
+    def naive():
+        with torch.no_grad():
+            for s, i, j in subset:
+                p = x[s:s + 1] + float(coords[i]) * d1[s:s + 1] + float(coords[j]) * d2[s:s + 1]
+                F.cross_entropy(model(p), y[s:s + 1]).item()
+
+    forward(), sliced(), naive()  # warm-up (kernels, allocator, cudnn autotune)
+    t_fwd, t_slice, t_naive = [], [], []
+    for _ in range(repeats):
+        t_fwd.append(_timed(forward, device))
+        t_slice.append(_timed(sliced, device))
+        t_naive.append(_timed(naive, device))
+    return {
+        "case": case.name, "points": n_points, "chunk": chunk,
+        "forward": n_batches * chunk / min(t_fwd),
+        "slice": n_points / min(t_slice),
+        "naive": len(subset) / min(t_naive),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--repeats", type=int, default=3, help="timed rounds; the best is kept (default 3)")
+    p.add_argument("--naive-points", type=int, default=30, help="points timed in the naive loop (default 30)")
+    p.add_argument("--max-batch", type=int, default=4096)
+    p.add_argument("--scale", type=float, default=1.0, help="multiply the number of samples per case")
+    p.add_argument("--only", choices=["small_cnn", "preact_resnet18"], default=None)
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    print(f"device {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
+                                f" ({torch.get_num_threads()} threads)") + f", torch {torch.__version__}")
+    rows = []
+    for case in cases(args.device, args.scale):
+        if args.only and case.arch != args.only:
+            continue
+        r = run_case(case, device, args.repeats, args.naive_points, args.max_batch)
+        rows.append(r)
+        print(f"{r['case']}: {r['points']} points, chunk {r['chunk']}: (a) forward {r['forward']:,.0f} pts/s, "
+              f"(b) slice_2d {r['slice']:,.0f} pts/s, (c) naive loop {r['naive']:,.0f} pts/s")
+    print("\nratios (goal: b/a >= %.2f, b/c >= %g)" % (GOAL_FORWARD, GOAL_NAIVE))
+    ok = True
+    for r in rows:
+        ba, bc = r["slice"] / r["forward"], r["slice"] / r["naive"]
+        good = ba >= GOAL_FORWARD and bc >= GOAL_NAIVE
+        ok &= good
+        print(f"  {r['case']}: b/a = {ba:.2f}, b/c = {bc:.1f}  {'ok' if good else 'BELOW GOAL'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
