@@ -1,0 +1,100 @@
+"""End-to-end smoke test of the digits robust-overfitting study (``landscape demo --quick``)."""
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from landscape.checkpoints import load_model
+from landscape.cli import main as cli_main
+from landscape.data import load_dataset
+
+SCRIPT = Path(__file__).resolve().parents[1] / "analyses" / "digits_robust_overfitting.py"
+METHODS = ["standard", "pgd_at", "at_advlc", "at_gradreg"]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("digits_robust_overfitting", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    threads = torch.get_num_threads()
+    try:
+        assert cli_main(["demo", "--quick", "--quiet", "--out", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)  # the script pins 1 thread for its tiny models
+    return out
+
+
+def test_epoch_selection_hand_values():
+    d = _script()
+    assert d.epochs_to_analyse(150, 10, 42) == [1, 10, 20, 30, 40, 42, 50, 60, 70, 80, 90, 100, 110, 120, 130,
+                                                140, 150]
+    assert d.epochs_to_analyse(6, 3, 3) == [1, 3, 6]
+    metrics = pd.DataFrame(dict(epoch=[1, 1, 2, 2, 3, 3], split=["train", "test"] * 3,
+                                acc_adv=[0.9, 0.2, 0.9, 0.5, 0.9, 0.5]))
+    assert d.best_epoch(metrics) == 2  # test split only; earliest on ties
+
+
+def test_demo_writes_report_and_every_run(demo_dir):
+    html = (demo_dir / "report.html").read_text()
+    for m in METHODS:
+        assert f"{m}/s0" in html
+        run = demo_dir / m / "s0"
+        assert (run / "model_e006.pt").is_file() and (run / "settings.json").is_file()
+        metrics = pd.read_csv(run / "metrics.csv")
+        traj = pd.read_parquet(run / "analysis" / "trajectory.parquet")
+        assert traj["error"].isna().all()
+        best = int(metrics[metrics.split == "test"].sort_values("acc_adv", ascending=False, kind="stable")
+                   .iloc[0]["epoch"])
+        assert sorted(traj["epoch"].unique()) == sorted({1, 3, 6, best})
+        assert set(traj["split"]) == {"train", "test"}
+
+
+def test_findings_agree_with_metrics_and_direct_measurement(demo_dir):
+    runs = pd.read_csv(demo_dir / "findings_runs.csv")
+    assert sorted(runs["method"]) == sorted(METHODS)
+    x, y = load_dataset("digits", "test", n=20, seed=0)  # the --quick analysis subset
+    for row in runs.to_dict("records"):
+        run = demo_dir / row["method"] / "s0"
+        test = pd.read_csv(run / "metrics.csv").query("split == 'test'").sort_values("epoch")
+        assert row["best"] == pytest.approx(100 * test["acc_adv"].max())
+        assert row["last"] == pytest.approx(100 * test["acc_adv"].iloc[-1])
+        assert row["gap"] == pytest.approx(row["best"] - row["last"]) and row["gap"] >= 0
+        # mean test ‖∇ₓ CE‖₁ at the best epoch, recomputed directly from the checkpoint
+        model = load_model(run / f"model_e{int(row['best_epoch']):03d}.pt", "mlp", hidden=(32,))
+        xr = x.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(F.cross_entropy(model(xr), y, reduction="sum"), xr)
+        assert row["grad_l1_best"] == pytest.approx(g.abs().flatten(1).sum(1).mean().item(), rel=1e-4)
+    agg = pd.read_csv(demo_dir / "findings.csv")
+    assert agg.set_index("method").loc["pgd_at", "gap_mean"] == pytest.approx(
+        runs.set_index("method").loc["pgd_at", "gap"])
+    md = (demo_dir / "findings.md").read_text()
+    assert all(f"| {m} | 1 |" in md for m in METHODS)
+
+
+def test_demo_rerun_reuses_everything(demo_dir):
+    """A second run finds every checkpoint and result on disk (resume), and changes no result."""
+    before = pd.read_csv(demo_dir / "findings_runs.csv")
+    mtime = (demo_dir / "pgd_at" / "s0" / "model_e006.pt").stat().st_mtime_ns
+    threads = torch.get_num_threads()
+    try:
+        assert _script().main(["--quick", "--quiet", "--no-report", "--out", str(demo_dir)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert (demo_dir / "pgd_at" / "s0" / "model_e006.pt").stat().st_mtime_ns == mtime
+    pd.testing.assert_frame_equal(pd.read_csv(demo_dir / "findings_runs.csv"), before)
+
+
+def test_demo_cli_rejects_bad_arguments(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["demo", "--epochs", "0"])
+    assert exc.value.code == 2
+    assert "positive integer" in capsys.readouterr().err
