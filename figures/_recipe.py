@@ -1,7 +1,7 @@
 """Shared plumbing of the figure recipes: arguments, loading run tables, saving.
 
 Every recipe takes run directories (or table files) and ``--out``; ``--synthetic`` draws from made-up
-tables instead (see ``landscape.plotting._synthetic``), which is how the thumbnails were rendered before
+tables instead (see ``landscape.plotting.synthetic``), which is how the thumbnails were rendered before
 real demo runs existed.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from landscape.plotting import save_figure
-from landscape.plotting._synthetic import write_synthetic_run
+from landscape.plotting.synthetic import write_synthetic_run
 from landscape.report import best_last_epochs, load_tables
 
 #: Synthetic stand-ins for runs/demo: (name, robust-overfitting strength).

@@ -30,7 +30,7 @@ def main(argv=None):
         if not source:  # one set of synthetic runs shared by every recipe
             from _recipe import SYNTHETIC_RUNS
 
-            from landscape.plotting._synthetic import write_synthetic_run
+            from landscape.plotting.synthetic import write_synthetic_run
 
             source = [str(write_synthetic_run(Path(tmp) / "runs" / name, ro=ro, seed=i))
                       for i, (name, ro) in enumerate(SYNTHETIC_RUNS)]

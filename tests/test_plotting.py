@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from landscape import plotting as P
 from landscape.cli import main
-from landscape.plotting._synthetic import synthetic_tables
+from landscape.plotting.synthetic import synthetic_tables
 
 # Robust test accuracy per epoch 1..6: best at epoch 3 (0.50), last 0.40 -> RO gap 10.0 points.
 TEST_ADV = [0.20, 0.40, 0.50, 0.45, 0.42, 0.40]

@@ -13,7 +13,7 @@ import pytest
 
 from landscape import LandscapeError
 from landscape.cli import main
-from landscape.plotting._synthetic import write_synthetic_run
+from landscape.plotting.synthetic import write_synthetic_run
 from landscape.report import build_report, find_runs, load_tables
 
 CHROMIUM = "/usr/bin/chromium"
