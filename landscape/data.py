@@ -219,6 +219,10 @@ def _digits_stats() -> tuple[float, float]:
 # CIFAR
 # ----------------------------------------------------------------------------------------------------------
 
+class _Refused(pickle.UnpicklingError):
+    """A global outside the allow-list (as opposed to a damaged pickle)."""
+
+
 class _ArrayUnpickler(pickle.Unpickler):
     """Builds only numpy arrays/dtypes/scalars, bytes, lists, dicts, numbers and strings."""
 
@@ -229,13 +233,13 @@ class _ArrayUnpickler(pickle.Unpickler):
             return getattr(np, name)
         if module == "_codecs" and name == "encode":
             return _latin1_encode
-        raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name} (only arrays, lists and bytes allowed)")
+        raise _Refused(f"refusing to unpickle {module}.{name} (only arrays, lists and bytes allowed)")
 
 
 def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
     """How protocol-2 pickles written by Python 3 store ``bytes``; nothing else is allowed through."""
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError("unexpected _codecs.encode call")
+        raise _Refused("refusing an unexpected _codecs.encode call")
     return text.encode("latin1")
 
 
@@ -243,9 +247,9 @@ def _safe_unpickle(path: Path) -> Any:
     try:
         with open(path, "rb") as f:
             return _ArrayUnpickler(f, encoding="latin1").load()
-    except pickle.UnpicklingError as exc:
+    except _Refused as exc:
         raise DataError(f"{path}: {exc}") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError, OverflowError) as exc:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError, OverflowError) as exc:
         raise DataError(f"{path}: truncated or corrupt pickle ({type(exc).__name__}: {exc})") from None
 
 
@@ -297,6 +301,7 @@ def _read_pickle_split(name: str, folder: Path, split: str) -> tuple[np.ndarray,
                             f"{type(data).__name__} {getattr(data, 'dtype', '')} {shape}")
         xs.append(data.reshape(-1, 3, 32, 32))
         ys.append(_labels(batch[spec["labels"]], len(data), path))
+        _check_values(xs[-1], ys[-1], _INFO[name].num_classes, path)
     return np.concatenate(xs), np.concatenate(ys)
 
 
@@ -420,13 +425,14 @@ def load_dataset(name: str, split: str = "test", *, root: str | os.PathLike | No
     if key == "digits":
         x_all, y_all = _digits_arrays()
         idx = _digits_split(y_all, split)
-        x, y, source = x_all[idx], y_all[idx], Path("sklearn digits")
+        x, y = x_all[idx], y_all[idx]
     else:
         kind, source = _find_cifar(key, data_root(root), split)
         reader = _read_npz_split if kind == "npz" else _read_pickle_split
         x, y = reader(key, source, split)
         x = _to_nchw(x, info.input_shape, source)
-    _check_values(x, y, info.num_classes, source)
+        if kind == "npz":  # pickle batches are checked one file at a time
+            _check_values(x, y, info.num_classes, source)
     if n is not None:
         if not 1 <= n <= len(y):
             raise ValueError(f"n must be between 1 and {len(y)} (the size of {key} {split}), got {n}")
