@@ -99,7 +99,8 @@ def plot_measure_vs_loss(table: pd.DataFrame, measure: str = "curv_adv", *, loss
         ax.figure.colorbar(ScalarMappable(norm=norm, cmap=CMAP), ax=ax, label="epoch")
         ax.set_xlabel(f"{measure_label(measure)}, {measure_split} {statistic}")
         ax.set_ylabel(f"{'robust' if loss == 'loss_adv' else 'clean'} {loss_split} loss (CE, nats)")
-        ax.legend(handles=handles, loc="best", frameon=True, framealpha=0.9)
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False,
+                  ncols=1 if len(handles) < 3 else 2)  # below the axes: never over the points
         head = f"{measure_label(measure, units=False)} vs {loss_split} {'robust ' if loss == 'loss_adv' else ''}loss"
         if len(runs) == 1:
             rho = rhos[runs[0]]
