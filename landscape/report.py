@@ -371,8 +371,8 @@ def _figure_specs(data: ReportData) -> list[tuple[str, str, str, str | None, Cal
         labelled, how = _label_best_last(samples, data)
         specs.append(("distributions", "Per-sample distributions",
                       f"Test-split distribution of {', '.join(cols)} per sample{' — ' + how if how else ''}; "
-                      "dashed lines are medians.", None,
-                      lambda: P.plot_distributions(labelled, cols)))
+                      "dashed lines are medians; heavy-tailed positive measures on a log axis.", None,
+                      lambda: P.plot_distributions(labelled, cols, log="auto")))
     else:
         why = "no samples.parquet in any run" if samples is None else "samples.parquet has no grad_l1/curv_adv"
         specs.append(("distributions", "Per-sample distributions", "", why, None))

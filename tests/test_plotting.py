@@ -338,6 +338,27 @@ def test_label_epochs_flat_and_per_run():
         P.label_epochs(table, {"best": 99})
 
 
+def test_distributions_auto_log_only_for_positive_heavy_tails():
+    table = pd.DataFrame({"epoch": 1, "wide": np.geomspace(1e-3, 10.0, 50), "narrow": np.linspace(1, 5, 50),
+                          "signed": np.linspace(-1, 1000, 50)})
+    fig = P.plot_distributions(table, ["wide", "narrow", "signed"], log="auto")
+    assert [ax.get_xscale() for ax in fig.axes] == ["log", "linear", "linear"]
+    with pytest.raises(ValueError, match="log"):
+        P.plot_distributions(table, "wide", log="yes")
+
+
+def test_label_epochs_keeps_true_class_labels_and_figures_group_by_the_new_column():
+    table = samples_table().query("run == 'at'").drop(columns=["run"])
+    table["label"] = table["sample"] % 10  # true classes, as in samples.parquet
+    labelled = P.label_epochs(table, {"best": 3, "last": 6})
+    np.testing.assert_array_equal(labelled["label"], labelled["sample"] % 10)
+    assert set(labelled["epoch_label"]) == {"best", "last"}
+    fig = P.plot_distributions(labelled, "grad_l1", kind="violin")
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["best", "last"]
+    with pytest.raises(ValueError, match="already has a 'label' column"):
+        P.label_epochs(table, {"best": 3}, column="label")
+
+
 def test_plotting_leaves_global_matplotlib_settings_alone():
     before = dict(mpl.rcParams)
     P.plot_learning_curves(trajectory())

@@ -96,13 +96,19 @@ def best_and_last(epochs: np.ndarray, acc: np.ndarray) -> tuple[int, float, int,
     return int(e[i]), float(a[i]), int(e[-1]), float(a[-1])
 
 
+#: Text columns naming groups (e.g. "best"/"last"), in order of preference; see :func:`label_epochs`.
+GROUP_COLUMNS = ("label", "epoch_label")
+
+
 def default_group(table: pd.DataFrame, by: str | None, func: str) -> str | None:
-    """The column whose values are overlaid: ``by`` if given, else a text ``label`` column, else ``epoch``."""
+    """The column whose values are overlaid: ``by`` if given, else a text ``label`` (or ``epoch_label``)
+    column, else ``epoch``, else none. A numeric ``label`` (true classes) is never used by default."""
     if by is not None:
         check_table(table, [by], func)
         return by
-    if "label" in table.columns and not pd.api.types.is_numeric_dtype(table["label"]):
-        return "label"
+    for col in GROUP_COLUMNS:
+        if col in table.columns and not pd.api.types.is_numeric_dtype(table[col]):
+            return col
     if "epoch" in table.columns:
         return "epoch"
     return None
@@ -116,20 +122,25 @@ def group_name(by: str | None, value) -> str:
     return str(value)
 
 
-def label_epochs(table: pd.DataFrame, epochs: Mapping, *, column: str = "label") -> pd.DataFrame:
+def label_epochs(table: pd.DataFrame, epochs: Mapping, *, column: str | None = None) -> pd.DataFrame:
     """Keep the rows of the named epochs and add a text column naming them (e.g. best vs last).
 
     Args:
         table: any table with an ``epoch`` column (and ``run`` when ``epochs`` is given per run).
         epochs: ``{"best": 12, "last": 30}`` for every row, or per run
             ``{"pgd_at": {"best": 12, "last": 30}, ...}``.
-        column: name of the added column.
+        column: name of the added column; default ``label``, or ``epoch_label`` when the table already has a
+            ``label`` column (the true classes of a per-sample table). Figures group by either by default.
 
     Returns:
         The selected rows with ``column`` set to the name (a row whose epoch is both best and last is kept
         twice, once under each name).
     """
     check_table(table, ["epoch"], "label_epochs")
+    if column is None:
+        column = "epoch_label" if "label" in table.columns else "label"
+    elif column in table.columns:
+        raise ValueError(f"label_epochs: the table already has a {column!r} column; choose another column=")
     if not isinstance(epochs, Mapping) or not epochs:
         raise TypeError(f"label_epochs: epochs must be a non-empty mapping, got {epochs!r}")
     per_run = all(isinstance(v, Mapping) for v in epochs.values())

@@ -16,7 +16,7 @@ KINDS = ("hist", "violin")
 
 
 def plot_distributions(samples: pd.DataFrame, measures: Sequence[str] | str = ("grad_l1", "curv_adv"), *,
-                       by: str | None = None, split: str | None = "test", kind: str = "hist", log: bool = False,
+                       by: str | None = None, split: str | None = "test", kind: str = "hist", log: bool | str = False,
                        bins: int = 30, title: str | None = None) -> Figure:
     """Histograms (density, one outline per group) or violins of per-sample measures, groups compared.
 
@@ -30,7 +30,8 @@ def plot_distributions(samples: pd.DataFrame, measures: Sequence[str] | str = ("
         by: grouping column (default: a text ``label`` column, else ``epoch``, else none).
         split: keep rows of this split when the table has a ``split`` column (None keeps all).
         kind: ``hist`` or ``violin``.
-        log: logarithmic measure axis (non-positive values are dropped from that panel).
+        log: logarithmic measure axis (non-positive values are dropped from that panel); ``"auto"``: per
+            panel, log when every value is positive and they span more than two decades.
         bins: histogram bins.
         title: optional figure title.
 
@@ -39,6 +40,7 @@ def plot_distributions(samples: pd.DataFrame, measures: Sequence[str] | str = ("
     """
     func = "plot_distributions"
     check_choice(kind, KINDS, "kind", func)
+    check_choice(log, [False, True, "auto"], "log", func)
     measures = [measures] if isinstance(measures, str) else list(measures)
     if not measures:
         raise ValueError(f"{func}: measures must name at least one column")
@@ -67,7 +69,8 @@ def plot_distributions(samples: pd.DataFrame, measures: Sequence[str] | str = ("
                 frame = pd.DataFrame({"v": pd.to_numeric(rows[m], errors="coerce"),
                                       "g": [names[g] for g in rows[by]] if by else names[None]})
                 frame = frame[np.isfinite(frame["v"])]
-                if log:
+                use_log = _auto_log(frame["v"]) if log == "auto" else bool(log)
+                if use_log:
                     frame = frame[frame["v"] > 0]
                 palette = {names[g]: colors[g] for g in groups}
                 order = [names[g] for g in groups if names[g] in set(frame["g"])]
@@ -76,16 +79,16 @@ def plot_distributions(samples: pd.DataFrame, measures: Sequence[str] | str = ("
                 elif kind == "hist":
                     sns.histplot(frame, x="v", hue="g", hue_order=order, palette=palette, stat="density",
                                  common_norm=False, element="step", fill=True, alpha=0.2, bins=bins,
-                                 log_scale=log, legend=False, ax=ax)
+                                 log_scale=use_log, legend=False, ax=ax)
                     for name in order:
                         ax.axvline(frame.loc[frame["g"] == name, "v"].median(), color=palette[name], ls="--",
                                    lw=1.3)
                     ax.set_ylabel("density")
                 else:
                     sns.violinplot(frame, x="g", y="v", hue="g", order=order, hue_order=order, palette=palette,
-                                   cut=0, inner="quart", log_scale=log, legend=False, ax=ax)
-                    ax.set_xlabel(by or "")
-                    ax.set_ylabel(MEASURE_UNITS.get(m, m) + (" (log scale)" if log else ""))
+                                   cut=0, inner="quart", log_scale=use_log, legend=False, ax=ax)
+                    ax.set_xlabel("epoch" if by == "epoch_label" else (by or ""))
+                    ax.set_ylabel(MEASURE_UNITS.get(m, m) + (" (log scale)" if use_log else ""))
                 if kind == "hist":
                     ax.set_xlabel(measure_label(m))
                 head = measure_label(m, units=False) + (f" — {run}" if run is not None else "")
@@ -97,6 +100,13 @@ def plot_distributions(samples: pd.DataFrame, measures: Sequence[str] | str = ("
         if title:
             fig.suptitle(title)
     return fig
+
+
+def _auto_log(values: pd.Series) -> bool:
+    """True when all values are positive and span more than two decades (a heavy right tail)."""
+    if values.empty or (values <= 0).any():
+        return False
+    return float(values.max() / values.min()) > 100.0
 
 
 __all__ = ["plot_distributions"]
