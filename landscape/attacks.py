@@ -102,8 +102,8 @@ def _loss_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tens
 
 def _ascent_direction(grad: torch.Tensor, norm: Norm) -> torch.Tensor:
     """Steepest-ascent unit step: sign(g) for L∞, g/‖g‖₂ per sample for L2 (0 where g = 0)."""
-    if norm is Norm.LINF:
-        return grad.sign()
+    if norm is Norm.LINF:  # sign(NaN) is 0 in torch: keep NaN so a broken gradient is never a silent no-op
+        return torch.where(torch.isnan(grad), grad, grad.sign())
     return grad / _flat_norm(grad).clamp_min(_TINY)
 
 
