@@ -137,8 +137,9 @@ def _directional_curvature(model: nn.Module, x: torch.Tensor, y: torch.Tensor, d
     """Unchecked core of :func:`directional_curvature`: ((B,), method used)."""
     sq = _dot(d, d)
     hd, used = _hvp(model, x, y, d, method)
-    curv = _dot(d, hd) / torch.where(sq > 0, sq, torch.ones_like(sq))
-    return torch.where(sq > 0, curv, torch.zeros_like(curv)), used
+    zero = sq == 0  # an exactly zero direction has curvature 0; a NaN direction stays NaN (never masked)
+    curv = _dot(d, hd) / torch.where(zero, torch.ones_like(sq), sq)
+    return torch.where(zero, torch.zeros_like(curv), curv), used
 
 
 def directional_curvature(model: nn.Module, x: torch.Tensor, y: torch.Tensor, d: torch.Tensor, *,
