@@ -90,6 +90,11 @@ def _working_model(model: nn.Module, dtype: torch.dtype | None, device: torch.de
     return copy.deepcopy(model).to(device=want_device, dtype=want_dtype)
 
 
+def _correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: argmax == label, and False where a logit is NaN (torch's argmax would pick the NaN)."""
+    return (logits.argmax(1) == y) & ~torch.isnan(logits).any(1)
+
+
 def _measure_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch: int, selected: tuple[str, ...],
                    attack: str, eps: float, steps: int, step_size: float | None, norm: str, seed: int,
                    eig_iters: int, hvp_method: str) -> tuple[dict[str, torch.Tensor], str, int]:
@@ -105,7 +110,7 @@ def _measure_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch:
     loss_adv = torch.nn.functional.cross_entropy(logits_adv, y, reduction="none")
     cols: dict[str, torch.Tensor] = {
         "label": y, "loss_clean": loss, "loss_adv": loss_adv,
-        "correct_clean": logits.argmax(1) == y, "correct_adv": logits_adv.argmax(1) == y,
+        "correct_clean": _correct(logits, y), "correct_adv": _correct(logits_adv, y),
     }
     unconverged = 0
     if "grad" in selected:
