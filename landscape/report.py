@@ -378,10 +378,12 @@ def _figure_specs(data: ReportData) -> list[tuple[str, str, str, str | None, Cal
         specs.append(("distributions", "Per-sample distributions", "", why, None))
     scatter_m = next((m for m in ("curv_adv", "grad_l1", *measures) if m in measures), None)
     ok = scatter_m is not None and "loss_adv" in traj.columns
+    since = {run: e["best"] for run, e in _best_last(data).items()}
     specs.append(("scatter", "Measure vs robust test loss",
-                  f"Test mean of {scatter_m} against test robust loss, one point per epoch, with Spearman ρ "
-                  "per run.", None if ok else "no measure or no loss_adv column in the trajectory table",
-                  (lambda: P.plot_measure_vs_loss(traj, scatter_m)) if ok else None))
+                  f"Test mean of {scatter_m} against test robust loss, one point per epoch; Spearman ρ per run "
+                  "over the epochs from its best one on (as in the diagnosis), earlier epochs faded.",
+                  None if ok else "no measure or no loss_adv column in the trajectory table",
+                  (lambda: P.plot_measure_vs_loss(traj, scatter_m, since=since or None)) if ok else None))
     return specs
 
 

@@ -301,13 +301,28 @@ def test_measure_vs_loss_scatter_legend_has_rho_per_run(tmp_path):
     rho = P.spearman(np.arange(6), y)
     assert legend == [f"at: Spearman ρ = {rho:.2f} (n = 6)", f"advlc: Spearman ρ = {rho:.2f} (n = 6)"]
     assert "curvature" in ax.get_xlabel() and ax.get_ylabel() == "robust test loss (CE, nats)"
-    offsets = ax.collections[0].get_offsets()
+    offsets = [c.get_offsets() for c in ax.collections if len(c.get_offsets())][0]  # first run's points
     np.testing.assert_allclose(offsets[:, 0], 10.0 * np.arange(1, 7))
     assert_real_png(png_of(ax, tmp_path))
     single = P.plot_measure_vs_loss(trajectory(("at",)), "grad_l1", measure_split="train")
     assert f"Spearman ρ = {P.spearman(np.arange(6), y):.2f}" in single.get_title()
     with pytest.raises(ValueError, match="statistic"):
         P.plot_measure_vs_loss(table, statistic="max")
+
+
+def test_measure_vs_loss_rho_from_a_given_epoch_on():
+    table = trajectory()
+    e = np.arange(1, 7)
+    y = np.array([3.0, 1.0, 1.5, 2.0, 2.5, 3.5])  # falls, then rises from epoch 2 on
+    test = table["split"] == "test"
+    table.loc[test, "loss_adv"] = np.tile(y, 2)
+    ax = P.plot_measure_vs_loss(table, "curv_adv", since={"at": 3, "advlc": 1})
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == [f"at: Spearman ρ = {P.spearman(e[2:], y[2:]):.2f} (epochs ≥ 3, n = 4)",
+                      f"advlc: Spearman ρ = {P.spearman(e, y):.2f} (epochs ≥ 1, n = 6)"]
+    assert P.spearman(e[2:], y[2:]) == pytest.approx(1.0) and P.spearman(e, y) < 1.0  # the window matters
+    faded = [c for c in ax.collections if len(c.get_offsets()) == 2][0]  # epochs 1-2 of "at"
+    np.testing.assert_allclose(faded.get_offsets()[:, 0], [10.0, 20.0])
 
 
 # ------------------------------------------------------------------------------------------ helpers

@@ -1,6 +1,8 @@
 """A measure against robust test loss across epochs, with Spearman's rank correlation per run."""
 from __future__ import annotations
 
+from typing import Mapping
+
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
@@ -60,7 +62,7 @@ def spearman(x, y) -> float:
 
 def plot_measure_vs_loss(table: pd.DataFrame, measure: str = "curv_adv", *, loss: str = "loss_adv",
                          measure_split: str = "test", loss_split: str = "test", statistic: str = "mean",
-                         ax: Axes | None = None) -> Axes:
+                         since: int | Mapping | None = None, ax: Axes | None = None) -> Axes:
     """Scatter of a landscape measure against (robust) test loss, one point per epoch.
 
     Points are coloured by epoch (colour bar) and joined in epoch order; each run has its own marker, and its
@@ -68,6 +70,9 @@ def plot_measure_vs_loss(table: pd.DataFrame, measure: str = "curv_adv", *, loss
 
     Args:
         table, measure, loss, measure_split, loss_split, statistic: see :func:`epoch_pairs`.
+        since: compute ρ over epochs >= this one only (an int for every run, or ``{run: epoch}``, e.g. each
+            run's best epoch as in :func:`landscape.diagnose.diagnose`); earlier epochs are drawn faded.
+            Default: all epochs.
         ax: axes to draw on (default: a new figure).
 
     Returns:
@@ -86,16 +91,21 @@ def plot_measure_vs_loss(table: pd.DataFrame, measure: str = "curv_adv", *, loss
         for k, run in enumerate(runs):
             part = pairs if run is None else pairs[pairs["run"] == run]
             part = part.sort_values("epoch")
-            rho = rhos[run] = spearman(part["x"], part["y"])
+            start = since.get(run) if isinstance(since, Mapping) else since
+            used = part if start is None else part[part["epoch"] >= start]
+            rho = rhos[run] = spearman(used["x"], used["y"])
             rho_text = "n/a" if np.isnan(rho) else f"{rho:.2f}"
             name = f"{run}: " if run is not None else ""
-            ax.plot(part["x"], part["y"], color=PALETTE[k % len(PALETTE)], lw=0.8, alpha=0.5, zorder=1)
-            ax.scatter(part["x"], part["y"], c=part["epoch"], cmap=CMAP, norm=norm, s=30,
-                       marker=MARKERS[k % len(MARKERS)], edgecolors=PALETTE[k % len(PALETTE)], linewidths=0.9,
-                       zorder=2)
-            handles.append(Line2D([], [], marker=MARKERS[k % len(MARKERS)], ls="-", lw=0.8, ms=6,
-                                  color=PALETTE[k % len(PALETTE)], mfc="white",
-                                  label=f"{name}Spearman ρ = {rho_text} (n = {len(part)})"))
+            span = "" if start is None else f"epochs ≥ {start}, "
+            color, marker = PALETTE[k % len(PALETTE)], MARKERS[k % len(MARKERS)]
+            ax.plot(part["x"], part["y"], color=color, lw=0.8, alpha=0.5, zorder=1)
+            early = part[~part.index.isin(used.index)]
+            ax.scatter(early["x"], early["y"], c=early["epoch"], cmap=CMAP, norm=norm, s=22, marker=marker,
+                       alpha=0.35, edgecolors=color, linewidths=0.6, zorder=2)
+            ax.scatter(used["x"], used["y"], c=used["epoch"], cmap=CMAP, norm=norm, s=30, marker=marker,
+                       edgecolors=color, linewidths=0.9, zorder=3)
+            handles.append(Line2D([], [], marker=marker, ls="-", lw=0.8, ms=6, color=color, mfc="white",
+                                  label=f"{name}Spearman ρ = {rho_text} ({span}n = {len(used)})"))
         ax.figure.colorbar(ScalarMappable(norm=norm, cmap=CMAP), ax=ax, label="epoch")
         ax.set_xlabel(f"{measure_label(measure)}, {measure_split} {statistic}")
         ax.set_ylabel(f"{'robust' if loss == 'loss_adv' else 'clean'} {loss_split} loss (CE, nats)")
@@ -104,7 +114,9 @@ def plot_measure_vs_loss(table: pd.DataFrame, measure: str = "curv_adv", *, loss
         head = f"{measure_label(measure, units=False)} vs {loss_split} {'robust ' if loss == 'loss_adv' else ''}loss"
         if len(runs) == 1:
             rho = rhos[runs[0]]
+            start = since.get(runs[0]) if isinstance(since, Mapping) else since
             head += f"\nSpearman ρ = {'n/a' if np.isnan(rho) else f'{rho:.2f}'}"
+            head += f" (epochs ≥ {start})" if start is not None else ""
         ax.set_title(head)
     return ax
 
