@@ -10,6 +10,7 @@ eps / step / grid parameters inside and outside their valid ranges.
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -472,5 +473,107 @@ def test_bad_parameters_are_rejected_with_a_clear_error(case, bad):
     name, call, exc, words = bad
     with pytest.raises(exc, match=words):
         call(case)
+    _assert_no_param_grad(case.model)
+    assert not case.model.training
+
+
+# ------------------------------------------------------------------------------------------------ measure()
+
+
+def _topk_sum(diff: torch.Tensor, top: float = 0.1) -> float:
+    """Reference AdvLC per-sample quantity: sum of the largest ceil(10% of K) (at least one) |differences|."""
+    k = max(1, math.ceil(round(top * diff.numel(), 12)))
+    return float(diff.abs().sort(descending=True).values[:k].sum())
+
+
+@FUZZ
+@given(case=cases(shapes=[(5,), (1, 2, 2), (3, 2, 2)]), eps=st.floats(0.0, 0.3), norm=st.sampled_from(["linf", "l2"]),
+       batch_size=st.integers(1, 7), subset=st.sets(st.sampled_from(["grad", "curv_adv", "taylor_gap", "logit_var"])),
+       float64=st.booleans())
+def test_measure_matches_per_sample_references(case, eps, norm, batch_size, subset, float64):
+    from landscape.measures import measure
+
+    measures = sorted(subset)
+    df = measure(case.model, case.x, case.y, eps=eps, attack="fgsm", norm=norm, measures=measures,
+                 batch_size=batch_size, dtype=torch.float64 if float64 else None)
+    dtype = torch.float64 if float64 else case.dtype
+    B = case.x.shape[0]
+    assert len(df) == B and df["sample"].tolist() == list(range(B)) and df["label"].tolist() == case.y.tolist()
+    assert df.attrs["nonfinite"] == 0 and df.attrs["dtype"] == str(dtype).replace("torch.", "")
+    floats = df.select_dtypes("floating")
+    assert not floats.isna().any().any()
+    _assert_no_param_grad(case.model)
+    assert next(case.model.parameters()).dtype == case.dtype  # float64 mode works on a copy
+
+    model = case.model if not float64 else copy.deepcopy(case.model).double()
+    x = case.x.to(dtype) / 255.0 if case.x.dtype == torch.uint8 else case.x.to(dtype)
+    tol = 1e3 * _tol(dtype)
+    hessians = None
+    for i in range(B):
+        xi = x[i:i + 1].clone().requires_grad_(True)
+        logits = model(xi)
+        loss = F.cross_entropy(logits, case.y[i:i + 1])
+        (g,) = torch.autograd.grad(loss, xi)
+        x_adv, _ = fgsm(model, x[i:i + 1], case.y[i:i + 1], eps, norm=norm)  # the attack on its own
+        delta = (x_adv - x[i:i + 1]).detach()
+        with torch.no_grad():
+            logits_adv = model(x_adv)
+            loss_adv = F.cross_entropy(logits_adv, case.y[i:i + 1])
+        row = df.iloc[i]
+        assert row["loss_clean"] == pytest.approx(float(loss), rel=tol, abs=tol)
+        if "grad" in measures:
+            assert row["grad_l1"] == pytest.approx(float(g.abs().sum()), rel=tol, abs=tol)
+            assert row["grad_l2"] == pytest.approx(float(g.norm()), rel=tol, abs=tol)
+            assert row["grad_linf"] == pytest.approx(float(g.abs().max()), rel=tol, abs=tol)
+        if norm == "linf" and dtype == torch.float32 and bool((g.abs() <= 1e-4 * g.abs().max()).any()):
+            continue  # a near-zero gradient entry may take either sign in batched float32: x_adv is ambiguous
+        assert row["loss_adv"] == pytest.approx(float(loss_adv), rel=tol, abs=tol)
+        assert bool(row["correct_clean"]) == bool(logits.argmax(1) == case.y[i]) or \
+            float(logits.topk(2).values.diff().abs()) < 1e-4
+        if "logit_var" in measures:
+            assert row["logit_var"] == pytest.approx(_topk_sum((logits_adv - logits).detach()[0]), rel=tol, abs=tol)
+        if "taylor_gap" in measures:
+            ref = float(loss_adv - loss - (g * delta).sum()) if float(delta.abs().max()) > 0 else 0.0
+            assert row["taylor_gap"] == pytest.approx(ref, rel=1e2 * tol, abs=1e2 * tol)
+        if "curv_adv" in measures:
+            if hessians is None:
+                hessians = _hessians(Case(model, x, case.y, dtype))
+            d = delta.flatten().double()
+            ref = float(d @ hessians[i] @ d / (d @ d)) if float(d.norm()) > 0 else 0.0
+            assert row["curv_adv"] == pytest.approx(ref, rel=1e2 * tol, abs=1e2 * tol)
+
+
+BAD_MEASURE_CALLS = [
+    ("eps=-0.1", dict(eps=-0.1), ValueError, "eps"),
+    ("eps=nan", dict(eps=math.nan), ValueError, "eps"),
+    ("eps=inf", dict(eps=math.inf), ValueError, "eps"),
+    ("unknown measure", dict(measures=["grad", "hessian"]), ValueError, "hessian"),
+    ("unknown attack", dict(attack="cw"), ValueError, "attack"),
+    ("norm", dict(norm="l0"), ValueError, "norm"),
+    ("steps=0", dict(steps=0), ValueError, "steps"),
+    ("batch_size=0", dict(batch_size=0), ValueError, "batch_size"),
+    ("batch_size=-3", dict(batch_size=-3), ValueError, "batch_size"),
+    ("batch_size=2.5", dict(batch_size=2.5), ValueError, "batch_size"),
+    ("eig_iters=0", dict(eig_iters=0), ValueError, "eig_iters"),
+    ("hvp_method", dict(hvp_method="lanczos"), ValueError, "hvp_method"),
+    ("dtype int", dict(dtype=torch.int32), TypeError, "dtype"),
+]
+
+
+@FUZZ
+@given(case=cases(), bad=st.sampled_from(BAD_MEASURE_CALLS), batch=st.sampled_from(sorted(BAD_BATCHES) + ["ok"]))
+def test_measure_rejects_bad_arguments_and_batches(case, bad, batch):
+    from landscape.measures import measure
+
+    name, kwargs, exc, words = bad
+    kwargs = {"eps": 0.1, "measures": ["grad"], **kwargs}
+    if batch != "ok":  # a bad batch with good arguments
+        x, y = _bad_batch(batch, case)
+        exc, words = BAD_BATCHES[batch]
+        kwargs = {"eps": 0.1, "measures": ["grad"]}
+    else:
+        x, y = case.x, case.y
+    with pytest.raises(exc, match=words.replace("(", r"\(")):
+        measure(case.model, x, y, **kwargs)
     _assert_no_param_grad(case.model)
     assert not case.model.training
