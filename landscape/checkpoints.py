@@ -359,7 +359,7 @@ def _check_file(path: Path) -> int:
     return st.st_size
 
 
-def _sniff(head: bytes, size: int) -> str:
+def _sniff(head: bytes) -> str:
     """``zip``, ``safetensors``, ``pickle`` or ``unknown`` from the first bytes of a file."""
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
         return "zip"
@@ -611,7 +611,7 @@ class _ScriptUnpickler(_ScanUnpickler):
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] in ("storage", b"storage")):
             raise pickle.UnpicklingError(f"unsupported persistent id {pid!r:.60}")
-        ref_obj = super().persistent_load(pid)  # validates and records the declaration
+        super().persistent_load(pid)  # validates and records the declaration
         ref = self.scan.storages[_text(pid[2])]
         dtype = _STORAGE_DTYPES.get(ref.type_name)
         if dtype is None:
@@ -623,7 +623,6 @@ class _ScriptUnpickler(_ScanUnpickler):
             raise pickle.UnpicklingError(f"storage record {record!r} is missing") from None
         if ref.min_bytes > held:
             raise pickle.UnpicklingError(f"storage {ref.key!r} declares {ref.min_bytes} bytes, its record holds {held}")
-        del ref_obj
         buf = bytearray(self.zf.read(record))
         storage = torch.frombuffer(buf, dtype=torch.uint8).untyped_storage() if buf else torch.UntypedStorage(0)
         return (storage, dtype)
@@ -709,7 +708,7 @@ def load_checkpoint(path: str | os.PathLike, *, trusted: bool = False) -> Checkp
     size = _check_file(path)
     with open(path, "rb") as f:
         head = f.read(16)
-    kind = _sniff(head, size)
+    kind = _sniff(head)
     if path.suffix.lower() == ".safetensors" and kind == "unknown":
         kind = "safetensors"  # let the safetensors reader say precisely what is wrong
     if path.suffix.lower() == ".safetensors" and kind != "safetensors":

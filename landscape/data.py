@@ -249,7 +249,8 @@ def _safe_unpickle(path: Path) -> Any:
             return _ArrayUnpickler(f, encoding="latin1").load()
     except _Refused as exc:
         raise DataError(f"{path}: {exc}") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError, OverflowError) as exc:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            MemoryError, OverflowError) as exc:
         raise DataError(f"{path}: truncated or corrupt pickle ({type(exc).__name__}: {exc})") from None
 
 

@@ -236,7 +236,8 @@ def test_zip_storage_declaring_more_than_its_record_is_refused(tmp_path, no_torc
     with zipfile.ZipFile(path, "w") as zf:
         for name, data in records.items():
             zf.writestr(name, data)
-    with pytest.raises(CheckpointError, match=r"big\.pt: storage '0' declares 1073741824 elements \(4294967296 bytes\)"):
+    with pytest.raises(CheckpointError,
+                       match=r"big\.pt: storage '0' declares 1073741824 elements \(4294967296 bytes\)"):
         load_checkpoint(path)
 
 
