@@ -274,3 +274,14 @@ def test_float64_curvature_agrees_with_finite_differences_float32_does_not_need_
         assert d64["curv_adv"][i] == pytest.approx(fd, rel=1e-5, abs=1e-7)
     np.testing.assert_allclose(d32["curv_adv"], d64["curv_adv"], rtol=1e-3, atol=1e-5)
 
+
+
+def test_slices_report_nan_logits_as_nan_and_not_correct():
+    from landscape.slices import grid, slice_1d
+
+    x, y = _batch([True, False])  # sample 0: label 0, NaN logits everywhere within 0.05 of it
+    df = slice_1d(Poisoned().eval(), x, y, "random", grid(0.05, 3))
+    nan_rows, ok_rows = df[df["sample"] == 0], df[df["sample"] == 1]
+    assert nan_rows["loss"].isna().all() and nan_rows["margin"].isna().all()
+    assert not nan_rows["correct"].any()  # torch's argmax picks the NaN (class 0): not a correct prediction
+    assert np.isfinite(ok_rows[["loss", "margin"]].to_numpy()).all()
