@@ -21,7 +21,7 @@ def _activation(name: str) -> type[nn.Module]:
 def mlp(input_shape=(1, 8, 8), hidden=(256, 256), num_classes: int = 10, activation: str = "relu") -> nn.Module:
     """Fully connected net: flatten (B, *input_shape) -> hidden layers -> num_classes logits.
 
-    Keys: ``net.{0,2,...}.weight``. ``activation`` in relu|softplus|tanh|gelu (smooth ones give
+    Keys: ``net.{1,3,...}.weight`` (``net.0`` is the Flatten). ``activation`` in relu|softplus|tanh|gelu (smooth ones give
     non-zero logit curvature).
     """
     act = _activation(activation)
