@@ -410,6 +410,17 @@ def test_cli_plot_writes_png_and_pdf(tmp_path, capsys):
     assert_real_png(mpimg.imread(tmp_path / "out" / "slices_1d.png"))
 
 
+def test_cli_plot_scatter_from_best_epoch(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    table = trajectory(("at",))
+    table.loc[table["split"] == "test", "loss_adv"] = [3.0, 1.0, 1.5, 2.0, 2.5, 3.5]
+    table.to_parquet(tmp_path / "run" / "trajectory.parquet")
+    assert main(["plot", "scatter", str(tmp_path / "run"), "--from-best", "--format", "png",
+                 "--out", str(tmp_path / "out")]) == 0
+    assert capsys.readouterr().out.split() == [str(tmp_path / "out" / "measure_vs_loss.png")]
+    assert_real_png(mpimg.imread(tmp_path / "out" / "measure_vs_loss.png"))
+
+
 def test_cli_plot_errors_are_one_line_exit_2(tmp_path, capsys):
     assert main(["plot", "surface", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err

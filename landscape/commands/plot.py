@@ -39,6 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--best-last", action="store_true",
                    help="keep each run's best and last epoch, labelled (reads trajectory.parquet next to "
                         "each table)")
+    g.add_argument("--from-best", action="store_true",
+                   help="scatter: Spearman rho over the epochs from each run's best one on (earlier faded)")
     g.add_argument("--split", default="test", choices=["test", "train"],
                    help="split for distributions/scatter (default test)")
     g.add_argument("--sample", default=None, help="surface: sample id or 'mean' (default: first sample)")
@@ -94,8 +96,16 @@ def run(args: argparse.Namespace) -> int:
         fig = P.plot_distributions(table, measures or ["grad_l1", "curv_adv"], by=args.by, split=args.split,
                                    kind="violin" if args.violin else "hist", log=args.log, title=args.title)
     else:
+        since = None
+        if args.from_best:
+            from landscape.report import best_last_epochs
+
+            epochs = best_last_epochs(table)
+            since = {run: e["best"] for run, e in epochs.items()}
+            if "run" not in table.columns:
+                since = next(iter(since.values()), None)
         ax = P.plot_measure_vs_loss(table, (measures or ["curv_adv"])[0], measure_split=args.split,
-                                    loss_split=args.split)
+                                    loss_split=args.split, since=since)
         if args.title:
             ax.set_title(args.title)
         fig = ax.figure
