@@ -299,7 +299,7 @@ def diagnose(table: pd.DataFrame, *, split: str = "test", threshold: float | Non
     corr_rows = []
     if measure_cols and "loss_adv" in ev.columns:
         target = ev[ev["epoch"] >= epochs[best]][["epoch", "loss_adv"]]
-        reasons = set()
+        reasons: dict[str, list[str]] = {}
         for s in splits_present:
             per = ev if s == split else _per_epoch(t, s, [])
             merged = target.merge(per[["epoch", *[c for c in measure_cols if c in per.columns]]], on="epoch",
@@ -312,11 +312,12 @@ def diagnose(table: pd.DataFrame, *, split: str = "test", threshold: float | Non
                 corr_rows.append({"measure": c[: -len("_mean")], "split": s, "spearman": rho, "pearson": r,
                                   "n": k})
                 if why:
-                    reasons.add(f"{c[: -len('_mean')]} ({s}): {why}")
-        if reasons:
-            notes.append("correlation NaN for " + "; ".join(sorted(reasons)))
+                    reasons.setdefault(why, []).append(f"{c[: -len('_mean')]} ({s})")
+        for why, which in sorted(reasons.items()):
+            where = "all measures" if len(which) == len(corr_rows) else ", ".join(which)
+            notes.append(f"correlations NaN ({why} from the best epoch on): {where}")
     elif measure_cols:
-        notes.append(f"no loss_adv column: correlations skipped")
+        notes.append("no loss_adv column: correlations skipped")
     correlations = pd.DataFrame(corr_rows) if corr_rows else empty
     if len(correlations):
         correlations["n"] = correlations["n"].astype("int64")

@@ -540,8 +540,7 @@ def _run_process(tasks, settings, retry_delay, threads, on_result, workers: int)
     for attempt in (1, 2):
         if not pending:
             return
-        pool = cf.ProcessPoolExecutor(max_workers=min(workers, len(pending)),
-                                      mp_context=multiprocessing.get_context("spawn"),
+        pool = cf.ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=_mp_context(),
                                       initializer=_init_worker, initargs=(threads,))
         futures = {pool.submit(_worker_task, str(e.path), settings, retry_delay, threads): e for e in pending}
         done_keys: set[str] = set()
@@ -564,18 +563,40 @@ def _run_process(tasks, settings, retry_delay, threads, on_result, workers: int)
         else:
             pool.shutdown(wait=True)
         pending = [e for e in pending if e.key not in done_keys]
+        if broken and attempt == 1 and pending:
+            warnings.warn(f"a worker process died; restarting the pool for the {len(pending)} remaining "
+                          "checkpoint(s)", TrajectoryWarning, stacklevel=4)
         if broken and attempt == 2:
             for e in pending:
-                on_result(e, CheckpointResult(str(e.path), None, None, None,
-                                              "worker process died twice (out of memory?); re-run to retry", 0.0))
+                on_result(e, CheckpointResult(
+                    str(e.path), None, None, None,
+                    "worker process died twice (out of memory? a script using executor='process' needs an "
+                    "`if __name__ == '__main__':` guard); re-run to retry", 0.0))
             return
 
 
+def _mp_context() -> multiprocessing.context.BaseContext:
+    """'forkserver' where available (workers fork from a clean server that imported torch once), else 'spawn'.
+
+    Both start workers from a fresh interpreter, never by forking this (possibly multi-threaded) process.
+    """
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["landscape.trajectory", "landscape.checkpoints", "landscape.data",
+                                    "landscape.measures"])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
 def _kill_pool(pool: cf.ProcessPoolExecutor) -> None:
+    """Stop now: cancel queued work and terminate the workers (shutdown alone lets queued calls run)."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())  # shutdown() forgets them
     pool.shutdown(wait=False, cancel_futures=True)
-    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+    for proc in procs:
         if proc.is_alive():
             proc.terminate()
+    for proc in procs:
+        proc.join(timeout=5)
 
 
 def _run_ray(tasks, settings, retry_delay, threads, on_result, workers: int, address: str | None) -> None:
@@ -768,7 +789,8 @@ def analyse_trajectory(paths_or_dir: str | os.PathLike | Sequence[str | os.PathL
                                "error": result.error}
         bar.update(1)
         if result.error is not None:
-            bar.write(f"landscape: {entry.path}: {result.error}")
+            where = "" if str(entry.path) in result.error else f"{entry.path}: "
+            bar.write(f"landscape: {where}{result.error}")
 
     threads = max(1, (os.cpu_count() or 1) // workers)
     try:

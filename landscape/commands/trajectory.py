@@ -70,6 +70,6 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         for path in a["failed_checkpoints"]:
             err = table.loc[table["checkpoint"] == path, "error"].iloc[0]
-            print(f"  {path}: {err}", file=sys.stderr)
+            print(f"  {err}" if path in err else f"  {path}: {err}", file=sys.stderr)
         return 1
     return 0
