@@ -514,6 +514,7 @@ def test_measure_matches_per_sample_references(case, eps, norm, batch_size, subs
         logits = model(xi)
         loss = F.cross_entropy(logits, case.y[i:i + 1])
         (g,) = torch.autograd.grad(loss, xi)
+        loss, logits = loss.detach(), logits.detach()
         x_adv, _ = fgsm(model, x[i:i + 1], case.y[i:i + 1], eps, norm=norm)  # the attack on its own
         delta = (x_adv - x[i:i + 1]).detach()
         with torch.no_grad():
@@ -531,7 +532,7 @@ def test_measure_matches_per_sample_references(case, eps, norm, batch_size, subs
         assert bool(row["correct_clean"]) == bool(logits.argmax(1) == case.y[i]) or \
             float(logits.topk(2).values.diff().abs()) < 1e-4
         if "logit_var" in measures:
-            assert row["logit_var"] == pytest.approx(_topk_sum((logits_adv - logits).detach()[0]), rel=tol, abs=tol)
+            assert row["logit_var"] == pytest.approx(_topk_sum((logits_adv - logits)[0]), rel=tol, abs=tol)
         if "taylor_gap" in measures:
             ref = float(loss_adv - loss - (g * delta).sum()) if float(delta.abs().max()) > 0 else 0.0
             assert row["taylor_gap"] == pytest.approx(ref, rel=1e2 * tol, abs=1e2 * tol)
