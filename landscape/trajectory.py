@@ -782,8 +782,12 @@ def analyse_trajectory(paths_or_dir: str | os.PathLike | Sequence[str | os.PathL
             meta = {"format": RESULT_FORMAT, "settings": settings_fp, "file": result.file,
                     "stored_epoch": result.stored_epoch, "checkpoint": str(entry.path),
                     "seconds": round(result.seconds, 3)}
-            _write_parquet(result.samples, target, meta)
-        elif target.exists():
+            try:
+                _write_parquet(result.samples, target, meta)
+            except OSError as exc:  # e.g. disk full: this checkpoint fails, the run goes on
+                result = dataclasses.replace(result, samples=None, stored_epoch=None,
+                                             error=f"cannot write {target.name}: {_one_line(exc)}")
+        if result.error is not None and target.exists():
             target.unlink()  # an old result for a file that now fails is stale
         outcomes[entry.key] = {"samples": result.samples, "stored_epoch": result.stored_epoch,
                                "error": result.error}
