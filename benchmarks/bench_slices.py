@@ -2,12 +2,15 @@
 
 Measured side by side in one run, for each model:
 
-(a) raw batched forward throughput (points/s) on pre-built inputs, batch = the chunk size slice_2d picks;
-(b) ``slice_2d`` throughput (points/s) on a grid of the same number of points (default DataFrame output);
+(a) raw batched forward throughput (points/s) on pre-built inputs, batch = the block size slice_2d uses;
+(b) ``slice_2d`` throughput (points/s) on a grid of that many points (``as_frame=False``: the grid evaluation);
+    (b') the same including the DataFrame (default output) is printed too;
 (c) a naive Python loop building and evaluating one point at a time (timed on a subset, extrapolated).
 
-Goals: (b)/(a) >= 0.85 and (b)/(c) >= 5. Each timing is the best of ``--repeats`` rounds, with (a) and (b)
-interleaved so that load from other processes hits both alike. The ratios are printed last.
+Goals: (b)/(a) >= 0.85 and (b)/(c) >= 5. No slicing code can beat (a), so (b)/(c) <= (a)/(c), which is printed
+as the bound: where batching itself gains little (a large CNN on a CPU) the second goal is out of reach. Each
+timing is the best of ``--repeats`` rounds, with (a), (b), (b') and (c) interleaved so that load from other
+processes hits all alike. The ratios are printed last.
 
     python benchmarks/bench_slices.py                 # CPU, small defaults
     python benchmarks/bench_slices.py --device cuda   # larger default grids on a GPU
@@ -23,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from landscape import create_model
-from landscape.slices import bytes_per_point, chunk_size, grid, normalize_direction, orthogonalize, slice_2d
+from landscape.slices import grid, normalize_direction, orthogonalize, slice_2d
 
 GOAL_FORWARD = 0.85
 GOAL_NAIVE = 5.0
@@ -75,8 +78,16 @@ def run_case(case: Case, device: torch.device, repeats: int, naive_points: int, 
     d1, d2 = normalize_direction(d1), normalize_direction(d2)
     coords = grid(0.1, case.grid)
     n_points = case.samples * case.grid ** 2
-    chunk = chunk_size(n_points, bytes_per_point(model, x), max_batch=max_batch, device=device)
-    # (a) raw forward on pre-built inputs: same number of points, batches of the chunk size
+
+    def framed():
+        return slice_2d(model, x, y, d1, d2, coords, coords, normalization=None, max_batch=max_batch)
+
+    def sliced():
+        return slice_2d(model, x, y, d1, d2, coords, coords, normalization=None, max_batch=max_batch,
+                        as_frame=False)
+
+    chunk = framed().attrs["chunk_size"]  # also the warm-up; the largest block slice_2d evaluates at once
+    # (a) raw forward on pre-built inputs: the same number of points, in batches of slice_2d's block size
     batch = torch.rand(chunk, *case.shape, generator=g).to(device)
     n_batches = max(1, round(n_points / chunk))
 
@@ -84,9 +95,6 @@ def run_case(case: Case, device: torch.device, repeats: int, naive_points: int, 
         with torch.inference_mode():
             for _ in range(n_batches):
                 model(batch)
-
-    def sliced():
-        slice_2d(model, x, y, d1, d2, coords, coords, normalization=None, max_batch=max_batch)
 
     pts = [(s, i, j) for s in range(case.samples) for i in range(case.grid) for j in range(case.grid)]
     step = max(1, len(pts) // naive_points)
@@ -98,18 +106,39 @@ def run_case(case: Case, device: torch.device, repeats: int, naive_points: int, 
                 p = x[s:s + 1] + float(coords[i]) * d1[s:s + 1] + float(coords[j]) * d2[s:s + 1]
                 F.cross_entropy(model(p), y[s:s + 1]).item()
 
-    forward(), sliced(), naive()  # warm-up (kernels, allocator, cudnn autotune)
-    t_fwd, t_slice, t_naive = [], [], []
+    forward(), sliced(), naive()  # warm-up (kernels, allocator)
+    t_fwd, t_slice, t_frame, t_naive = [], [], [], []
     for _ in range(repeats):
         t_fwd.append(_timed(forward, device))
         t_slice.append(_timed(sliced, device))
+        t_frame.append(_timed(framed, device))
         t_naive.append(_timed(naive, device))
     return {
         "case": case.name, "points": n_points, "chunk": chunk,
         "forward": n_batches * chunk / min(t_fwd),
         "slice": n_points / min(t_slice),
+        "frame": n_points / min(t_frame),
         "naive": len(subset) / min(t_naive),
     }
+
+
+def memory_check(device: torch.device, samples: int = 256, n: int = 101, budget_gib: float = 24.0) -> None:
+    """The issue's scale: a 101x101 grid for 256 CIFAR-size inputs on preact_resnet18 within a memory budget."""
+    model = create_model("preact_resnet18").to(device).eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(samples, 3, 32, 32, generator=g).to(device)
+    y = torch.randint(0, 10, (samples,), generator=g).to(device)
+    budget = int(budget_gib * 1024**3)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    t = _timed(lambda: slice_2d(model, x, y, "random", "random", grid(0.1, n), grid(0.1, n), max_bytes=budget),
+               device)
+    msg = f"memory check: {samples} x {n} x {n} = {samples * n * n:,} points in {t:.1f} s ({samples * n * n / t:,.0f} pts/s)"
+    if device.type == "cuda":
+        peak = (torch.cuda.max_memory_allocated(device) - base) / 1024**3
+        msg += f", peak CUDA memory {peak:.2f} GiB (budget {budget_gib:g} GiB)"
+    print(msg)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,9 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--repeats", type=int, default=3, help="timed rounds; the best is kept (default 3)")
     p.add_argument("--naive-points", type=int, default=30, help="points timed in the naive loop (default 30)")
-    p.add_argument("--max-batch", type=int, default=4096)
+    p.add_argument("--max-batch", type=int, default=None, help="default: the library's (4096 CPU, 65536 CUDA)")
     p.add_argument("--scale", type=float, default=1.0, help="multiply the number of samples per case")
     p.add_argument("--only", choices=["small_cnn", "preact_resnet18"], default=None)
+    p.add_argument("--memory-check", action="store_true",
+                   help="also slice 256 CIFAR-size inputs on a 101x101 grid with preact_resnet18 under a 24 GiB "
+                        "budget (2.6M points: minutes on a GPU, hours on a CPU)")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     print(f"device {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
@@ -131,14 +163,18 @@ def main(argv: list[str] | None = None) -> int:
         r = run_case(case, device, args.repeats, args.naive_points, args.max_batch)
         rows.append(r)
         print(f"{r['case']}: {r['points']} points, chunk {r['chunk']}: (a) forward {r['forward']:,.0f} pts/s, "
-              f"(b) slice_2d {r['slice']:,.0f} pts/s, (c) naive loop {r['naive']:,.0f} pts/s")
+              f"(b) slice_2d {r['slice']:,.0f} pts/s (b') with DataFrame {r['frame']:,.0f} pts/s, "
+              f"(c) naive loop {r['naive']:,.0f} pts/s")
+    if args.memory_check:
+        memory_check(device)
     print("\nratios (goal: b/a >= %.2f, b/c >= %g)" % (GOAL_FORWARD, GOAL_NAIVE))
     ok = True
     for r in rows:
-        ba, bc = r["slice"] / r["forward"], r["slice"] / r["naive"]
+        ba, bc, ac = r["slice"] / r["forward"], r["slice"] / r["naive"], r["forward"] / r["naive"]
         good = ba >= GOAL_FORWARD and bc >= GOAL_NAIVE
         ok &= good
-        print(f"  {r['case']}: b/a = {ba:.2f}, b/c = {bc:.1f}  {'ok' if good else 'BELOW GOAL'}")
+        print(f"  {r['case']}: b/a = {ba:.2f}, b/c = {bc:.1f} (bound a/c = {ac:.1f}), "
+              f"b'/a = {r['frame'] / r['forward']:.2f}  {'ok' if good else 'BELOW GOAL'}")
     return 0 if ok else 1
 
 

@@ -11,9 +11,9 @@ Each direction is then normalised per sample (``"linf"``: ‖d‖∞ = 1, so a r
 L∞ eps; ``"unit"``: ‖d‖₂ = 1). In 2D the second direction is first made orthogonal to the first (per-sample
 Gram–Schmidt).
 
-The grid is evaluated in chunks of flat (sample, a, b) indices sized to a memory budget: each chunk's inputs
-are built from its index range, so the full (B·A·Bt, C, H, W) tensor never exists, and the forward passes
-run under ``torch.inference_mode()``.
+The (sample, a, b) grid is evaluated in rectangular blocks sized to a memory budget (``bytes_per_point``,
+``chunk_size``, ``blocks``): each block's inputs are built by broadcasting from its own index ranges, so the
+full (B·A·Bt, C, H, W) tensor never exists, and the forward passes run under ``torch.inference_mode()``.
 
 Example:
     >>> import torch
@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import difflib
+import itertools
 import math
 from typing import NamedTuple, Sequence
 
@@ -46,7 +47,7 @@ __all__ = [
     "DIRECTIONS", "NORMALIZATIONS", "RANDOM_KINDS", "SliceGrid",
     "grid", "normalize_direction", "orthogonalize", "random_direction", "gradient_direction",
     "adversarial_direction", "eigen_direction", "compute_direction",
-    "bytes_per_point", "chunk_size", "default_max_bytes", "slice_1d", "slice_2d",
+    "blocks", "bytes_per_point", "chunk_size", "default_max_batch", "default_max_bytes", "slice_1d", "slice_2d",
 ]
 
 DIRECTIONS = ("adversarial", "gradient", "random", "eigen")
@@ -55,6 +56,9 @@ RANDOM_KINDS = ("rademacher", "gaussian")
 
 #: Memory budget when ``max_bytes=None`` on CPU (and other non-CUDA devices): 2 GiB.
 CPU_MAX_BYTES = 2 * 1024**3
+#: Points per forward pass at most when ``max_batch=None``, on CPU and on CUDA devices.
+CPU_MAX_BATCH = 4096
+CUDA_MAX_BATCH = 65536
 #: Copies of one input held per point while a chunk is built (the chunk, an index-selected direction,
 #: the scaled direction, slack).
 INPUT_COPIES = 4
@@ -313,57 +317,102 @@ def default_max_bytes(device: torch.device | str) -> int:
     return CPU_MAX_BYTES
 
 
-def chunk_size(n_points: int, point_bytes: int, *, max_batch: int = 4096, max_bytes: int | None = None,
+def default_max_batch(device: torch.device | str) -> int:
+    """Cap on points per forward pass when ``max_batch=None``: ``CUDA_MAX_BATCH`` on CUDA (large batches keep
+    a GPU busy with small models), ``CPU_MAX_BATCH`` elsewhere (larger CPU batches gain nothing)."""
+    return CUDA_MAX_BATCH if torch.device(device).type == "cuda" else CPU_MAX_BATCH
+
+
+def chunk_size(n_points: int, point_bytes: int, *, max_batch: int | None = None, max_bytes: int | None = None,
                device: torch.device | str = "cpu") -> int:
-    """Grid points evaluated per forward pass: ``min(n_points, max_batch, max_bytes // point_bytes)``, >= 1."""
+    """Grid points evaluated per forward pass: ``min(n_points, max_batch, max_bytes // point_bytes)``, >= 1.
+
+    ``max_batch=None`` and ``max_bytes=None`` take ``default_max_batch(device)`` and
+    ``default_max_bytes(device)``.
+    """
+    cap = default_max_batch(device) if max_batch is None else max_batch
     budget = default_max_bytes(device) if max_bytes is None else max_bytes
-    return max(1, min(int(n_points), int(max_batch), int(budget // max(1, point_bytes))))
+    return max(1, min(int(n_points), int(cap), int(budget // max(1, point_bytes))))
 
 
 # --------------------------------------------------------------------------------------------------------
 # grid evaluation
 
 
+def blocks(dims: Sequence[int], chunk: int) -> list[tuple[slice, ...]]:
+    """Split the index box ``dims`` = (B, n_1, ..., n_k) into rectangular blocks of at most ``chunk`` points.
+
+    A block holds whole trailing sub-grids: with ``T_j = n_j⋯n_k`` the first ``T_j <= chunk``, each block is
+    ``m`` consecutive entries of dimension ``j - 1`` (one index of every dimension before it) and all of the
+    dimensions after it, with ``m`` balanced so that the blocks are of near-equal size. In row-major order
+    every block is a contiguous range of the flattened grid, and the blocks come in that order.
+
+    Args:
+        dims: sizes of the dimensions, each >= 1 (samples first).
+        chunk: most points per block, >= 1.
+
+    Returns:
+        One tuple of ``len(dims)`` slices per block.
+    """
+    dims = [int(d) for d in dims]
+    tails = [math.prod(dims[j:]) for j in range(len(dims) + 1)]
+    level = next(j for j in range(1, len(dims) + 1) if tails[j] <= chunk)
+    size = dims[level - 1]
+    m = max(1, min(size, chunk // tails[level]))
+    m = -(-size // -(-size // m))  # balance: ceil(size / number of blocks)
+    out = []
+    for prefix in itertools.product(*(range(d) for d in dims[:level - 1])):
+        head = tuple(slice(i, i + 1) for i in prefix)
+        for start in range(0, size, m):
+            out.append(head + (slice(start, min(start + m, size)),) + (slice(None),) * (len(dims) - level))
+    return out
+
+
 def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, dirs: list[torch.Tensor],
-              coords: list[torch.Tensor], *, clip: bool, chunk: int, progress: bool) -> SliceGrid:
+              coords: list[torch.Tensor], *, clip: bool, chunk: int, progress: bool) -> tuple[SliceGrid, int]:
     """Evaluate L(x_s + Σ_j c_j[i_j] · d_j[s]) for every sample s and grid index (i_1, ..., i_k).
 
-    Flat index ``f = s·P + i_1·(n_2⋯n_k) + ... + i_k`` with ``P = n_1⋯n_k``; chunks are contiguous ranges of
-    ``f``, and each chunk's inputs are built from its range alone.
+    The (B, n_1, ..., n_k) index box is cut into rectangular ``blocks`` of at most ``chunk`` points; a block's
+    inputs are built by broadcasting (x[s] + c_1[i_1]·d_1[s] + ... in this order) from its slices alone.
+
+    Returns:
+        (SliceGrid of (B, n_1, ..., n_k) CPU tensors, largest number of points in one forward pass).
     """
     from tqdm.auto import tqdm
 
-    device = x.device
+    k, rest = len(dirs), tuple(x.shape[1:])
     sizes = [c.numel() for c in coords]
-    per_sample = math.prod(sizes)
-    n = x.shape[0] * per_sample
-    strides = [math.prod(sizes[j + 1:]) for j in range(len(sizes))]
-    coords_t = [c.to(device=device, dtype=x.dtype) for c in coords]
-    ones = [1] * (x.dim() - 1)
-    loss = torch.empty(n, device=device, dtype=x.dtype)
-    margin = torch.empty(n, device=device, dtype=x.dtype)
-    correct = torch.empty(n, device=device, dtype=torch.bool)
+    n = x.shape[0] * math.prod(sizes)
+    coords_t = [c.to(device=x.device, dtype=x.dtype) for c in coords]
+    y_flat = y.repeat_interleave(math.prod(sizes))  # labels in grid order, sliced per block
+    ones = (1,) * len(rest)
+    losses, margins, corrects, largest, lo = [], [], [], 0, 0
     with eval_mode(model), torch.inference_mode(), \
             tqdm(total=n, unit="pt", desc="slice", disable=not progress, leave=False) as bar:
-        for lo in range(0, n, chunk):
-            hi = min(n, lo + chunk)
-            idx = torch.arange(lo, hi, device=device)
-            s = idx // per_sample
-            r = idx % per_sample
-            pts = x.index_select(0, s)
-            for d, c, stride, size in zip(dirs, coords_t, strides, sizes):
-                step = c.index_select(0, (r // stride) % size).reshape(-1, *ones)
-                pts += step * d.index_select(0, s)
+        for block in blocks([x.shape[0], *sizes], chunk):
+            ss = block[0]
+            ns = len(range(*ss.indices(x.shape[0])))
+            pts = x[ss].view(ns, *(1,) * k, *rest)
+            for j, (d, c, sl) in enumerate(zip(dirs, coords_t, block[1:])):
+                cj = c[sl]
+                step = cj.view(*(1,) * (j + 1), cj.numel(), *(1,) * (k - 1 - j), *ones)
+                pts = pts + step * d[ss].view(ns, *(1,) * k, *rest)
+            pts = pts.reshape(-1, *rest)
             if clip:
                 pts.clamp_(0.0, 1.0)
+            hi = lo + pts.shape[0]
             logits = model(pts)
-            ys = y.index_select(0, s)
-            loss[lo:hi] = per_sample_loss(logits, ys)
-            margin[lo:hi] = logit_margin(logits, ys)
-            correct[lo:hi] = logits.argmax(dim=1) == ys
+            ys = y_flat[lo:hi]
+            margin = logit_margin(logits, ys)  # NaN wherever a logit is NaN
+            losses.append(per_sample_loss(logits, ys))
+            margins.append(margin)
+            corrects.append((logits.argmax(dim=1) == ys) & ~margin.isnan())
+            largest = max(largest, hi - lo)
             bar.update(hi - lo)
+            lo = hi
     shape = (x.shape[0], *sizes)
-    return SliceGrid(loss.reshape(shape).cpu(), correct.reshape(shape).cpu(), margin.reshape(shape).cpu())
+    out = [torch.cat(parts).reshape(shape).cpu() for parts in (losses, corrects, margins)]
+    return SliceGrid(*out), largest
 
 
 def _direction(direction, name_slot: str, model, x, y, **kw) -> tuple[torch.Tensor, str]:
@@ -392,7 +441,8 @@ def _prepare(model, x, y, max_batch, max_bytes, normalization, clip):
         raise TypeError("labels y are required")
     device = model_device(model)
     x, y = x.to(device).contiguous(), y.to(device)
-    _positive_int(max_batch, "max_batch")
+    if max_batch is not None:
+        _positive_int(max_batch, "max_batch")
     if max_bytes is not None:
         _positive_int(max_bytes, "max_bytes")
     if normalization is not None:
@@ -409,6 +459,11 @@ def _plan(model, x, y, n_points, max_batch, max_bytes, device) -> tuple[int, int
     return point, chunk_size(n_points, point, max_batch=max_batch, max_bytes=max_bytes, device=device)
 
 
+def _label(name: str, n: int) -> pd.Categorical:
+    """A constant text column as a one-category Categorical (cheap for millions of rows)."""
+    return pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), categories=[name])
+
+
 def _radius(*coords: torch.Tensor) -> float:
     return float(max(c.abs().max() for c in coords))
 
@@ -416,7 +471,7 @@ def _radius(*coords: torch.Tensor) -> float:
 def slice_1d(model: nn.Module, x: torch.Tensor, y: torch.Tensor, direction: str | torch.Tensor, alphas, *,
              normalization: str | None = "linf", clip: bool = False, eps: float | None = None,
              attack: str = "pgd", steps: int = 10, step_size: float | None = None, norm: str = "linf",
-             kind: str = "rademacher", iters: int = 20, seed: int = 0, max_batch: int = 4096,
+             kind: str = "rademacher", iters: int = 20, seed: int = 0, max_batch: int | None = None,
              max_bytes: int | None = None, progress: bool = False, as_frame: bool = True):
     """Loss along one direction per sample: L(x_s + a·d_s) for every a in ``alphas``.
 
@@ -434,16 +489,19 @@ def slice_1d(model: nn.Module, x: torch.Tensor, y: torch.Tensor, direction: str 
         kind: ``"rademacher"`` or ``"gaussian"`` for ``"random"``.
         iters: power iterations for ``"eigen"``.
         seed: seed of the random direction, PGD start and power iteration.
-        max_batch: most grid points per forward pass. Default 4096.
+        max_batch: most grid points per forward pass; default ``default_max_batch`` (4096 on CPU, 65536 on
+            CUDA).
         max_bytes: memory budget per chunk (see ``bytes_per_point``); default ``default_max_bytes``.
         progress: show a tqdm progress bar.
         as_frame: return a DataFrame (default) or a ``SliceGrid`` of (B, A) tensors.
 
     Returns:
-        DataFrame with one row per (sample, a): ``sample`` (index into the batch), ``direction`` (its name,
-        ``"custom"`` for a tensor), ``a``, ``loss`` (cross-entropy), ``correct`` (bool), ``margin`` (true-class
-        logit minus the largest other); ``df.attrs`` holds ``clip``, ``normalization``, ``radius``,
-        ``chunk_size``, ``eps``, ``seed``. With ``as_frame=False``: ``SliceGrid(loss, correct, margin)``.
+        DataFrame with one row per (sample, a), ordered by sample then a: ``sample`` (index into the batch),
+        ``direction`` (its name, ``"custom"`` for a tensor; categorical), ``a``, ``loss`` (cross-entropy, in the
+        model's dtype), ``correct`` (bool, argmax == label and no NaN logit), ``margin`` (true-class logit minus the largest
+        other); ``df.attrs`` holds ``clip``, ``normalization``, ``radius`` (max |a|), ``chunk_size`` (most points
+        in one forward pass), ``eps`` (None unless adversarial), ``seed``. With ``as_frame=False``:
+        ``SliceGrid(loss, correct, margin)``.
 
     Raises:
         ValueError: unknown direction/normalization, bad shapes, empty or non-finite alphas, bad labels.
@@ -458,17 +516,17 @@ def slice_1d(model: nn.Module, x: torch.Tensor, y: torch.Tensor, direction: str 
     if normalization is not None:
         d = normalize_direction(d, normalization)
     _, chunk = _plan(model, x, y, x.shape[0] * alphas.numel(), max_batch, max_bytes, device)
-    out = _evaluate(model, x, y, [d], [alphas], clip=clip, chunk=chunk, progress=progress)
+    out, chunk = _evaluate(model, x, y, [d], [alphas], clip=clip, chunk=chunk, progress=progress)
     if not as_frame:
         return out
     B, A = out.loss.shape
     df = pd.DataFrame({
         "sample": np.repeat(np.arange(B), A),
-        "direction": name,
+        "direction": _label(name, B * A),
         "a": np.tile(alphas.numpy(), B),
-        "loss": out.loss.reshape(-1).double().numpy(),
+        "loss": out.loss.reshape(-1).numpy(),
         "correct": out.correct.reshape(-1).numpy(),
-        "margin": out.margin.reshape(-1).double().numpy(),
+        "margin": out.margin.reshape(-1).numpy(),
     })
     df.attrs.update(clip=clip, normalization=normalization, radius=radius, chunk_size=chunk,
                     eps=float(eps) if name == "adversarial" else None, seed=seed)
@@ -479,7 +537,8 @@ def slice_2d(model: nn.Module, x: torch.Tensor, y: torch.Tensor, d1: str | torch
              alphas, betas, *, orthogonal: bool = True, normalization: str | None = "linf", clip: bool = False,
              eps: float | None = None, attack: str = "pgd", steps: int = 10, step_size: float | None = None,
              norm: str = "linf", kind: str = "rademacher", iters: int = 20, seed: int = 0,
-             max_batch: int = 4096, max_bytes: int | None = None, progress: bool = False, as_frame: bool = True):
+             max_batch: int | None = None, max_bytes: int | None = None, progress: bool = False,
+             as_frame: bool = True):
     """Loss on a plane per sample: L(x_s + a·d1_s + b·d2_s) for every (a, b) in ``alphas × betas``.
 
     Args:
@@ -511,19 +570,19 @@ def slice_2d(model: nn.Module, x: torch.Tensor, y: torch.Tensor, d1: str | torch
     if normalization is not None:
         t1, t2 = normalize_direction(t1, normalization), normalize_direction(t2, normalization)
     _, chunk = _plan(model, x, y, x.shape[0] * alphas.numel() * betas.numel(), max_batch, max_bytes, device)
-    out = _evaluate(model, x, y, [t1, t2], [alphas, betas], clip=clip, chunk=chunk, progress=progress)
+    out, chunk = _evaluate(model, x, y, [t1, t2], [alphas, betas], clip=clip, chunk=chunk, progress=progress)
     if not as_frame:
         return out
     B, A, Bt = out.loss.shape
     df = pd.DataFrame({
         "sample": np.repeat(np.arange(B), A * Bt),
-        "direction1": name1,
-        "direction2": name2,
+        "direction1": _label(name1, B * A * Bt),
+        "direction2": _label(name2, B * A * Bt),
         "a": np.tile(np.repeat(alphas.numpy(), Bt), B),
         "b": np.tile(betas.numpy(), B * A),
-        "loss": out.loss.reshape(-1).double().numpy(),
+        "loss": out.loss.reshape(-1).numpy(),
         "correct": out.correct.reshape(-1).numpy(),
-        "margin": out.margin.reshape(-1).double().numpy(),
+        "margin": out.margin.reshape(-1).numpy(),
     })
     uses_eps = "adversarial" in (name1, name2)
     df.attrs.update(clip=clip, normalization=normalization, radius=radius, chunk_size=chunk, orthogonal=orthogonal,

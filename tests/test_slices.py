@@ -11,8 +11,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from landscape import create_model, list_models
-from landscape.slices import (CPU_MAX_BYTES, DIRECTIONS, SliceGrid, bytes_per_point, chunk_size, compute_direction,
-                              grid, normalize_direction, orthogonalize, random_direction, slice_1d, slice_2d)
+from landscape.slices import (CPU_MAX_BYTES, DIRECTIONS, SliceGrid, blocks, bytes_per_point, chunk_size,
+                              compute_direction, grid, normalize_direction, orthogonalize, random_direction, slice_1d,
+                              slice_2d)
 
 
 def _smooth_model(seed: int = 0, dtype=torch.float64) -> nn.Module:
@@ -317,19 +318,45 @@ def test_chunked_equals_unchunked_and_respects_budget():
     x, y = _batch(3, seed=5)
     whole = slice_2d(model, x, y, "random", "random", grid(0.3, 7), grid(0.3, 5), as_frame=False)
     assert max(model.batches) == 3 * 7 * 5  # one chunk (plus 1-point probes)
-    model.batches.clear()
-    small = slice_2d(model, x, y, "random", "random", grid(0.3, 7), grid(0.3, 5), max_batch=8, as_frame=False)
-    assert max(model.batches) == 8
-    # identical up to BLAS rounding, which depends on the batch size (float64: ~1e-16 relative)
-    torch.testing.assert_close(small.loss, whole.loss, rtol=1e-13, atol=1e-14)
-    torch.testing.assert_close(small.margin, whole.margin, rtol=1e-13, atol=1e-14)
-    assert torch.equal(small.correct, whole.correct)
+    # blocks of whole samples (80), of rows of a (8) and of parts of rows (3)
+    for max_batch, largest in [(80, 70), (8, 5), (3, 3)]:
+        model.batches.clear()
+        small = slice_2d(model, x, y, "random", "random", grid(0.3, 7), grid(0.3, 5), max_batch=max_batch,
+                         as_frame=False)
+        assert max(model.batches) == largest
+        # identical up to BLAS rounding, which depends on the batch size (float64: ~1e-16 relative)
+        torch.testing.assert_close(small.loss, whole.loss, rtol=1e-13, atol=1e-14)
+        torch.testing.assert_close(small.margin, whole.margin, rtol=1e-13, atol=1e-14)
+        assert torch.equal(small.correct, whole.correct)
     # byte budget: chunk = max_bytes // bytes_per_point, and no forward sees more
     point = bytes_per_point(model, x)
     model.batches.clear()
     df = slice_2d(model, x, y, "random", "random", grid(0.3, 7), grid(0.3, 5), max_bytes=point * 11)
-    assert df.attrs["chunk_size"] == 11 and max(model.batches) == 11
+    assert df.attrs["chunk_size"] == max(model.batches) == 10  # two rows of b per block
     np.testing.assert_allclose(df["loss"].to_numpy(), whole.loss.reshape(-1).numpy(), rtol=1e-13)
+
+
+@pytest.mark.parametrize("dims", [(3, 7, 5), (2, 11), (1, 4, 9), (5, 1, 1), (2, 31, 29)])
+@pytest.mark.parametrize("chunk", [1, 2, 3, 6, 10, 35, 36, 104, 5000, 10**6])
+def test_blocks_tile_the_grid_in_order(dims, chunk):
+    flat_index = np.arange(math.prod(dims)).reshape(dims)
+    lo = 0
+    for block in blocks(dims, chunk):
+        flat = flat_index[block].ravel()
+        assert 1 <= flat.size <= chunk
+        np.testing.assert_array_equal(flat, np.arange(lo, lo + flat.size))  # contiguous, in row-major order
+        lo += flat.size
+    assert lo == flat_index.size  # every point exactly once
+
+
+def test_blocks_hand_values():
+    assert blocks((3, 7, 5), 80) == [(slice(0, 2), slice(None), slice(None)), (slice(2, 3), slice(None), slice(None))]
+    first = blocks((3, 7, 5), 8)[:5]  # one row of b (5 points) per block: 8 // 5 = 1
+    assert first[0] == (slice(0, 1), slice(0, 1), slice(None)) and first[4] == (slice(0, 1), slice(4, 5), slice(None))
+    assert blocks((1, 1, 5), 3) == [(slice(0, 1), slice(0, 1), slice(0, 3)), (slice(0, 1), slice(0, 1), slice(3, 5))]
+    # balanced: 101 rows in blocks of at most 40 -> 34, 34, 33 rows
+    rows = [b[1] for b in blocks((1, 101, 101), 4096)]
+    assert [r.stop - r.start for r in rows] == [34, 34, 33]
 
 
 def test_bytes_per_point_counts_input_and_activations():
@@ -428,6 +455,27 @@ def test_every_registered_model(name):
         moved = F.cross_entropy(model(x + 0.05 * d), y)
     assert out.loss[0, 0].item() == pytest.approx(clean.item(), rel=1e-5)
     assert out.loss[0, 1].item() == pytest.approx(moved.item(), rel=1e-5)
+
+
+class _NanAboveHalf(nn.Module):
+    """Logits (x̄, 0, 0) per sample, NaN in every entry where the mean pixel x̄ exceeds 0.5."""
+
+    def forward(self, x):
+        m = x.flatten(1).mean(1, keepdim=True)
+        logits = torch.cat([m, torch.zeros_like(m), torch.zeros_like(m)], dim=1)
+        return torch.where(m > 0.5, torch.full_like(logits, math.nan), logits)
+
+
+def test_nan_logits_give_nan_loss_and_are_not_correct():
+    x = torch.full((1, 1, 2, 2), 0.45, dtype=torch.float64)
+    y = torch.tensor([0])
+    d = torch.ones(1, 1, 2, 2, dtype=torch.float64)
+    df = slice_1d(_NanAboveHalf(), x, y, d, [-0.1, 0.1], normalization=None)
+    low, high = df.iloc[0], df.iloc[1]
+    # mean 0.35: logits (0.35, 0, 0) -> CE = log(e^0.35 + 2) - 0.35, correct, margin 0.35
+    assert low["loss"] == pytest.approx(math.log(math.exp(0.35) + 2) - 0.35) and bool(low["correct"])
+    assert low["margin"] == pytest.approx(0.35)
+    assert math.isnan(high["loss"]) and math.isnan(high["margin"]) and not bool(high["correct"])
 
 
 @pytest.mark.parametrize("kwargs, exc, match", [
