@@ -212,7 +212,7 @@ class ReportData:
     root: Path
     runs: list[RunFiles]
     tables: dict[str, pd.DataFrame | None]
-    settings: dict[str, Any]
+    settings: dict[str, dict[str, Any]]  # run -> {settings file relative to the run folder: contents}
     diagnoses: dict[str, dict[str, Any]]
     notes: list[str]
 
@@ -248,17 +248,16 @@ def load_runs(run_dir: str | os.PathLike) -> ReportData:
             parts[key].append(table)
             if key == "trajectory":
                 per_run_traj[r.name] = table
-        for key in ("settings", "diagnosis"):
-            if key in r.files:
-                try:
-                    value = json.loads(r.files[key].read_text())
-                except (OSError, ValueError) as exc:
-                    notes.append(f"{r.name}: cannot read {r.files[key].name}: {str(exc).splitlines()[0]}")
-                    continue
-                if key == "settings":
-                    settings[r.name] = value
-                else:
-                    saved[r.name] = value
+        for path in _json_files(r):
+            try:
+                value = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                notes.append(f"{r.name}: cannot read {path.name}: {str(exc).splitlines()[0]}")
+                continue
+            if path.name == "diagnosis.json":
+                saved[r.name] = value
+            else:  # training and analysis settings side by side when a run has both
+                settings.setdefault(r.name, {})[path.relative_to(r.folder).as_posix()] = value
     tables = {k: (pd.concat(v, ignore_index=True) if v else None) for k, v in parts.items()}
     for key in _TABLES[1:]:  # attrs (e.g. slice normalisation) survive concat only when equal; keep the first
         if tables[key] is not None and parts[key]:
@@ -268,6 +267,14 @@ def load_runs(run_dir: str | os.PathLike) -> ReportData:
         for name, traj in _split_runs(per_run_traj.get(r.name)):
             diagnoses[name] = _diagnosis(traj, saved.get(r.name), name, notes)
     return ReportData(Path(run_dir), runs, tables, settings, diagnoses, notes)
+
+
+def _json_files(r: RunFiles) -> list[Path]:
+    """The run's diagnosis.json and every settings.json (the folder's and its analysis/ folder's)."""
+    found = [p for p in (r.folder / "settings.json", r.folder / "analysis" / "settings.json") if p.is_file()]
+    if "diagnosis" in r.files:
+        found.append(r.files["diagnosis"])
+    return found
 
 
 def _split_runs(table: pd.DataFrame | None):
@@ -560,8 +567,9 @@ def _write_html(path: Path, data: ReportData, figures: list[FigureResult], vers:
     parts.append("<h2 id='settings'>Settings</h2>")
     if not data.settings:
         parts.append("<p class='skipped'>No settings.json in any run.</p>")
-    for run, value in data.settings.items():
-        parts.append(f"<h3>{e(run)}</h3><pre>{e(json.dumps(value, indent=2, default=str))}</pre>")
+    for run, files in data.settings.items():
+        for name, value in files.items():
+            parts.append(f"<h3>{e(run)}: {e(name)}</h3><pre>{e(json.dumps(value, indent=2, default=str))}</pre>")
     parts.append("<h2 id='versions'>Versions</h2>")
     parts.append(_html_table(["component", "version"], [[k, v] for k, v in vers.items()]))
     parts.append("</main></body></html>")
@@ -593,8 +601,9 @@ def _write_md(path: Path, data: ReportData, figures: list[FigureResult], vers: d
     lines += ["## Settings", ""]
     if not data.settings:
         lines += ["No settings.json in any run.", ""]
-    for run, value in data.settings.items():
-        lines += [f"### {run}", "", "```json", json.dumps(value, indent=2, default=str), "```", ""]
+    for run, files in data.settings.items():
+        for name, value in files.items():
+            lines += [f"### {run}: {name}", "", "```json", json.dumps(value, indent=2, default=str), "```", ""]
     lines += ["## Versions", "", _md_table(["component", "version"], [[k, v] for k, v in vers.items()]), ""]
     _atomic_write(path, "\n".join(lines))
 

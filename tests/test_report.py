@@ -95,6 +95,7 @@ def test_report_markdown_links_figures_and_lists_settings_and_versions(report, d
     assert [Path(link).stem for link in links] == FULL_FIGURES
     assert all((report.parent / link).is_file() for link in links)
     assert '"synthetic": true' in md and "| torch |" in md and "| python |" in md
+    assert "### pgd_at: settings.json" in md and "### at_advlc: analysis/settings.json" in md
     html = report.read_text()
     assert "<td>torch</td>" in html and "<td>platform</td>" in html
 
