@@ -244,7 +244,7 @@ def test_float64_mode_matches_the_autograd_hessian_and_leaves_the_model_alone():
         (grad,) = torch.autograd.grad(loss, xi)
         with torch.no_grad():
             moved = F.cross_entropy(model64(xi + delta[i:i + 1]), y[i:i + 1])
-        gap_ref = float(moved - loss - (grad * delta[i:i + 1]).sum())
+        gap_ref = float(moved - loss.detach() - (grad * delta[i:i + 1]).sum())
         assert df["taylor_gap"][i] == pytest.approx(gap_ref, rel=1e-9, abs=1e-14)
         assert df["grad_l2"][i] == pytest.approx(float(grad.norm()), rel=1e-12)
 
