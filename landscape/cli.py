@@ -2,8 +2,8 @@
 
 Each subcommand lives in ``landscape/commands/<name>.py`` and exposes ``HELP`` (one line),
 ``add_arguments(parser)`` and ``run(args) -> int``. User errors (``LandscapeError``, ``ValueError``,
-``TypeError``, ``FileNotFoundError``, ``PermissionError``) print one line and exit 2; ``--debug`` shows
-the traceback instead.
+``TypeError``) and environment errors (``OSError``: missing files, permissions, a full disk) print one line and
+exit 2; ``--debug`` shows the traceback instead.
 """
 from __future__ import annotations
 
@@ -54,8 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("landscape: interrupted", file=sys.stderr)
         return 130
-    except (LandscapeError, ValueError, TypeError, FileNotFoundError, PermissionError, IsADirectoryError,
-            NotADirectoryError) as exc:
+    except (LandscapeError, ValueError, TypeError, OSError) as exc:  # OSError: missing files, permissions, disk full
         if getattr(args, "debug", False):
             raise
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

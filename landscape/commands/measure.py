@@ -65,11 +65,14 @@ def run(args: argparse.Namespace) -> int:
                  dtype=torch.float64 if args.float64 else None, device=args.device)
     df.attrs.update(checkpoint=str(args.checkpoint), arch=args.arch, data=args.data, split=args.split)
     tmp = out.with_name(out.name + ".tmp")
-    if out.suffix.lower() == ".csv":
-        df.to_csv(tmp, index=False)
-    else:
-        df.to_parquet(tmp, index=False)
-    tmp.replace(out)
+    try:
+        if out.suffix.lower() == ".csv":
+            df.to_csv(tmp, index=False)
+        else:
+            df.to_parquet(tmp, index=False)
+        tmp.replace(out)
+    finally:  # a failed write (disk full) leaves no partial file behind
+        tmp.unlink(missing_ok=True)
     print(summary(df))
     if df.attrs.get("nonfinite"):
         print(f"warning: {df.attrs['nonfinite']} NaN/Inf values in the table")

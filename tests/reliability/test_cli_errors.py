@@ -325,3 +325,21 @@ def test_debug_shows_the_traceback(processes):
     assert code != 0
     assert "Traceback (most recent call last)" in err
     assert "model_e1.pt" in err
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_disk_full_while_writing_the_output_is_one_line_and_leaves_no_partial_file(files, monkeypatch, fmt):
+    import errno
+
+    import pandas as pd
+
+    def full(self, path, *args, **kwargs):
+        Path(path).write_bytes(b"half a table")
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet" if fmt == "parquet" else "to_csv", full)
+    out = files["root"] / "full" / f"m.{fmt}"
+    out.parent.mkdir(exist_ok=True)
+    code, _out, err = run_main(_measure(files, files["ckpt"], out=out))
+    assert_user_error(code, err, "No space left on device")
+    assert list(out.parent.iterdir()) == []  # neither the table nor a temporary file
