@@ -119,7 +119,12 @@ def run(args: argparse.Namespace) -> int:
     df.attrs.update(checkpoint=str(args.checkpoint), arch=args.arch, data=args.data, split=args.split,
                     directions=list(args.dirs), grid=args.grid)
     stem = Path(out) / f"slice_{kind}"
-    df.to_parquet(stem.with_suffix(".parquet"), index=False)
+    table, tmp = stem.with_suffix(".parquet"), stem.with_suffix(".parquet.tmp")
+    try:  # atomic: a failed write (disk full) leaves neither a partial table nor the temporary file
+        df.to_parquet(tmp, index=False)
+        tmp.replace(table)
+    finally:
+        tmp.unlink(missing_ok=True)
     if kind == "2d":
         fig = plot_surface(df, sample="mean", kind="both", title=f"{Path(args.checkpoint).name}: "
                            f"{args.dirs[0]} × {args.dirs[1]} plane, {len(index)} samples")

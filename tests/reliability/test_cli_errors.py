@@ -327,8 +327,8 @@ def test_debug_shows_the_traceback(processes):
     assert "model_e1.pt" in err
 
 
-@pytest.mark.parametrize("fmt", ["parquet", "csv"])
-def test_disk_full_while_writing_the_output_is_one_line_and_leaves_no_partial_file(files, monkeypatch, fmt):
+@pytest.mark.parametrize("command, fmt", [("measure", "parquet"), ("measure", "csv"), ("slice", "parquet")])
+def test_disk_full_while_writing_the_output_is_one_line_and_leaves_no_partial_file(files, monkeypatch, command, fmt):
     import errno
 
     import pandas as pd
@@ -338,8 +338,10 @@ def test_disk_full_while_writing_the_output_is_one_line_and_leaves_no_partial_fi
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     monkeypatch.setattr(pd.DataFrame, "to_parquet" if fmt == "parquet" else "to_csv", full)
-    out = files["root"] / "full" / f"m.{fmt}"
-    out.parent.mkdir(exist_ok=True)
-    code, _out, err = run_main(_measure(files, files["ckpt"], out=out))
+    folder = files["root"] / f"full_{command}_{fmt}"
+    folder.mkdir()
+    argv = (_measure(files, files["ckpt"], out=folder / f"m.{fmt}") if command == "measure"
+            else _slice(files, files["ckpt"], out=folder))
+    code, _out, err = run_main(argv)
     assert_user_error(code, err, "No space left on device")
-    assert list(out.parent.iterdir()) == []  # neither the table nor a temporary file
+    assert list(folder.iterdir()) == []  # neither the table nor a temporary file
