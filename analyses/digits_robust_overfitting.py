@@ -2,15 +2,16 @@
 
 Pipeline (``make demo`` runs ``python analyses/digits_robust_overfitting.py --out runs/demo``):
 
-1. **train** ``standard``, ``pgd_at``, ``at_advlc`` and ``at_gradreg`` for each seed
-   (:func:`landscape.training.train`; one checkpoint per epoch; resumable);
+1. **train** ``standard``, ``pgd_at``, ``at_advlc`` and ``at_gradreg`` for each seed (default 0, 1, 2)
+   (:func:`landscape.training.train`; one checkpoint per epoch; resumable; 2 runs at a time by default);
 2. **trajectory**: measure the input loss landscape (input-gradient norms, adversarial-direction curvature,
    Taylor gap, logit variation) at every k-th checkpoint plus the best and the last epoch
    (:func:`landscape.trajectory.analyse_trajectory`, into ``<run>/analysis``);
 3. **findings**: per method, mean ± sd over seeds of the best and last test PGD accuracy, their gap, and the
    test gradient norm and curvature at the best vs the last epoch (``findings.csv``, ``findings.md``);
 4. **report**: figures and the diagnosis of every run in ``<out>/report.html``
-   (:func:`landscape.report.build_report`).
+   (:func:`landscape.report.build_report`), plus ``figures/findings_measures.png`` (test measures vs epoch
+   per AT method, mean over seeds).
 
 Setting (default): MLP 64-256-256-10 (ReLU), 300-sample stratified training subset with 20 % symmetric label
 noise, eps = 0.1 (L∞), PGD-7 (step 2.5·eps/7, random start) for training and PGD-10 for evaluation on the
@@ -159,12 +160,38 @@ def findings_markdown(agg: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def findings_figure(out: Path, methods, seeds, cfg: dict):
+    """Test-split measures vs epoch, one line per adversarially trained method (mean over seeds).
+
+    ``standard`` is left out: its non-robust landscape is an order of magnitude sharper and would flatten
+    the AT curves. Only the epochs analysed in every run (the every-k grid, first and last) are used.
+    """
+    from landscape.plotting import plot_measures
+
+    parts = []
+    for m in methods:
+        if m == "standard":
+            continue
+        for s in seeds:
+            t = pd.read_parquet(run_dir(out, m, s) / "analysis" / "trajectory.parquet")
+            parts.append(t[(t["split"] == "test") & t["error"].isna()].assign(run=m, seed=s))
+    if not parts:
+        return None
+    table = pd.concat(parts, ignore_index=True)
+    grid = set(epochs_to_analyse(cfg["epochs"], cfg["every"], 1))
+    table = table[table["epoch"].isin(grid)]
+    measures = [m for m in ("grad_l1", "curv_adv", "taylor_gap", "logit_var") if f"{m}_mean" in table.columns]
+    seeds_text = f"mean over {len(seeds)} seeds" if len(seeds) > 1 else f"seed {seeds[0]}"
+    return plot_measures(table, measures, splits=("test",), band=False,
+                         title=f"Test-set landscape measures ({seeds_text}; dotted: best epoch)")
+
+
 # -------------------------------------------------------------------------------------------------- main
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="SEED",
-                   help="seeds to run (default: 0); the findings table needs >= 3, e.g. --seeds 0 1 2")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+                   help="seeds to run (default: 0 1 2; 0 with --quick)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default 150; 6 with --quick)")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), metavar="METHOD",
                    help=f"methods to train (default: all of {', '.join(METHODS)})")
@@ -173,38 +200,73 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--clean", action="store_true", help="no label noise (clean digits do not robust-overfit)")
     p.add_argument("--quick", action="store_true", help="tiny settings for a smoke test (seconds)")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the models are tiny)")
+    p.add_argument("--jobs", type=int, default=2, help="runs trained/analysed in parallel processes (default 2)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads per process (default 1: the models are tiny)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
+    if args.seeds is None:
+        args.seeds = [0] if args.quick else [0, 1, 2]
     if args.epochs is not None and args.epochs < 1:
         p.error(f"--epochs must be >= 1, got {args.epochs}")
-    if args.threads < 1:
-        p.error(f"--threads must be >= 1, got {args.threads}")
+    for name in ("threads", "jobs"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.every is not None and args.every < 1:
         p.error(f"--every must be >= 1, got {args.every}")
     return args
 
 
-def main(argv=None) -> int:
+def run_job(out: Path, method: str, seed: int, cfg: dict, *, progress: bool, threads: int = 1) -> dict:
+    """Train then analyse one run; returns its timings in seconds (``train_s``, ``analysis_s``)."""
     import torch
 
+    torch.set_num_threads(threads)  # tiny models: more threads only add contention
+    t0 = time.perf_counter()
+    folder = train_one(out, method, seed, cfg, progress=progress)
+    t1 = time.perf_counter()
+    analyse_one(folder, seed, cfg, progress=progress)
+    return dict(method=method, seed=seed, train_s=t1 - t0, analysis_s=time.perf_counter() - t1)
+
+
+def run_all(out: Path, runs: list[tuple[str, int]], cfg: dict, *, jobs: int, progress: bool,
+            threads: int) -> list[dict]:
+    """:func:`run_job` for every (method, seed): in this process, or in ``jobs`` spawned processes."""
+    if jobs == 1 or len(runs) == 1:
+        return [run_job(out, m, s, cfg, progress=progress, threads=threads) for m, s in runs]
+    import concurrent.futures as cf
+    import importlib
+    import multiprocessing
+    import site
+
+    from tqdm.auto import tqdm
+
+    here = str(Path(__file__).resolve().parent)
+    site.addsitedir(here)  # so that the workers can import this script by name
+    me = importlib.import_module(Path(__file__).stem)
+    ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=site.addsitedir, initargs=(here,)) as pool:
+        futures = [pool.submit(me.run_job, out, m, s, cfg, progress=False, threads=threads) for m, s in runs]
+        bar = tqdm(cf.as_completed(futures), total=len(futures), desc=f"runs ({jobs} processes)",
+                   unit="run", disable=not progress)
+        done = [f.result() for f in bar]
+    order = {r: i for i, r in enumerate(runs)}
+    return sorted(done, key=lambda r: order[(r["method"], r["seed"])])
+
+
+def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = study_config(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     progress = not args.quiet
-    torch.set_num_threads(args.threads)  # tiny models: more threads only add contention
+    log = print if progress else (lambda *a, **k: None)
     t0 = time.perf_counter()
     runs = [(m, s) for s in args.seeds for m in args.methods]
-    log = print if progress else (lambda *a, **k: None)
-    log(f"digits robust overfitting: {len(runs)} run(s) of {cfg['epochs']} epochs -> {out}")
-    for m, s in runs:
-        train_one(out, m, s, cfg, progress=progress)
-    t_train = time.perf_counter() - t0
-    log(f"  trained in {t_train:.0f} s; analysing every {cfg['every']}th checkpoint + best + last")
-    for m, s in runs:
-        analyse_one(run_dir(out, m, s), s, cfg, progress=progress)
-    t_analysis = time.perf_counter() - t0 - t_train
+    log(f"digits robust overfitting: {len(runs)} run(s) of {cfg['epochs']} epochs, analysing every "
+        f"{cfg['every']}th checkpoint + best + last, {args.jobs} process(es) -> {out}")
+    timings = run_all(out, runs, cfg, jobs=args.jobs, progress=progress, threads=args.threads)
+    t_runs = time.perf_counter() - t0
     per_run, agg = findings_table(out, args.methods, args.seeds)
     per_run.to_csv(out / "findings_runs.csv", index=False)
     agg.to_csv(out / "findings.csv", index=False)
@@ -212,17 +274,26 @@ def main(argv=None) -> int:
     (out / "findings.md").write_text(
         f"# Findings on digits ({'clean labels' if args.clean else '20% label noise'}, "
         f"{cfg['epochs']} epochs, seeds {' '.join(map(str, args.seeds))})\n\n{table}")
-    (out / "study.json").write_text(json.dumps(dict(config=cfg, seeds=args.seeds, methods=args.methods,
-                                                    train_s=t_train, analysis_s=t_analysis), indent=2,
-                                               default=list) + "\n")
+    fig = findings_figure(out, args.methods, args.seeds, cfg)
+    if fig is not None:
+        import matplotlib.pyplot as plt
+
+        from landscape.plotting import save_figure
+
+        save_figure(fig, out / "figures" / "findings_measures", formats=("png",))
+        plt.close(fig)
     if not args.no_report:
         from landscape.report import build_report
 
         title = f"Robust overfitting on digits ({'clean' if args.clean else '20% label noise'})"
         html = build_report(out, out, progress=progress, title=title)
         log(f"  report: {html}")
+    total = time.perf_counter() - t0
+    (out / "study.json").write_text(json.dumps(dict(config=cfg, seeds=args.seeds, methods=args.methods,
+                                                    jobs=args.jobs, runs_s=t_runs, total_s=total,
+                                                    timings=timings), indent=2, default=list) + "\n")
     log(table)
-    log(f"done in {time.perf_counter() - t0:.0f} s (training {t_train:.0f} s, analysis {t_analysis:.0f} s)")
+    log(f"done in {total:.0f} s (training + trajectories {t_runs:.0f} s, {args.jobs} process(es))")
     return 0
 
 

@@ -45,6 +45,7 @@ def test_epoch_selection_hand_values():
 
 def test_demo_writes_report_and_every_run(demo_dir):
     html = (demo_dir / "report.html").read_text()
+    assert (demo_dir / "figures" / "findings_measures.png").stat().st_size > 10_000
     for m in METHODS:
         assert f"{m}/s0" in html
         run = demo_dir / m / "s0"
@@ -86,7 +87,8 @@ def test_demo_rerun_reuses_everything(demo_dir):
     mtime = (demo_dir / "pgd_at" / "s0" / "model_e006.pt").stat().st_mtime_ns
     threads = torch.get_num_threads()
     try:
-        assert _script().main(["--quick", "--quiet", "--no-report", "--out", str(demo_dir)]) == 0
+        # serial this time (the first run used 2 processes); nothing is retrained
+        assert _script().main(["--quick", "--quiet", "--no-report", "--jobs", "1", "--out", str(demo_dir)]) == 0
     finally:
         torch.set_num_threads(threads)
     assert (demo_dir / "pgd_at" / "s0" / "model_e006.pt").stat().st_mtime_ns == mtime
