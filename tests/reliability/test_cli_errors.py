@@ -119,6 +119,11 @@ def _traj(f, source, *extra, model=MLP, out=None):
     return ["trajectory", source, *model, "--n", "10", "--out", out or f["out"] / "traj", *FAST, *extra]
 
 
+def _train(f, *extra, out=None):
+    return ["train", *MLP, "--epochs", "1", "--train-n", "20", "--n", "10", "--out", out or f["out"] / "train",
+            *FAST, *extra]
+
+
 def _measure(f, ckpt, *extra, out=None):
     return ["measure", ckpt, *MLP, "--n", "10", "--measures", "grad", "--out", out or f["out"] / "m.parquet",
             *FAST, *extra]
@@ -219,6 +224,13 @@ CASES = {
                                     lambda f: ["curvy", "grad"]),
     "measure: unknown measure": (lambda f: _measure(f, f["ckpt"], "--measures", "grad,hessian_trace"),
                                  lambda f: ["hessian_trace", "curv_adv"]),
+    # training runs
+    "train: epochs 0": (lambda f: _train(f, "--epochs", "0"), lambda f: ["--epochs", "0"]),
+    "train: label noise 1.5": (lambda f: _train(f, "--label-noise", "1.5"), lambda f: ["label_noise", "1.5"]),
+    "train: lr 0": (lambda f: _train(f, "--lr", "0"), lambda f: ["lr must be > 0"]),
+    "train: decreasing milestones": (lambda f: _train(f, "--lr-milestones", "0.9,0.5"), lambda f: ["0.9, 0.5"]),
+    "train: unknown arch": (lambda f: _train(f, "--arch", "lenet"), lambda f: ["lenet"]),
+    "train: output under a file": (lambda f: _train(f, out=f["a_file"] / "run"), lambda f: ["a_file.txt"]),
     # other unknown names
     "slice: unknown direction": (lambda f: _slice(f, f["ckpt"], "--dirs", "upward"), lambda f: ["upward"]),
     "slice: unknown dataset": (lambda f: _slice(f, f["ckpt"], "--data", "mnist"), lambda f: ["mnist"]),
