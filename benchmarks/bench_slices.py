@@ -134,7 +134,8 @@ def memory_check(device: torch.device, samples: int = 256, n: int = 101, budget_
         base = torch.cuda.memory_allocated(device)
     t = _timed(lambda: slice_2d(model, x, y, "random", "random", grid(0.1, n), grid(0.1, n), max_bytes=budget),
                device)
-    msg = f"memory check: {samples} x {n} x {n} = {samples * n * n:,} points in {t:.1f} s ({samples * n * n / t:,.0f} pts/s)"
+    points = samples * n * n
+    msg = f"memory check: {samples} x {n} x {n} = {points:,} points in {t:.1f} s ({points / t:,.0f} pts/s)"
     if device.type == "cuda":
         peak = (torch.cuda.max_memory_allocated(device) - base) / 1024**3
         msg += f", peak CUDA memory {peak:.2f} GiB (budget {budget_gib:g} GiB)"

@@ -498,10 +498,10 @@ def slice_1d(model: nn.Module, x: torch.Tensor, y: torch.Tensor, direction: str 
     Returns:
         DataFrame with one row per (sample, a), ordered by sample then a: ``sample`` (index into the batch),
         ``direction`` (its name, ``"custom"`` for a tensor; categorical), ``a``, ``loss`` (cross-entropy, in the
-        model's dtype), ``correct`` (bool, argmax == label and no NaN logit), ``margin`` (true-class logit minus the largest
-        other); ``df.attrs`` holds ``clip``, ``normalization``, ``radius`` (max |a|), ``chunk_size`` (most points
-        in one forward pass), ``eps`` (None unless adversarial), ``seed``. With ``as_frame=False``:
-        ``SliceGrid(loss, correct, margin)``.
+        model's dtype), ``correct`` (bool, argmax == label and no NaN logit), ``margin`` (true-class logit
+        minus the largest other); ``df.attrs`` holds ``clip``, ``normalization``, ``radius`` (max |a|),
+        ``chunk_size`` (most points in one forward pass), ``eps`` (None unless adversarial), ``seed``.
+        With ``as_frame=False``: ``SliceGrid(loss, correct, margin)``.
 
     Raises:
         ValueError: unknown direction/normalization, bad shapes, empty or non-finite alphas, bad labels.
@@ -564,7 +564,8 @@ def slice_2d(model: nn.Module, x: torch.Tensor, y: torch.Tensor, d1: str | torch
     eps = radius if eps is None else eps
     kw = dict(eps=eps, attack=attack, steps=steps, step_size=step_size, norm=norm, kind=kind, iters=iters)
     t1, name1 = _direction(d1, "d1", model, x, y, seed=seed, **kw)
-    t2, name2 = _direction(d2, "d2", model, x, y, seed=seed + 1 if isinstance(d2, str) and d2 == "random" else seed, **kw)
+    seed2 = seed + 1 if isinstance(d2, str) and d2 == "random" else seed
+    t2, name2 = _direction(d2, "d2", model, x, y, seed=seed2, **kw)
     if orthogonal:
         t2 = orthogonalize(t2, t1)
     if normalization is not None:
