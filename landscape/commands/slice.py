@@ -66,7 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: adversarial random)")
     g.add_argument("--kind", choices=["1d", "2d"], default=None,
                    help="2d: a plane spanned by two directions; 1d: one line per direction "
-                        "(default: 2d for two directions, 1d for one)")
+                        "(default: 2d for two directions, else 1d)")
     g.add_argument("--grid", type=positive_int, default=51, help="points per axis (default 51)")
     g.add_argument("--radius", type=positive_float, default=None,
                    help="grid half-width, in L∞ pixel units with --normalization linf (default: --eps)")
@@ -74,7 +74,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="per-sample direction scaling: linf (‖d‖∞ = 1, default) or unit (‖d‖₂ = 1)")
     g.add_argument("--clip", action="store_true", help="clamp grid points to [0,1] (default: exact geometry)")
     g.add_argument("--random-kind", choices=RANDOM_KINDS, default="rademacher")
-    g.add_argument("--max-batch", type=positive_int, default=4096, help="most grid points per forward pass")
+    g.add_argument("--max-batch", type=positive_int, default=None,
+                   help="most grid points per forward pass (default: 4096 on CPU, 65536 on CUDA)")
     g.add_argument("--out", required=True, help="output folder (slice_1d|slice_2d .parquet and .png)")
 
 
