@@ -371,8 +371,9 @@ def train(model: nn.Module, data, *, method: str = "pgd_at", eps: float = 0.1, s
 
     Files in ``out_dir``:
         ``model_e{epoch:03d}.pt`` every epoch, the official AdvLC dict ``{'epoch', 'state_dict',
-        'best_acc1', 'best_pgd', 'best_fgsm', 'optimizer'}`` (``best_*`` are the best test accuracies so
-        far, in percent, as in the official code); ``metrics.csv``; ``settings.json``.
+        'best_acc1', 'best_pgd', 'best_fgsm', 'optimizer'}`` (``best_acc1``/``best_pgd``: the best clean/PGD
+        test accuracies so far, in percent, as in the official code; ``best_fgsm`` is None, no FGSM
+        evaluation is run); ``metrics.csv``; ``settings.json``.
 
     Raises:
         ValueError / TypeError: bad hyper-parameters or data (naming the value and allowed ones).
@@ -410,7 +411,7 @@ def train(model: nn.Module, data, *, method: str = "pgd_at", eps: float = 0.1, s
     out.mkdir(parents=True, exist_ok=True)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     start, ckpt_path = _resume_point(out, settings, resume)
-    best = dict(best_acc1=0.0, best_pgd=0.0, best_fgsm=0.0)
+    best = dict(best_acc1=0.0, best_pgd=0.0)  # best_fgsm stays None: no FGSM evaluation
     rows: list[dict] = []
     if ckpt_path is not None:
         ckpt = load_checkpoint(ckpt_path)

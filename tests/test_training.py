@@ -74,6 +74,7 @@ def test_two_epoch_run_writes_advlc_checkpoints_metrics_and_settings(tmp_path):
     assert [e for e, _ in list_checkpoints(out)] == [1, 2]
     raw = torch.load(checkpoint_path(out, 2), weights_only=True)
     assert set(raw) >= OFFICIAL_KEYS and raw["epoch"] == 2 and raw["optimizer"]["state"]
+    assert raw["best_fgsm"] is None
     ckpt = load_checkpoint(checkpoint_path(out, 2))
     assert ckpt.epoch == 2
     for k, v in model.state_dict().items():
