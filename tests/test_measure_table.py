@@ -45,7 +45,7 @@ def test_columns_and_dtypes(tiny_model):
     assert set(MEASURES) == {"grad", "curv_adv", "curv_rand", "eig_top", "taylor_gap", "logit_var"}
     assert df["sample"].tolist() == [0, 1, 2, 3, 4] and df["label"].tolist() == [0, 1, 2, 3, 4]
     assert df["correct_clean"].dtype == bool and df["loss_adv"].dtype == np.float64
-    assert df.attrs["nonfinite"] == 0 and df.attrs["hvp_method"] == "func"
+    assert df.attrs["nonfinite"] == 0 and df.attrs["hvp_method"] == "double_backprop"
     sub = measure(tiny_model, x, y, eps=0.1, steps=2, measures="logit_var, grad")  # order follows MEASURES
     assert list(sub.columns) == ALL_COLUMNS[:9] + ["logit_var"]
     assert sub.attrs["hvp_method"] is None

@@ -218,19 +218,64 @@ def test_directional_curvature_of_zero_direction_is_zero():
     assert got[1] == 0 and got[0] != 0 and got[2] != 0
 
 
-def test_auto_falls_back_to_double_backprop_with_a_warning():
+def test_auto_uses_double_backprop_where_torch_func_fails():
     model = HookedTanh()
     x, y, v = _batch(2)
     with pytest.raises(RuntimeError):
         hvp(model, x, y, v, method="func")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback needed, so no warning
         got = hvp(model, x, y, v, method="auto")
-    assert any("double backpropagation" in str(w.message) for w in caught)
     expected = torch.einsum("bij,bj->bi", _full_hessians(model, x, y), v.flatten(1))
     torch.testing.assert_close(got.flatten(1), expected, rtol=1e-9, atol=1e-12)
-    values, _ = top_eigenvalue(model, x, y, iters=3)  # the fallback also works inside power iteration
+
+
+def test_auto_falls_back_to_torch_func_with_a_warning(monkeypatch):
+    from landscape.measures import curvature
+
+    calls = []
+
+    def broken(*args):
+        calls.append(1)
+        raise RuntimeError("derivative for some_op_backward is not implemented")
+
+    monkeypatch.setattr(curvature, "_hvp_double_backprop", broken)
+    model = _smooth_mlp()
+    x, y, v = _batch(2)
+    with pytest.warns(RuntimeWarning, match="some_op_backward.*torch.func"):
+        got = hvp(model, x, y, v)
+    expected = torch.einsum("bij,bj->bi", _full_hessians(model, x, y), v.flatten(1))
+    torch.testing.assert_close(got.flatten(1), expected, rtol=1e-9, atol=1e-12)
+    calls.clear()
+    with pytest.warns(RuntimeWarning):
+        values, _ = top_eigenvalue(model, x, y, iters=5, tol=0.0)
+    assert len(calls) == 1  # power iteration keeps the working method after one fallback
     assert torch.isfinite(values).all()
+
+
+def test_detached_backward_is_an_error_not_a_zero_hessian():
+    class DetachedGrad(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, z):
+            ctx.save_for_backward(z)
+            return z ** 3
+
+        @staticmethod
+        def backward(ctx, g):
+            (z,) = ctx.saved_tensors
+            return (3 * z ** 2 * g).detach()
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(64, 10).double()
+
+        def forward(self, z):
+            return self.lin(DetachedGrad.apply(z.flatten(1)))
+
+    x, y, v = _batch(2)
+    with pytest.raises(RuntimeError, match="not differentiable"):
+        hvp(Model(), x, y, v, method="double_backprop")
 
 
 def test_measures_restore_mode_and_leave_no_grad():
@@ -252,7 +297,7 @@ def test_measures_restore_mode_and_leave_no_grad():
 def test_validation():
     model = LinearSoftmax()
     x, y, v = _batch(2)
-    with pytest.raises(ValueError, match="'auto', 'func', 'double_backprop'"):
+    with pytest.raises(ValueError, match="'auto', 'double_backprop', 'func'"):
         hvp(model, x, y, v, method="lanczos")
     with pytest.raises(ValueError, match="shape"):
         hvp(model, x, y, v[:1])
