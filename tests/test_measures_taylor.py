@@ -111,7 +111,7 @@ def test_logit_variation_batch_is_differentiable_and_matches_a_sort():
     adv = torch.randn(8, 10, generator=g, dtype=torch.float64, requires_grad=True)
     value = logit_variation_batch(clean, adv)
     diffs = np.sort(np.abs(adv.detach().numpy() - clean.detach().numpy()).ravel())[::-1]
-    assert float(value) == pytest.approx(diffs[:8].sum() / 8, rel=1e-12)  # int(0.1·80) = 8 entries, / B = 8
+    assert value.item() == pytest.approx(diffs[:8].sum() / 8, rel=1e-12)  # int(0.1·80) = 8 entries, / B = 8
     assert torch.autograd.gradcheck(lambda a, b: logit_variation_batch(a, b, top=0.2), (clean, adv))
     (g_clean, g_adv) = torch.autograd.grad(value, (clean, adv))
     assert int((g_adv != 0).sum()) == 8  # int(0.1·80) = 8 selected entries, each with gradient ±1/B
