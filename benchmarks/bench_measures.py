@@ -13,7 +13,7 @@ the median time of each is divided by the median time of one input gradient of t
   ``torch.func.grad`` of a JVP), kept here as the evidence for the library's choice of double backprop;
 * ``eig_top (20 iters)``     — ``top_eigenvalue(iters=20, tol=0)``, i.e. 20 HVPs.
 
-Usage: ``python benchmarks/bench_measures.py [--device cpu|cuda] [--batch 32] [--repeats 5] [--threads N]``.
+Usage: ``python benchmarks/bench_measures.py [--device cpu|cuda] [--batch 32] [--repeats 3] [--threads N]``.
 The ratios are printed last, one line per (model, operation).
 """
 from __future__ import annotations
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--cases", default=",".join(c[0] for c in CASES), help="comma-separated model names")
     args = parser.parse_args(argv)
@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         if name in wanted:
             results[name] = bench_case(name, kwargs, shape, batch=args.batch, device=device, repeats=args.repeats)
     label = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
-    print(f"device: {label}; batch {args.batch}; median of {args.repeats} interleaved rounds; torch {torch.__version__}")
+    print(f"device: {label}; batch {args.batch}; median of {args.repeats} interleaved rounds; "
+          f"torch {torch.__version__}")
     for name, res in results.items():
         print(f"{name}: one gradient = {res['gradient'] * 1e3:.2f} ms")
     print("ratios to one input gradient (lower is cheaper):")
