@@ -114,6 +114,7 @@ def run_summary(folder: Path) -> dict:
     row = dict(best_epoch=best, best=100 * float(test["acc_adv"].max()),
                last=100 * float(test["acc_adv"].iloc[-1]))
     row["gap"] = row["best"] - row["last"]
+    row["clean_last"] = 100 * float(test["acc_clean"].iloc[-1])
     traj_path = folder / "analysis" / "trajectory.parquet"
     if traj_path.is_file():
         traj = pd.read_parquet(traj_path)
@@ -129,7 +130,7 @@ def findings_table(out: Path, methods, seeds) -> tuple[pd.DataFrame, pd.DataFram
     """(per-run rows, per-method mean/sd) over the seeds."""
     rows = [dict(method=m, seed=s, **run_summary(run_dir(out, m, s))) for m in methods for s in seeds]
     runs = pd.DataFrame(rows)
-    values = [c for c in runs.columns if c not in ("method", "seed", "best_epoch")]
+    values = [c for c in runs.columns if c not in ("method", "seed")]
     agg = runs.groupby("method", sort=False)[values].agg(["mean", "std"])
     agg.columns = [f"{a}_{b}" for a, b in agg.columns]
     agg.insert(0, "seeds", runs.groupby("method", sort=False).size())
@@ -144,12 +145,13 @@ def _pm(mean: float, sd: float, digits: int) -> str:
 
 def findings_markdown(agg: pd.DataFrame) -> str:
     """Markdown table of :func:`findings_table`'s per-method summary (mean ± sd over seeds)."""
-    head = ["method", "seeds", "best PGD acc (%)", "last PGD acc (%)", "best − last (points)",
-            "grad ‖∇ₓL‖₁ best → last", "curv_adv best → last"]
+    head = ["method", "seeds", "best PGD acc (%)", "best epoch", "last PGD acc (%)", "best − last (points)",
+            "last clean acc (%)", "grad ‖∇ₓL‖₁ best → last", "curv_adv best → last"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in agg.to_dict("records"):
         cells = [r["method"], str(r["seeds"]), _pm(r["best_mean"], r["best_std"], 1),
-                 _pm(r["last_mean"], r["last_std"], 1), _pm(r["gap_mean"], r["gap_std"], 1)]
+                 _pm(r["best_epoch_mean"], r["best_epoch_std"], 0), _pm(r["last_mean"], r["last_std"], 1),
+                 _pm(r["gap_mean"], r["gap_std"], 1), _pm(r["clean_last_mean"], r["clean_last_std"], 1)]
         for name in FINDING_MEASURES.values():
             if f"{name}_best_mean" in r:
                 cells.append(f"{_pm(r[f'{name}_best_mean'], r[f'{name}_best_std'], 3)} → "
