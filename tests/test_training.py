@@ -223,3 +223,33 @@ def test_existing_run_with_other_settings_is_not_overwritten(tmp_path):
         _train(tmp_path, epochs=1, lr=0.2)
     with pytest.raises(LandscapeError, match="resume=True"):
         _train(tmp_path, epochs=1, resume=False)
+
+
+def test_diverging_run_is_a_one_line_error(tmp_path):
+    with pytest.raises(LandscapeError, match="diverged at epoch 1"):
+        _train(tmp_path, method="standard", eps=0.0, lr=1e38, momentum=0.0, epochs=1, lr_milestones=())
+
+
+def test_train_cli_writes_a_run_and_maps_errors_to_exit_2(tmp_path, capsys):
+    from landscape.cli import main
+
+    out = tmp_path / "cli"
+    args = ["train", "--quiet", "--data", "digits", "--arch", "mlp", "--arch-arg", "hidden=(12,)",
+            "--method", "at_advlc", "--epochs", "2", "--train-n", "40", "--n", "30", "--steps", "2",
+            "--eval-steps", "2", "--label-noise", "0.25", "--out", str(out)]
+    assert main(args) == 0
+    assert "best robust accuracy" in capsys.readouterr().out
+    settings = json.loads((out / "settings.json").read_text())
+    assert (settings["method"], settings["lam"], settings["n_train"], settings["n_flipped"]) == \
+        ("at_advlc", 0.3, 40, 10)
+    assert settings["eval_n"] == 30 and settings["steps"] == 2 and settings["dataset"] == "digits"
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert metrics["epoch"].tolist() == [1, 1, 2, 2]
+    # same command again: nothing left to do, same files
+    assert main(args) == 0
+    assert pd.read_csv(out / "metrics.csv").equals(metrics)
+
+    assert main(args[:-1] + [str(tmp_path / "x"), "--attack", "fgsm"]) == 2
+    assert main(args + ["--lr", "0.5"]) == 2  # settings differ from the run in `out`
+    err = capsys.readouterr().err
+    assert "pgd only" in err and "settings differ" in err and len(err.strip().splitlines()) == 2
