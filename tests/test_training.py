@@ -187,7 +187,7 @@ def test_evaluate_matches_direct_attack():
     model = seeded_model("mlp", 2, **TINY)
     (x, y), _ = _data(n_train=30)
     r = evaluate(model, x, y, eps=0.2, steps=3, batch_size=30, seed=0)
-    x_adv, _ = pgd(model, x, y, 0.2, steps=3, seed=training._derive_seed(0, 0))
+    x_adv, _ = pgd(model, x, y, 0.2, steps=3, seed=training._derive_seed(0, training._EVAL_ATTACK, 0))
     with torch.no_grad():
         acc = (model(x_adv).argmax(1) == y).float().mean().item()
     assert r["acc_adv"] == pytest.approx(acc)
