@@ -92,6 +92,26 @@ def check_batch(x: torch.Tensor, y: torch.Tensor | None = None, *, name: str = "
     return x, y
 
 
+def check_model_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, *,
+                      unit_box: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """``check_batch`` for a model's labelled input: x cast to the model's dtype, y (B,) on x's device.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``, or ``y`` is missing.
+        ValueError: as ``check_batch``; with ``unit_box``, values outside [0,1] pixel space.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    x, y = check_batch(x, y, dtype=model_dtype(model))
+    if y is None:
+        raise TypeError("labels y are required")
+    if unit_box:
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0 or hi > 1:
+            raise ValueError(f"x must lie in [0,1] pixel space, got values in [{lo:.4g}, {hi:.4g}]")
+    return x, y.to(x.device)
+
+
 def check_labels_fit(logits: torch.Tensor, y: torch.Tensor) -> None:
     """Raise ValueError when a label is out of range for the model's number of classes."""
     if int(y.max()) >= logits.shape[-1]:

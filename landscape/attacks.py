@@ -31,7 +31,7 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 
-from ._base import check_batch, check_labels_fit, frozen_params, model_dtype, per_sample_loss
+from ._base import check_labels_fit, check_model_batch, frozen_params, per_sample_loss
 
 __all__ = ["Norm", "fgsm", "pgd"]
 
@@ -59,18 +59,6 @@ def _check_eps(eps: float, name: str = "eps") -> float:
     if not (math.isfinite(eps) and eps >= 0):
         raise ValueError(f"{name} must be a finite number >= 0, got {eps}")
     return float(eps)
-
-
-def _check_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    x, y = check_batch(x, y, dtype=model_dtype(model))
-    if y is None:
-        raise TypeError("labels y are required")
-    lo, hi = float(x.min()), float(x.max())
-    if lo < 0 or hi > 1:
-        raise ValueError(f"x must lie in [0,1] pixel space (attacks clamp to it), got values in [{lo:.4g}, {hi:.4g}]")
-    return x, y.to(x.device)
 
 
 @contextlib.contextmanager
@@ -160,7 +148,7 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *,
     """
     norm = _check_norm(norm)
     eps = _check_eps(eps)
-    x, y = _check_inputs(model, x, y)
+    x, y = check_model_batch(model, x, y, unit_box=True)
     with _mode(model, False), frozen_params(model):
         grad = _loss_grad(model, x, y)
     return _result(x, eps * _ascent_direction(grad, norm))
@@ -205,7 +193,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, steps
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     alpha = 2.5 * eps / steps if step_size is None else _check_eps(step_size, "step_size")
-    x, y = _check_inputs(model, x, y)
+    x, y = check_model_batch(model, x, y, unit_box=True)
     if random_start:
         generator = torch.Generator(device=x.device).manual_seed(int(seed))
         delta = _box(x, _random_start(x, eps, norm, generator))

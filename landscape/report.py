@@ -535,7 +535,7 @@ def _run_notes(data: ReportData) -> list[str]:
 def _write_html(path: Path, data: ReportData, figures: list[FigureResult], vers: dict[str, str],
                 title: str) -> None:
     e = html.escape
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+    parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
              "<meta name='viewport' content='width=device-width, initial-scale=1'>",
              f"<title>{e(title)}</title><style>{_CSS}</style></head><body><main>",
              f"<h1>{e(title)}</h1>",

@@ -40,8 +40,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from ._base import (check_batch, check_labels_fit, eval_mode, logit_margin, model_device, model_dtype,
-                    per_sample_loss)
+from ._base import (check_labels_fit, check_model_batch, eval_mode, logit_margin, model_device, per_sample_loss)
 
 __all__ = [
     "DIRECTIONS", "NORMALIZATIONS", "RANDOM_KINDS", "SliceGrid",
@@ -434,11 +433,7 @@ def _direction(direction, name_slot: str, model, x, y, **kw) -> tuple[torch.Tens
 
 
 def _prepare(model, x, y, max_batch, max_bytes, normalization, clip):
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    x, y = check_batch(x, y, dtype=model_dtype(model))
-    if y is None:
-        raise TypeError("labels y are required")
+    x, y = check_model_batch(model, x, y)
     device = model_device(model)
     x, y = x.to(device).contiguous(), y.to(device)
     if max_batch is not None:

@@ -1,7 +1,6 @@
 """Tests for landscape.measure (the per-sample table) and the `landscape measure` command."""
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -12,8 +11,7 @@ import torch.nn.functional as F
 
 from landscape import MEASURES, create_model, measure
 from landscape.attacks import fgsm
-from landscape.measures import (directional_curvature, gradient_norms, logit_variation, taylor_gap,
-                                top_eigenvalue)
+from landscape.measures import (directional_curvature, gradient_norms, logit_variation, taylor_gap)
 from landscape.measures.table import columns
 
 ALL_COLUMNS = ["sample", "label", "loss_clean", "loss_adv", "correct_clean", "correct_adv",

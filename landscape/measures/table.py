@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .._base import check_batch, eval_mode, frozen_params, model_device, model_dtype
+from .._base import check_model_batch, eval_mode, frozen_params, model_device, model_dtype
 from ..attacks import _check_eps, _check_norm, fgsm, pgd
 from .curvature import HVP_METHODS, _directional_curvature, _top_eigenvalue
 from .gradients import NORMS, _check_model, _loss_logits_grad, _norms
@@ -191,12 +191,7 @@ def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, a
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(f"dtype must be a floating torch.dtype such as torch.float64, got {dtype!r}")
     work = _working_model(model, dtype, device)
-    x, y = check_batch(x, y, dtype=model_dtype(work))
-    if y is None:
-        raise TypeError("labels y are required")
-    lo, hi = float(x.min()), float(x.max())
-    if lo < 0 or hi > 1:
-        raise ValueError(f"x must lie in [0,1] pixel space, got values in [{lo:.4g}, {hi:.4g}]")
+    x, y = check_model_batch(work, x, y, unit_box=True)
 
     dev = model_device(work)
     parts: list[dict[str, np.ndarray]] = []
