@@ -647,11 +647,14 @@ def _import_ray():
 # ----------------------------------------------------------------------------------------------------------
 # the public entry point
 
-def _validate(executor, workers, splits, n, eps, steps, batch_size, norm, attack, measures) -> None:
+def _validate(executor, workers, threads, splits, n, eps, steps, batch_size, norm, attack, measures) -> None:
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r} (allowed: {', '.join(EXECUTORS)})")
-    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    for name, value in (("workers", workers), ("threads", threads)):
+        if name == "threads" and value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if isinstance(splits, str) or not splits:
         raise ValueError(f"splits must be a non-empty sequence of 'train'/'test', got {splits!r}")
     bad = [s for s in splits if s not in SPLITS]
@@ -696,7 +699,8 @@ def analyse_trajectory(paths_or_dir: str | os.PathLike | Sequence[str | os.PathL
                        mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                        trusted: bool = False, seed: int = 0, batch_size: int = 128,
                        data_root: str | os.PathLike | None = None, device: str = "cpu", run: str | None = None,
-                       retry_delay: float = 1.0, progress: bool = True) -> pd.DataFrame:
+                       threads: int | None = None, retry_delay: float = 1.0,
+                       progress: bool = True) -> pd.DataFrame:
     """Measure every checkpoint of a run and write a resumable run directory.
 
     Args:
@@ -711,7 +715,9 @@ def analyse_trajectory(paths_or_dir: str | os.PathLike | Sequence[str | os.PathL
             the default 0.1 suits digits, use 8/255 for CIFAR).
         splits: which of ``("train", "test")`` to measure.
         executor: ``"serial"``, ``"process"`` (spawn-context process pool) or ``"ray"``.
-        workers: parallel workers; each uses ``max(1, cores // workers)`` torch threads.
+        workers: parallel workers (process and ray executors).
+        threads: torch threads per process/ray worker; default ``max(1, cores // workers)``. On a
+            machine busy with other work, 1 thread per worker is often faster and steadier.
         ray_address: join this Ray cluster instead of starting a local one with ``num_cpus=workers``.
         mean, std: wrap the model in ``Normalized`` (inputs stay in [0, 1]).
         trusted: allow full unpickling of checkpoints (runs code stored in them: only for your own files).
@@ -739,7 +745,7 @@ def analyse_trajectory(paths_or_dir: str | os.PathLike | Sequence[str | os.PathL
     from .models import create_model
 
     splits = tuple(splits) if not isinstance(splits, str) else splits
-    _validate(executor, workers, splits, n, eps, steps, batch_size, norm, attack, measures)
+    _validate(executor, workers, threads, splits, n, eps, steps, batch_size, norm, attack, measures)
     if not isinstance(arch, str):
         raise TypeError(f"arch must be a registered architecture name, got {type(arch).__name__}")
     arch_kwargs = dict(arch_kwargs or {})
@@ -796,7 +802,8 @@ def analyse_trajectory(paths_or_dir: str | os.PathLike | Sequence[str | os.PathL
             where = "" if str(entry.path) in result.error else f"{entry.path}: "
             bar.write(f"landscape: {where}{result.error}")
 
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    if threads is None:
+        threads = max(1, (os.cpu_count() or 1) // workers)
     try:
         if not todo:
             pass

@@ -189,6 +189,7 @@ def test_summarise_samples_against_numpy():
 @pytest.mark.parametrize("kwargs, exc, match", [
     ({"executor": "threads"}, ValueError, "serial, process, ray"),
     ({"workers": 0}, ValueError, "workers"),
+    ({"threads": 0}, ValueError, "threads"),
     ({"splits": ("val",)}, ValueError, "train"),
     ({"splits": "test"}, ValueError, "splits"),
     ({"norm": "l1"}, ValueError, "linf, l2"),

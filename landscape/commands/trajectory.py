@@ -35,6 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated measures, e.g. grad,curv_adv,logit_var (default: all)")
     g.add_argument("--executor", default="serial", choices=["serial", "process", "ray"])
     g.add_argument("--workers", type=positive_int, default=1, help="parallel workers (process or ray)")
+    g.add_argument("--threads", type=positive_int, default=None,
+                   help="torch threads per worker (default: cores // workers)")
     g.add_argument("--ray-address", default=None, help="join this Ray cluster (default: start a local one)")
     g.add_argument("--run", default=None, help="run name in the table (default: the checkpoint folder's name)")
 
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     table = analyse_trajectory(
         source, args.arch, args.data, out_dir=out, measures=args.measures, n=args.n, eps=args.eps,
         steps=args.steps, step_size=args.step_size, norm=args.norm, attack=args.attack, splits=splits,
-        executor=args.executor, workers=args.workers, ray_address=args.ray_address,
+        executor=args.executor, workers=args.workers, threads=args.threads, ray_address=args.ray_address,
         arch_kwargs=model_kwargs(args), mean=mean, std=std, trusted=args.trust_checkpoint, seed=args.seed,
         batch_size=args.batch_size, data_root=args.data_root, device=args.device, run=args.run,
         progress=not args.quiet)

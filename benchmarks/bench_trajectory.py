@@ -1,0 +1,118 @@
+"""Trajectory throughput: process executor with 1 and 2 workers vs measuring one checkpoint directly.
+
+Makes a 10-checkpoint digits trajectory (random-init models, no training) in a temporary folder and
+measures, side by side in one run:
+
+* ``direct``: load one checkpoint + ``landscape.measure`` on the train and test subsets, in this process;
+* ``serial``: ``analyse_trajectory(executor="serial")``;
+* ``process-1`` / ``process-2``: ``analyse_trajectory(executor="process", workers=1|2)`` with the default
+  threads per worker (cores // workers);
+* ``process-1x1``: one worker with one thread, to compare 1 and 2 workers at equal threads per worker.
+
+Prints wall times (fastest of ``--repeats``, variants interleaved), the 2-vs-1-worker speed-up, the
+per-checkpoint cost relative to ``direct`` (which includes loading each checkpoint twice, hashing it and
+writing its result) and the one-off start-up of the process executor's worker server. Run: ``python benchmarks/bench_trajectory.py``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def make_checkpoints(folder: Path, count: int, arch: str, arch_kwargs: dict) -> list[Path]:
+    from landscape import create_model
+
+    paths = []
+    for epoch in range(1, count + 1):
+        torch.manual_seed(epoch)
+        model = create_model(arch, **arch_kwargs)
+        path = folder / f"epoch_{epoch}.pt"
+        torch.save({"epoch": epoch, "state_dict": model.state_dict(), "best_acc1": 0.0, "best_pgd": 0.0,
+                    "best_fgsm": 0.0, "optimizer": {}}, path)
+        paths.append(path)
+    return paths
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoints", type=int, default=10)
+    p.add_argument("--arch", default="small_cnn")
+    p.add_argument("--n", type=int, default=200, help="samples per split")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--measures", default="grad,curv_adv,taylor_gap,logit_var")
+    p.add_argument("--repeats", type=int, default=2, help="repeat each timing (interleaved) and keep the fastest")
+    args = p.parse_args()
+
+    from landscape import measure
+    from landscape.checkpoints import load_model
+    from landscape.data import load_dataset
+    from landscape.trajectory import analyse_trajectory
+
+    measures = args.measures.split(",")
+    arch_kwargs = {"in_channels": 1, "input_size": 8} if args.arch == "small_cnn" else {}
+    settings = dict(n=args.n, steps=args.steps, eps=0.1, measures=measures, progress=False,
+                    arch_kwargs=arch_kwargs)
+    print(f"torch {torch.__version__}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}; "
+          f"{args.checkpoints} x {args.arch} checkpoints, n={args.n} per split (train+test), "
+          f"PGD-{args.steps}, measures {','.join(measures)}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        ck = tmp / "ckpt"
+        ck.mkdir()
+        paths = make_checkpoints(ck, args.checkpoints, args.arch, arch_kwargs)
+
+        def direct() -> None:
+            model = load_model(paths[0], args.arch, **arch_kwargs)
+            for split in ("train", "test"):
+                x, y = load_dataset("digits", split, n=args.n, seed=0)
+                measure(model, x, y, eps=0.1, steps=args.steps, measures=measures, seed=0)
+
+        def trajectory(executor: str, workers: int, threads: int | None = None):
+            def go() -> None:
+                out = tmp / f"out-{executor}-{workers}-{time.perf_counter_ns()}"
+                analyse_trajectory(ck, args.arch, out_dir=out, executor=executor, workers=workers, threads=threads,
+                                   **settings)
+            return go
+
+        variants = {"direct": direct, "serial": trajectory("serial", 1),
+                    "process-1": trajectory("process", 1),  # default: 1 worker x all cores' threads
+                    "process-1x1": trajectory("process", 1, threads=1),
+                    "process-2": trajectory("process", 2)}  # default: 2 workers x cores//2 threads
+        direct()  # warm-up (imports, data cache)
+        # the process executor's workers fork from a server that imports torch and landscape once per run;
+        # time that start-up here (it is then warm for every timed variant below)
+        import concurrent.futures as cf
+
+        from landscape.trajectory import _mp_context
+
+        t0 = time.perf_counter()
+        with cf.ProcessPoolExecutor(1, mp_context=_mp_context()) as pool:
+            pool.submit(abs, 1).result()
+        t_start = time.perf_counter() - t0
+        best = {name: float("inf") for name in variants}
+        for _ in range(args.repeats):  # interleaved, so load from other processes hits every variant alike
+            for name, fn in variants.items():
+                t0 = time.perf_counter()
+                fn()
+                best[name] = min(best[name], time.perf_counter() - t0)
+
+    k = args.checkpoints
+    t_direct = best["direct"]
+    print(f"{'run':<12} {'wall s':>8} {'s/ckpt':>8} {'x direct':>9}   (fastest of {args.repeats})")
+    print(f"{'direct':<12} {t_direct:8.2f} {t_direct:8.2f} {1.0:9.2f}   one checkpoint, in this process")
+    for name in ("serial", "process-1", "process-1x1", "process-2"):
+        t = best[name]
+        print(f"{name:<12} {t:8.2f} {t / k:8.2f} {t / k / t_direct:9.2f}")
+    print(f"process executor start-up (once per run, not in the times above): {t_start:.2f} s")
+    print(f"speed-up process-2 vs process-1: {best['process-1'] / best['process-2']:.2f}x; "
+          f"vs process-1x1 (1 thread per worker in both): {best['process-1x1'] / best['process-2']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
