@@ -113,7 +113,7 @@ class Diagnosis:
             for rec in self.correlations.to_dict("records"):
                 lines.append(f"    {rec['measure'] + ' (' + rec['split'] + ')':<24} {_fmt(rec['spearman'])} / "
                              f"{_fmt(rec['pearson'])}  (n={rec['n']})")
-        if self.measures:
+        if any(self.measures.values()):
             lines.append(f"  measures at epoch {self.last_epoch} (mean):")
             for split, values in self.measures.items():
                 shown = ", ".join(f"{m} {v:.4g}" for m, v in values.items())
