@@ -55,8 +55,8 @@ def main() -> None:
 
     measures = args.measures.split(",")
     arch_kwargs = {"in_channels": 1, "input_size": 8} if args.arch == "small_cnn" else {}
-    settings = dict(n=args.n, steps=args.steps, eps=0.1, measures=measures, progress=False,
-                    arch_kwargs=arch_kwargs)
+    settings = {"n": args.n, "steps": args.steps, "eps": 0.1, "measures": measures, "progress": False,
+                "arch_kwargs": arch_kwargs}
     print(f"torch {torch.__version__}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}; "
           f"{args.checkpoints} x {args.arch} checkpoints, n={args.n} per split (train+test), "
           f"PGD-{args.steps}, measures {','.join(measures)}")

@@ -34,7 +34,7 @@ import pandas as pd
 
 from ._base import LandscapeError
 
-__all__ = ["Diagnosis", "diagnose", "diagnose_runs", "read_table", "MIN_EPOCHS_FOR_CORRELATION"]
+__all__ = ["MIN_EPOCHS_FOR_CORRELATION", "Diagnosis", "diagnose", "diagnose_runs", "read_table"]
 
 MIN_EPOCHS_FOR_CORRELATION = 3
 _REQUIRED = ("epoch", "split", "acc_adv")
@@ -382,5 +382,5 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
         if p.suffix.lower() == ".csv":
             return pd.read_csv(p)
         return pd.read_parquet(p)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 -- any reader failure is the same user error
         raise LandscapeError(f"cannot read {p} as a table: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None

@@ -32,8 +32,9 @@ import re
 import time
 import uuid
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -325,7 +326,7 @@ def _read_result_meta(path: Path) -> dict[str, Any] | None:
     try:
         meta = pq.read_schema(path).metadata or {}
         return json.loads(meta[_META_KEY])
-    except Exception:  # unreadable or foreign file: treat as missing, it will be recomputed
+    except (OSError, ValueError, KeyError, TypeError):  # unreadable or foreign file: recomputed
         return None
 
 
@@ -455,7 +456,7 @@ def analyse_checkpoint(path: str | os.PathLike, settings: TrajectorySettings, *,
             if _stat(path) != before:
                 raise LandscapeError(f"{path} changed while it was being read (still being written?)")
             return CheckpointResult(str(path), samples, stored, fp, None, time.perf_counter() - start)
-        except Exception as exc:  # a bad checkpoint is a result, not a crash
+        except Exception as exc:  # noqa: BLE001 -- a bad checkpoint is a result, not a crash
             error = _one_line(exc)
             if attempt == 0:
                 time.sleep(retry_delay)
@@ -623,7 +624,7 @@ def _run_ray(tasks, settings, retry_delay, threads, on_result, workers: int, add
                     entry = refs[ref]
                     try:
                         result = ray.get(ref)
-                    except Exception as exc:  # worker died: record, go on
+                    except Exception as exc:  # noqa: BLE001 -- a lost Ray task is recorded, the run goes on
                         result = CheckpointResult(str(entry.path), None, None, None,
                                                   f"ray task failed: {_one_line(exc)}", 0.0)
                     on_result(entry, result)
@@ -842,7 +843,7 @@ def _load_cached(path: Path, entry: CheckpointEntry, settings_fp: dict) -> dict[
         return None
     try:
         samples, _ = read_result(path)
-    except Exception:
+    except (OSError, ValueError):  # damaged result file (pyarrow errors are ValueErrors): recompute
         return None
     return {"samples": samples, "stored_epoch": meta.get("stored_epoch"), "error": None}
 

@@ -10,7 +10,13 @@ import pytest
 from scipy import stats
 
 from landscape.cli import main
-from landscape.diagnose import default_threshold, diagnose, diagnose_runs, onset_epoch, read_table
+from landscape.diagnose import (
+    default_threshold,
+    diagnose,
+    diagnose_runs,
+    onset_epoch,
+    read_table,
+)
 
 # test robust accuracy per epoch 1..10: best at epoch 4 (0.45); epoch 6 dips 1.5 points below the best but
 # epoch 7 recovers to 0.3 below, so the sustained drop (>= 1 point) starts at epoch 8.

@@ -12,8 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import landscape.trajectory as trajectory
-from landscape import LandscapeError, create_model
+from landscape import LandscapeError, create_model, trajectory
 from landscape.cli import main
 from landscape.trajectory import (
     TrajectoryWarning,
@@ -28,8 +27,8 @@ from landscape.trajectory import (
 
 HIDDEN = (16,)
 # tiny and fast: 24 samples per split, 2 PGD steps, gradient norms only
-KW = dict(arch_kwargs={"hidden": HIDDEN}, n=24, steps=2, eps=0.1, measures=["grad"], batch_size=64,
-          progress=False, retry_delay=0.01)
+KW = {"arch_kwargs": {"hidden": HIDDEN}, "n": 24, "steps": 2, "eps": 0.1, "measures": ["grad"], "batch_size": 64,
+      "progress": False, "retry_delay": 0.01}
 
 
 def save_ckpt(path: Path, epoch: int | None, *, seed: int | None = None, hidden=HIDDEN) -> Path:
@@ -247,6 +246,7 @@ def test_table_matches_direct_evaluation(tmp_path):
     # files: results per checkpoint with the fingerprint, samples, settings, diagnosis; no temporary files
     assert sorted(p.name for p in (out / "results").iterdir()) == ["e1.parquet", "e2.parquet", "e3.parquet"]
     rows, meta = read_result(out / "results" / "e2.parquet")
+    assert len(rows) == 2 * 24 and set(rows["split"]) == {"train", "test"}
     assert meta["file"] == file_fingerprint(d / "e2.pt") and meta["stored_epoch"] == 2
     assert meta["settings"]["eps"] == 0.1 and meta["settings"]["measures"] == ["grad"]
     samples = pd.read_parquet(out / "samples.parquet")

@@ -4,8 +4,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._common import add_attack_args, add_data_args, add_model_args, model_kwargs, normalization, output_dir, \
-    positive_int, warn_trusted
+from ._common import (
+    add_attack_args,
+    add_data_args,
+    add_model_args,
+    model_kwargs,
+    normalization,
+    output_dir,
+    positive_int,
+    warn_trusted,
+)
 
 HELP = "measure every checkpoint of a training run (resumable; serial, process or Ray workers)"
 
