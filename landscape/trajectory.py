@@ -383,7 +383,8 @@ class CheckpointResult:
 
     Attributes:
         path: the checkpoint (as a string).
-        samples: per-sample rows (``landscape.measure`` columns + ``split``), None when it failed.
+        samples: per-sample rows (``landscape.measure`` columns + ``split``), None when it failed. The
+            parent adds ``epoch`` (stored or parsed from the name) and ``checkpoint`` when it writes them.
         stored_epoch: the ``epoch`` field stored in the checkpoint (None when absent or failed).
         file: :func:`file_fingerprint` of the file as it was analysed (None when unreadable).
         error: one-line error, None on success.
@@ -789,8 +790,12 @@ def analyse_trajectory(paths_or_dir: str | os.PathLike | Sequence[str | os.PathL
             meta = {"format": RESULT_FORMAT, "settings": settings_fp, "file": result.file,
                     "stored_epoch": result.stored_epoch, "checkpoint": str(entry.path),
                     "seconds": round(result.seconds, 3)}
+            epoch = result.stored_epoch if result.stored_epoch is not None else entry.name_epoch
+            rows = result.samples.copy()
+            rows.insert(0, "checkpoint", str(entry.path))
+            rows.insert(0, "epoch", pd.array([epoch] * len(rows), dtype="Int64"))
             try:
-                _write_parquet(result.samples, target, meta)
+                _write_parquet(rows, target, meta)
             except OSError as exc:  # e.g. disk full: this checkpoint fails, the run goes on
                 result = dataclasses.replace(result, samples=None, stored_epoch=None,
                                              error=f"cannot write {target.name}: {_one_line(exc)}")

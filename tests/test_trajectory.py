@@ -247,6 +247,7 @@ def test_table_matches_direct_evaluation(tmp_path):
     assert sorted(p.name for p in (out / "results").iterdir()) == ["e1.parquet", "e2.parquet", "e3.parquet"]
     rows, meta = read_result(out / "results" / "e2.parquet")
     assert len(rows) == 2 * 24 and set(rows["split"]) == {"train", "test"}
+    assert (rows["epoch"] == 2).all() and (rows["checkpoint"] == str(d / "e2.pt")).all()
     assert meta["file"] == file_fingerprint(d / "e2.pt") and meta["stored_epoch"] == 2
     assert meta["settings"]["eps"] == 0.1 and meta["settings"]["measures"] == ["grad"]
     samples = pd.read_parquet(out / "samples.parquet")
