@@ -7,9 +7,11 @@ Pipeline (``make demo`` runs ``python analyses/digits_robust_overfitting.py --ou
 2. **trajectory**: measure the input loss landscape (input-gradient norms, adversarial-direction curvature,
    Taylor gap, logit variation) at every k-th checkpoint plus the best and the last epoch
    (:func:`landscape.trajectory.analyse_trajectory`, into ``<run>/analysis``);
-3. **findings**: per method, mean ± sd over seeds of the best and last test PGD accuracy, their gap, and the
+3. **slices**: 1D loss slices (adversarial and random directions, 32 test images) and a 2D adversarial ×
+   random surface at the best and the last epoch of ``pgd_at`` and ``at_advlc`` (first seed), for the report;
+4. **findings**: per method, mean ± sd over seeds of the best and last test PGD accuracy, their gap, and the
    test gradient norm and curvature at the best vs the last epoch (``findings.csv``, ``findings.md``);
-4. **report**: figures and the diagnosis of every run in ``<out>/report.html``
+5. **report**: figures and the diagnosis of every run in ``<out>/report.html``
    (:func:`landscape.report.build_report`), plus ``figures/findings_measures.png`` (test measures vs epoch
    per AT method, mean over seeds).
 
@@ -36,6 +38,8 @@ import pandas as pd
 METHODS = ("standard", "pgd_at", "at_advlc", "at_gradreg")
 #: landscape measures computed along each trajectory.
 MEASURES = ("grad", "curv_adv", "taylor_gap", "logit_var")
+#: methods whose loss slices (first seed only) go into the report.
+SLICED = ("pgd_at", "at_advlc")
 #: trajectory columns reported at the best and the last epoch.
 FINDING_MEASURES = {"grad_l1_mean": "grad_l1", "curv_adv_mean": "curv_adv"}
 
@@ -52,6 +56,7 @@ def study_config(args: argparse.Namespace) -> dict:
         hidden=(32,) if quick else (256, 256),
         analysis_n=20 if quick else 300, analysis_steps=2 if quick else 10,
         every=args.every or (3 if quick else 10),
+        slice_n=4 if quick else 32, slice_grid=9 if quick else 41,
         measures=["grad", "curv_adv"] if quick else list(MEASURES),
     )
 
@@ -101,6 +106,47 @@ def analyse_one(folder: Path, seed: int, cfg: dict, *, progress: bool) -> pd.Dat
         arch_kwargs=dict(hidden=tuple(cfg["hidden"])), measures=cfg["measures"], n=cfg["analysis_n"],
         eps=cfg["eps"], steps=cfg["analysis_steps"], seed=seed, run=f"{folder.parent.name}/{folder.name}",
         progress=progress)
+
+
+# ------------------------------------------------------------------------------------------------ slices
+def slice_one(folder: Path, seed: int, cfg: dict) -> None:
+    """Loss slices at the best and the last epoch into ``folder/analysis/slices_{1d,2d}.parquet``.
+
+    1D: along the adversarial and a random direction (L∞-normalised, so ``a`` is in pixel units, ±2·eps)
+    for ``slice_n`` test images; 2D: the adversarial × random plane around the first of them. Best and last
+    are the epochs that :func:`landscape.diagnose.diagnose` finds in the trajectory table, so the report
+    labels them. Skipped when both files exist for the same epochs.
+    """
+    from landscape.checkpoints import load_model
+    from landscape.data import load_dataset
+    from landscape.diagnose import diagnose
+    from landscape.slices import grid, slice_1d, slice_2d
+    from landscape.training import checkpoint_path
+
+    analysis = folder / "analysis"
+    d = diagnose(pd.read_parquet(analysis / "trajectory.parquet"))
+    epochs = sorted({int(d.best_epoch if d.best_epoch is not None else d.last_epoch), int(d.last_epoch)})
+    paths = {k: analysis / f"slices_{k}.parquet" for k in ("1d", "2d")}
+    if all(p.is_file() for p in paths.values()) and all(
+            sorted(pd.read_parquet(p, columns=["epoch"])["epoch"].unique().tolist()) == epochs
+            for p in paths.values()):
+        return
+    x, y = load_dataset("digits", "test", n=cfg["slice_n"], seed=seed)
+    coords = grid(2 * cfg["eps"], cfg["slice_grid"])
+    kw = dict(eps=cfg["eps"], steps=cfg["analysis_steps"], seed=seed)
+    parts = {"1d": [], "2d": []}
+    for epoch in epochs:
+        model = load_model(checkpoint_path(folder, epoch), "mlp", hidden=tuple(cfg["hidden"]))
+        for direction in ("adversarial", "random"):
+            parts["1d"].append(slice_1d(model, x, y, direction, coords, **kw).assign(epoch=epoch))
+        parts["2d"].append(slice_2d(model, x[:1], y[:1], "adversarial", "random", coords, coords, **kw)
+                           .assign(epoch=epoch))
+    for key, frames in parts.items():
+        table = pd.concat(frames, ignore_index=True)
+        table.attrs = dict(frames[0].attrs)
+        tmp = paths[key].with_suffix(".parquet.tmp")
+        table.to_parquet(tmp, index=False)
+        tmp.replace(paths[key])
 
 
 # ---------------------------------------------------------------------------------------------- findings
@@ -220,7 +266,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def run_job(out: Path, method: str, seed: int, cfg: dict, *, progress: bool, threads: int = 1) -> dict:
-    """Train then analyse one run; returns its timings in seconds (``train_s``, ``analysis_s``)."""
+    """Train then analyse one run (slices too for the first seed of AT and AdvLC); returns its timings in
+    seconds (``train_s``, ``analysis_s``)."""
     import torch
 
     torch.set_num_threads(threads)  # tiny models: more threads only add contention
@@ -228,6 +275,8 @@ def run_job(out: Path, method: str, seed: int, cfg: dict, *, progress: bool, thr
     folder = train_one(out, method, seed, cfg, progress=progress)
     t1 = time.perf_counter()
     analyse_one(folder, seed, cfg, progress=progress)
+    if method in SLICED and seed == cfg["slice_seed"]:
+        slice_one(folder, seed, cfg)
     return dict(method=method, seed=seed, train_s=t1 - t0, analysis_s=time.perf_counter() - t1)
 
 
@@ -259,6 +308,7 @@ def run_all(out: Path, runs: list[tuple[str, int]], cfg: dict, *, jobs: int, pro
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = study_config(args)
+    cfg["slice_seed"] = args.seeds[0]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     progress = not args.quiet

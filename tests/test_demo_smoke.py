@@ -81,6 +81,29 @@ def test_findings_agree_with_metrics_and_direct_measurement(demo_dir):
     assert all(f"| {m} | 1 |" in md for m in METHODS)
 
 
+def test_slices_at_best_and_last_epoch_match_direct_loss(demo_dir):
+    from landscape.diagnose import diagnose
+
+    x, y = load_dataset("digits", "test", n=4, seed=0)  # the --quick slice images
+    for m in ("pgd_at", "at_advlc"):
+        analysis = demo_dir / m / "s0" / "analysis"
+        d = diagnose(pd.read_parquet(analysis / "trajectory.parquet"))
+        s1 = pd.read_parquet(analysis / "slices_1d.parquet")
+        s2 = pd.read_parquet(analysis / "slices_2d.parquet")
+        assert sorted(s1["epoch"].unique()) == sorted({d.best_epoch, d.last_epoch})
+        assert set(s1["direction"].astype(str)) == {"adversarial", "random"}
+        assert len(s2) == len(s2["epoch"].unique()) * 9 * 9  # one image, 9 x 9 plane
+        for epoch in s1["epoch"].unique():
+            model = load_model(demo_dir / m / "s0" / f"model_e{int(epoch):03d}.pt", "mlp", hidden=(32,))
+            with torch.no_grad():
+                direct = F.cross_entropy(model(x), y, reduction="none")
+            centre = s1[(s1["epoch"] == epoch) & (s1["a"] == 0) & (s1["direction"] == "random")]
+            assert centre.sort_values("sample")["loss"].tolist() == pytest.approx(direct.tolist(), rel=1e-5)
+    assert not (demo_dir / "standard" / "s0" / "analysis" / "slices_1d.parquet").exists()
+    html = (demo_dir / "report.html").read_text()
+    assert "2D loss surface — pgd_at/s0" in html and "2D loss surface — at_advlc/s0" in html
+
+
 def test_demo_rerun_reuses_everything(demo_dir):
     """A second run finds every checkpoint and result on disk (resume), and changes no result."""
     before = pd.read_csv(demo_dir / "findings_runs.csv")
