@@ -30,7 +30,6 @@ import pickle
 import re
 import stat
 import struct
-import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ import torch
 import torch.nn as nn
 
 from ._base import LandscapeError
+from ._io import atomic_write
 from .models import Normalized, create_model
 
 __all__ = [
@@ -940,7 +940,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, epoch: int, **
             obj[key] = _plain(value, key)
         writer = lambda f: torch.save(obj, f)  # noqa: E731
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, writer)
+    atomic_write(path, lambda tmp: _write_file(tmp, writer), fsync=True)
     return path
 
 
@@ -960,15 +960,6 @@ def _safetensors_writer(state_dict: dict[str, torch.Tensor], epoch: int, extra: 
     return lambda f: f.write(save(tensors, metadata=metadata))
 
 
-def _atomic_write(path: Path, writer) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            writer(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+def _write_file(path: Path, writer) -> None:
+    with open(path, "wb") as f:
+        writer(f)

@@ -34,6 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ._base import LandscapeError, check_batch, eval_mode, model_device, model_dtype
+from ._io import atomic_write, atomic_write_text
 from .regularizers import GRADIENT_NORMS, advlc, input_gradient_penalty
 
 __all__ = ["METHODS", "DEFAULT_LAM", "METRIC_COLUMNS", "train", "evaluate", "seeded_model", "lr_at",
@@ -249,16 +250,12 @@ def _eval_subset(n: int, eval_n: int | None, seed: int) -> torch.Tensor:
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def _write_metrics(path: Path, rows: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=METRIC_COLUMNS)
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
     return df
 
 

@@ -30,7 +30,6 @@ import multiprocessing
 import os
 import re
 import time
-import uuid
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from ._base import LandscapeError
+from ._io import atomic_write, atomic_write_text
 
 __all__ = [
     "CHECKPOINT_SUFFIXES",
@@ -281,17 +281,6 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot store {type(obj).__name__} in settings")
 
 
-def _atomic_write_bytes(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename over ``path``; the temporary file never survives an error."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _write_parquet(df: pd.DataFrame, path: Path, metadata: dict[str, Any] | None = None) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -303,12 +292,12 @@ def _write_parquet(df: pd.DataFrame, path: Path, metadata: dict[str, Any] | None
         meta = dict(table.schema.metadata or {})
         meta[_META_KEY] = json.dumps(_json_normal(metadata), sort_keys=True).encode()
         table = table.replace_schema_metadata(meta)
-    _atomic_write_bytes(path, lambda tmp: pq.write_table(table, tmp))
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def _write_json(obj: Any, path: Path) -> None:
     text = json.dumps(_json_normal(obj), indent=2, sort_keys=False)
-    _atomic_write_bytes(path, lambda tmp: tmp.write_text(text + "\n"))
+    atomic_write_text(path, text + "\n")
 
 
 def read_result(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from landscape._io import atomic_write
 from ._common import add_attack_args, add_data_args, add_model_args, positive_int
 
 HELP = "per-sample input-landscape measures (gradient norms, curvature, Taylor gap, logit variation) of a checkpoint"
@@ -64,15 +65,10 @@ def run(args: argparse.Namespace) -> int:
                  eig_iters=args.eig_iters, progress=not args.quiet,
                  dtype=torch.float64 if args.float64 else None, device=args.device)
     df.attrs.update(checkpoint=str(args.checkpoint), arch=args.arch, data=args.data, split=args.split)
-    tmp = out.with_name(out.name + ".tmp")
-    try:
-        if out.suffix.lower() == ".csv":
-            df.to_csv(tmp, index=False)
-        else:
-            df.to_parquet(tmp, index=False)
-        tmp.replace(out)
-    finally:  # a failed write (disk full) leaves no partial file behind
-        tmp.unlink(missing_ok=True)
+    if out.suffix.lower() == ".csv":
+        atomic_write(out, lambda tmp: df.to_csv(tmp, index=False))
+    else:
+        atomic_write(out, lambda tmp: df.to_parquet(tmp, index=False))
     print(summary(df))
     if df.attrs.get("nonfinite"):
         print(f"warning: {df.attrs['nonfinite']} NaN/Inf values in the table")

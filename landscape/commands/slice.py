@@ -5,6 +5,7 @@ import argparse
 import math
 from pathlib import Path
 
+from landscape._io import atomic_write
 from ._common import add_attack_args, add_data_args, add_model_args, positive_int
 
 HELP = "1D/2D input loss slices (adversarial, random, gradient, eigen directions) around samples"
@@ -120,12 +121,7 @@ def run(args: argparse.Namespace) -> int:
     df.attrs.update(checkpoint=str(args.checkpoint), arch=args.arch, data=args.data, split=args.split,
                     directions=list(args.dirs), grid=args.grid)
     stem = Path(out) / f"slice_{kind}"
-    table, tmp = stem.with_suffix(".parquet"), stem.with_suffix(".parquet.tmp")
-    try:  # atomic: a failed write (disk full) leaves neither a partial table nor the temporary file
-        df.to_parquet(tmp, index=False)
-        tmp.replace(table)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(stem.with_suffix(".parquet"), lambda tmp: df.to_parquet(tmp, index=False))
     if kind == "2d":
         fig = plot_surface(df, sample="mean", kind="both", title=f"{Path(args.checkpoint).name}: "
                            f"{args.dirs[0]} × {args.dirs[1]} plane, {len(index)} samples")
