@@ -10,6 +10,10 @@ either in the run folder or in its ``analysis/`` subfolder), diagnoses each run 
 * ``figures/*.png`` — the figures.
 
 A figure whose table is missing is skipped with a note in the report, never an error.
+
+A study may add its own summary: ``RUN_DIR/findings.csv`` is shown as a "Findings" table at the top (pairs
+of ``<x>_mean``/``<x>_std`` columns as "mean ± sd"), with the ``findings.png``/``findings_*.png`` images of
+``RUN_DIR`` or ``RUN_DIR/figures`` (see :func:`load_findings`).
 """
 from __future__ import annotations
 
@@ -19,8 +23,10 @@ import datetime as _dt
 import html
 import json
 import math
+import numbers
 import os
 import platform
+import shutil
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -30,8 +36,8 @@ import pandas as pd
 
 from ._base import LandscapeError
 
-__all__ = ["RunFiles", "best_last_epochs", "build_report", "find_runs", "load_runs", "load_tables",
-           "read_table_file"]
+__all__ = ["Findings", "RunFiles", "best_last_epochs", "build_report", "find_runs", "findings_rows",
+           "load_findings", "load_runs", "load_tables", "read_table_file"]
 
 #: Files a run directory may hold (key -> file name); only ``trajectory`` is required.
 RUN_FILES = {
@@ -421,6 +427,118 @@ def _render(data: ReportData, fig_dir: Path, *, dpi: int, progress: bool) -> lis
     return results
 
 
+# --------------------------------------------------------------------------------------------- findings
+
+#: Files of RUN_DIR itself (not of a run) that the report shows in its "Findings" section.
+FINDINGS_TABLE = "findings.csv"
+FINDINGS_IMAGES = ("findings.png", "findings_*.png")  # in RUN_DIR or RUN_DIR/figures
+
+
+@dataclasses.dataclass
+class Findings:
+    """A study's own summary: ``findings.csv`` formatted (header, rows) and ``findings*.png`` images."""
+
+    source: Path | None = None
+    header: list[str] = dataclasses.field(default_factory=list)
+    rows: list[list[str]] = dataclasses.field(default_factory=list)
+    images: list[Path] = dataclasses.field(default_factory=list)  # copies next to the report's figures
+    note: str | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.rows or self.images or self.note)
+
+
+def load_findings(run_dir: str | os.PathLike, fig_dir: Path | None = None) -> Findings:
+    """The findings of ``run_dir``: its ``findings.csv`` as formatted rows, and its ``findings.png`` /
+    ``findings_*.png`` images (in ``run_dir`` or ``run_dir/figures``, sorted by name; copied into
+    ``fig_dir`` when given, so that report.md can link them). An unreadable table becomes ``note``."""
+    root = Path(run_dir)
+    out = Findings()
+    table_path = root / FINDINGS_TABLE
+    if table_path.is_file():
+        out.source = table_path
+        try:
+            out.header, out.rows = findings_rows(read_table_file(table_path))
+        except (LandscapeError, ValueError) as exc:
+            out.note = str(exc).splitlines()[0]
+    images: dict[str, Path] = {}
+    for place in (root / "figures", root):
+        for pattern in FINDINGS_IMAGES:
+            for p in sorted(place.glob(pattern)):
+                if p.is_file():
+                    images.setdefault(p.name, p)
+    for name in sorted(images):
+        src = images[name]
+        if fig_dir is not None:
+            dst = fig_dir / name
+            if not (dst.exists() and dst.resolve() == src.resolve()):
+                shutil.copyfile(src, dst)
+            src = dst
+        out.images.append(src)
+    return out
+
+
+def findings_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Header and formatted rows of a findings table.
+
+    Each pair of columns ``<x>_mean`` and ``<x>_std`` (or ``_sd``) becomes one column ``<x>`` of
+    "mean ± sd" cells. Numbers get one number of decimals per column, enough for three significant digits
+    of its smallest non-zero value (at most 4; none for whole numbers); missing values are "—"; other
+    columns are shown as they are.
+    """
+    if table.empty:
+        raise ValueError("findings.csv has no rows")
+    cols = [str(c) for c in table.columns]
+    table = table.set_axis(cols, axis=1)
+    header, cells = [], []
+    done: set[str] = set()
+    for c in cols:
+        if c in done:
+            continue
+        stem = c[: -len("_mean")] if c.endswith("_mean") else None
+        sd = next((stem + s for s in ("_std", "_sd") if stem and stem + s in cols), None)
+        if sd is not None:
+            done.update((c, sd))
+            header.append(stem)
+            d = _decimals(table[c])
+            cells.append([_mean_sd(m, v, d) for m, v in zip(table[c], table[sd])])
+        else:
+            done.add(c)
+            header.append(c)
+            d = _decimals(table[c])
+            cells.append([_number(v, d) for v in table[c]])
+    return header, [list(row) for row in zip(*cells)]
+
+
+def _decimals(column: pd.Series) -> int | None:
+    """Decimals for a column: three significant digits of its smallest non-zero |value| (0..4); 0 for whole
+    numbers; None when it is not numeric."""
+    values = pd.to_numeric(column, errors="coerce")
+    if column.dtype == bool or values.notna().sum() < column.notna().sum():
+        return None
+    values = values[values.notna() & (values != 0) & values.abs().lt(float("inf"))].abs()
+    if values.empty or (values % 1 == 0).all():
+        return 0
+    return int(min(4, max(0, 2 - math.floor(math.log10(values.min())))))
+
+
+def _number(value, decimals: int | None) -> str:
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return "—"
+    if decimals is None or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+        return str(value)
+    return f"{float(value):.{decimals}f}"
+
+
+def _mean_sd(mean, sd, decimals: int | None) -> str:
+    if decimals is None:
+        return f"{mean} ± {sd}"
+    mean, sd = float(mean), float(sd)
+    if not math.isfinite(mean):
+        return "—"
+    return f"{mean:.{decimals}f}" + (f" ± {sd:.{decimals}f}" if math.isfinite(sd) else "")
+
+
 # --------------------------------------------------------------------------------------------- text parts
 
 #: Diagnosis columns of the summary table: (key, header, formatter).
@@ -506,6 +624,8 @@ font-size:.9rem}
 pre{background:#f3f4f6;padding:.7rem;border-radius:4px;overflow-x:auto;font-size:.8rem}
 ul.notes{font-size:.9rem;color:#444}
 nav a{margin-right:.9rem;font-size:.9rem;color:#0b5cad}
+.scroll{overflow-x:auto}#findings-table{font-size:.85rem}#findings-table td{white-space:nowrap}
+#findings-table th,#findings-table td{padding:.3rem .4rem}
 """
 
 
@@ -532,8 +652,48 @@ def _run_notes(data: ReportData) -> list[str]:
     return notes
 
 
+def _findings_caption(f: Findings, image: Path | None = None) -> str:
+    if image is not None:
+        return f"{image.name}, as the study wrote it (not drawn by the report)."
+    return (f"From {f.source.name}, written by the study itself; a column shown as mean ± sd joins its "
+            "<x>_mean and <x>_std columns.")
+
+
+def _html_findings(f: Findings) -> list[str]:
+    if not f:
+        return []
+    e = html.escape
+    parts = ["<h2 id='findings'>Findings</h2>"]
+    if f.note:
+        parts.append(f"<p class='skipped'>{e(f.source.name if f.source else FINDINGS_TABLE)}: {e(f.note)}</p>")
+    if f.rows:
+        parts += ["<div class='scroll'>" + _html_table(f.header, f.rows, table_id="findings-table") + "</div>",
+                  f"<p class='meta'>{e(_findings_caption(f))}</p>"]
+    for image in f.images:
+        b64 = base64.b64encode(image.read_bytes()).decode("ascii")
+        parts.append(f"<figure><img src='data:image/png;base64,{b64}' alt='{e(image.stem)}' "
+                     f"data-findings='{e(image.stem)}'><figcaption>{e(_findings_caption(f, image))}"
+                     "</figcaption></figure>")
+    return parts
+
+
+def _md_findings(f: Findings, out: Path) -> list[str]:
+    if not f:
+        return []
+    lines = ["## Findings", ""]
+    if f.note:
+        lines += [f"*{f.source.name if f.source else FINDINGS_TABLE}: {f.note}*", ""]
+    if f.rows:
+        lines += [_md_table(f.header, f.rows), "", _findings_caption(f), ""]
+    for image in f.images:
+        rel = os.path.relpath(image, out).replace(os.sep, "/")
+        lines += [f"![{image.stem}]({rel})", "", _findings_caption(f, image), ""]
+    return lines
+
+
 def _write_html(path: Path, data: ReportData, figures: list[FigureResult], vers: dict[str, str],
-                title: str) -> None:
+                title: str, findings: Findings | None = None) -> None:
+    findings = findings or Findings()
     e = html.escape
     parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
              "<meta name='viewport' content='width=device-width, initial-scale=1'>",
@@ -542,8 +702,10 @@ def _write_html(path: Path, data: ReportData, figures: list[FigureResult], vers:
              f"<p class='meta'>{len(data.runs)} run(s): {e(', '.join(data.diagnoses) or ', '.join(r.name for r in data.runs))}"
              f" · generated {e(_dt.datetime.now().isoformat(timespec='seconds'))} by landscape "
              f"{e(vers['landscape'])}</p>",
-             "<nav><a href='#diagnosis'>Diagnosis</a><a href='#figures'>Figures</a>"
+             "<nav>" + ("<a href='#findings'>Findings</a>" if findings else "") +
+             "<a href='#diagnosis'>Diagnosis</a><a href='#figures'>Figures</a>"
              "<a href='#settings'>Settings</a><a href='#versions'>Versions</a></nav>",
+             *_html_findings(findings),
              "<h2 id='diagnosis'>Diagnosis</h2>",
              _html_table(*diagnosis_rows(data.diagnoses), table_id="diagnosis-table")]
     header, rows = correlation_rows(data.diagnoses)
@@ -577,9 +739,10 @@ def _write_html(path: Path, data: ReportData, figures: list[FigureResult], vers:
 
 
 def _write_md(path: Path, data: ReportData, figures: list[FigureResult], vers: dict[str, str],
-              title: str) -> None:
+              title: str, findings: Findings | None = None) -> None:
     out = path.parent
-    lines = [f"# {title}", "", f"{len(data.runs)} run(s): {', '.join(data.diagnoses)}", "", "## Diagnosis", "",
+    lines = [f"# {title}", "", f"{len(data.runs)} run(s): {', '.join(data.diagnoses)}", "",
+             *_md_findings(findings or Findings(), out), "## Diagnosis", "",
              _md_table(*diagnosis_rows(data.diagnoses)), ""]
     header, rows = correlation_rows(data.diagnoses)
     if rows:
@@ -627,6 +790,9 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
         progress: show a progress bar over the figures.
         title: report title (default "landscape report: <run_dir name>").
 
+    When ``run_dir`` holds ``findings.csv`` and/or ``findings.png``/``figures/findings_*.png``, they open the
+    report as its "Findings" section (:func:`load_findings`); the images are copied into ``out/figures``.
+
     Returns:
         Path of ``report.html``.
 
@@ -649,9 +815,10 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     if not os.access(out_dir, os.W_OK):
         raise PermissionError(f"report folder {out_dir} is not writable")
     figures = _render(data, out_dir / "figures", dpi=dpi, progress=progress)
+    findings = load_findings(run_dir, out_dir / "figures")
     vers = versions()
     title = title or f"landscape report: {Path(run_dir).resolve().name}"
-    _write_md(out_dir / "report.md", data, figures, vers, title)
+    _write_md(out_dir / "report.md", data, figures, vers, title, findings)
     html_path = out_dir / "report.html"
-    _write_html(html_path, data, figures, vers, title)
+    _write_html(html_path, data, figures, vers, title, findings)
     return html_path

@@ -428,3 +428,74 @@ def test_cli_plot_errors_are_one_line_exit_2(tmp_path, capsys):
     (tmp_path / "t.csv").write_text("epoch,split\n1,test\n")
     assert main(["plot", "curves", str(tmp_path / "t.csv"), "--out", str(tmp_path)]) == 2
     assert "acc_clean" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ many runs
+
+METHODS = ("standard", "pgd_at", "at_advlc", "at_gradreg")
+
+
+def twelve_runs() -> pd.DataFrame:
+    """4 methods x 3 seeds named like the digits demo's runs (``pgd_at/s0`` ...)."""
+    return pd.concat([synthetic_tables(f"{m}/s{s}", epochs=6, n=4, ro=0.3 * i, seed=10 * i + s)["trajectory"]
+                      for i, m in enumerate(METHODS) for s in range(3)], ignore_index=True)
+
+
+def hue(color) -> float:
+    return mpl.colors.rgb_to_hsv(mpl.colors.to_rgb(color))[0]
+
+
+def test_measures_twelve_runs_share_a_colour_per_method_and_differ_per_seed(tmp_path):
+    import warnings
+
+    table = twelve_runs()
+    fig = P.plot_measures(table, ["grad_l1"], splits=["test"])
+    ax = fig.axes[0]
+    color = {}
+    for ln in ax.get_lines():
+        if ln.get_linestyle() == "-":
+            run = table[(table.split == "test") & np.isclose(table.grad_l1_mean, ln.get_ydata()[0])].run.iloc[0]
+            color[run] = mpl.colors.to_hex(ln.get_color())
+    assert len(color) == 12 and len(set(color.values())) == 12  # no colour reused (was: cycling after 10)
+    for m in METHODS:  # one hue per method, shades per seed; methods apart by more than shading
+        hues = [hue(color[f"{m}/s{s}"]) for s in range(3)]
+        assert max(hues) - min(hues) < 0.02, (m, hues)
+    method_hues = sorted(hue(color[f"{m}/s0"]) for m in METHODS)
+    assert min(np.diff(method_hues)) > 0.05
+    # legend: one column per method (seeds top to bottom), then the style keys
+    texts = fig.legends[0].get_texts()
+    assert [t.get_text() for t in texts] == [f"{m}/s{s}" for m in METHODS for s in range(3)] + [
+        "test (mean)", "best epoch", " "]  # the keys column padded to the seeds' height
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # constrained layout must not give up
+        assert_real_png(png_of(fig, tmp_path))
+    x = [round(t.get_window_extent().x0) for t in texts]
+    assert [len(set(x[i:i + 3])) for i in range(0, 15, 3)] == [1] * 5 and len(set(x)) == 5
+
+
+def test_run_styles_group_only_method_seed_names():
+    from landscape.plotting._style import run_styles
+
+    plain = run_styles(["at", "advlc"])
+    assert [s.color for s in plain.values()] == P.PALETTE[:2] and {s.group for s in plain.values()} == {None}
+    many = run_styles([f"r{i}" for i in range(12)])  # no methods: 12 distinct colours, none reused
+    assert len({mpl.colors.to_hex(s.color) for s in many.values()}) == 12
+    same_folder = run_styles(["demo/pgd_at", "demo/at_advlc"])  # one "method": keep a colour per run
+    assert [s.color for s in same_folder.values()] == P.PALETTE[:2]
+    grouped = run_styles(["a/s0", "a/s1", "b/s0", "b/s1"])
+    assert [s.group for s in grouped.values()] == ["a", "a", "b", "b"]
+    assert [s.marker for s in grouped.values()] == ["o", "s", "o", "s"]
+
+
+def test_measure_vs_loss_twelve_runs_keeps_its_axes_and_one_style_per_run(tmp_path):
+    import warnings
+
+    ax = P.plot_measure_vs_loss(twelve_runs(), "curv_adv", since=3)
+    handles = ax.get_legend().legend_handles
+    assert len({(mpl.colors.to_hex(h.get_color()), h.get_marker()) for h in handles}) == 12
+    assert [h.get_marker() for h in handles[:3]] == ["o", "s", "^"]  # seeds of a method: own markers
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # was: "constrained_layout not applied because axes sizes collapsed"
+        assert_real_png(png_of(ax, tmp_path))
+    width, height = ax.get_window_extent().size / ax.figure.dpi
+    assert width > 3.0 and height > 2.5  # the legend below did not squeeze the axes

@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.figure import Figure
 
 from landscape import LandscapeError
 from landscape.cli import main
 from landscape.plotting.synthetic import write_synthetic_run
-from landscape.report import build_report, find_runs, load_tables
+from landscape.report import build_report, find_runs, load_findings, load_tables
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -172,3 +173,60 @@ def test_report_in_a_real_browser(report, tmp_path):
     assert len(widths) == len(FULL_FIGURES) and all(w > 0 for w in widths)
     assert [u for u in requests if not u.startswith(("file:", "data:"))] == []
     assert shot.stat().st_size > 10_000
+
+
+def test_findings_csv_and_images_open_the_report(tmp_path, demo):
+    """RUN_DIR/findings.csv becomes a "Findings" table above the diagnosis (mean/std pairs as mean ± sd),
+    and findings.png / figures/findings_*.png are embedded (HTML) and linked (Markdown) in that section."""
+    study = tmp_path / "study"
+    (study / "pgd_at" / "s0").mkdir(parents=True)
+    shutil.copy(demo / "pgd_at" / "trajectory.parquet", study / "pgd_at" / "s0" / "trajectory.parquet")
+    pd.DataFrame({"method": ["standard", "pgd_at"], "seeds": [3, 3],
+                  "best_mean": [49.70238, 74.21875], "best_std": [4.49395, 0.11161],
+                  "gap_mean": [42.29911, 0.47159], "gap_std": [5.71599, 0.00531],
+                  "note": ["no AT", "AT"]}).to_csv(study / "findings.csv", index=False)
+    (study / "figures").mkdir()
+    png = {}
+    for i, path in enumerate([study / "figures" / "findings_measures.png", study / "findings.png"]):
+        fig = Figure(figsize=(2 + i, 2))
+        fig.add_subplot().plot([0, 1], [i, 1 - i])
+        fig.savefig(path, dpi=50)
+        png[path.stem] = path.read_bytes()
+
+    html_path = build_report(study, tmp_path / "out", dpi=72)
+    text = html_path.read_text()
+    assert text.index("<h2 id='findings'>Findings</h2>") < text.index("<h2 id='diagnosis'>")
+    assert "<nav><a href='#findings'>Findings</a>" in text
+    table = re.search(r"<table id='findings-table'>(.*?)</table>", text).group(1)
+    assert re.findall(r"<th>([^<]*)</th>", table) == ["method", "seeds", "best", "gap", "note"]
+    rows = [re.findall(r"<td>([^<]*)</td>", r) for r in re.findall(r"<tr>(.*?)</tr>", table)[1:]]
+    # decimals per column: three significant digits of its smallest value (49.7 -> 1, 0.472 -> 3)
+    assert rows == [["standard", "3", "49.7 ± 4.5", "42.299 ± 5.716", "no AT"],
+                    ["pgd_at", "3", "74.2 ± 0.1", "0.472 ± 0.005", "AT"]]
+    embedded = re.findall(r"<img src='data:image/png;base64,([A-Za-z0-9+/=]+)' alt='[^']*' "
+                          r"data-findings='(\w+)'", text)
+    assert [key for _, key in embedded] == ["findings", "findings_measures"]  # sorted by name
+    for b64, key in embedded:
+        assert base64.b64decode(b64) == png[key]
+    assert text.index("data-findings='findings_measures'") < text.index("<h2 id='diagnosis'>")
+
+    md = (html_path.parent / "report.md").read_text()
+    assert md.index("## Findings") < md.index("## Diagnosis")
+    assert "| pgd_at | 3 | 74.2 ± 0.1 | 0.472 ± 0.005 | AT |" in md
+    links = re.findall(r"!\[[^\]]*\]\((figures/findings\w*\.png)\)", md)
+    assert links == ["figures/findings.png", "figures/findings_measures.png"]
+    assert all((html_path.parent / link).read_bytes() == png[Path(link).stem] for link in links)
+
+    # report written into RUN_DIR itself, as the digits demo does: its figures/ already holds the image
+    again = build_report(study, study, dpi=72).read_text()
+    assert again.count("data-findings='findings_measures'") == 1
+    assert (study / "figures" / "findings_measures.png").read_bytes() == png["findings_measures"]
+
+
+def test_no_findings_no_section_and_a_bad_findings_csv_is_a_note(tmp_path, report):
+    assert "id='findings'" not in report.read_text()
+    assert "## Findings" not in (report.parent / "report.md").read_text()
+    (tmp_path / "findings.csv").write_text("")
+    found = load_findings(tmp_path)
+    assert found.rows == [] and "findings.csv" in found.note and not found.images
+    assert bool(found)  # the section still appears, with the note

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import matplotlib as mpl
 import seaborn as sns
@@ -74,8 +74,70 @@ def new_axes(ax: Axes | None, *, size: tuple[float, float] = (4.8, 3.6), **subpl
 
 
 def colors_for(keys: Sequence) -> dict:
-    """Map each key to a palette colour, in order (cycling after 10)."""
-    return {k: PALETTE[i % len(PALETTE)] for i, k in enumerate(keys)}
+    """Map each key to a distinct colour, in order: the palette for up to 10 keys, else evenly spaced hues."""
+    keys = list(keys)
+    colors = PALETTE if len(keys) <= len(PALETTE) else list(sns.color_palette("husl", len(keys)))
+    return {k: colors[i] for i, k in enumerate(keys)}
+
+
+#: Markers told apart in scatter plots; the seeds of a method get them in order.
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h")
+
+
+_GROUP_ORDER = (0, 1, 2, 4, 3, 5, 7, 9, 8, 6)  # palette order for methods: blue, orange, green, pink, ...
+
+
+class RunStyle(NamedTuple):
+    """How one run is drawn: ``color``; ``marker``; ``group`` (its method) and ``member`` (its index within
+    the group, e.g. the seed's position)."""
+
+    color: tuple
+    marker: str
+    group: str | None
+    member: int
+
+
+def run_group(run) -> str | None:
+    """The method part of a run name: what comes before the last ``/`` (``pgd_at/s0`` -> ``pgd_at``)."""
+    return None if run is None or "/" not in str(run) else str(run).rsplit("/", 1)[0]
+
+
+def run_styles(runs: Sequence) -> dict:
+    """Distinct styles for runs, with the runs of one method sharing its colour.
+
+    When run names such as ``pgd_at/s0``, ``pgd_at/s1``, ``at_advlc/s0`` form at least two methods (the name
+    before the last ``/``, see :func:`run_group`) and some method has several runs, each method gets one
+    colour and its runs get shades of it (dark to light, in order) and markers in :data:`MARKERS` order
+    (methods take blue, orange, green, pink, ... of :data:`PALETTE`, more than 10 evenly spaced hues).
+    Otherwise every run gets its own colour (:func:`colors_for`, never repeated) and marker.
+    """
+    runs = list(runs)
+    groups: dict = {}
+    for r in runs:
+        groups.setdefault(run_group(r), []).append(r)
+    grouped = None not in groups and len(groups) >= 2 and any(len(v) > 1 for v in groups.values())
+    if not grouped:
+        colors = colors_for(runs)
+        return {r: RunStyle(colors[r], MARKERS[i % len(MARKERS)], None, i) for i, r in enumerate(runs)}
+    order = [PALETTE[i] for i in _GROUP_ORDER]  # orange and vermillion, alike when shaded, not side by side
+    base = {g: order[i] for i, g in enumerate(groups)} if len(groups) <= len(order) else colors_for(list(groups))
+    out = {}
+    for g, members in groups.items():
+        for i, r in enumerate(members):
+            out[r] = RunStyle(shade(base[g], i, len(members)), MARKERS[i % len(MARKERS)], g, i)
+    return out
+
+
+def shade(color, i: int, n: int) -> tuple:
+    """The ``i``-th of ``n`` shades of ``color``, from darker (mixed with up to 40 % black) to lighter (up to
+    45 % white); ``color`` itself when ``n == 1``."""
+    rgb = mpl.colors.to_rgb(color)
+    if n <= 1:
+        return rgb
+    t = -0.4 + 0.85 * i / (n - 1)
+    if t < 0:
+        return tuple(c * (1 + t) for c in rgb)
+    return tuple(c + (1 - c) * t for c in rgb)
 
 
 def save_figure(fig: Figure | Axes, path_stem: str | os.PathLike, formats: Sequence[str] = ("png", "pdf"),

@@ -11,10 +11,9 @@ from matplotlib.colors import Normalize
 from matplotlib.lines import Line2D
 from scipy import stats
 
-from ._style import CMAP, PALETTE, new_axes, style
+from ._style import CMAP, MARKERS, new_axes, run_styles, style  # noqa: F401 - MARKERS kept importable here
 from ._tables import check_choice, check_table, measure_label, rows_of_run, runs_of
 
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h")
 STATISTICS = ("mean", "median", "q10", "q90")
 
 
@@ -65,8 +64,10 @@ def plot_measure_vs_loss(table: pd.DataFrame, measure: str = "curv_adv", *, loss
                          since: int | Mapping | None = None, ax: Axes | None = None) -> Axes:
     """Scatter of a landscape measure against (robust) test loss, one point per epoch.
 
-    Points are coloured by epoch (colour bar) and joined in epoch order; each run has its own marker, and its
-    Spearman ρ over epochs is in the legend (and the title, for a single run).
+    Points are coloured by epoch (colour bar) and joined in epoch order; each run has its own marker and edge
+    colour (runs ``<method>/<seed>`` share the method's colour, one shade and marker per seed), and its
+    Spearman ρ over epochs is in the legend below the axes (and the title, for a single run). A new figure
+    grows with the legend, so the axes keep their size however many runs there are.
 
     Args:
         table, measure, loss, measure_split, loss_split, statistic: see :func:`epoch_pairs`.
@@ -85,19 +86,28 @@ def plot_measure_vs_loss(table: pd.DataFrame, measure: str = "curv_adv", *, loss
                          f"{loss} ({loss_split})")
     runs = list(pd.unique(pairs["run"])) if pairs["run"].notna().any() else [None]
     norm = Normalize(pairs["epoch"].min(), max(pairs["epoch"].max(), pairs["epoch"].min() + 1))
-    rhos, handles = {}, []
+    styles = run_styles(runs)
+    rhos, drawn = {}, []
+    for run in runs:  # ρ and legend text first: a new figure is sized to hold its legend
+        part = pairs if run is None else pairs[pairs["run"] == run]
+        part = part.sort_values("epoch")
+        start = since.get(run) if isinstance(since, Mapping) else since
+        used = part if start is None else part[part["epoch"] >= start]
+        rho = rhos[run] = spearman(used["x"], used["y"])
+        rho_text = "n/a" if np.isnan(rho) else f"{rho:.2f}"
+        name = f"{run}: " if run is not None else ""
+        span = "" if start is None else f"epochs ≥ {start}, "
+        drawn.append((run, part, used, f"{name}Spearman ρ = {rho_text} ({span}n = {len(used)})"))
+    ncols = 1 if len(runs) < 3 else 2
     with style():
-        ax = new_axes(ax, size=(5.0, 3.8))
-        for k, run in enumerate(runs):
-            part = pairs if run is None else pairs[pairs["run"] == run]
-            part = part.sort_values("epoch")
-            start = since.get(run) if isinstance(since, Mapping) else since
-            used = part if start is None else part[part["epoch"] >= start]
-            rho = rhos[run] = spearman(used["x"], used["y"])
-            rho_text = "n/a" if np.isnan(rho) else f"{rho:.2f}"
-            name = f"{run}: " if run is not None else ""
-            span = "" if start is None else f"epochs ≥ {start}, "
-            color, marker = PALETTE[k % len(PALETTE)], MARKERS[k % len(MARKERS)]
+        if ax is None:  # legend below the axes: widen and heighten the figure so that the axes keep their size
+            longest = max(len(label) for *_, label in drawn)
+            rows = -(-len(runs) // ncols)
+            ax = new_axes(None, size=(max(5.0, ncols * (0.5 + 0.062 * longest) + 0.4), 3.8 + 0.19 * rows))
+        ax = new_axes(ax)
+        handles = []
+        for run, part, used, label in drawn:
+            color, marker = styles[run].color, styles[run].marker
             ax.plot(part["x"], part["y"], color=color, lw=0.8, alpha=0.5, zorder=1)
             early = part[~part.index.isin(used.index)]
             ax.scatter(early["x"], early["y"], c=early["epoch"], cmap=CMAP, norm=norm, s=22, marker=marker,
@@ -105,12 +115,12 @@ def plot_measure_vs_loss(table: pd.DataFrame, measure: str = "curv_adv", *, loss
             ax.scatter(used["x"], used["y"], c=used["epoch"], cmap=CMAP, norm=norm, s=30, marker=marker,
                        edgecolors=color, linewidths=0.9, zorder=3)
             handles.append(Line2D([], [], marker=marker, ls="-", lw=0.8, ms=6, color=color, mfc="white",
-                                  label=f"{name}Spearman ρ = {rho_text} ({span}n = {len(used)})"))
+                                  label=label))
         ax.figure.colorbar(ScalarMappable(norm=norm, cmap=CMAP), ax=ax, label="epoch")
         ax.set_xlabel(f"{measure_label(measure)}, {measure_split} {statistic}")
         ax.set_ylabel(f"{'robust' if loss == 'loss_adv' else 'clean'} {loss_split} loss (CE, nats)")
         ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False,
-                  ncols=1 if len(handles) < 3 else 2)  # below the axes: never over the points
+                  ncols=ncols)  # below the axes: never over the points
         head = f"{measure_label(measure, units=False)} vs {loss_split} {'robust ' if loss == 'loss_adv' else ''}loss"
         if len(runs) == 1:
             rho = rhos[runs[0]]

@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from ._style import SPLIT_STYLES, colors_for, new_figure, style
+from ._style import SPLIT_STYLES, new_figure, run_styles, style
 from ._tables import MEASURE_UNITS, best_and_last, check_table, measure_label, rows_of_run, runs_of
 
 #: The paper's four diagnostics, drawn by default when their ``*_mean`` columns exist.
@@ -29,9 +29,11 @@ def plot_measures(table: pd.DataFrame, measures: Sequence[str] | None = None, *,
                   title: str | None = None) -> Figure:
     """One panel per measure: its per-epoch mean (with the q10–q90 band over samples) for each run.
 
-    Runs are overlaid in distinct colours (e.g. PGD-AT vs AT+AdvLC); test is solid, train dashed. When the
-    table has ``acc_adv``, each run's best epoch (first maximum of robust test accuracy) is a dotted line in
-    the run's colour, so sharpening after the best epoch is visible.
+    Runs are overlaid in distinct colours (e.g. PGD-AT vs AT+AdvLC); runs of one method named
+    ``<method>/<seed>`` (``pgd_at/s0``, ``pgd_at/s1``, ...) share the method's colour, one shade per seed,
+    and the legend has one column per method (see :func:`landscape.plotting._style.run_styles`). Test is
+    solid, train dashed. When the table has ``acc_adv``, each run's best epoch (first maximum of robust test
+    accuracy) is a dotted line in the run's colour, so sharpening after the best epoch is visible.
 
     Args:
         table: trajectory table with ``epoch``, ``split`` and ``<m>_mean`` for each measure ``m``; optional
@@ -69,7 +71,8 @@ def plot_measures(table: pd.DataFrame, measures: Sequence[str] | None = None, *,
         raise ValueError(f"{func}: no rows with split in {list(splits)}; "
                          f"table has {sorted(set(table['split'].astype(str)))}")
     runs = runs_of(table)
-    colors = colors_for(runs)
+    styles = run_styles(runs)
+    colors = {r: st.color for r, st in styles.items()}
     if band is None:
         band = len(runs) <= 2
     n = len(measures)
@@ -98,7 +101,7 @@ def plot_measures(table: pd.DataFrame, measures: Sequence[str] | None = None, *,
         for ax in flat[max(0, n - ncols):n]:  # bottom panel of each column
             ax.xaxis.set_tick_params(labelbottom=True)
             ax.set_xlabel("epoch")
-        _legend(fig, runs, colors, present, band=band and any(f"{m}_q10" in table.columns for m in measures),
+        _legend(fig, runs, styles, present, band=band and any(f"{m}_q10" in table.columns for m in measures),
                 best=any(v is not None for v in best.values()))
         if title:
             fig.suptitle(title)
@@ -113,14 +116,31 @@ def _best_epoch(rows: pd.DataFrame) -> int | None:
     return None if mark is None else mark[0]
 
 
-def _legend(fig: Figure, runs, colors, splits, *, band: bool, best: bool) -> None:
-    handles = [] if runs == [None] else [Line2D([], [], color=colors[r], lw=2, label=str(r)) for r in runs]
-    handles += [Line2D([], [], color="0.3", ls=SPLIT_STYLES[s], label=f"{s} (mean)") for s in splits]
+def _legend(fig: Figure, runs, styles, splits, *, band: bool, best: bool) -> None:
+    keys = [Line2D([], [], color="0.3", ls=SPLIT_STYLES[s], label=f"{s} (mean)") for s in splits]
     if band:
-        handles.append(Patch(color="0.3", alpha=0.2, label=f"{splits[0]} q10–q90 over samples"))
+        keys.append(Patch(color="0.3", alpha=0.2, label=f"{splits[0]} q10–q90 over samples"))
     if best:
-        handles.append(Line2D([], [], color="0.3", ls=":", label="best epoch"))
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6), frameon=False)
+        keys.append(Line2D([], [], color="0.3", ls=":", label="best epoch"))
+    if runs == [None]:
+        fig.legend(handles=keys, loc="outside lower center", ncols=len(keys), frameon=False)
+        return
+    line = {r: Line2D([], [], color=styles[r].color, lw=2, label=str(r)) for r in runs}
+    groups: dict = {}
+    for r in runs:
+        groups.setdefault(styles[r].group, []).append(r)
+    if None in groups or len(groups) > 6:  # no methods: runs then keys, wrapped into at most 6 columns
+        handles = [line[r] for r in runs] + keys
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6), frameon=False)
+        return
+    # one column per method (its seeds top to bottom), then a column of the style keys; the legend fills
+    # columns first, so pad every column to the same height with blank entries
+    height = max(len(keys), *(len(m) for m in groups.values()))
+    blank = Line2D([], [], ls="none", label=" ")
+    handles = []
+    for column in [[line[r] for r in members] for members in groups.values()] + [keys]:
+        handles += column + [blank] * (height - len(column))
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(groups) + 1, frameon=False)
 
 
 __all__ = ["DEFAULT_MEASURES", "available_measures", "plot_measures"]
