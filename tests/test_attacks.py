@@ -10,6 +10,7 @@ from scipy import stats
 
 from landscape import create_model
 from landscape.attacks import fgsm, pgd
+from reference_models import LinearSoftmax
 
 
 def _digits(n: int, seed: int = 0):
@@ -38,24 +39,13 @@ def trained():
     return model, x[600:], y[600:]
 
 
-class Linear(nn.Module):
-    def __init__(self, d: int = 64, k: int = 10, seed: int = 0):
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.w = nn.Parameter(torch.randn(k, d, generator=g, dtype=torch.float64))
-        self.b = nn.Parameter(torch.randn(k, generator=g, dtype=torch.float64))
-
-    def forward(self, x):
-        return x.flatten(1) @ self.w.T + self.b
-
-
 def _loss(model, x, y):
     with torch.no_grad():
         return F.cross_entropy(model(x), y, reduction="none")
 
 
 def test_fgsm_linf_matches_hand_step_on_linear_softmax():
-    model = Linear()
+    model = LinearSoftmax()
     g = torch.Generator().manual_seed(1)
     x = torch.rand(5, 1, 8, 8, generator=g, dtype=torch.float64)
     y = torch.tensor([0, 3, 5, 7, 9])
@@ -71,7 +61,7 @@ def test_fgsm_linf_matches_hand_step_on_linear_softmax():
 
 
 def test_fgsm_l2_step_has_norm_eps_along_gradient():
-    model = Linear()
+    model = LinearSoftmax()
     x = torch.full((3, 1, 8, 8), 0.5, dtype=torch.float64)  # far from the box: no clamping at eps=0.1
     y = torch.tensor([1, 2, 3])
     with torch.no_grad():
@@ -81,7 +71,7 @@ def test_fgsm_l2_step_has_norm_eps_along_gradient():
 
 
 def test_one_step_pgd_without_random_start_equals_fgsm():
-    model = Linear()
+    model = LinearSoftmax()
     x = torch.rand(4, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     y = torch.tensor([0, 1, 2, 3])
     for norm in ("linf", "l2"):
@@ -134,7 +124,7 @@ def test_pgd_deterministic_given_seed_and_leaves_global_rng(trained):
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_random_start_is_uniform_in_the_ball(norm):
-    model = Linear()
+    model = LinearSoftmax()
     n, d, eps = 400, 64, 0.05
     x = torch.full((n, 1, 8, 8), 0.5, dtype=torch.float64)  # no box clamping
     y = torch.zeros(n, dtype=torch.long)
@@ -187,7 +177,7 @@ def test_train_mode_uses_batch_statistics():
 
 
 def test_uint8_and_float64_inputs():
-    model = Linear()
+    model = LinearSoftmax()
     x8 = torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8)
     x_adv, delta = pgd(model, x8, torch.tensor([0, 1]), 0.1, steps=2)
     assert x_adv.dtype == torch.float64
@@ -202,14 +192,14 @@ def test_uint8_and_float64_inputs():
     ({"eps": 0.1, "step_size": -1.0}, "step_size"),
 ])
 def test_validation_errors(kwargs, match):
-    model = Linear()
+    model = LinearSoftmax()
     x, y = torch.rand(2, 1, 8, 8), torch.tensor([0, 1])
     with pytest.raises(ValueError, match=match):
         pgd(model, x, y, **kwargs)
 
 
 def test_validation_of_inputs():
-    model = Linear()
+    model = LinearSoftmax()
     with pytest.raises(ValueError, match=r"\[0,1\]"):
         fgsm(model, torch.full((2, 1, 8, 8), 2.0), torch.tensor([0, 1]), 0.1)
     with pytest.raises(ValueError, match="out of range"):

@@ -10,19 +10,9 @@ import torch.nn.functional as F
 
 from landscape import Normalized, create_model
 from landscape.measures.curvature import directional_curvature, hvp, top_eigenvalue
+from reference_models import LinearSoftmax
 
 METHODS = ["func", "double_backprop"]
-
-
-class LinearSoftmax(nn.Module):
-    def __init__(self, d: int = 64, k: int = 10, seed: int = 0):
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.w = nn.Parameter(torch.randn(k, d, generator=g, dtype=torch.float64))
-        self.b = nn.Parameter(torch.randn(k, generator=g, dtype=torch.float64))
-
-    def forward(self, x):
-        return x.flatten(1) @ self.w.T + self.b
 
 
 class HookedTanh(nn.Module):

@@ -5,34 +5,11 @@ import math
 
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from landscape import Normalized, create_model
 from landscape.measures.gradients import NORMS, gradient_norms, input_gradient
-
-
-class SumLogit(nn.Module):
-    """logits = [c·Σx, 0]: for label 1, CE = log(1 + e^s) with s = c·Σx, so ∂CE/∂x_j = c·σ(s)."""
-
-    def __init__(self, c: float):
-        super().__init__()
-        self.c = nn.Parameter(torch.tensor(c, dtype=torch.float64))
-
-    def forward(self, x):
-        s = self.c * x.flatten(1).sum(1)
-        return torch.stack([s, torch.zeros_like(s)], 1)
-
-
-class LinearSoftmax(nn.Module):
-    def __init__(self, d: int = 64, k: int = 10):
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.w = nn.Parameter(torch.randn(k, d, generator=g, dtype=torch.float64))
-        self.b = nn.Parameter(torch.randn(k, generator=g, dtype=torch.float64))
-
-    def forward(self, x):
-        return x.flatten(1) @ self.w.T + self.b
+from reference_models import LinearSoftmax, SumLogit
 
 
 def test_norms_match_hand_values():

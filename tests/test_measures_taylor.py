@@ -11,18 +11,7 @@ import torch.nn.functional as F
 
 from landscape import create_model
 from landscape.measures.taylor import logit_variation, logit_variation_batch, taylor_gap
-
-
-class SumLogit(nn.Module):
-    """logits = [c·Σx, 0]; for label 1 the loss is softplus(s), s = c·Σx."""
-
-    def __init__(self, c: float = 0.5):
-        super().__init__()
-        self.c = nn.Parameter(torch.tensor(c, dtype=torch.float64))
-
-    def forward(self, x):
-        s = self.c * x.flatten(1).sum(1)
-        return torch.stack([s, torch.zeros_like(s)], 1)
+from reference_models import SumLogit
 
 
 class FirstCoords(nn.Module):
