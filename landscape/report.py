@@ -35,6 +35,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from ._base import LandscapeError
+from ._io import atomic_write_text
 
 __all__ = ["Findings", "RunFiles", "best_last_epochs", "build_report", "find_runs", "findings_rows",
            "load_findings", "load_runs", "load_tables", "read_table_file"]
@@ -731,11 +732,13 @@ def _write_html(path: Path, data: ReportData, figures: list[FigureResult], vers:
         parts.append("<p class='skipped'>No settings.json in any run.</p>")
     for run, files in data.settings.items():
         for name, value in files.items():
-            parts.append(f"<h3>{e(run)}: {e(name)}</h3><pre>{e(json.dumps(value, indent=2, default=str))}</pre>")
+            # collapsed: with a dozen runs the JSON would otherwise fill half the page
+            parts.append(f"<details><summary>{e(run)}: {e(name)}</summary>"
+                         f"<pre>{e(json.dumps(value, indent=2, default=str))}</pre></details>")
     parts.append("<h2 id='versions'>Versions</h2>")
     parts.append(_html_table(["component", "version"], [[k, v] for k, v in vers.items()]))
     parts.append("</main></body></html>")
-    _atomic_write(path, "\n".join(parts))
+    atomic_write_text(path, "\n".join(parts))
 
 
 def _write_md(path: Path, data: ReportData, figures: list[FigureResult], vers: dict[str, str],
@@ -768,13 +771,7 @@ def _write_md(path: Path, data: ReportData, figures: list[FigureResult], vers: d
         for name, value in files.items():
             lines += [f"### {run}: {name}", "", "```json", json.dumps(value, indent=2, default=str), "```", ""]
     lines += ["## Versions", "", _md_table(["component", "version"], [[k, v] for k, v in vers.items()]), ""]
-    _atomic_write(path, "\n".join(lines))
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.parent / f".{path.name}.tmp"
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, "\n".join(lines))
 
 
 def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, dpi: int = 150,
