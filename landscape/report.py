@@ -161,7 +161,7 @@ def load_tables(paths, key: str = "trajectory") -> pd.DataFrame:
 
     Returns:
         One table. A single path keeps its own ``run`` column; several paths get ``run`` set to their run
-        folder's name (or their path, when names collide).
+        folder's name (or the given path, when names collide).
 
     Raises:
         ValueError: ``key`` unknown or no paths. FileNotFoundError: a path, or the file in a directory,
@@ -188,8 +188,8 @@ def load_tables(paths, key: str = "trajectory") -> pd.DataFrame:
     if len(tables) == 1:
         return tables[0]
     names = [n for _, n in files]
-    if len(set(names)) < len(names):
-        names = [str(f.with_suffix("")) for f, _ in files]
+    if len(set(names)) < len(names):  # e.g. pgd_at/s0 and at_advlc/s0: name by the given path, the same for every key
+        names = [str(p if p.is_dir() else p.parent) for p in paths]
     combined = pd.concat([_with_run(t, n) for t, n in zip(tables, names)], ignore_index=True)
     combined.attrs = dict(tables[0].attrs)
     return combined

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from landscape import LandscapeError
 from landscape.cli import main
 from landscape.plotting.synthetic import write_synthetic_run
-from landscape.report import build_report, find_runs, load_findings, load_tables
+from landscape.report import best_last_epochs, build_report, find_runs, load_findings, load_tables
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -230,3 +230,12 @@ def test_no_findings_no_section_and_a_bad_findings_csv_is_a_note(tmp_path, repor
     found = load_findings(tmp_path)
     assert found.rows == [] and "findings.csv" in found.note and not found.images
     assert bool(found)  # the section still appears, with the note
+
+
+def test_runs_with_the_same_folder_name_keep_one_name_across_tables(tmp_path):
+    a = write_synthetic_run(tmp_path / "pgd_at" / "s0", ro=1.0, seed=0)
+    b = write_synthetic_run(tmp_path / "at_advlc" / "s0", ro=0.2, seed=1)
+    traj = load_tables([a, b], "trajectory")
+    slices = load_tables([a, b], "slices_1d")
+    assert sorted(traj["run"].unique()) == sorted(slices["run"].unique()) == sorted([str(a), str(b)])
+    assert set(best_last_epochs(traj)) == {str(a), str(b)}
