@@ -154,6 +154,9 @@ def _check_table(table: pd.DataFrame) -> None:
                          f"{finite.max():g} (percent?)")
 
 
+_STAT_SUFFIXES = ("_mean", "_median", "_q10", "_q90")
+
+
 def _usable_rows(table: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
     t = table
     if "error" in t.columns:
@@ -167,8 +170,15 @@ def _usable_rows(table: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
         notes.append(f"{int(epoch.isna().sum())} row(s) without an epoch left out")
         t = t[epoch.notna()]
     t = t.copy()
-    t["epoch"] = pd.to_numeric(t["epoch"]).astype("int64")
-    acc = pd.to_numeric(t["acc_adv"], errors="coerce")
+    epoch = pd.to_numeric(t["epoch"])
+    if (epoch != epoch.round()).any():
+        raise ValueError(f"epoch must be whole numbers, got {epoch[epoch != epoch.round()].iloc[0]:g}")
+    t["epoch"] = epoch.astype("int64")
+    # numbers read from CSV as text ('abc', None) become NaN, so later steps see numeric columns only
+    for c in t.columns:
+        if c.startswith(("acc_", "loss_")) or c.endswith(_STAT_SUFFIXES):
+            t[c] = pd.to_numeric(t[c], errors="coerce")
+    acc = t["acc_adv"]
     if (~np.isfinite(acc)).any():
         notes.append(f"{int((~np.isfinite(acc)).sum())} row(s) without a robust accuracy left out")
         t = t[np.isfinite(acc)]
@@ -280,7 +290,7 @@ def diagnose(table: pd.DataFrame, *, split: str = "test", threshold: float | Non
         at_last = per[per["epoch"] == epochs[last]]
         if len(at_last):
             measures[s] = {c[: -len("_mean")]: float(at_last[c].iloc[0]) for c in measure_cols
-                           if np.isfinite(at_last[c].iloc[0])}
+                           if c in at_last.columns and np.isfinite(at_last[c].iloc[0])}
 
     run = str(runs[0]) if runs else ""
     empty = pd.DataFrame({"measure": pd.Series(dtype=object), "split": pd.Series(dtype=object),

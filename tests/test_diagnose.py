@@ -195,3 +195,18 @@ def test_read_table_and_cli(tmp_path, capsys):
     assert payload["onset_epoch"] is None and payload["best_epoch"] == 4
     assert main(["diagnose", str(tmp_path / "missing")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_text_cells_from_csv_are_left_out_not_crashing():
+    table = pd.DataFrame({"epoch": [1, 2, 3], "split": "test", "acc_adv": ["0.5", "abc", "0.4"],
+                          "curv_adv_mean": [None, None, None]})
+    d = diagnose(table)
+    assert (d.best_epoch, d.last_epoch) == (1, 3)
+    assert d.gap == pytest.approx(10.0)
+    assert any("without a robust accuracy" in n for n in d.notes)
+
+
+def test_fractional_epochs_are_refused():
+    table = pd.DataFrame({"epoch": [1, 1.5], "split": "test", "acc_adv": [0.5, 0.4]})
+    with pytest.raises(ValueError, match="whole numbers, got 1.5"):
+        diagnose(table)
