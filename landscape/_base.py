@@ -47,6 +47,22 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def resolve_device(device: str | torch.device) -> torch.device:
+    """Parse ``device`` and check it exists here: a ValueError, not a CUDA assertion deep inside ``.to()``."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"invalid device {device!r} (e.g. 'cpu', 'cuda', 'cuda:1')") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but no CUDA GPU is available here (use 'cpu')")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} does not exist: {torch.cuda.device_count()} CUDA GPU(s) here")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} requested but MPS is not available here (use 'cpu')")
+    return dev
+
+
 def model_dtype(model: nn.Module) -> torch.dtype:
     for t in model.parameters():
         return t.dtype

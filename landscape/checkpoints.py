@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ._base import LandscapeError
+from ._base import LandscapeError, resolve_device
 from ._io import atomic_write
 from .models import Normalized, create_model
 
@@ -848,10 +848,7 @@ def load_model(path: str | os.PathLike, arch: str, *, trusted: bool = False, mea
     """
     if (mean is None) != (std is None):
         raise ValueError("give both mean and std, or neither")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"invalid device {device!r} (e.g. 'cpu', 'cuda', 'cuda:1')") from None
+    dev = resolve_device(device)
     model = create_model(arch, **arch_kwargs)  # unknown names fail before the file is read
     ckpt = load_checkpoint(path, trusted=trusted)
     args = ", ".join(f"{k}={v!r}" for k, v in arch_kwargs.items())

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._base import LandscapeError
+from ._base import LandscapeError, resolve_device
 from ._io import atomic_write, atomic_write_text
 
 __all__ = [
@@ -744,6 +744,8 @@ def analyse_trajectory(paths_or_dir: str | os.PathLike | Sequence[str | os.PathL
     discovery = discover_checkpoints(paths_or_dir)
     if executor == "ray":
         _import_ray()
+    else:  # a Ray driver may lack the workers' GPUs, so only local runs check the device up front
+        resolve_device(device)
     settings = TrajectorySettings(
         arch=arch, data=data, arch_kwargs=tuple(sorted(arch_kwargs.items())),
         measures=tuple(measures) if measures is not None else None, n=n, splits=splits, attack=attack,

@@ -72,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
     mean, std = normalization(args)
     if mean is not None:
         model = Normalized(model, mean, std)
-    model = model.to(args.device)
+    from landscape._base import resolve_device
+
+    model = model.to(resolve_device(args.device))
     data = (load_dataset(args.data, "train", root=args.data_root, n=args.train_n, seed=args.seed),
             load_dataset(args.data, "test", root=args.data_root, seed=args.seed))
     metrics = train(

@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .._base import check_model_batch, eval_mode, frozen_params, model_device, model_dtype
+from .._base import check_model_batch, resolve_device, eval_mode, frozen_params, model_device, model_dtype
 from ..attacks import _check_eps, _check_norm, fgsm, pgd
 from .curvature import HVP_METHODS, _directional_curvature, _top_eigenvalue
 from .gradients import NORMS, _check_model, _loss_logits_grad, _norms
@@ -84,7 +84,7 @@ def _rademacher(shape: torch.Size, seed: int, device: torch.device, dtype: torch
 def _working_model(model: nn.Module, dtype: torch.dtype | None, device: torch.device | str | None) -> nn.Module:
     """``model`` itself, or a deep copy cast to ``dtype``/moved to ``device`` (the caller's model is untouched)."""
     want_dtype = dtype if dtype is not None else model_dtype(model)
-    want_device = torch.device(device) if device is not None else model_device(model)
+    want_device = resolve_device(device) if device is not None else model_device(model)
     if want_dtype == model_dtype(model) and want_device == model_device(model):
         return model
     return copy.deepcopy(model).to(device=want_device, dtype=want_dtype)

@@ -142,6 +142,10 @@ CASES = {
     "plot: missing table": (lambda f: ["plot", "curves", f["root"] / "none.parquet", "--out", f["out"] / "p"],
                             lambda f: ["none.parquet"]),
     "measure: missing checkpoint": (lambda f: _measure(f, f["root"] / "absent.pt"), lambda f: ["absent.pt"]),
+    # a device this machine does not have (CI has no GPU; skipped below where one exists)
+    "measure: missing GPU": (lambda f: _measure(f, f["ckpt"], "--device", "cuda:7"), lambda f: ["cuda:7"]),
+    "trajectory: missing GPU": (lambda f: _traj(f, f["run"], "--device", "cuda:7"), lambda f: ["cuda:7"]),
+    "train: invalid device": (lambda f: _train(f, "--device", "foo"), lambda f: ["'foo'"]),
     # a directory with no checkpoints
     "trajectory: no checkpoints": (lambda f: _traj(f, f["empty_dir"]),
                                    lambda f: ["no checkpoints found", str(f["empty_dir"])]),
