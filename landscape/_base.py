@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -14,15 +15,28 @@ class LandscapeError(Exception):
 
 
 @contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` (and every submodule) in eval mode; restore each submodule's mode on exit."""
+def set_mode(model: nn.Module, train: bool) -> Iterator[nn.Module]:
+    """Put ``model`` (and every submodule) in train (True) or eval (False) mode; restore each one's own mode
+    on exit."""
     modes = [(m, m.training) for m in model.modules()]
-    model.eval()
+    model.train(train)
     try:
         yield model
     finally:
         for m, was_training in modes:
             m.training = was_training
+
+
+def eval_mode(model: nn.Module) -> contextlib.AbstractContextManager[nn.Module]:
+    """``set_mode(model, False)``: eval mode inside, each submodule's own mode restored on exit."""
+    return set_mode(model, False)
+
+
+def derive_seed(*parts: int) -> int:
+    """A well-mixed 63-bit seed from integers, e.g. ``(seed, stream, epoch)`` (numpy ``SeedSequence``); each
+    part is taken modulo 2**32, so negative seeds work too. Distinct streams never share a seed."""
+    state = np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint64)
+    return int(state[0] >> np.uint64(1))
 
 
 @contextlib.contextmanager

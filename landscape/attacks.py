@@ -23,15 +23,13 @@ Example:
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from enum import Enum
-from typing import Iterator
 
 import torch
 import torch.nn as nn
 
-from ._base import check_labels_fit, check_model_batch, frozen_params, per_sample_loss
+from ._base import check_labels_fit, check_model_batch, frozen_params, set_mode, per_sample_loss
 
 __all__ = ["Norm", "fgsm", "pgd"]
 
@@ -59,18 +57,6 @@ def _check_eps(eps: float, name: str = "eps") -> float:
     if not (math.isfinite(eps) and eps >= 0):
         raise ValueError(f"{name} must be a finite number >= 0, got {eps}")
     return float(eps)
-
-
-@contextlib.contextmanager
-def _mode(model: nn.Module, train: bool) -> Iterator[nn.Module]:
-    """Set every submodule to ``train`` (True) or eval (False); restore each one's own mode on exit."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.train(train)
-    try:
-        yield model
-    finally:
-        for m, was_training in modes:
-            m.training = was_training
 
 
 def _flat_norm(t: torch.Tensor) -> torch.Tensor:
@@ -149,7 +135,7 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *,
     norm = _check_norm(norm)
     eps = _check_eps(eps)
     x, y = check_model_batch(model, x, y, unit_box=True)
-    with _mode(model, False), frozen_params(model):
+    with set_mode(model, False), frozen_params(model):
         grad = _loss_grad(model, x, y)
     return _result(x, eps * _ascent_direction(grad, norm))
 
@@ -199,7 +185,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, steps
         delta = _box(x, _random_start(x, eps, norm, generator))
     else:
         delta = torch.zeros_like(x)
-    with _mode(model, bool(train_mode)), frozen_params(model):
+    with set_mode(model, bool(train_mode)), frozen_params(model):
         for _ in range(steps):
             grad = _loss_grad(model, x + delta, y)
             delta = _box(x, _project(delta + alpha * _ascent_direction(grad, norm), eps, norm))

@@ -27,13 +27,12 @@ import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._base import LandscapeError, check_batch, eval_mode, model_device, model_dtype
+from ._base import LandscapeError, check_batch, derive_seed, eval_mode, model_device, model_dtype, set_mode
 from ._io import atomic_write, atomic_write_text
 from .regularizers import GRADIENT_NORMS, advlc, input_gradient_penalty
 
@@ -52,13 +51,8 @@ _RESUME_FREE = {"landscape_version", "progress"}
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-# Streams of randomness, each seeded by _derive_seed(seed, STREAM, ...) so that no two uses share a seed.
+# Streams of randomness, each seeded by derive_seed(seed, STREAM, ...) so that no two uses share a seed.
 _SHUFFLE, _TORCH_RNG, _TRAIN_ATTACK, _EVAL_SUBSET, _EVAL_ATTACK = range(5)
-
-
-def _derive_seed(*parts: int) -> int:
-    """A well-mixed 63-bit seed from non-negative integers (numpy SeedSequence), e.g. ``(seed, stream, epoch)``."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
 def seeded_model(arch: str, seed: int, **kwargs) -> nn.Module:
@@ -160,7 +154,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, 
             xb, yb = x[start:start + batch_size], y[start:start + batch_size]
             if eps > 0:
                 x_adv, _ = pgd(model, xb, yb, eps, steps=steps, step_size=step_size, norm=norm,
-                               seed=_derive_seed(seed, _EVAL_ATTACK, i), train_mode=False)
+                               seed=derive_seed(seed, _EVAL_ATTACK, i), train_mode=False)
             else:
                 x_adv = xb
             with torch.no_grad():
@@ -195,21 +189,21 @@ def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Te
                  epoch: int, settings: Mapping) -> float:
     """One pass over (x, y) in a seeded random order; returns the mean training objective."""
     seed = settings["seed"]
-    order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(_derive_seed(seed, _SHUFFLE, epoch)))
+    order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(derive_seed(seed, _SHUFFLE, epoch)))
     order = order.to(x.device)
     bs = settings["batch_size"]
     lam = lam_at(epoch, lam=settings["lam"], warmup=settings["lam_warmup"])
     total, count = 0.0, 0
     model.train()
     with torch.random.fork_rng(devices=[]):  # dropout etc. seeded per epoch; caller's RNG untouched
-        torch.manual_seed(_derive_seed(seed, _TORCH_RNG, epoch))
+        torch.manual_seed(derive_seed(seed, _TORCH_RNG, epoch))
         for b, start in enumerate(range(0, x.shape[0], bs)):
             idx = order[start:start + bs]
             xb, yb = x[idx], y[idx]
             loss = _objective(model, xb, yb, method=settings["method"], eps=settings["eps"],
                               steps=settings["steps"], step_size=settings["step_size"], lam=lam,
                               top=settings["top"], grad_norm=settings["grad_norm"],
-                              seed=_derive_seed(seed, _TRAIN_ATTACK, epoch, b), norm=settings["norm"])
+                              seed=derive_seed(seed, _TRAIN_ATTACK, epoch, b), norm=settings["norm"])
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise LandscapeError(f"training diverged at epoch {epoch} (loss {value}); "
@@ -245,7 +239,7 @@ def _run_epoch(model, optimizer, train_split, test_eval, eval_tr, *, epoch: int,
 
 def _eval_subset(n: int, eval_n: int | None, seed: int) -> torch.Tensor:
     """Fixed random subset of ``eval_n`` of ``n`` indices (all of them when ``eval_n`` is None)."""
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(_derive_seed(seed, _EVAL_SUBSET)))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(seed, _EVAL_SUBSET)))
     return perm if eval_n is None or eval_n >= n else perm[:eval_n].sort().values
 
 
@@ -428,21 +422,19 @@ def train(model: nn.Module, data, *, method: str = "pgd_at", eps: float = 0.1, s
     eval_te = _eval_subset(x_te.shape[0], eval_n, seed).to(device)
     from tqdm.auto import tqdm
 
-    modes = [(m, m.training) for m in model.modules()]
     bar = tqdm(range(start + 1, epochs + 1), desc=f"{settings['method']} s{seed}", unit="ep",
                disable=not progress, leave=False, initial=start, total=epochs)
     try:
-        for epoch in bar:
-            rows += _run_epoch(model, optimizer, (x_tr, y_tr), (x_te[eval_te], y_te[eval_te]), eval_tr,
-                               epoch=epoch, settings=settings, best=best, bar=bar)
-            _write_metrics(out / "metrics.csv", rows)
-            save_checkpoint(checkpoint_path(out, epoch), model, epoch=epoch, optimizer=optimizer.state_dict(),
-                            **best)
+        with set_mode(model, True):  # the caller's modes come back whatever happens
+            for epoch in bar:
+                rows += _run_epoch(model, optimizer, (x_tr, y_tr), (x_te[eval_te], y_te[eval_te]), eval_tr,
+                                   epoch=epoch, settings=settings, best=best, bar=bar)
+                _write_metrics(out / "metrics.csv", rows)
+                save_checkpoint(checkpoint_path(out, epoch), model, epoch=epoch,
+                                optimizer=optimizer.state_dict(), **best)
     finally:
         bar.close()
         optimizer.zero_grad(set_to_none=True)
-        for m, was_training in modes:
-            m.training = was_training
     return _write_metrics(out / "metrics.csv", rows)
 
 

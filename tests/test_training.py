@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 import landscape.training as training
 from landscape import LandscapeError
+from landscape._base import derive_seed
 from landscape.attacks import pgd
 from landscape.checkpoints import load_checkpoint
 from landscape.regularizers import advlc, input_gradient_penalty
@@ -187,7 +188,7 @@ def test_evaluate_matches_direct_attack():
     model = seeded_model("mlp", 2, **TINY)
     (x, y), _ = _data(n_train=30)
     r = evaluate(model, x, y, eps=0.2, steps=3, batch_size=30, seed=0)
-    x_adv, _ = pgd(model, x, y, 0.2, steps=3, seed=training._derive_seed(0, training._EVAL_ATTACK, 0))
+    x_adv, _ = pgd(model, x, y, 0.2, steps=3, seed=derive_seed(0, training._EVAL_ATTACK, 0))
     with torch.no_grad():
         acc = (model(x_adv).argmax(1) == y).float().mean().item()
     assert r["acc_adv"] == pytest.approx(acc)

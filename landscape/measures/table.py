@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .._base import check_model_batch, resolve_device, eval_mode, frozen_params, model_device, model_dtype
+from .._base import check_model_batch, derive_seed, resolve_device, eval_mode, frozen_params, model_device, model_dtype
 from ..attacks import _check_eps, _check_norm, fgsm, pgd
 from .curvature import HVP_METHODS, _directional_curvature, _top_eigenvalue
 from .gradients import NORMS, _check_model, _loss_logits_grad, _norms
@@ -70,12 +70,6 @@ def columns(measures: str | Iterable[str] | None = None) -> list[str]:
     return out
 
 
-def _seed(seed: int, batch: int, stream: int) -> int:
-    """A 63-bit seed for (seed, batch index, stream), so streams never collide across batches or seeds."""
-    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, batch, stream]).generate_state(2, np.uint64)[0]
-               >> np.uint64(1))
-
-
 def _rademacher(shape: torch.Size, seed: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     g = torch.Generator(device=device).manual_seed(seed)
     return torch.randint(0, 2, shape, generator=g, device=device).to(dtype) * 2 - 1
@@ -102,7 +96,7 @@ def _measure_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch:
     loss, logits, grad = _loss_logits_grad(model, x, y)
     if attack == "pgd":
         x_adv, delta = pgd(model, x, y, eps, steps=steps, step_size=step_size, norm=norm,
-                           seed=_seed(seed, batch, _STREAM_ATTACK))
+                           seed=derive_seed(seed, batch, _STREAM_ATTACK))
     else:
         x_adv, delta = fgsm(model, x, y, eps, norm=norm)
     with torch.no_grad():
@@ -118,11 +112,11 @@ def _measure_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch:
     if "curv_adv" in selected:
         cols["curv_adv"], hvp_method = _directional_curvature(model, x, y, delta, hvp_method)
     if "curv_rand" in selected:
-        d = _rademacher(x.shape, _seed(seed, batch, _STREAM_RAND), x.device, x.dtype)
+        d = _rademacher(x.shape, derive_seed(seed, batch, _STREAM_RAND), x.device, x.dtype)
         cols["curv_rand"], hvp_method = _directional_curvature(model, x, y, d, hvp_method)
     if "eig_top" in selected:
         values, _, info = _top_eigenvalue(model, x, y, iters=eig_iters, tol=1e-4,
-                                          seed=_seed(seed, batch, _STREAM_EIG), method=hvp_method)
+                                          seed=derive_seed(seed, batch, _STREAM_EIG), method=hvp_method)
         cols["eig_top"], hvp_method = values, info["method"]
         unconverged = x.shape[0] - info["converged"]
     if "taylor_gap" in selected:
