@@ -218,6 +218,8 @@ def adversarial_direction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     from landscape import attacks
 
     _choice(attack, ("pgd", "fgsm"), "attack")
+    if not eps > 0:  # eps = 0 gives a zero direction: every slice would be flat yet labelled "adversarial"
+        raise ValueError(f"the adversarial direction needs eps > 0, got eps={eps}")
     if attack == "fgsm":
         x_adv, _ = attacks.fgsm(model, x, y, eps, norm=norm)
     else:

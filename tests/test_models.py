@@ -181,3 +181,14 @@ def test_normalized_rejects_bad_statistics():
         Normalized(nn.Identity(), (0.5,), (0.0,))
     with pytest.raises(ValueError, match="3 channels but std has 1"):
         Normalized(nn.Identity(), (0.5, 0.5, 0.5), (0.2,))
+
+
+def test_normalized_refuses_inputs_with_the_wrong_channel_count():
+    import torch
+
+    from landscape.models import Normalized, create_model
+
+    model = Normalized(create_model("small_cnn", in_channels=3), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    assert model(torch.rand(2, 3, 8, 8)).shape == (2, 10)
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\).*shape \(2, 1, 8, 8\)"):
+        model(torch.rand(2, 1, 8, 8))

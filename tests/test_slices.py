@@ -606,3 +606,10 @@ def test_cli_slice_user_errors_exit_2_with_one_line(digits_checkpoint, tmp_path,
     assert rc == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_adversarial_direction_needs_a_positive_eps(tiny_model):
+    x = torch.rand(2, 1, 8, 8)
+    y = torch.tensor([0, 1])
+    with pytest.raises(ValueError, match="needs eps > 0, got eps=0"):
+        slice_1d(tiny_model, x, y, "adversarial", grid(0.1, 5), eps=0.0)

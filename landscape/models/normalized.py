@@ -26,4 +26,7 @@ class Normalized(nn.Module):
         self.register_buffer("std", std_t)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.mean.shape[1]:  # broadcasting would hide a wrong dataset
+            raise ValueError(f"Normalized expects (B, {self.mean.shape[1]}, H, W) inputs for its "
+                             f"{self.mean.shape[1]}-channel mean/std, got shape {tuple(x.shape)}")
         return self.model((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
