@@ -153,6 +153,11 @@ def per_sample_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, y, reduction="none")
 
 
+def correct_predictions(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: argmax == label, and False where a logit is NaN (torch's argmax would pick the NaN)."""
+    return (logits.argmax(1) == y) & ~torch.isnan(logits).any(1)
+
+
 def logit_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """True-class logit minus the largest other logit: (B, K), (B,) -> (B,); > 0 means correct."""
     true = logits.gather(1, y[:, None]).squeeze(1)

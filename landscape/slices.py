@@ -40,7 +40,8 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from ._base import (check_labels_fit, check_model_batch, eval_mode, logit_margin, model_device, per_sample_loss)
+from ._base import (check_labels_fit, check_model_batch, correct_predictions, eval_mode, logit_margin, model_device,
+                    per_sample_loss)
 
 __all__ = [
     "DIRECTIONS", "NORMALIZATIONS", "RANDOM_KINDS", "SliceGrid",
@@ -407,7 +408,7 @@ def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, dirs: list[tor
             margin = logit_margin(logits, ys)  # NaN wherever a logit is NaN
             losses.append(per_sample_loss(logits, ys))
             margins.append(margin)
-            corrects.append((logits.argmax(dim=1) == ys) & ~margin.isnan())
+            corrects.append(correct_predictions(logits, ys))
             largest = max(largest, hi - lo)
             bar.update(hi - lo)
             lo = hi

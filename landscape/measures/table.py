@@ -32,7 +32,8 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .._base import check_model_batch, derive_seed, resolve_device, eval_mode, frozen_params, model_device, model_dtype
+from .._base import (check_model_batch, correct_predictions, derive_seed, eval_mode, frozen_params, model_device,
+                     model_dtype, resolve_device)
 from ..attacks import _check_eps, _check_norm, fgsm, pgd
 from .curvature import HVP_METHODS, _directional_curvature, _top_eigenvalue
 from .gradients import NORMS, _check_model, _loss_logits_grad, _norms
@@ -84,11 +85,6 @@ def _working_model(model: nn.Module, dtype: torch.dtype | None, device: torch.de
     return copy.deepcopy(model).to(device=want_device, dtype=want_dtype)
 
 
-def _correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """(B,) bool: argmax == label, and False where a logit is NaN (torch's argmax would pick the NaN)."""
-    return (logits.argmax(1) == y) & ~torch.isnan(logits).any(1)
-
-
 def _measure_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch: int, selected: tuple[str, ...],
                    attack: str, eps: float, steps: int, step_size: float | None, norm: str, seed: int,
                    eig_iters: int, hvp_method: str) -> tuple[dict[str, torch.Tensor], str, int]:
@@ -104,7 +100,7 @@ def _measure_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch:
     loss_adv = torch.nn.functional.cross_entropy(logits_adv, y, reduction="none")
     cols: dict[str, torch.Tensor] = {
         "label": y, "loss_clean": loss, "loss_adv": loss_adv,
-        "correct_clean": _correct(logits, y), "correct_adv": _correct(logits_adv, y),
+        "correct_clean": correct_predictions(logits, y), "correct_adv": correct_predictions(logits_adv, y),
     }
     unconverged = 0
     if "grad" in selected:
