@@ -824,12 +824,12 @@ def _load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], path: P
         raise CheckpointError(f"{path}: cannot load weights into {what} ({_one_line(exc)})") from None
 
 
-def load_model(path: str | os.PathLike, arch: str, *, trusted: bool = False, mean=None, std=None,
+def load_model(path: str | os.PathLike | Checkpoint, arch: str, *, trusted: bool = False, mean=None, std=None,
                device: str | torch.device = "cpu", **arch_kwargs) -> nn.Module:
     """Build ``arch`` and load the checkpoint at ``path`` into it.
 
     Args:
-        path: checkpoint file (see ``load_checkpoint``).
+        path: checkpoint file (see ``load_checkpoint``), or a ``Checkpoint`` already loaded (not read again).
         arch: registered architecture name (``landscape.list_models()``).
         trusted: allow full unpickling; see ``load_checkpoint``. Default False.
         mean, std: per-channel normalisation; when given the model is wrapped in ``Normalized`` so that it takes
@@ -850,7 +850,7 @@ def load_model(path: str | os.PathLike, arch: str, *, trusted: bool = False, mea
         raise ValueError("give both mean and std, or neither")
     dev = resolve_device(device)
     model = create_model(arch, **arch_kwargs)  # unknown names fail before the file is read
-    ckpt = load_checkpoint(path, trusted=trusted)
+    ckpt = path if isinstance(path, Checkpoint) else load_checkpoint(path, trusted=trusted)
     args = ", ".join(f"{k}={v!r}" for k, v in arch_kwargs.items())
     what = f"architecture {arch}({args})"
     state_dict = ckpt.state_dict

@@ -407,9 +407,9 @@ def _measure_checkpoint(path: Path, s: TrajectorySettings) -> tuple[pd.DataFrame
     from . import measure
     from .checkpoints import load_checkpoint, load_model
 
-    stored = load_checkpoint(path, trusted=s.trusted).epoch
-    model = load_model(path, s.arch, trusted=s.trusted, mean=s.mean, std=s.std, device=s.device,
-                       **dict(s.arch_kwargs))
+    ckpt = load_checkpoint(path, trusted=s.trusted)  # read once: its epoch and its weights
+    stored = ckpt.epoch
+    model = load_model(ckpt, s.arch, mean=s.mean, std=s.std, device=s.device, **dict(s.arch_kwargs))
     frames = []
     for split in s.splits:
         x, y = _dataset(s.data, split, s.data_root, s.n, s.seed)

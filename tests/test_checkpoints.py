@@ -376,3 +376,17 @@ def test_checkpoint_repr_is_short(tmp_path, model):
     assert isinstance(ckpt, Checkpoint) and "tensor" not in repr(ckpt) and "epoch=3" in repr(ckpt)
     assert ckpt.path == Path(tmp_path / "m.pt")
     assert os.fspath(ckpt.path).endswith("m.pt")
+
+
+def test_load_model_takes_an_already_loaded_checkpoint(tmp_path):
+    from landscape.checkpoints import load_checkpoint, load_model, save_checkpoint
+
+    torch.manual_seed(0)
+    model = create_model("mlp", hidden=(8,)).eval()
+    path = save_checkpoint(tmp_path / "e3.pt", model, epoch=3) or tmp_path / "e3.pt"
+    ckpt = load_checkpoint(path)
+    path.unlink()  # the Checkpoint must not be read from disk again
+    loaded = load_model(ckpt, "mlp", hidden=(8,))
+    x = torch.rand(4, 1, 8, 8)
+    assert ckpt.epoch == 3
+    assert torch.equal(loaded(x), model(x))
