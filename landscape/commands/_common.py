@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import math
 import os
 from pathlib import Path
 
@@ -17,14 +18,22 @@ def positive_int(text: str) -> int:
     return value
 
 
-def non_negative_float(text: str) -> float:
+def _finite_float(text: str, *, positive: bool) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number {'>' if positive else '>='} 0, got {text}")
     return value
+
+
+def non_negative_float(text: str) -> float:
+    return _finite_float(text, positive=False)
+
+
+def positive_float(text: str) -> float:
+    return _finite_float(text, positive=True)
 
 
 def key_value(text: str) -> tuple[str, object]:

@@ -2,23 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 from landscape._io import atomic_write
-from ._common import add_attack_args, add_data_args, add_model_args, positive_int
+from ._common import add_attack_args, add_data_args, add_model_args, positive_float, positive_int
 
 HELP = "1D/2D input loss slices (adversarial, random, gradient, eigen directions) around samples"
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
-    return value
 
 
 MAX_INDEX_RANGE = 1_000_000
