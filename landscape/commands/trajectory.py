@@ -50,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from landscape.diagnose import diagnose
+    from landscape.diagnose import diagnose, read_training_log
     from landscape.trajectory import analyse_trajectory
 
     if args.split is not None and args.splits is not None:
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
           f"{a['failed']} failed -> {out / 'trajectory.parquet'}")
     ok = table[table["error"].isna()]
     if len(ok) and "test" in set(ok["split"]):
-        print(diagnose(table).summary())
+        print(diagnose(table, log=read_training_log(table=table)).summary())
     if a["failed"]:
         print(f"landscape trajectory: {a['failed']} checkpoint(s) failed (see the error column):",
               file=sys.stderr)
