@@ -62,8 +62,9 @@ def _check_eps(eps: float, name: str = "eps") -> float:
     if not (math.isfinite(eps) and eps >= 0):
         raise ValueError(f"{name} must be a finite number >= 0, got {eps}")
     if eps > 1:
-        raise ValueError(f"{name}={eps:g} is outside [0, 1]: radii are in [0,1] pixel units, not 0-255 "
-                         f"(for {eps:g}/255 pass {eps / 255:.4f}; e.g. 8/255 = 0.0314)")
+        example = "" if eps == 8 else " (e.g. 8/255 = 0.0314)"
+        raise ValueError(f"{name}={eps:g} is outside [0, 1]: radii are in [0,1] pixel units, not 0-255; "
+                         f"pass {eps:g}/255 = {eps / 255:.4f}{example}")
     return float(eps)
 
 
