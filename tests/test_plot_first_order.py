@@ -32,6 +32,8 @@ def test_draws_curvature_and_share_per_run_and_marks_the_latest_tied_best():
     best = {ln.get_xdata()[0] for ln in ax_c.lines if ln.get_linestyle() == ":"}
     assert best == {3}  # tie at epochs 2 and 3: the latest
     assert "curvature" in ax_c.get_title() and "median" in ax_s.get_title()
+    given = plot_first_order_share(_table(), best_epochs={"pgd_at": 5, "at_advlc": 2})
+    assert {ln.get_xdata()[0] for ln in given.axes[0].lines if ln.get_linestyle() == ":"} == {5, 2}
     mean = plot_first_order_share(_table(), stat="mean")
     assert all(np.allclose(ln.get_ydata(), 2.0) for ln in mean.axes[1].lines
                if ln.get_linestyle() == "-" and len(ln.get_xdata()) > 2)

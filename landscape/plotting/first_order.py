@@ -1,6 +1,8 @@
 """The gradient-regularisation effect of AT beside curvature: first-order share and curvature per epoch."""
 from __future__ import annotations
 
+from typing import Mapping
+
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -19,8 +21,19 @@ def _per_epoch(rows: pd.DataFrame, split: str, column: str) -> pd.DataFrame:
     return part.groupby("epoch", as_index=False)[column].mean().sort_values("epoch")
 
 
+def _best(rows: pd.DataFrame, run, best_epochs: Mapping | int | None) -> int | None:
+    if best_epochs is not None:
+        return best_epochs.get(run) if isinstance(best_epochs, Mapping) else int(best_epochs)
+    if "acc_adv" not in rows.columns:
+        return None
+    test = rows[rows["split"].astype(str) == "test"].groupby("epoch")["acc_adv"].mean()
+    mark = best_and_last(test.index.to_numpy(), test.to_numpy(dtype=float))
+    return None if mark is None else mark[0]
+
+
 def plot_first_order_share(table: pd.DataFrame, *, curvature: str | None = None, split: str = "test",
-                           stat: str = "median", mark_best: bool = True, title: str | None = None) -> Figure:
+                           stat: str = "median", mark_best: bool = True, best_epochs: Mapping | None = None,
+                           title: str | None = None) -> Figure:
     """Two panels against epoch: the curvature (left) and the first-order share of the adversarial loss
     increase ``eps·‖∇ₓL‖_* / (L(x_adv) − L(x))`` (right), one line per run.
 
@@ -37,6 +50,8 @@ def plot_first_order_share(table: pd.DataFrame, *, curvature: str | None = None,
         split: ``"test"`` (default) or ``"train"``.
         stat: summary of the share drawn: ``"median"`` (default) or ``"mean"``.
         mark_best: dotted line at each run's best epoch (the official rule, latest on ties).
+        best_epochs: ``{run: epoch}`` (or one epoch for a table without runs), e.g. the diagnosis' best epoch
+            from the training log; default: the best epoch of the table's own ``acc_adv``.
         title: optional figure title.
 
     Returns:
@@ -67,12 +82,10 @@ def plot_first_order_share(table: pd.DataFrame, *, curvature: str | None = None,
             s = _per_epoch(rows, split, f"fo_share_{stat}")
             ax_c.plot(c["epoch"], c[f"{curvature}_mean"], color=color, marker=styles[run].marker, ms=3.5)
             ax_s.plot(s["epoch"], s[f"fo_share_{stat}"], color=color, marker=styles[run].marker, ms=3.5)
-            if mark_best and "acc_adv" in rows.columns:
-                test = rows[rows["split"].astype(str) == "test"].groupby("epoch")["acc_adv"].mean()
-                mark = best_and_last(test.index.to_numpy(), test.to_numpy(dtype=float))
-                if mark is not None:
-                    for ax in (ax_c, ax_s):
-                        ax.axvline(mark[0], color=color, ls=":", lw=1.2)
+            best = _best(rows, run, best_epochs) if mark_best else None
+            if best is not None:
+                for ax in (ax_c, ax_s):
+                    ax.axvline(best, color=color, ls=":", lw=1.2)
         ax_c.set_title(measure_label(curvature, units=False))
         ax_c.set_ylabel(MEASURE_UNITS.get(curvature, curvature))
         ax_s.set_title(f"first-order share ({stat} over samples)")
