@@ -37,13 +37,14 @@ import numpy as np
 import pandas as pd
 
 from ._base import LandscapeError
+from .runs import run_file
 
 __all__ = ["MIN_EPOCHS_FOR_CORRELATION", "BEST_RULE", "BestEpoch", "Diagnosis", "best_epoch", "best_index",
            "diagnose", "diagnose_runs", "read_table", "read_training_log"]
 
 MIN_EPOCHS_FOR_CORRELATION = 3
 _REQUIRED = ("epoch", "split", "acc_adv")
-TRAINING_LOG = "metrics.csv"
+TRAINING_LOG = run_file("metrics")
 BEST_RULE = "highest robust test accuracy, the latest epoch on ties (the official AdvLC rule)"
 SOURCE_LOG = "training log (metrics.csv)"
 SOURCE_TABLE = "analysed subset (trajectory table)"
@@ -504,25 +505,19 @@ def diagnose_runs(table: pd.DataFrame, *, split: str = "test", threshold: float 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
     """Read a trajectory table: a ``.parquet`` or ``.csv`` file, or a run directory holding
-    ``trajectory.parquet`` (else ``metrics.csv``).
+    ``trajectory.parquet`` (else ``metrics.csv``), directly or in its ``analysis/`` folder.
 
     Raises:
         FileNotFoundError: nothing to read there.
         LandscapeError: the file cannot be read as a table.
     """
+    from .runs import load_tables
+
+    table = load_tables([path], "trajectory")
     p = Path(path)
-    if p.is_dir():
-        for name in ("trajectory.parquet", "metrics.csv"):
-            if (p / name).is_file():
-                p = p / name
-                break
-        else:
-            raise FileNotFoundError(f"no trajectory.parquet or metrics.csv in {path}")
-    elif not p.exists():
-        raise FileNotFoundError(f"no such file or directory: {path}")
-    try:
-        table = pd.read_csv(p) if p.suffix.lower() == ".csv" else pd.read_parquet(p)
+    if p.is_dir():  # which file the folder stood for: the trajectory table, else the training log
+        has_traj = any((q / run_file("trajectory")).is_file() for q in (p, p / "analysis"))
+        table.attrs["source"] = run_file("trajectory") if has_traj else run_file("metrics")
+    else:
         table.attrs["source"] = p.name
-        return table
-    except Exception as exc:  # noqa: BLE001 -- any reader failure is the same user error
-        raise LandscapeError(f"cannot read {p} as a table: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    return table

@@ -27,6 +27,7 @@ import torch.nn as nn
 from ._base import check_model_batch, derive_seed, eval_mode, frozen_params, model_device, model_dtype
 from ._io import atomic_write
 from .attacks import AttackSettings, _check_eps, _check_norm, run_attack
+from .runs import run_file
 
 __all__ = ["EVAL_ATTACKS", "AUTOATTACK_VERSIONS", "FINAL_EVAL_FILE", "autoattack_correct", "pgd_correct",
            "evaluate_model", "evaluate_checkpoints", "final_eval"]
@@ -34,7 +35,7 @@ __all__ = ["EVAL_ATTACKS", "AUTOATTACK_VERSIONS", "FINAL_EVAL_FILE", "autoattack
 EVAL_ATTACKS = ("pgd", "autoattack")
 """``pgd``: clean + PGD accuracy; ``autoattack``: clean + PGD + AutoAttack accuracy."""
 AUTOATTACK_VERSIONS = ("standard", "plus", "rand", "custom")
-FINAL_EVAL_FILE = "final_eval.csv"
+FINAL_EVAL_FILE = run_file("final_eval")
 """File written by :func:`final_eval` in the analysis folder (best and last checkpoint under each attack)."""
 _STREAM_EVAL = 7  # random stream of the evaluation PGD (used only when random_start=True)
 _AA_NORMS = {"linf": "Linf", "l2": "L2"}
