@@ -40,7 +40,7 @@ def test_epoch_selection_hand_values():
     assert d.epochs_to_analyse(6, 3, 3) == [1, 3, 6]
     metrics = pd.DataFrame(dict(epoch=[1, 1, 2, 2, 3, 3], split=["train", "test"] * 3,
                                 acc_adv=[0.9, 0.2, 0.9, 0.5, 0.9, 0.5]))
-    assert d.best_epoch(metrics) == 2  # test split only; earliest on ties
+    assert d.best_epoch(metrics) == 3  # test split only; the latest on ties (the official rule)
 
 
 def test_demo_writes_report_and_every_run(demo_dir):
