@@ -20,7 +20,12 @@ from landscape.models import Normalized, create_model, list_models
 ARCH = ("small_cnn", dict(in_channels=1, num_classes=10, input_size=8, width=2))
 TINY = {  # one small configuration per registered model
     "preact_resnet18": dict(num_classes=3, in_channels=1),
+    "preact_resnet18_rice": dict(num_classes=3, in_channels=1),
+    "preact_resnet18_advlc": dict(num_classes=3, in_channels=1),
+    "preact_resnet18_robustbench": dict(num_classes=3, in_channels=1),
     "wide_resnet": dict(depth=10, widen_factor=1, num_classes=3, in_channels=1),
+    "wide_resnet_trades": dict(depth=10, widen_factor=1, num_classes=3, in_channels=1, sub_block1=True),
+    "wide_resnet_advlc": dict(depth=10, widen_factor=1, num_classes=3, in_channels=1, activation="softplus"),
     "small_cnn": dict(in_channels=1, num_classes=3, input_size=8, width=2),
     "mlp": dict(input_shape=(1, 8, 8), hidden=(8,), num_classes=3),
 }
@@ -328,13 +333,22 @@ def test_truncated_file_names_the_file(tmp_path, model, fmt):
 
 
 def test_wrong_architecture_lists_keys(tmp_path, model):
-    path = save_checkpoint(tmp_path / "cnn.pt", model, epoch=1)
+    path = tmp_path / "cnn.pt"
+    torch.save(model.state_dict(), path)  # no architecture record: the keys are compared
     with pytest.raises(CheckpointError) as err:
         load_model(path, "mlp", input_shape=(1, 8, 8), hidden=(4,))
     msg = str(err.value)
     assert "cnn.pt" in msg and "mlp" in msg and "\n" not in msg
     assert "4 missing keys: net.1.weight, net.1.bias, net.3.weight (+1 more)" in msg
     assert "8 unexpected keys: features.0.weight" in msg
+
+
+def test_a_recorded_architecture_contradicting_the_request_is_an_error(tmp_path, model):
+    path = save_checkpoint(tmp_path / "cnn.pt", model, epoch=1)
+    assert load_checkpoint(path).arch == {"name": "small_cnn", "kwargs": ARCH[1]}
+    with pytest.raises(CheckpointError, match=r"cnn\.pt: the file records architecture small_cnn, not mlp; "
+                                              r"pass --arch small_cnn"):
+        load_model(path, "mlp", input_shape=(1, 8, 8), hidden=(4,))
 
 
 def test_wrong_num_classes_is_a_shape_mismatch_with_hint(tmp_path, model):

@@ -10,7 +10,12 @@ from landscape.models import Normalized, create_model, list_models, register_mod
 # Tiny configuration and input shape for every registered model (timm-style: new models must add one).
 TINY = {
     "preact_resnet18": (dict(num_classes=7, in_channels=1), (2, 1, 8, 8)),
+    "preact_resnet18_rice": (dict(num_classes=7, in_channels=1), (2, 1, 8, 8)),
+    "preact_resnet18_advlc": (dict(num_classes=7, in_channels=1), (2, 1, 8, 8)),
+    "preact_resnet18_robustbench": (dict(num_classes=7, in_channels=1), (2, 1, 8, 8)),
     "wide_resnet": (dict(depth=10, widen_factor=1, num_classes=7), (2, 3, 8, 8)),
+    "wide_resnet_trades": (dict(depth=10, widen_factor=1, num_classes=7, sub_block1=True), (2, 3, 8, 8)),
+    "wide_resnet_advlc": (dict(depth=10, widen_factor=1, num_classes=7, activation="softplus"), (2, 3, 8, 8)),
     "small_cnn": (dict(in_channels=3, num_classes=7, input_size=8, width=4), (2, 3, 8, 8)),
     "mlp": (dict(input_shape=(1, 8, 8), hidden=(8, 8), num_classes=7), (2, 1, 8, 8)),
 }
@@ -155,7 +160,7 @@ def test_bad_constructor_arguments_are_value_errors():
 
 def test_list_models_pattern_and_duplicate_registration():
     assert list_models() == sorted(list_models())
-    assert list_models("*resnet*") == ["preact_resnet18", "wide_resnet"]
+    assert list_models("wide_resnet*") == ["wide_resnet", "wide_resnet_advlc", "wide_resnet_trades"]
     assert list_models("nothing*") == []
 
     def mlp():  # same name as a registered model
