@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from landscape import measure
     from landscape.measures.table import columns
 
-    from ._common import load_data_from_args, load_model_from_args
+    from ._common import built_arch, load_data_from_args, load_model_from_args
 
     out = _check_out(args.out)
     measures = [m.strip() for m in args.measures.split(",") if m.strip()]
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
                  norm=args.norm, measures=measures, batch_size=args.batch_size, seed=args.seed,
                  eig_iters=args.eig_iters, progress=not args.quiet,
                  dtype=torch.float64 if args.float64 else None, device=args.device)
-    df.attrs.update(checkpoint=str(args.checkpoint), arch=args.arch, data=args.data, split=args.split)
+    df.attrs.update(checkpoint=str(args.checkpoint), arch=built_arch(model, args), data=args.data, split=args.split)
     if out.suffix.lower() == ".csv":
         atomic_write(out, lambda tmp: df.to_csv(tmp, index=False))
     else:
