@@ -10,7 +10,8 @@ import torch
 import torch.nn as nn
 
 from .._base import resolve_device
-from ..models import Normalized, create_model, import_architecture, is_spec, kwargs_text, model_info
+from ..models import (ARCH_ATTR, Normalized, create_model, import_architecture, is_spec, kwargs_text, list_models,
+                      model_info)
 from .formats import as_path, one_line, read_file
 from .keys import (ARCH_KEY, arch_record, infer_wiring, layout_of, read_epoch, require_tensors, select_entry,
                    split_normalization, strip_prefixes, unwrap_state_dict)
@@ -172,6 +173,7 @@ def load_model(path: str | os.PathLike | Checkpoint, arch: str | nn.Module | Cal
     ckpt = path if isinstance(path, Checkpoint) else load_checkpoint(path, trusted=trusted, entry=entry)
     model, what = _build(arch, ckpt, arch_kwargs)
     weights, stored_mean, stored_std, names = split_normalization(ckpt.state_dict, list(model.state_dict()))
+    _note_inputs(model, ckpt, given=mean is not None, stored=names is not None)
     if names is not None:
         if mean is not None and not (_close(mean, stored_mean) and _close(std, stored_std)):
             raise ValueError(f"{ckpt.path}: the checkpoint stores mean={stored_mean.tolist()} std="
@@ -184,6 +186,25 @@ def load_model(path: str | os.PathLike | Checkpoint, arch: str | nn.Module | Cal
         if mean is not None:
             model = Normalized(model, mean, std)
     return model.to(dev).eval()
+
+
+def _note_inputs(model: nn.Module, ckpt: Checkpoint, *, given: bool, stored: bool) -> None:
+    """Say when the normalisation chosen disagrees with what the published code of this wiring feeds it.
+
+    Files with an architecture record (this project's own) and user classes know their own inputs: no note.
+    """
+    name = (getattr(model, ARCH_ATTR, None) or {}).get("name", "")
+    if ckpt.arch is not None or name not in list_models():
+        return
+    info = model_info(name)
+    if info.family is None or stored:
+        return
+    if info.inputs == "[0,1]" and given:
+        _note(f"{ckpt.path}: {name}'s published training code feeds raw [0,1] images, but mean/std were given "
+              f"(CLI: --normalize); drop them unless your script normalised its inputs", key=f"in:{ckpt.path.parent}")
+    elif info.inputs == "normalized" and not given:
+        _note(f"{ckpt.path}: {name}'s published training code normalises its inputs with the dataset mean/std; "
+              f"if this file comes from it, pass mean/std (CLI: --normalize cifar10)", key=f"in:{ckpt.path.parent}")
 
 
 def _build(arch, ckpt: Checkpoint, arch_kwargs: Mapping[str, Any]) -> tuple[nn.Module, str]:

@@ -31,9 +31,9 @@ class ModelInfo:
         fn: constructor.
         family: the family name it belongs to (``None`` for stand-alone models).
         source: where the wiring comes from (paper / repository), for messages and docs.
-        inputs: the inputs the published code feeds it: ``"[0,1]"`` (raw pixels) or ``"normalized"`` (the
-            training script subtracts the dataset mean and divides by its std before the model:
-            load with ``mean``/``std``, CLI ``--normalize DATASET``).
+        inputs: the inputs the published code feeds it: ``"[0,1]"`` (raw pixels), ``"normalized"`` (the
+            training script subtracts the dataset mean and divides by its std before the model: load with
+            ``mean``/``std``, CLI ``--normalize DATASET``) or ``"either"`` (the codes using it differ).
     """
 
     name: str
@@ -59,6 +59,7 @@ class Family:
     hint: str = ""
 
 
+INPUTS = ("[0,1]", "normalized", "either")
 _MODELS: dict[str, ModelInfo] = {}
 _FAMILIES: dict[str, Family] = {}
 
@@ -69,8 +70,8 @@ def register_model(fn: Callable[..., nn.Module] | None = None, *, family: str | 
     def wrap(f: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if f.__name__ in _MODELS or f.__name__ in _FAMILIES:
             raise ValueError(f"model {f.__name__!r} is already registered")
-        if inputs not in ("[0,1]", "normalized"):
-            raise ValueError(f"inputs must be '[0,1]' or 'normalized', got {inputs!r}")
+        if inputs not in INPUTS:
+            raise ValueError(f"inputs must be one of {', '.join(INPUTS)}, got {inputs!r}")
         _MODELS[f.__name__] = ModelInfo(f.__name__, f, family, source, inputs)
         return f
 
@@ -190,13 +191,6 @@ def data_kwargs(name: str | Callable[..., Any], *, input_shape: Sequence[int], n
               "input_shape": tuple(int(d) for d in input_shape)}
     takes_any = any(p.kind == p.VAR_KEYWORD for p in params.values())
     return {k: values[k] for k in _DATA_KWARGS if k in params or (takes_any and k == "num_classes")}
-
-
-def describe(name: str) -> str:
-    """One line naming the wiring and where it comes from, e.g. for notes and ``--help``."""
-    info = model_info(name)
-    inputs = "raw [0,1] inputs" if info.inputs == "[0,1]" else "inputs normalised with the dataset mean/std"
-    return f"{info.name} ({info.source}; {inputs})" if info.source else info.name
 
 
 def kwargs_text(kwargs: Mapping[str, Any]) -> str:

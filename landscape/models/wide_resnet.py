@@ -145,7 +145,7 @@ class WideResNetAdvLC(nn.Module):
         return self.fc0(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
-@register_model(family="wide_resnet", inputs="normalized",
+@register_model(family="wide_resnet", inputs="either",
                 source="TRADES / Rice et al. 2020 / RobustBench WideResNet: block{1,2,3}.layer.{i}, stride on conv1")
 def wide_resnet_trades(depth: int = 34, widen_factor: int = 10, num_classes: int = 10, in_channels: int = 3,
                        drop_rate: float = 0.0, sub_block1: bool = False, bias_last: bool = True) -> nn.Module:

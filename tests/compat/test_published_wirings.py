@@ -82,8 +82,8 @@ def test_rice_bare_state_dict_gets_the_rice_default_with_one_note(tmp_path, x, c
     err = capsys.readouterr().err
     assert err.count("landscape: note:") == 1
     assert "using preact_resnet18_rice" in err and "preact_resnet18_advlc" in err and "--arch" in err
-    load_model(tmp_path / "model_1.pth", "preact_resnet18")  # same run folder: said once
-    assert capsys.readouterr().err == ""
+    load_model(tmp_path / "model_1.pth", "preact_resnet18", mean=CIFAR_MEAN, std=CIFAR_STD)
+    assert capsys.readouterr().err == ""  # same run folder: said once
 
 
 def test_naming_the_exact_wiring_silences_the_note_and_is_exact(tmp_path, x, capsys):
@@ -91,7 +91,7 @@ def test_naming_the_exact_wiring_silences_the_note_and_is_exact(tmp_path, x, cap
     torch.save(_with_prefix(sd), tmp_path / "model_5.pth")
     rice = load_model(tmp_path / "model_5.pth", "preact_resnet18_rice")
     advlc = load_model(tmp_path / "model_5.pth", "preact_resnet18_advlc")
-    assert capsys.readouterr().err == ""
+    assert "fit several" not in capsys.readouterr().err
     torch.testing.assert_close(_logits(rice, x), pub.preact18_forward(sd, x, shortcut_on="preact"), **TOL)
     torch.testing.assert_close(_logits(advlc, x), pub.preact18_forward(sd, x, shortcut_on="raw"), **TOL)
 
@@ -100,8 +100,25 @@ def test_rice_model_best_layout_gets_the_rice_wiring(tmp_path, x, capsys):
     sd = pub.preact18_weights(4)
     torch.save({"state_dict": _with_prefix(sd), "test_robust_acc": 0.53, "test_robust_loss": 1.4,
                 "test_loss": 0.7, "test_acc": 0.81}, tmp_path / "model_best.pth")
-    model = load_model(tmp_path / "model_best.pth", "preact_resnet18")
-    torch.testing.assert_close(_logits(model, x), pub.preact18_forward(sd, x, shortcut_on="preact"), **TOL)
+    model = load_model(tmp_path / "model_best.pth", "preact_resnet18", mean=CIFAR_MEAN, std=CIFAR_STD)
+    want = pub.normalized(lambda z: pub.preact18_forward(sd, z, shortcut_on="preact"), CIFAR_MEAN, CIFAR_STD)(x)
+    torch.testing.assert_close(_logits(model, x), want, **TOL)
+    assert capsys.readouterr().err == ""
+
+
+def test_normalisation_against_the_published_code_says_so(tmp_path, capsys):
+    """The units trap: Rice et al. normalise in the script, the AdvLC repo feeds raw [0,1] images."""
+    sd = pub.preact18_weights(14)
+    (tmp_path / "advlc").mkdir()
+    torch.save(_advlc_dict(sd), tmp_path / "advlc" / "ck_end")
+    load_model(tmp_path / "advlc" / "ck_end", "preact_resnet18", mean=CIFAR_MEAN, std=CIFAR_STD)
+    assert "preact_resnet18_advlc's published training code feeds raw [0,1] images" in capsys.readouterr().err
+    (tmp_path / "rice").mkdir()
+    torch.save(_with_prefix(sd), tmp_path / "rice" / "model_3.pth")
+    load_model(tmp_path / "rice" / "model_3.pth", "preact_resnet18_rice")
+    assert "normalises its inputs with the dataset mean/std" in capsys.readouterr().err
+    load_model(tmp_path / "rice" / "model_3.pth", "preact_resnet18_rice", mean=CIFAR_MEAN, std=CIFAR_STD)
+    load_model(tmp_path / "advlc" / "ck_end", "preact_resnet18")
     assert capsys.readouterr().err == ""
 
 
@@ -249,6 +266,7 @@ USER_MODULE = textwrap.dedent('''
 def test_your_own_class_by_spec_class_factory_or_instance(tmp_path, x, monkeypatch):
     (tmp_path / "my_models.py").write_text(USER_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "my_models", raising=False)  # another test's file of that name
     import my_models
 
     with torch.random.fork_rng():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import sys
 import textwrap
 from pathlib import Path
 
@@ -176,6 +177,7 @@ def test_row_your_own_class(workdir, capsys, monkeypatch):
     spec = re.search(r"--arch (\S+):Net", cmd).group(1)
     Path(spec).write_text(USER_MODULE)
     monkeypatch.syspath_prepend(str(workdir))
+    monkeypatch.delitem(sys.modules, "my_models", raising=False)  # another test's file of that name
     import my_models
 
     with torch.random.fork_rng():
