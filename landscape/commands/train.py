@@ -66,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"training supports --attack pgd only, got {args.attack!r}")
     if args.trust_checkpoint:
         raise ValueError("--trust-checkpoint does not apply to training (checkpoints are written, not read)")
+    if args.checkpoint_entry is not None:
+        raise ValueError("--checkpoint-entry does not apply to training (checkpoints are written, not read)")
     out = output_dir(args.out)
     kwargs = model_kwargs(args)
     model = seeded_model(args.arch, args.seed, **kwargs)

@@ -55,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.split is not None and args.splits is not None:
         raise ValueError("give --split or --splits, not both")
+    if args.checkpoint_entry is not None:
+        raise ValueError("--checkpoint-entry applies to one checkpoint (measure, slice, evaluate); a trajectory reads "
+                         "the 'last' entry of {'last', 'best'} files")
     splits = [args.split] if args.split is not None else (args.splits or ["train", "test"])
     mean, std = normalization(args)
     if args.trust_checkpoint:

@@ -158,3 +158,11 @@ def test_bad_arch_is_one_line_exit_2(tmp_path, user_file, capsys, arch, message)
     import re
 
     assert re.search(message, err), err
+
+
+@pytest.mark.parametrize("command", ["trajectory", "train"])
+def test_checkpoint_entry_where_it_does_not_apply_is_refused(tmp_path, capsys, command):
+    argv = [command, *([str(tmp_path)] if command == "trajectory" else []), "--arch", "mlp", "--data", "digits",
+            "--checkpoint-entry", "best", "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    assert "--checkpoint-entry" in capsys.readouterr().err
