@@ -33,6 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ._base import LandscapeError, check_batch, derive_seed, eval_mode, model_device, model_dtype, set_mode
+from .runs import run_file
 from ._io import atomic_write, atomic_write_text
 from .regularizers import GRADIENT_NORMS, advlc, input_gradient_penalty
 
@@ -304,7 +305,7 @@ def _resume_point(out: Path, settings: dict, resume: bool) -> tuple[int, Path | 
     if not resume:
         raise LandscapeError(f"{out} already holds checkpoints (model_e{ckpts[-1][0]:03d}.pt); "
                              "pass resume=True to continue that run or choose another out_dir")
-    path = out / "settings.json"
+    path = out / run_file("settings")
     try:
         old = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -413,10 +414,10 @@ def train(model: nn.Module, data, *, method: str = "pgd_at", eps: float = 0.1, s
         model.load_state_dict(ckpt.state_dict)
         optimizer.load_state_dict(_optimizer_state(ckpt_path))
         best.update({k: float(ckpt.meta.get(k) or 0.0) for k in best})
-        if (out / "metrics.csv").exists():
-            old = pd.read_csv(out / "metrics.csv")
+        if (out / run_file("metrics")).exists():
+            old = pd.read_csv(out / run_file("metrics"))
             rows = old[old["epoch"] <= start][METRIC_COLUMNS].to_dict("records")
-    _write_json(out / "settings.json", settings)
+    _write_json(out / run_file("settings"), settings)
 
     eval_tr = _eval_subset(x_tr.shape[0], eval_n, seed).to(device)
     eval_te = _eval_subset(x_te.shape[0], eval_n, seed).to(device)
@@ -429,13 +430,13 @@ def train(model: nn.Module, data, *, method: str = "pgd_at", eps: float = 0.1, s
             for epoch in bar:
                 rows += _run_epoch(model, optimizer, (x_tr, y_tr), (x_te[eval_te], y_te[eval_te]), eval_tr,
                                    epoch=epoch, settings=settings, best=best, bar=bar)
-                _write_metrics(out / "metrics.csv", rows)
+                _write_metrics(out / run_file("metrics"), rows)
                 save_checkpoint(checkpoint_path(out, epoch), model, epoch=epoch,
                                 optimizer=optimizer.state_dict(), **best)
     finally:
         bar.close()
         optimizer.zero_grad(set_to_none=True)
-    return _write_metrics(out / "metrics.csv", rows)
+    return _write_metrics(out / run_file("metrics"), rows)
 
 
 def _num_classes(model: nn.Module, data) -> int:
