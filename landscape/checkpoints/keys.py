@@ -252,14 +252,12 @@ class Wiring:
     Attributes:
         name: exact registered name (or the user spec / requested name unchanged).
         kwargs: constructor arguments the file implies (e.g. ``sub_block1=True``), below the caller's own.
-        reason: why, for messages (``"the file records it"``, ``"the AdvLC repo's checkpoint layout"``, ...).
         note: a line the loader prints on stderr: the keys fit several wirings and a default was taken, or
             the caller's choice contradicts the file's layout; ``None`` when the file decided.
     """
 
     name: str
     kwargs: dict = field(default_factory=dict)
-    reason: str = ""
     note: str | None = None
 
 
@@ -284,25 +282,25 @@ def infer_wiring(requested: str, keys: Sequence[str], layout: str, record: Mappi
         ValueError: the file records an architecture that contradicts ``requested``.
     """
     if is_spec(requested):
-        return Wiring(requested, reason="your class")
+        return Wiring(requested)
     fam = family(requested)
     info = None if fam else model_info(requested)  # unknown names fail here
     if record is not None and record["name"] in list_models():  # older or user-class records: not binding
         rec = record["name"]
         rec_family = model_info(rec).family
         if rec == requested or (fam is not None and rec_family == fam.name):
-            return Wiring(rec, dict(record["kwargs"]), "the file records it")
+            return Wiring(rec, dict(record["kwargs"]))
         raise ValueError(f"the file records architecture {rec}, not {requested}; pass --arch {rec} "
                          f"(or load_model(path, {rec!r}))")
     if fam is not None:
         name, extra, ambiguous = fam.infer(list(keys), layout)
         if ambiguous:
-            return Wiring(name, extra, "the family default", f"its keys fit several {fam.name} wirings; using "
+            return Wiring(name, extra, f"its keys fit several {fam.name} wirings; using "
                           f"{name} ({model_info(name).source}); {fam.hint}")
-        return Wiring(name, extra, _LAYOUT_TEXT.get(layout, "its keys"))
+        return Wiring(name, extra)
     if info.family is not None:
         inferred, _, ambiguous = family(info.family).infer(list(keys), layout)
         if not ambiguous and inferred != requested and layout in _LAYOUT_TEXT:
-            return Wiring(requested, {}, "as asked", f"{_LAYOUT_TEXT[layout]} belongs to {inferred}, but "
+            return Wiring(requested, {}, f"{_LAYOUT_TEXT[layout]} belongs to {inferred}, but "
                           f"{requested} was asked for; using {requested}")
-    return Wiring(requested, {}, "as asked")
+    return Wiring(requested)

@@ -165,8 +165,13 @@ def load_model(path: str | os.PathLike | Checkpoint, arch: str | nn.Module | Cal
     if (mean is None) != (std is None):
         raise ValueError("give both mean and std, or neither")
     dev = resolve_device(device)
-    if isinstance(arch, str):  # unknown names and unimportable classes fail before the file is read
-        import_architecture(arch) if is_spec(arch) else model_info(arch)
+    if isinstance(arch, str) and is_spec(arch):  # unknown names and unimportable classes fail before reading
+        import_architecture(arch)
+    elif isinstance(arch, str):
+        model_info(arch)
+    elif isinstance(arch, nn.Module) and arch_kwargs:
+        raise TypeError(f"constructor arguments {sorted(arch_kwargs)} given with an already built "
+                        f"{type(arch).__name__}; pass the class instead, or no arguments")
     elif not (isinstance(arch, nn.Module) or callable(arch)):
         raise TypeError(f"arch must be a registered name, 'file.py:Class', a class, a factory or an nn.Module, "
                         f"got {type(arch).__name__}")
@@ -234,7 +239,3 @@ def _build(arch, ckpt: Checkpoint, arch_kwargs: Mapping[str, Any]) -> tuple[nn.M
 def _close(given, stored: torch.Tensor) -> bool:
     given_t = torch.as_tensor(given, dtype=torch.float64).flatten()
     return given_t.shape == stored.shape and torch.allclose(given_t, stored.double(), rtol=1e-5, atol=1e-7)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# saving

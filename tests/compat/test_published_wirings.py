@@ -279,6 +279,8 @@ def test_your_own_class_by_spec_class_factory_or_instance(tmp_path, x, monkeypat
         model = load_model(tmp_path / "epoch_4.pt", arch, **({} if isinstance(arch, torch.nn.Module) else
                                                               {"width": 5}))
         torch.testing.assert_close(_logits(model, x), want, **TOL)
+    with pytest.raises(TypeError, match=r"already built Net; pass the class instead"):
+        load_model(tmp_path / "epoch_4.pt", my_models.Net(width=5), width=5)
     with pytest.raises(CheckpointError, match=r"does not fit .*head\.weight"):
         load_model(tmp_path / "epoch_4.pt", my_models.Net, width=6)
     with pytest.raises(ValueError, match=r"my_models.py has no 'Nett' \(classes there: Net"):
