@@ -87,5 +87,5 @@ def run(args: argparse.Namespace) -> int:
         eval_every=args.eval_every, eval_n=args.n, eval_steps=args.eval_steps, arch=args.arch,
         arch_kwargs=kwargs, dataset=args.data, normalize=args.normalize, progress=not args.quiet)
     print(f"train: {args.method} for {args.epochs} epochs -> {out} (model_eNNN.pt, metrics.csv, settings.json)")
-    print(diagnose(metrics).summary())
+    print(diagnose(metrics, log=metrics).summary())  # the training log is its own best-epoch source
     return 0
