@@ -6,6 +6,7 @@ Runs named ``<method>/<seed>`` (``pgd_at/s0``, ``pgd_at/s1``, ...) belong to the
 from __future__ import annotations
 
 import math
+import os
 from typing import Sequence
 
 import pandas as pd
@@ -28,9 +29,21 @@ def method_of(run) -> str:
 
 
 def with_method(table: pd.DataFrame) -> pd.DataFrame:
-    """``table`` with a ``method`` column derived from ``run`` (the whole table is one method without it)."""
+    """``table`` with a ``method`` column derived from ``run`` (the whole table is one method without it).
+
+    Runs named by their paths (``runs/demo/pgd_at/s0``, as :func:`landscape.runs.load_tables` names runs whose
+    folder names collide) lose the leading folders the methods share (-> ``pgd_at``)."""
     out = table.copy()
-    out["method"] = [method_of(r) for r in out["run"]] if "run" in out.columns else "all"
+    if "run" not in out.columns:
+        out["method"] = "all"
+        return out
+    methods = [method_of(r) for r in out["run"]]
+    unique = list(dict.fromkeys(methods))
+    if len(unique) > 1 and all("/" in m for m in unique):
+        head = os.path.commonpath(unique)
+        if head and head not in unique:
+            methods = [os.path.relpath(m, head) for m in methods]
+    out["method"] = methods
     return out
 
 
@@ -159,7 +172,7 @@ def _plot_summary(table, columns, labels, scale, splits, title, func, star=None)
                         if mark is not None:
                             ax.plot([mark[0]], [mark[1]], marker="*", ms=10, color=colors[m], mec="black",
                                     mew=0.5, zorder=5)
-            ax.set_title(labels[col].split("\n")[0])
+            ax.set_title(labels[col].split("\n")[0].split(" (")[0])
             ax.set_ylabel(labels[col].split("\n")[-1] if "\n" in labels[col] else labels[col])
         for ax in flat[n:]:
             ax.set_visible(False)
