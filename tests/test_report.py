@@ -364,3 +364,30 @@ def test_slice_output_of_a_users_run_reaches_the_report_with_no_renaming(tmp_pat
     html = build_report(run, tmp_path / "report", dpi=72, interactive=False).read_text()
     assert 'data-figure="slices_1d_methods"' in html and 'data-figure="slices_1d"' in html
     assert "no slices_2d.parquet in any run" in html and "Skipped: no slices_1d" not in html
+
+
+def test_templates_ship_as_package_data():
+    """The report renders from an installed wheel: pyproject's package-data covers every template file."""
+    import fnmatch
+    import tomllib
+    from importlib import resources
+
+    root = Path(__file__).resolve().parents[1]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    shipped = patterns["landscape.report"]
+    templates = resources.files("landscape.report") / "templates"
+    names = sorted(p.name for p in templates.iterdir() if p.is_file())
+    assert {"report.html.j2", "report.md.j2", "report.css"} <= set(names)
+    assert all(any(fnmatch.fnmatch(f"templates/{n}", pat) for pat in shipped) for n in names)
+
+
+def test_html_and_markdown_come_from_one_context(study_report):
+    """Both pages list the same figures in the same order and the same table cells."""
+    html = study_report.read_text()
+    md = (study_report.parent / "report.md").read_text()
+    html_figures = re.findall(r'data-figure="(\w+)"', html)
+    md_figures = [Path(p).stem for p in re.findall(r"!\[[^\]]*\]\(figures/(\w+\.png)\)", md)]
+    assert md_figures == html_figures
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>",
+                       re.search(r'<table id="best-last-table">(.*?)</table>', html, re.S).group(1))
+    assert "| " + " | ".join(cells[:7]) + " |" in md
