@@ -198,8 +198,9 @@ def _final_eval(folder: Path, rng) -> pd.DataFrame:
     rows = []
     for name, row in (("best", test.loc[test["acc_adv"].idxmax()]), ("last", test.iloc[-1])):
         pgd = float(row["acc_adv"])
-        rows.append({"checkpoint": name, "epoch": int(row["epoch"]), "acc_clean": float(row["acc_clean"]),
-                     "acc_pgd": pgd, "acc_autoattack": max(0.0, pgd - rng.uniform(0.01, 0.04))})
+        rows.append({"which": name, "epoch": int(row["epoch"]), "checkpoint": str(row["checkpoint"]),
+                     "acc_clean": float(row["acc_clean"]), "acc_pgd": pgd,
+                     "acc_autoattack": max(0.0, pgd - rng.uniform(0.01, 0.04)), "error": None})
     table = pd.DataFrame(rows)
     table.to_csv(folder / run_file("final_eval"), index=False)
     return table

@@ -138,10 +138,10 @@ def test_claims_and_final_evaluation_tables_come_first(study_report, study):
     assert claims.count('<td class="yes">yes</td>') == 3
     final = re.search(r'<table id="final-eval-table">(.*?)</table>', text, re.S).group(1)
     header = re.findall(r"<th>([^<]*)</th>", final)
-    assert header[:3] == ["method", "checkpoint", "runs"] and "acc autoattack (%)" in header
+    assert header[:3] == ["method", "which", "runs"] and "acc autoattack (%)" in header
     rows = [re.findall(r"<td[^>]*>([^<]*)</td>", r) for r in re.findall(r"<tr>(.*?)</tr>", final)[1:]]
     evals = pd.concat([pd.read_csv(study / "pgd_at" / f"s{s}" / "analysis" / "final_eval.csv") for s in range(3)])
-    last = evals[evals["checkpoint"] == "last"]["acc_autoattack"] * 100
+    last = evals[evals["which"] == "last"]["acc_autoattack"] * 100
     row = next(r for r in rows if r[:2] == ["pgd_at", "last"])
     assert row[header.index("acc autoattack (%)")] == f"{last.mean():.1f} ± {last.std(ddof=1):.1f}"
     md = (study_report.parent / "report.md").read_text()

@@ -202,12 +202,12 @@ def method_rows(diagnoses: dict[str, dict[str, Any]]) -> Table:
 
 
 #: Columns of final_eval.csv that say which checkpoint a row evaluates, in order of preference.
-_CHECKPOINT_COLUMNS = ("checkpoint", "which", "label")
+_CHECKPOINT_COLUMNS = ("which", "label", "checkpoint")
 
 
 def final_eval_rows(table: pd.DataFrame) -> Table:
-    """The final evaluation (``final_eval.csv``: per run and checkpoint, ``acc_clean``, ``acc_pgd``,
-    ``acc_autoattack``, ...) per method and checkpoint: numeric columns as "mean ± sd" over the method's runs;
+    """The final evaluation (``final_eval.csv``: per run, rows ``which`` = best/last with ``epoch``,
+    ``acc_clean``, ``acc_pgd``, ``acc_autoattack``, ...) per method and checkpoint: numeric columns as "mean ± sd" over the method's runs;
     accuracies stored as fractions are shown in %."""
     data = table.copy()
     data["method"] = [method_of(r) for r in data["run"]] if "run" in data.columns else "all"
