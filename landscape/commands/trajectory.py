@@ -15,6 +15,7 @@ from ._common import (
     warn_trusted,
 )
 from .evaluate import add_final_eval_args, run_final_eval
+from ._summary import print_summary
 
 HELP = "measure every checkpoint of a training run (resumable; serial, process or Ray workers)"
 
@@ -57,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.split is not None and args.splits is not None:
         raise ValueError("give --split or --splits, not both")
+    if args.checkpoint_entry is not None:
+        raise ValueError("--checkpoint-entry applies to one checkpoint (measure, slice, evaluate); a trajectory reads "
+                         "the 'last' entry of {'last', 'best'} files")
     splits = [args.split] if args.split is not None else (args.splits or ["train", "test"])
     mean, std = normalization(args)
     if args.trust_checkpoint:
@@ -74,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
     total = a["computed"] + a["reused"]
     print(f"trajectory: {total} checkpoint(s) ({a['computed']} computed, {a['reused']} reused), "
           f"{a['failed']} failed -> {out / 'trajectory.parquet'}")
+    from landscape.runs import run_file
+
+    print_summary("trajectory", [(out / run_file("trajectory"), len(table))]
+                  + [p for p in (out / run_file("diagnosis"),) if p.exists()])
     ok = table[table["error"].isna()]
     if len(ok) and "test" in set(ok["split"]):
         print(diagnose(table, log=read_training_log(table=table)).summary())
