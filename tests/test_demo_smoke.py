@@ -53,8 +53,8 @@ def test_demo_writes_report_and_every_run(demo_dir):
         metrics = pd.read_csv(run / "metrics.csv")
         traj = pd.read_parquet(run / "analysis" / "trajectory.parquet")
         assert traj["error"].isna().all()
-        best = int(metrics[metrics.split == "test"].sort_values("acc_adv", ascending=False, kind="stable")
-                   .iloc[0]["epoch"])
+        test = metrics[metrics.split == "test"]
+        best = int(test.loc[test["acc_adv"] == test["acc_adv"].max(), "epoch"].max())  # latest on ties
         assert sorted(traj["epoch"].unique()) == sorted({1, 3, 6, best})
         assert set(traj["split"]) == {"train", "test"}
 
@@ -87,7 +87,8 @@ def test_slices_at_best_and_last_epoch_match_direct_loss(demo_dir):
     x, y = load_dataset("digits", "test", n=4, seed=0)  # the --quick slice images
     for m in ("pgd_at", "at_advlc"):
         analysis = demo_dir / m / "s0" / "analysis"
-        d = diagnose(pd.read_parquet(analysis / "trajectory.parquet"))
+        d = diagnose(pd.read_parquet(analysis / "trajectory.parquet"),
+                     log=pd.read_csv(demo_dir / m / "s0" / "metrics.csv"))  # the one best epoch: the log's
         s1 = pd.read_parquet(analysis / "slices_1d.parquet")
         s2 = pd.read_parquet(analysis / "slices_2d.parquet")
         assert sorted(s1["epoch"].unique()) == sorted({d.best_epoch, d.last_epoch})
