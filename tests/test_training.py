@@ -446,3 +446,21 @@ def test_official_preset_is_accepted_by_train_and_matches_the_official_configura
     assert training.preset("official_cifar10")["epochs"] == 200  # a copy
     with pytest.raises(ValueError, match="official_cifar10"):
         training.preset("rice2020")
+
+
+def test_train_cli_preset_with_explicit_overrides(tmp_path, capsys):
+    from landscape.cli import main
+
+    out = tmp_path / "official"
+    assert main(["train", "--quiet", "--data", "digits", "--arch", "mlp", "--arch-arg", "hidden=(12,)",
+                 "--preset", "official_cifar10", "--method", "at_advlc", "--epochs", "1", "--batch-size", "20",
+                 "--train-n", "40", "--n", "20", "--steps", "1", "--eval-steps", "1", "--small-eps", "0.01",
+                 "--out", str(out)]) == 0
+    s = json.loads((out / "settings.json").read_text())
+    assert (s["random_start"], s["clean_first"], s["augment"], s["drop_last"]) == (False, True, "crop_flip", True)
+    assert (s["weight_decay"], s["eps"], s["step_size"]) == (1e-4, 8 / 255, 2 / 255)  # from the preset
+    assert (s["epochs"], s["batch_size"], s["steps"], s["small_eps"]) == (1, 20, 1, 0.01)  # explicit wins
+    assert s["lam"] == 0.3 and s["method"] == "at_advlc"
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--quiet", "--data", "digits", "--arch", "mlp", "--preset", "rice", "--out", str(tmp_path / "x")])
+    assert exc.value.code == 2 and "official_cifar10" in capsys.readouterr().err
