@@ -38,9 +38,8 @@ import torch.nn.functional as F
 from ._base import LandscapeError, check_batch, derive_seed, eval_mode, model_device, model_dtype, set_mode
 from ._io import atomic_write, atomic_write_text
 from ._version import __version__
-from .augmentation import check_augmentation
-from .objectives import ADVERSARIAL_METHODS, DEFAULT_LAM, METHODS, batch_loss
-from .regularizers import GRADIENT_NORMS
+from .objectives import DEFAULT_LAM, METHODS, batch_loss
+from .protocol import LATER_DEFAULTS, PRESETS, check_settings, preset
 
 __all__ = ["METHODS", "DEFAULT_LAM", "METRIC_COLUMNS", "SMALL_EPS_COLUMNS", "PRESETS", "preset", "train",
            "evaluate", "seeded_model", "lr_at", "lam_at", "prepare_data", "checkpoint_path", "list_checkpoints",
@@ -51,37 +50,11 @@ METRIC_COLUMNS = ["epoch", "split", "acc_clean", "acc_adv", "loss_clean", "loss_
 #: extra ``metrics.csv`` columns when a second, small evaluation radius ``small_eps`` is given.
 SMALL_EPS_COLUMNS = ["acc_adv_small", "loss_adv_small"]
 
-#: The official training configurations of AT/AdvLC on CIFAR-10 (TreeLLi/Combating-RO-AdvLC:
-#: ``src/config/train.py``, ``src/config/config.py``, ``src/utils/train.py``, ``src/data/factory.py``):
-#: PGD-10, eps 8/255, step 2/255, no random start, the clean forward pass first, random crop (padding 4)
-#: + horizontal flip, SGD lr 0.1 momentum 0.9 weight decay 1e-4 (the code's default), batch 100 with the
-#: last partial batch dropped, 200 epochs, lr ×0.1 at epochs 100 and 150. ``_swa``: the README's AdvLC+SWA
-#: command (``--reg_lam 0.4 --swa 50 n 500``): equal-weight averaging from the 51st epoch, every 500th batch.
-PRESETS = {
-    "official_cifar10": dict(eps=8 / 255, steps=10, step_size=2 / 255, random_start=False, clean_first=True,
-                             augment="crop_flip", crop_pad=4, epochs=200, lr=0.1, lr_milestones=(0.5, 0.75),
-                             momentum=0.9, weight_decay=1e-4, batch_size=100, drop_last=True, eval_steps=10),
-}
-PRESETS["official_cifar10_swa"] = dict(PRESETS["official_cifar10"], lam=0.4, swa_start=51, swa_every=500)
-
 _CKPT_RE = re.compile(r"^model_e(\d+)\.pt$")
 _RESUME = "resume.pt"
 _SWA = "model_swa.pt"
 # Settings that may differ between an interrupted run and its resumption.
 _RESUME_FREE = {"landscape_version", "progress"}
-# Settings added after runs were first written, with the value that reproduces those runs.
-_LATER_DEFAULTS = dict(clean_weight=1.0, excess_weight=1.0, random_start=True, clean_first=False, augment="none",
-                       crop_pad=4, drop_last=False, small_eps=None, swa_start=None, swa_every=None,
-                       save_every=None)
-
-
-def preset(name: str) -> dict:
-    """Keyword arguments of :func:`train` for a named configuration (a copy of ``PRESETS[name]``)."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r} (allowed: {', '.join(PRESETS)})")
-    return dict(PRESETS[name])
-
-
 # ----------------------------------------------------------------------------------------------- helpers
 # Streams of randomness, each seeded by derive_seed(seed, STREAM, ...) so that no two uses share a seed.
 _SHUFFLE, _TORCH_RNG, _TRAIN_ATTACK, _EVAL_SUBSET, _EVAL_ATTACK, _AUGMENT = range(6)
@@ -321,66 +294,11 @@ def _write_metrics(path: Path, rows: list[dict], columns: list[str]) -> pd.DataF
     return df
 
 
-def _is_int(v, low: int) -> bool:
-    return not isinstance(v, bool) and isinstance(v, int) and v >= low
-
-
-def _check_settings(s: dict) -> None:
-    """Validate the hyper-parameters at the public boundary (ValueError/TypeError naming the value)."""
-    if s["method"] not in METHODS:
-        raise ValueError(f"unknown method {s['method']!r} (allowed: {', '.join(METHODS)})")
-    if s["norm"] not in ("linf", "l2"):
-        raise ValueError(f"unknown norm {s['norm']!r} (allowed: linf, l2)")
-    if s["grad_norm"] not in GRADIENT_NORMS:
-        raise ValueError(f"unknown grad_norm {s['grad_norm']!r} (allowed: {', '.join(GRADIENT_NORMS)})")
-    check_augmentation(s["augment"], s["crop_pad"])
-    for key in ("epochs", "steps", "batch_size", "eval_every", "eval_steps"):
-        v = s[key]
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise TypeError(f"{key} must be an int, got {type(v).__name__}")
-        if v < 1:
-            raise ValueError(f"{key} must be >= 1, got {v}")
-    for key in ("eval_n", "swa_start", "swa_every", "save_every"):
-        if s[key] is not None and not _is_int(s[key], 1):
-            raise ValueError(f"{key} must be a positive int or None, got {s[key]!r}")
-    if not _is_int(s["lam_warmup"], 0):
-        raise ValueError(f"lam_warmup must be an int >= 0 (epochs), got {s['lam_warmup']!r}")
-    for key in ("random_start", "clean_first", "drop_last"):
-        if not isinstance(s[key], bool):
-            raise TypeError(f"{key} must be True or False, got {s[key]!r}")
-    for key in ("eps", "lam", "lr", "momentum", "weight_decay", "label_noise", "top", "clean_weight",
-                "excess_weight"):
-        v = s[key]
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise TypeError(f"{key} must be a number, got {type(v).__name__}")
-        if not (math.isfinite(v) and v >= 0):
-            raise ValueError(f"{key} must be a finite number >= 0, got {v}")
-    for key in ("step_size", "small_eps"):
-        v = s[key]
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
-                              or not (math.isfinite(v) and v > 0)):
-            raise ValueError(f"{key} must be a finite number > 0 or None, got {v!r}")
-    if s["lr"] <= 0:
-        raise ValueError(f"lr must be > 0, got {s['lr']}")
-    if s["label_noise"] >= 1:
-        raise ValueError(f"label_noise must be a fraction in [0, 1), got {s['label_noise']}")
-    if not 0 < s["top"] <= 1:
-        raise ValueError(f"top must be a fraction in (0, 1], got {s['top']}")
-    if s["method"] in ADVERSARIAL_METHODS and s["eps"] <= 0:
-        raise ValueError(f"method {s['method']!r} needs eps > 0, got {s['eps']}")
-    if s["swa_start"] is not None and s["swa_start"] > s["epochs"]:
-        raise ValueError(f"swa_start must be an epoch in 1..{s['epochs']}, got {s['swa_start']}")
-    ms = s["lr_milestones"]
-    if any(isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1 for f in ms) \
-            or list(ms) != sorted(ms):
-        raise ValueError(f"lr_milestones must be increasing fractions in (0, 1], got {list(ms)}")
-
-
 def _check_same_run(out: Path, settings: dict) -> None:
     """LandscapeError unless ``out/settings.json`` describes the same run as ``settings``."""
     path = out / "settings.json"
     try:
-        old = {**_LATER_DEFAULTS, **json.loads(path.read_text())}
+        old = {**LATER_DEFAULTS, **json.loads(path.read_text())}
     except (OSError, ValueError):
         raise LandscapeError(f"cannot resume in {out}: settings.json is missing or unreadable") from None
     diff = sorted(k for k in (set(old) | set(settings)) - _RESUME_FREE if old.get(k) != settings.get(k))
@@ -536,7 +454,7 @@ def train(model: nn.Module, data, *, method: str = "pgd_at", eps: float = 0.1, s
         drop_last=drop_last, swa_start=swa_start, swa_every=swa_every, label_noise=label_noise, seed=seed,
         eval_every=eval_every, eval_n=eval_n, eval_steps=eval_steps, small_eps=small_eps, save_every=save_every,
     )
-    _check_settings(settings)
+    check_settings(settings)
     if settings["step_size"] is None:
         settings["step_size"] = 2.5 * eps / steps
     settings = {k: float(v) if isinstance(v, float) else v for k, v in settings.items()}
