@@ -73,10 +73,15 @@ def spearman(x, y) -> float:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
+def _num(v: float, digits: int) -> str:
+    text = f"{v:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.0"
+
+
 def _pm(mean: float, se: float, digits: int = 1) -> str:
     if not math.isfinite(mean):
         return "n/a"
-    return f"{mean:.{digits}f}" + (f" ± {se:.{digits}f} (se)" if math.isfinite(se) else "")
+    return _num(mean, digits) + (f" ± {_num(se, digits)} (se)" if math.isfinite(se) else "")
 
 
 # (claim, column, variant a, variant b or None, predicted sign, evidence template)
@@ -119,5 +124,6 @@ def claims_table(runs: pd.DataFrame) -> pd.DataFrame:
         detail = f"{text}: {_pm(value, se, 2 if column.startswith('rho') else 1)}, {n} seed(s)"
         if n == 0:
             detail = f"{text}: not measured (variant(s) {a}{', ' + b if b else ''} not in this study)"
-        rows.append(dict(claim=claim, evidence=detail, value=value, holds=verdict(value, se, sign=sign, n=n)))
+        holds = verdict(value, se, sign=sign, n=n)
+        rows.append(dict(claim=claim, evidence=detail, value=round(value, 6) + 0.0, holds=holds))
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)

@@ -65,7 +65,8 @@ def _provenance_text(meta: dict) -> str:
             f"{p.get('cores', '?')} cores (1-min load {p.get('load_1min', '?')} when it finished), Python "
             f"{p.get('python', '?')}, torch {p.get('torch', '?')}, landscape {p.get('landscape', '?')}; "
             f"seeds {' '.join(map(str, meta.get('seeds', [])))}, {cfg.get('epochs', '?')} epochs, "
-            f"{p.get('jobs', '?')} processes, {minutes} min {seconds:02d} s wall-clock.\n")
+            f"{p.get('jobs', '?')} processes; that invocation took {minutes} min {seconds:02d} s wall-clock "
+            f"(runs already on disk are not redone).\n")
 
 
 def render_blocks(results_dir: str | Path) -> dict[str, str]:

@@ -277,7 +277,7 @@ def claims_markdown(claims: pd.DataFrame) -> str:
     """Markdown table of a claims table (``claim | evidence | value | holds``)."""
     lines = ["| claim | evidence | value | holds |", "|---|---|---|---|"]
     for r in claims.to_dict("records"):
-        value = "–" if not math.isfinite(r["value"]) else f"{r['value']:.2f}"
+        value = "–" if not math.isfinite(r["value"]) else f"{r['value'] + 0.0:.2f}".replace("-0.00", "0.00")
         lines.append(f"| {r['claim']} | {r['evidence']} | {value} | **{r['holds']}** |")
     return "\n".join(lines) + "\n"
 
@@ -442,7 +442,7 @@ def main(argv=None) -> int:
     total = time.perf_counter() - t0
     (out / "study.json").write_text(json.dumps(dict(
         config=cfg, seeds=args.seeds, variants=args.methods, jobs=args.jobs, runs_s=t_runs, total_s=total,
-        command="landscape demo " + " ".join(sys.argv[1:]) if argv is None else "landscape demo " + " ".join(argv),
+        command=" ".join(["python -m landscape.study", *sys.argv[1:]] if argv is None else ["landscape demo", *argv]),
         provenance=provenance(total_s=total, jobs=args.jobs), timings=timings), indent=2, default=list) + "\n")
     log(claims_markdown(claims))
     log(table)

@@ -229,12 +229,13 @@ def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Te
 
 
 def _evaluate_splits(model, splits: Mapping, settings: Mapping) -> dict[str, dict[str, float]]:
-    """:func:`evaluate` on each named split, plus ``acc_adv_small``/``loss_adv_small`` when ``small_eps``."""
+    """:func:`evaluate` on each named split, plus ``acc_adv_small``/``loss_adv_small`` on the test split
+    when ``small_eps`` is set (NaN on the others: the evaluation is the costly part of a small run)."""
     results = {}
     for split, (xs, ys) in splits.items():
         r = evaluate(model, xs, ys, eps=settings["eps"], steps=settings["eval_steps"], norm=settings["norm"],
                      seed=settings["seed"])
-        if settings["small_eps"] is not None:
+        if settings["small_eps"] is not None and split == "test":
             small = evaluate(model, xs, ys, eps=settings["small_eps"], steps=settings["eval_steps"],
                              norm=settings["norm"], seed=settings["seed"])
             r.update(acc_adv_small=small["acc_adv"], loss_adv_small=small["loss_adv"])
@@ -418,7 +419,8 @@ def train(model: nn.Module, data, *, method: str = "pgd_at", eps: float = 0.1, s
         eval_every: evaluate clean/PGD accuracy every this many epochs (and at the last). Default 1.
         eval_n: evaluate on a fixed random subset of this many samples per split (default: all).
         eval_steps: PGD steps of the evaluation attack (step ``2.5·eps/eval_steps``). Default 10.
-        small_eps: a second evaluation radius (columns ``acc_adv_small``, ``loss_adv_small``): robust
+        small_eps: a second evaluation radius, test split only (columns ``acc_adv_small``,
+            ``loss_adv_small``; NaN in the train rows): robust
             overfitting of standard training shows at radii far below the AT one. Default None.
         save_every: keep ``model_eNNN.pt`` for every epoch (None) or for epoch 1, every k-th, the last and
             the best so far (by test PGD accuracy, latest epoch on ties, as the official code).

@@ -127,9 +127,9 @@ def test_claims_table_has_a_row_per_statement_with_its_evidence(demo_dir):
     assert (claims["holds"] == "inconclusive").all()  # one seed: no spread, no verdict
     runs = pd.read_csv(demo_dir / "findings_runs.csv").set_index("variant")
     at_vs_advlc = claims[claims["claim"] == "4. AdvLC mitigates RO"].iloc[0]
-    assert at_vs_advlc["value"] == pytest.approx(runs.loc["pgd_at", "gap"] - runs.loc["at_advlc", "gap"])
+    assert at_vs_advlc["value"] == pytest.approx(runs.loc["pgd_at", "gap"] - runs.loc["at_advlc", "gap"], abs=1e-6)
     small = claims[claims["claim"].str.startswith("1. Standard training")].iloc[0]
-    assert small["value"] == pytest.approx(runs.loc["standard", "gap_small"])
+    assert small["value"] == pytest.approx(runs.loc["standard", "gap_small"], abs=1e-6)
     assert "claims" in (demo_dir / "findings.md").read_text().lower()
 
 

@@ -370,6 +370,7 @@ def test_small_eps_columns_match_a_direct_evaluation(tmp_path):
     assert last.acc_adv_small == pytest.approx(direct["acc_adv"])
     assert last.loss_adv_small == pytest.approx(direct["loss_adv"], rel=1e-5)
     assert last.loss_clean <= last.loss_adv_small <= last.loss_adv
+    assert metrics[metrics.split == "train"]["acc_adv_small"].isna().all()  # test split only
 
 
 def test_save_every_keeps_first_every_kth_last_and_best(tmp_path):
