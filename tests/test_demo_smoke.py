@@ -145,3 +145,36 @@ def test_rho_curv_share_recomputed_from_the_trajectory(demo_dir):
         assert runs.loc["pgd_at", "rho_curv_share"] == pytest.approx(spearmanr(t["curv_adv_mean"], share)[0])
     else:
         assert pd.isna(runs.loc["pgd_at", "rho_curv_share"])
+
+
+@pytest.mark.slow
+def test_demo_runs_from_an_installed_wheel(tmp_path):
+    """`landscape demo` from a wheel installed away from the source tree: nothing is loaded from analyses/."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1]
+    tree = tmp_path / "src"
+    shutil.copytree(src / "landscape", tree / "landscape", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copyfile(src / name, tree / name)
+    pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
+    subprocess.run(pip + ["wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(tree)],
+                   check=True, capture_output=True)
+    (wheel,) = (tmp_path / "dist").glob("landscape-*.whl")
+    target = tmp_path / "site"
+    subprocess.run(pip + ["install", "--no-deps", "--target", str(target), str(wheel)], check=True,
+                   capture_output=True)
+    assert not (target / "analyses").exists()
+    out = tmp_path / "run"
+    code = ("import sys, landscape; from landscape.cli import main; assert landscape.__file__.startswith(sys.argv[1]); "
+            "sys.exit(main(sys.argv[2:]))")
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(target), "HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code, str(target), "demo", "--quick", "--quiet", "--no-report",
+                           "--jobs", "1", "--epochs", "2", "--methods", "pgd_at", "at_advlc", "--out", str(out)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    claims = pd.read_csv(out / "claims.csv")
+    assert list(claims.columns) == CLAIM_COLUMNS and len(claims) == 8
