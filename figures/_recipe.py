@@ -14,7 +14,7 @@ from pathlib import Path
 
 from landscape.plotting import save_figure
 from landscape.plotting.synthetic import write_synthetic_run
-from landscape.report import best_last_epochs, load_tables
+from landscape.runs import best_last_epochs, load_tables
 
 #: Synthetic stand-ins for runs/demo: (name, robust-overfitting strength).
 SYNTHETIC_RUNS = (("pgd_at", 1.0), ("at_advlc", 0.2))

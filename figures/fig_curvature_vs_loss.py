@@ -10,7 +10,7 @@ from __future__ import annotations
 from _recipe import load, parser, save
 
 from landscape.plotting import plot_measure_vs_loss
-from landscape.report import best_last_epochs
+from landscape.runs import best_last_epochs
 
 
 def main(argv=None):

@@ -372,25 +372,12 @@ def diagnose_runs(table: pd.DataFrame, *, split: str = "test", threshold: float 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
     """Read a trajectory table: a ``.parquet`` or ``.csv`` file, or a run directory holding
-    ``trajectory.parquet`` (else ``metrics.csv``).
+    ``trajectory.parquet`` (else ``metrics.csv``), directly or in its ``analysis/`` folder.
 
     Raises:
         FileNotFoundError: nothing to read there.
         LandscapeError: the file cannot be read as a table.
     """
-    p = Path(path)
-    if p.is_dir():
-        for name in ("trajectory.parquet", "metrics.csv"):
-            if (p / name).is_file():
-                p = p / name
-                break
-        else:
-            raise FileNotFoundError(f"no trajectory.parquet or metrics.csv in {path}")
-    elif not p.exists():
-        raise FileNotFoundError(f"no such file or directory: {path}")
-    try:
-        if p.suffix.lower() == ".csv":
-            return pd.read_csv(p)
-        return pd.read_parquet(p)
-    except Exception as exc:  # noqa: BLE001 -- any reader failure is the same user error
-        raise LandscapeError(f"cannot read {p} as a table: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    from .runs import load_tables
+
+    return load_tables([path], "trajectory")

@@ -54,6 +54,7 @@ import pandas as pd
 
 from ._version import __version__
 from .claims import claims_table, spearman
+from .runs import run_file
 
 __all__ = ["VARIANTS", "DEFAULT_VARIANTS", "MEASURES", "study_config", "run_dir", "best_epoch", "epochs_to_analyse", "run_job",
            "run_summary", "findings_table", "findings_markdown", "claims_markdown", "first_order_share",
@@ -140,7 +141,7 @@ def analyse_one(folder: Path, seed: int, cfg: dict, *, progress: bool) -> pd.Dat
     from .training import checkpoint_path
     from .trajectory import analyse_trajectory
 
-    metrics = pd.read_csv(folder / "metrics.csv")
+    metrics = pd.read_csv(folder / run_file("metrics"))
     chosen = epochs_to_analyse(cfg["epochs"], cfg["every"], best_epoch(metrics))
     return analyse_trajectory(
         [checkpoint_path(folder, e) for e in chosen], "mlp", "digits", out_dir=folder / "analysis",
@@ -165,9 +166,9 @@ def slice_one(folder: Path, seed: int, cfg: dict) -> None:
     from .training import checkpoint_path
 
     analysis = folder / "analysis"
-    d = diagnose(pd.read_parquet(analysis / "trajectory.parquet"))
+    d = diagnose(pd.read_parquet(analysis / run_file("trajectory")))
     epochs = sorted({int(d.best_epoch if d.best_epoch is not None else d.last_epoch), int(d.last_epoch)})
-    paths = {k: analysis / f"slices_{k}.parquet" for k in ("1d", "2d")}
+    paths = {k: analysis / run_file(f"slices_{k}") for k in ("1d", "2d")}
     if all(p.is_file() for p in paths.values()) and all(
             sorted(pd.read_parquet(p, columns=["epoch"])["epoch"].unique().tolist()) == epochs
             for p in paths.values()):
@@ -209,7 +210,7 @@ def run_summary(folder: Path, eps: float | None = None) -> dict:
     official rule), the same at the small eps when evaluated, its test measures at the best and the last
     epoch, and the Spearman ρ between curvature and the first-order share from the best epoch on (from
     ``analysis/trajectory.parquet``)."""
-    metrics = pd.read_csv(folder / "metrics.csv")
+    metrics = pd.read_csv(folder / run_file("metrics"))
     test = metrics[metrics["split"] == "test"].sort_values("epoch")
     best = best_epoch(metrics)
     last = int(test["epoch"].iloc[-1])
@@ -221,7 +222,7 @@ def run_summary(folder: Path, eps: float | None = None) -> dict:
         row["best_small"] = 100 * float(test["acc_adv_small"].max())
         row["last_small"] = 100 * float(test["acc_adv_small"].iloc[-1])
         row["gap_small"] = row["best_small"] - row["last_small"]
-    traj_path = folder / "analysis" / "trajectory.parquet"
+    traj_path = folder / "analysis" / run_file("trajectory")
     if traj_path.is_file():
         traj = pd.read_parquet(traj_path)
         traj = traj[(traj["split"] == "test") & traj["error"].isna()].set_index("epoch").sort_index()
@@ -295,7 +296,7 @@ def findings_figure(out: Path, variants, seeds, cfg: dict):
         if v in SMALL_EPS_VARIANTS:
             continue
         for s in seeds:
-            t = pd.read_parquet(run_dir(out, v, s) / "analysis" / "trajectory.parquet")
+            t = pd.read_parquet(run_dir(out, v, s) / "analysis" / run_file("trajectory"))
             parts.append(t[(t["split"] == "test") & t["error"].isna()].assign(run=v, seed=s))
     if not parts:
         return None
@@ -418,8 +419,8 @@ def main(argv=None) -> int:
     per_run, agg = findings_table(out, args.methods, args.seeds, eps=cfg["eps"])
     claims = claims_table(per_run)
     per_run.to_csv(out / "findings_runs.csv", index=False)
-    agg.to_csv(out / "findings.csv", index=False)
-    claims.to_csv(out / "claims.csv", index=False)
+    agg.to_csv(out / run_file("findings"), index=False)
+    claims.to_csv(out / run_file("claims"), index=False)
     table = findings_markdown(agg)
     (out / "findings.md").write_text(
         f"# Findings on digits ({'clean labels' if args.clean else '20% label noise'}, "

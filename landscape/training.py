@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from ._base import LandscapeError, check_batch, derive_seed, eval_mode, model_device, model_dtype, set_mode
 from ._io import atomic_write, atomic_write_text
+from .runs import run_file
 from ._version import __version__
 from .objectives import DEFAULT_LAM, METHODS, batch_loss
 from .protocol import LATER_DEFAULTS, PRESETS, check_settings, preset
@@ -297,7 +298,7 @@ def _write_metrics(path: Path, rows: list[dict], columns: list[str]) -> pd.DataF
 
 def _check_same_run(out: Path, settings: dict) -> None:
     """LandscapeError unless ``out/settings.json`` describes the same run as ``settings``."""
-    path = out / "settings.json"
+    path = out / run_file("settings")
     try:
         old = {**LATER_DEFAULTS, **json.loads(path.read_text())}
     except (OSError, ValueError):
@@ -494,11 +495,11 @@ def train(model: nn.Module, data, *, method: str = "pgd_at", eps: float = 0.1, s
         if swa is not None and loaded.get("swa") is not None:
             swa.load_state_dict(loaded["swa"])
         state.update({k: float(loaded.get(k) or 0.0) for k in ("best_acc1", "best_pgd")})
-        if (out / "metrics.csv").exists():
-            old = pd.read_csv(out / "metrics.csv")
+        if (out / run_file("metrics")).exists():
+            old = pd.read_csv(out / run_file("metrics"))
             rows = old[old["epoch"] <= start][columns].to_dict("records")
         state["best_epoch"] = loaded.get("best_epoch") or _best_epoch(rows)
-    _write_json(out / "settings.json", settings)
+    _write_json(out / run_file("settings"), settings)
 
     eval_tr = _eval_subset(x_tr.shape[0], eval_n, seed).to(device)
     eval_te = _eval_subset(x_te.shape[0], eval_n, seed).to(device)
@@ -512,13 +513,13 @@ def train(model: nn.Module, data, *, method: str = "pgd_at", eps: float = 0.1, s
                 previous_best = state["best_epoch"]
                 rows += _run_epoch(model, optimizer, (x_tr, y_tr), (x_te[eval_te], y_te[eval_te]), eval_tr,
                                    epoch=epoch, settings=settings, state=state, bar=bar, swa=swa)
-                _write_metrics(out / "metrics.csv", rows, columns)
+                _write_metrics(out / run_file("metrics"), rows, columns)
                 _save_epoch(out, model, optimizer, swa, epoch=epoch, settings=settings, state=state,
                             previous_best=previous_best)
     finally:
         bar.close()
         optimizer.zero_grad(set_to_none=True)
-    return _write_metrics(out / "metrics.csv", rows, columns)
+    return _write_metrics(out / run_file("metrics"), rows, columns)
 
 
 def _best_epoch(rows: list[dict]) -> int | None:

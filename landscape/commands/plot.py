@@ -52,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _best_last(args, table):
     from landscape.plotting import label_epochs
-    from landscape.report import best_last_epochs, load_tables
+    from landscape.runs import best_last_epochs, load_tables
 
     folders = [Path(t) if Path(t).is_dir() else Path(t).parent for t in args.tables]
     epochs = best_last_epochs(load_tables(folders, "trajectory"))
@@ -65,7 +65,7 @@ def _best_last(args, table):
 
 def run(args: argparse.Namespace) -> int:
     from landscape import plotting as P
-    from landscape.report import load_tables
+    from landscape.runs import load_tables
 
     key, default_name = KINDS[args.kind]
     table = load_tables(args.tables, key)
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         since = None
         if args.from_best:
-            from landscape.report import best_last_epochs
+            from landscape.runs import best_last_epochs
 
             epochs = best_last_epochs(table)
             since = {run: e["best"] for run, e in epochs.items()}
