@@ -79,7 +79,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="stochastic weight averaging from this epoch on (default: no SWA)")
     g.add_argument("--swa-every", type=positive_int, default=None,
                    help="average after every this-many batches of an epoch (default: after its last batch)")
-    g.add_argument("--lr", type=positive_float, default=None, help="default 0.1")
+    g.add_argument("--lr", type=non_negative_float, default=None, help="default 0.1 (> 0)")
     g.add_argument("--lr-milestones", type=_fraction_list, default=None, metavar="F1,F2",
                    help="fractions of --epochs after which the rate drops x0.1 (default 0.5,0.75)")
     g.add_argument("--momentum", type=non_negative_float, default=None, help="default 0.9")
