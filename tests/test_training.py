@@ -465,3 +465,21 @@ def test_train_cli_preset_with_explicit_overrides(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["train", "--quiet", "--data", "digits", "--arch", "mlp", "--preset", "rice", "--out", str(tmp_path / "x")])
     assert exc.value.code == 2 and "official_cifar10" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("module", ["training", "objectives", "protocol", "augmentation", "regularizers", "study",
+                                    "claims", "docblocks", "_version"])
+def test_module_does_not_import_the_package_root(module):
+    """Library modules import siblings only (``from .x import y``), never ``landscape`` itself."""
+    import ast
+    from pathlib import Path
+
+    import landscape
+
+    tree = ast.parse((Path(landscape.__file__).parent / f"{module}.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            assert not (node.level == 1 and node.module is None), f"{module}: from . import ..."
+            assert not (node.level == 0 and node.module == "landscape"), f"{module}: from landscape import ..."
+        if isinstance(node, ast.Import):
+            assert all(a.name != "landscape" for a in node.names), f"{module}: import landscape"
