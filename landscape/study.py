@@ -97,8 +97,15 @@ def study_config(*, quick: bool = False, epochs: int | None = None, every: int |
         analysis_n=20 if quick else 300, analysis_steps=2 if quick else 10,
         every=every or (3 if quick else 10),
         slice_n=4 if quick else 32, slice_grid=9 if quick else 41,
-        measures=["grad", "curv_adv"] if quick else list(MEASURES),
+        measures=_available(["grad", "curv_adv", "fo_share"] if quick else [*MEASURES, "fo_share"]),
     )
+
+
+def _available(measures: list[str]) -> list[str]:
+    """``measures`` less those this version of :mod:`landscape.measures` does not have (``fo_share`` is new)."""
+    from .measures import MEASURES as known
+
+    return [m for m in measures if m in known]
 
 
 def run_dir(out: Path, variant: str, seed: int) -> Path:
@@ -195,12 +202,12 @@ def slice_one(folder: Path, seed: int, cfg: dict) -> None:
 def first_order_share(traj: pd.DataFrame, eps: float) -> pd.Series:
     """Per-epoch first-order share of the adversarial loss increase, ``eps·‖∇ₓL‖₁ / (L(x_adv) − L(x))``.
 
-    Uses the trajectory's own ``first_order_share_median`` column when the measure table has one; otherwise
-    the ratio of the split means ``eps · grad_l1_mean / (loss_adv − loss_clean)`` (NaN where the increase
+    Uses the median of the per-sample ``fo_share`` measure (:mod:`landscape.measures.first_order`, NaN where
+    the loss barely rises) when the trajectory has it; otherwise the ratio of the split means ``eps · grad_l1_mean / (loss_adv − loss_clean)`` (NaN where the increase
     is not positive), which needs only the ``grad`` measure.
     """
-    if "first_order_share_median" in traj.columns:
-        return traj["first_order_share_median"].astype(float)
+    if "fo_share_median" in traj.columns:
+        return traj["fo_share_median"].astype(float)
     rise = (traj["loss_adv"] - traj["loss_clean"]).astype(float)
     return (eps * traj["grad_l1_mean"] / rise.where(rise > 0)).astype(float)
 
