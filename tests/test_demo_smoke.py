@@ -140,7 +140,10 @@ def test_rho_curv_share_recomputed_from_the_trajectory(demo_dir):
     traj = pd.read_parquet(demo_dir / "pgd_at" / "s0" / "analysis" / "trajectory.parquet")
     t = traj[traj.split == "test"].sort_values("epoch")
     t = t[t.epoch >= runs.loc["pgd_at", "best_epoch"]]
-    share = 0.1 * t["grad_l1_mean"] / (t["loss_adv"] - t["loss_clean"])
+    if "fo_share_median" in t.columns:  # the per-sample measure, when landscape.measures has it
+        share = t["fo_share_median"]
+    else:
+        share = 0.1 * t["grad_l1_mean"] / (t["loss_adv"] - t["loss_clean"])
     if len(t) >= 3:
         assert runs.loc["pgd_at", "rho_curv_share"] == pytest.approx(spearmanr(t["curv_adv_mean"], share)[0])
     else:
