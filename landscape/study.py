@@ -131,11 +131,12 @@ def train_one(out: Path, variant: str, seed: int, cfg: dict, *, progress: bool) 
 
 
 # -------------------------------------------------------------------------------------------- trajectory
-def best_epoch(metrics: pd.DataFrame, column: str = "acc_adv") -> int:
-    """Epoch of the highest test ``column`` in ``metrics.csv``; the latest epoch on ties (official rule)."""
-    test = metrics[metrics["split"] == "test"]
-    top = test[column].max()
-    return int(test.loc[test[column] == top, "epoch"].max())
+def best_epoch(metrics: pd.DataFrame) -> int:
+    """Best epoch of ``metrics.csv`` by the official rule (highest test PGD accuracy, latest on ties):
+    :func:`landscape.diagnose.best_epoch` — the same epoch whose checkpoint training keeps."""
+    from .diagnose import best_epoch as official_best
+
+    return int(official_best(None, log=metrics).epoch)
 
 
 def epochs_to_analyse(epochs: int, every: int, best: int) -> list[int]:
@@ -173,7 +174,7 @@ def slice_one(folder: Path, seed: int, cfg: dict) -> None:
     from .training import checkpoint_path
 
     analysis = folder / "analysis"
-    d = diagnose(pd.read_parquet(analysis / run_file("trajectory")))
+    d = diagnose(pd.read_parquet(analysis / run_file("trajectory")), log=pd.read_csv(folder / run_file("metrics")))
     epochs = sorted({int(d.best_epoch if d.best_epoch is not None else d.last_epoch), int(d.last_epoch)})
     paths = {k: analysis / run_file(f"slices_{k}") for k in ("1d", "2d")}
     if all(p.is_file() for p in paths.values()) and all(

@@ -5,6 +5,7 @@ import argparse
 
 from ._common import (add_attack_args, add_data_args, add_model_args, model_kwargs, non_negative_float, normalization,
                       output_dir, positive_float, positive_int)
+from ._summary import print_summary
 
 HELP = ("train standard / standard_gradreg / pgd_at / at_decomposed / at_advlc / at_gradreg, saving checkpoints "
         "every epoch (resumable)")
@@ -112,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"training supports --attack pgd only, got {args.attack!r}")
     if args.trust_checkpoint:
         raise ValueError("--trust-checkpoint does not apply to training (checkpoints are written, not read)")
+    if args.checkpoint_entry is not None:
+        raise ValueError("--checkpoint-entry does not apply to training (checkpoints are written, not read)")
     out = output_dir(args.out)
     kwargs = model_kwargs(args)
     model = seeded_model(args.arch, args.seed, **kwargs)
@@ -126,5 +129,9 @@ def run(args: argparse.Namespace) -> int:
                     arch_kwargs=kwargs, dataset=args.data, normalize=args.normalize, progress=not args.quiet, **kw)
     print(f"train: {args.method} for {kw.get('epochs', 150)} epochs -> {out} (model_eNNN.pt, metrics.csv, "
           "settings.json)")
-    print(diagnose(metrics).summary())
+    print(diagnose(metrics, log=metrics).summary())  # the training log is its own best-epoch source
+    from landscape.runs import run_file
+
+    print_summary("train", [(out / run_file("metrics"), len(metrics)), out / run_file("settings")],
+                  details=[f"{len(list(out.glob('model_e*.pt')))} checkpoint(s) model_eNNN.pt in {out}"])
     return 0
