@@ -935,9 +935,9 @@ def _assemble(discovery: Discovery, outcomes: dict[str, dict[str, Any]], setting
 
 
 def _diagnosis_json(table: pd.DataFrame) -> dict[str, Any]:
-    from .diagnose import diagnose
+    from .diagnose import diagnose, read_training_log
 
     try:
-        return diagnose(table).to_dict()
+        return diagnose(table, log=read_training_log(table=table)).to_dict()
     except (LandscapeError, ValueError) as exc:
         return {"error": _one_line(exc)}

@@ -36,6 +36,16 @@ def positive_float(text: str) -> float:
     return _finite_float(text, positive=True)
 
 
+def eps_value(text: str) -> float:
+    """An attack radius in [0,1] pixel units; 8 (0-255 units) is refused naming the fix (8/255 = 0.0314)."""
+    from landscape.attacks import _check_eps
+
+    try:
+        return _check_eps(non_negative_float(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).splitlines()[0]) from None
+
+
 def key_value(text: str) -> tuple[str, object]:
     """``depth=34`` -> ("depth", 34); values parsed as Python literals, else kept as strings."""
     if "=" not in text:
@@ -95,7 +105,7 @@ def add_data_args(p: argparse.ArgumentParser, *, default_n: int | None = 500) ->
 def add_attack_args(p: argparse.ArgumentParser, *, default_eps: float = 0.1) -> None:
     g = p.add_argument_group("attack")
     g.add_argument("--attack", default="pgd", choices=["pgd", "fgsm"])
-    g.add_argument("--eps", type=non_negative_float, default=default_eps, help="radius in [0,1] pixel units")
+    g.add_argument("--eps", type=eps_value, default=default_eps, help="radius in [0,1] pixel units (8/255 = 0.0314)")
     g.add_argument("--steps", type=positive_int, default=10)
     g.add_argument("--step-size", type=non_negative_float, default=None, help="default 2.5*eps/steps")
     g.add_argument("--norm", default="linf", choices=["linf", "l2"])

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from landscape._io import atomic_write
 from ._common import add_attack_args, add_data_args, add_model_args, positive_int
+from ._summary import print_summary
 
 HELP = "per-sample input-landscape measures (gradient norms, curvature, Taylor gap, logit variation) of a checkpoint"
 
@@ -13,15 +14,16 @@ FORMATS = (".parquet", ".csv")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from landscape.measures import MEASURES
+    from landscape.measures import DEFAULT_MEASURES, MEASURES
 
     p.add_argument("checkpoint", metavar="CKPT", help="checkpoint file")
     add_model_args(p)
     add_data_args(p)
     add_attack_args(p)
     g = p.add_argument_group("measures")
-    g.add_argument("--measures", default=",".join(MEASURES),
-                   help=f"comma-separated subset of {','.join(MEASURES)} (default: all)")
+    g.add_argument("--measures", default=",".join(DEFAULT_MEASURES),
+                   help=f"comma-separated names from {','.join(MEASURES)} "
+                        f"(default: {','.join(DEFAULT_MEASURES)})")
     g.add_argument("--eig-iters", type=positive_int, default=20, help="power iterations for eig_top (default 20)")
     g.add_argument("--float64", action="store_true", help="compute in float64 (precise curvature; slower)")
     g.add_argument("--out", required=True, help="output table: .parquet or .csv")
@@ -72,5 +74,5 @@ def run(args: argparse.Namespace) -> int:
     print(summary(df))
     if df.attrs.get("nonfinite"):
         print(f"warning: {df.attrs['nonfinite']} NaN/Inf values in the table")
-    print(f"wrote {out}")
+    print_summary("measure", [(out, len(df))])
     return 0

@@ -5,6 +5,7 @@ import argparse
 
 from ._common import (add_attack_args, add_data_args, add_model_args, model_kwargs, non_negative_float, normalization,
                       output_dir, positive_int)
+from ._summary import print_summary
 
 HELP = "train standard / pgd_at / at_advlc / at_gradreg, saving a checkpoint every epoch (resumable)"
 
@@ -87,5 +88,9 @@ def run(args: argparse.Namespace) -> int:
         eval_every=args.eval_every, eval_n=args.n, eval_steps=args.eval_steps, arch=args.arch,
         arch_kwargs=kwargs, dataset=args.data, normalize=args.normalize, progress=not args.quiet)
     print(f"train: {args.method} for {args.epochs} epochs -> {out} (model_eNNN.pt, metrics.csv, settings.json)")
-    print(diagnose(metrics).summary())
+    print(diagnose(metrics, log=metrics).summary())  # the training log is its own best-epoch source
+    from landscape.runs import run_file
+
+    print_summary("train", [(out / run_file("metrics"), len(metrics)), out / run_file("settings")],
+                  details=[f"{len(list(out.glob('model_e*.pt')))} checkpoint(s) model_eNNN.pt in {out}"])
     return 0
