@@ -81,7 +81,8 @@ def test_slices_at_best_and_last_epoch_match_direct_loss(demo_dir):
     x, y = load_dataset("digits", "test", n=4, seed=0)  # the --quick slice images
     for m in ("pgd_at", "at_advlc"):
         analysis = demo_dir / m / "s0" / "analysis"
-        d = diagnose(pd.read_parquet(analysis / "trajectory.parquet"))
+        d = diagnose(pd.read_parquet(analysis / "trajectory.parquet"),
+                     log=pd.read_csv(demo_dir / m / "s0" / "metrics.csv"))  # the one best epoch: the log's
         s1 = pd.read_parquet(analysis / "slices_1d.parquet")
         s2 = pd.read_parquet(analysis / "slices_2d.parquet")
         assert sorted(s1["epoch"].unique()) == sorted({d.best_epoch, d.last_epoch})
