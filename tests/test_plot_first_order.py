@@ -56,6 +56,6 @@ def test_report_shows_the_first_order_figure_only_for_tables_with_the_share():
 
     from landscape.plotting import figure_spec
 
-    spec = figure_spec("first_order")
+    spec = figure_spec("first_order_share")
     assert spec.shown_for(pd.DataFrame(columns=["epoch", "split", "fo_share_median", "curv_adv_mean"]))
     assert not spec.shown_for(pd.DataFrame(columns=["epoch", "split", "curv_adv_mean"]))

@@ -148,6 +148,10 @@ def _scatter(table, *, measures=None, split="test", since: int | Mapping | None 
     return ax
 
 
+def _first_order(table, *, split="test", since: int | Mapping | None = None, title=None):
+    return plot_first_order_share(table, split=split, best_epochs=since, title=title)
+
+
 # ------------------------------------------------------------------------------------------- the figures
 
 for _spec in (
@@ -174,11 +178,12 @@ for _spec in (
                "Test mean of a landscape measure against the robust test loss, one point per epoch; Spearman ρ "
                "per run over the epochs from its best one on (as in the diagnosis), earlier epochs faded.",
                title="Measure vs robust test loss", stem="measure_vs_loss"),
-    FigureSpec("first_order", plot_first_order_share, ("trajectory",),
-               "Curvature (left) and the first-order share of the adversarial loss increase, eps·‖∇ₓL‖₁ / "
-               "(L(x_adv) − L(x)) (right) per epoch: AT's gradient-regularisation effect weakens as curvature grows "
-               "when the share falls while curvature rises.", title="First-order share beside curvature",
-               stem="first_order_share", needs=("fo_share_mean", "fo_share_median")),
+    FigureSpec("first_order_share", _first_order, ("trajectory",),
+               "Curvature (left) and the first-order share of the adversarial loss increase, eps·‖∇ₓL‖ / "
+               "(L(x_adv) − L(x)) (right), per epoch (median over samples) for every run; dotted lines at each "
+               "run's best epoch. A share that falls as curvature grows means AT's gradient regularisation "
+               "accounts for less of the robust loss.", title="Curvature and the first-order share",
+               needs=("fo_share_mean", "fo_share_median")),
     FigureSpec("curves", plot_learning_curves, ("trajectory",),
                "Clean and robust accuracy and loss per epoch from trajectory.parquet; the star marks the best "
                "robust test accuracy and the shaded band the robust-overfitting gap (best − last).",
