@@ -16,7 +16,7 @@ from .runs import run_file
 
 __all__ = ["synthetic_tables", "write_synthetic_run", "write_synthetic_study"]
 
-_MEASURES = ("grad_l1", "grad_l2", "curv_adv", "curv_rand", "taylor_gap", "logit_var")
+_MEASURES = ("grad_l1", "grad_l2", "curv_adv", "curv_rand", "taylor_gap", "logit_var", "fo_share")
 
 
 def synthetic_tables(run: str = "pgd_at", *, epochs: int = 30, n: int = 64, ro: float = 1.0,
@@ -68,6 +68,7 @@ def synthetic_tables(run: str = "pgd_at", *, epochs: int = 30, n: int = 64, ro: 
                 "curv_rand": rng.normal(0.05 * s, 0.05, n),
                 "taylor_gap": rng.gamma(2.0, 0.08 * s ** 1.5, n),
                 "logit_var": rng.gamma(3.0, 0.4 * s, n),
+                "fo_share": np.clip(rng.beta(4.0, 1.5 * s, n), 0.01, 1.0),  # falls as the landscape sharpens
                 "epoch": int(e), "split": split, "checkpoint": f"epoch_{e:03d}.pt",
             })
             sample_rows.append(frame)

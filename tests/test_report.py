@@ -22,7 +22,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 COMPARISON = ["method_curves", "method_measures", "slices_1d_methods", "distributions_methods", "contours",
-              "measure_vs_loss"]
+              "measure_vs_loss", "first_order_share"]
 DETAIL = ["learning_curves", "training_curves", "measures", "slices_1d", "distributions", "surface_at_advlc",
           "surface_pgd_at"]
 FULL_FIGURES = COMPARISON + DETAIL
@@ -177,7 +177,7 @@ def test_missing_optional_tables_are_skipped_with_a_note(tmp_path, demo):
     shutil.copy(demo / "pgd_at" / "trajectory.parquet", run / "trajectory.parquet")
     html = build_report(run, tmp_path / "out", dpi=72).read_text()
     assert re.findall(r'data-figure="(\w+)"', html) == ["method_curves", "method_measures", "measure_vs_loss",
-                                                        "learning_curves", "measures"]
+                                                        "first_order_share", "learning_curves", "measures"]
     for why in ("no metrics.csv", "no slices_1d.parquet", "no slices_2d.parquet", "no samples.parquet",
                 "No settings.json"):
         assert why in html
@@ -218,7 +218,7 @@ def test_cli_report(tmp_path, demo, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"landscape report: wrote 2 file(s) to {tmp_path / 'r'}"
     assert out[1:3] == [f"  {tmp_path / 'r' / 'report.html'}", f"  {tmp_path / 'r' / 'report.md'}"]
-    assert out[3] == f"landscape report: 5 figure(s) in {tmp_path / 'r' / 'figures'}"
+    assert out[3] == f"landscape report: 6 figure(s) in {tmp_path / 'r' / 'figures'}"
     assert main(["report", str(tmp_path / "r"), "--quiet"]) == 2
     assert "trajectory.parquet" in capsys.readouterr().err
 

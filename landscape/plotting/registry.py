@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from .correlation import plot_measure_vs_loss
 from .curves import plot_learning_curves
 from .distributions import plot_distributions
+from .first_order import plot_first_order_share
 from .interactive import interactive_method_curves, interactive_method_measures
 from .measures import available_measures, plot_measures
 from .methods import plot_method_curves, plot_method_measures, pool_by_method
@@ -44,6 +45,8 @@ class FigureSpec:
         section: ``comparison`` (top of the report) or ``detail`` (per run, collapsed).
         per_run: the report draws one figure per run.
         interactive: optional ``(table) -> plotly Figure`` shown in the HTML report instead of the PNG.
+        needs: columns (any one suffices) the table must have for the report to show the figure at all;
+            for figures of opt-in measures, so a run without them gets no "skipped" note.
     """
 
     name: str
@@ -56,6 +59,11 @@ class FigureSpec:
     section: str = "comparison"
     per_run: bool = False
     interactive: Callable[[pd.DataFrame], Any] | None = None
+    needs: tuple[str, ...] = ()
+
+    def shown_for(self, table: pd.DataFrame) -> bool:
+        """Whether ``table`` has what the figure draws (see ``needs``)."""
+        return not self.needs or any(c in table.columns for c in self.needs)
 
     def __post_init__(self):
         if self.section not in SECTIONS:
@@ -140,6 +148,10 @@ def _scatter(table, *, measures=None, split="test", since: int | Mapping | None 
     return ax
 
 
+def _first_order(table, *, split="test", since: int | Mapping | None = None, title=None):
+    return plot_first_order_share(table, split=split, best_epochs=since, title=title)
+
+
 # ------------------------------------------------------------------------------------------- the figures
 
 for _spec in (
@@ -166,6 +178,12 @@ for _spec in (
                "Test mean of a landscape measure against the robust test loss, one point per epoch; Spearman ρ "
                "per run over the epochs from its best one on (as in the diagnosis), earlier epochs faded.",
                title="Measure vs robust test loss", stem="measure_vs_loss"),
+    FigureSpec("first_order_share", _first_order, ("trajectory",),
+               "Curvature (left) and the first-order share of the adversarial loss increase, eps·‖∇ₓL‖ / "
+               "(L(x_adv) − L(x)) (right), per epoch (median over samples) for every run; dotted lines at each "
+               "run's best epoch. A share that falls as curvature grows means AT's gradient regularisation "
+               "accounts for less of the robust loss.", title="Curvature and the first-order share",
+               needs=("fo_share_mean", "fo_share_median")),
     FigureSpec("curves", plot_learning_curves, ("trajectory",),
                "Clean and robust accuracy and loss per epoch from trajectory.parquet; the star marks the best "
                "robust test accuracy and the shaded band the robust-overfitting gap (best − last).",

@@ -61,6 +61,8 @@ def figure_jobs(data: ReportData, specs=None) -> list[tuple[str, Any, pd.DataFra
         if table is None:
             jobs.append((spec.name, spec, None, f"no {RUN_FILES[spec.table]} in any run", title))
             continue
+        if not spec.shown_for(table):
+            continue
         if spec.best_last:
             table = _label_best_last(table, data)
         if spec.per_run:
