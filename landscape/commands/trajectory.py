@@ -42,7 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--measures", type=_name_list, default=None, metavar="LIST",
                    help="comma-separated measures, e.g. grad,curv_adv,logit_var (default: all)")
     g.add_argument("--executor", default="serial", choices=["serial", "process", "ray"])
-    g.add_argument("--workers", type=positive_int, default=1, help="parallel workers (process or ray)")
+    g.add_argument("--workers", type=positive_int, default=None,
+                   help="parallel workers (process or ray; default: one per GPU for --executor process "
+                        "--device cuda, else 1)")
     g.add_argument("--threads", type=positive_int, default=None,
                    help="torch threads per worker (default: cores // workers)")
     g.add_argument("--ray-address", default=None, help="join this Ray cluster (default: start a local one)")

@@ -134,6 +134,8 @@ def run_process(tasks: Sequence[CheckpointEntry], settings: TrajectorySettings, 
 
     def feed(slot: int) -> None:  # the current task and the next one, so the worker can prefetch it
         while pending and len(assigned[slot]) < 2:
+            if assigned[slot] and any(deaths.get(k) for k in (pending[0], *assigned[slot])):
+                break  # a checkpoint whose worker died runs alone, so it cannot take a sound one down with it
             key = pending.pop(0)
             assigned[slot].append(key)
             inboxes[slot].put(_Task(key, str(by_key[key].path)))
