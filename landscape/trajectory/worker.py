@@ -69,7 +69,8 @@ def weights_digest(state_dict: dict[str, Any]) -> str:
 
 @dataclasses.dataclass
 class CheckpointRead:
-    """A checkpoint file read from disk: its (size, mtime) before reading, fingerprint, contents or error."""
+    """A checkpoint file read from disk: its (size, mtime) before reading, fingerprint, contents (and their
+    :func:`weights_digest`) or the error."""
 
     path: Path
     before: tuple[int, int] | None
@@ -77,10 +78,11 @@ class CheckpointRead:
     checkpoint: Any  # landscape.checkpoints.Checkpoint, None on error
     error: BaseException | None
     seconds: float
+    weights: str | None = None
 
 
 def read_checkpoint(path: str | Path, trusted: bool) -> CheckpointRead:
-    """Fingerprint and load one file; never raises for a bad file (the error is kept instead)."""
+    """Fingerprint, load and digest one file; never raises for a bad file (the error is kept instead)."""
     from ..checkpoints import load_checkpoint
 
     path = Path(path)
@@ -89,9 +91,10 @@ def read_checkpoint(path: str | Path, trusted: bool) -> CheckpointRead:
     try:
         fp = file_fingerprint(path)
         ckpt = load_checkpoint(path, trusted=trusted)
+        digest = weights_digest(ckpt.state_dict)
     except Exception as exc:  # noqa: BLE001 -- reported when the checkpoint's turn comes
         return CheckpointRead(path, before, None, None, exc, time.perf_counter() - start)
-    return CheckpointRead(path, before, fp, ckpt, None, time.perf_counter() - start)
+    return CheckpointRead(path, before, fp, ckpt, None, time.perf_counter() - start, digest)
 
 
 class Prefetcher:
@@ -183,7 +186,7 @@ def analyse_checkpoint(path: str | Path, settings: TrajectorySettings, *, retry_
                 raise LandscapeError(f"{path} changed while it was being read (still being written?)")
             stored = r.checkpoint.epoch
             return CheckpointResult(str(path), samples, int(stored) if stored is not None else None, r.file,
-                                    None, time.perf_counter() - start, weights=weights_digest(r.checkpoint.state_dict),
+                                    None, time.perf_counter() - start, weights=r.weights,
                                     read_seconds=r.seconds, wait_seconds=waited)
         except Exception as exc:  # noqa: BLE001 -- a bad checkpoint is a result, not a crash
             error = one_line(exc)
