@@ -41,7 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated splits to measure (default train,test)")
     g.add_argument("--measures", type=_name_list, default=None, metavar="LIST",
                    help="comma-separated measures, e.g. grad,curv_adv,logit_var (default: all)")
-    g.add_argument("--executor", default="serial", choices=["serial", "process", "ray"])
+    from landscape.trajectory.executors import EXECUTORS
+
+    g.add_argument("--executor", default="serial", choices=list(EXECUTORS))
     g.add_argument("--workers", type=positive_int, default=None,
                    help="parallel workers (process or ray; default: one per GPU for --executor process "
                         "--device cuda, else 1)")

@@ -39,8 +39,8 @@ from .discover import (
     marker_kind,
     parse_epoch,
 )
-from .executors import worker_devices
-from .settings import EXECUTORS, TrajectorySettings, TrajectoryWarning
+from .executors import EXECUTORS, worker_devices
+from .settings import TrajectorySettings, TrajectoryWarning
 from .store import CheckpointResult, file_fingerprint, read_result
 from .worker import analyse_checkpoint
 

@@ -96,7 +96,8 @@ def analyse_trajectory(paths_or_dir: str | os.PathLike | Sequence[str | os.PathL
 
     from ..models import create_model
 
-    check_run_options(executor, workers, threads)
+    executors.check_executor(executor)
+    check_run_options(workers, threads)
     settings = TrajectorySettings.create(
         arch, data=data, arch_kwargs=arch_kwargs, measures=measures, n=n, splits=splits, attack=attack, eps=eps,
         steps=steps, step_size=step_size, norm=norm, mean=mean, std=std, seed=seed, batch_size=batch_size,
@@ -156,15 +157,9 @@ def analyse_trajectory(paths_or_dir: str | os.PathLike | Sequence[str | os.PathL
     if threads is None:
         threads = max(1, (os.cpu_count() or 1) // workers)
     try:
-        if not todo:
-            pass
-        elif executor == "serial":
-            executors.run_serial(todo, settings, retry_delay, on_result)
-        elif executor == "process":
-            executors.run_process(todo, settings, retry_delay, on_result, workers=workers, threads=threads)
-        else:
-            executors.run_ray(todo, settings, retry_delay, on_result, workers=workers, threads=threads,
-                              address=ray_address)
+        if todo:
+            executors.RUNNERS[executor](todo, settings, retry_delay, on_result, workers=workers, threads=threads,
+                                        address=ray_address)
     finally:
         bar.close()
         worker.clear_data_cache()

@@ -28,7 +28,8 @@ from .discover import CheckpointEntry
 from .settings import TrajectorySettings, TrajectoryWarning
 from .store import CheckpointResult
 
-__all__ = ["default_workers", "import_ray", "run_process", "run_ray", "run_serial", "worker_devices"]
+__all__ = ["EXECUTORS", "RUNNERS", "check_executor", "default_workers", "import_ray", "run_process", "run_ray",
+           "run_serial", "worker_devices"]
 
 OnResult = Callable[[CheckpointEntry, CheckpointResult], None]
 _DIED = ("worker process died twice (out of memory? a script using executor='process' needs an "
@@ -60,7 +61,7 @@ def default_workers(executor: str, device: str) -> int:
 
 
 def run_serial(tasks: Sequence[CheckpointEntry], settings: TrajectorySettings, retry_delay: float,
-               on_result: OnResult) -> None:
+               on_result: OnResult, **_: Any) -> None:
     """Measure in this process, reading checkpoint *k + 1* while checkpoint *k* is measured."""
     with worker.Prefetcher(settings.trusted) as prefetch:
         for i, entry in enumerate(tasks):
@@ -119,7 +120,7 @@ def mp_context() -> multiprocessing.context.BaseContext:
 
 
 def run_process(tasks: Sequence[CheckpointEntry], settings: TrajectorySettings, retry_delay: float,
-                on_result: OnResult, *, workers: int, threads: int) -> None:
+                on_result: OnResult, *, workers: int, threads: int, **_: Any) -> None:
     """Measure in ``workers`` local processes (see the module docstring)."""
     ctx = mp_context()
     by_key = {e.key: e for e in tasks}
@@ -225,7 +226,7 @@ def import_ray():
 
 
 def run_ray(tasks: Sequence[CheckpointEntry], settings: TrajectorySettings, retry_delay: float,
-            on_result: OnResult, *, workers: int, threads: int, address: str | None) -> None:
+            on_result: OnResult, *, workers: int, threads: int, address: str | None = None, **_: Any) -> None:
     """One Ray task per checkpoint; starts a local Ray with ``num_cpus=workers`` unless ``address`` is given."""
     ray = import_ray()
     started = False
@@ -262,3 +263,14 @@ def run_ray(tasks: Sequence[CheckpointEntry], settings: TrajectorySettings, retr
     finally:
         if started:
             ray.shutdown()
+
+
+#: Executor name -> runner ``(tasks, settings, retry_delay, on_result, *, workers, threads, address)``; a
+#: new executor is one function above plus one line here.
+RUNNERS: dict[str, Callable[..., None]] = {"serial": run_serial, "process": run_process, "ray": run_ray}
+EXECUTORS = tuple(RUNNERS)
+
+
+def check_executor(executor: str) -> None:
+    if executor not in RUNNERS:
+        raise ValueError(f"unknown executor {executor!r} (allowed: {', '.join(RUNNERS)})")

@@ -14,10 +14,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["EXECUTORS", "RESULT_FORMAT", "SPLITS", "TrajectorySettings", "TrajectoryWarning", "check_attack",
+__all__ = ["RESULT_FORMAT", "SPLITS", "TrajectorySettings", "TrajectoryWarning", "check_attack",
            "check_run_options", "json_normal"]
 
-EXECUTORS = ("serial", "process", "ray")
 SPLITS = ("train", "test")
 RESULT_FORMAT = 1  # bump when a result file's meaning changes: old results are then recomputed
 
@@ -58,10 +57,8 @@ def check_attack(attack: str, eps: float, steps: int, step_size: float | None, n
         _check_measures(list(measures))
 
 
-def check_run_options(executor: str, workers: int | None, threads: int | None) -> None:
-    """Validate how a run is executed (not part of the fingerprint)."""
-    if executor not in EXECUTORS:
-        raise ValueError(f"unknown executor {executor!r} (allowed: {', '.join(EXECUTORS)})")
+def check_run_options(workers: int | None, threads: int | None) -> None:
+    """Validate the parallelism of a run (not part of the fingerprint)."""
     _positive_int("workers", workers, optional=True)
     _positive_int("threads", threads, optional=True)
 
