@@ -552,3 +552,32 @@ def test_a_worker_that_dies_is_replaced_and_only_its_checkpoint_fails(tmp_path):
     assert "died twice" in table.loc[table["epoch"] == 5, "error"].iloc[0]
     good = table[table["epoch"] != 5].reset_index(drop=True)
     pd.testing.assert_frame_equal(good, serial, check_exact=True)
+
+
+def test_serial_executor_reads_the_next_checkpoint_while_measuring_the_current_one(tmp_path, monkeypatch):
+    import threading
+
+    d = make_run(tmp_path, epochs=(1, 2, 3))
+    reference = analyse_trajectory(d, "mlp", out_dir=tmp_path / "ref", splits=("test",), **KW)
+    real_read, real_measure = worker.read_checkpoint, worker._measure
+    reads: list[tuple[str, str]] = []
+    next_read = {name: threading.Event() for name in ("e2.pt", "e3.pt")}
+
+    def read(path, trusted):
+        reads.append((Path(path).name, threading.current_thread().name))
+        if Path(path).name in next_read:
+            next_read[Path(path).name].set()
+        return real_read(path, trusted)
+
+    def measure_while_next_is_read(ckpt, settings, device):
+        following = {"e1.pt": "e2.pt", "e2.pt": "e3.pt"}.get(Path(ckpt.path).name)
+        if following is not None:  # the next file's read starts during this measurement, not after it
+            assert next_read[following].wait(timeout=30), f"{following} was not read ahead"
+        return real_measure(ckpt, settings, device)
+
+    monkeypatch.setattr(worker, "read_checkpoint", read)
+    monkeypatch.setattr(worker, "_measure", measure_while_next_is_read)
+    table = analyse_trajectory(d, "mlp", out_dir=tmp_path / "out", splits=("test",), **KW)
+    assert [name for name, _ in reads] == ["e1.pt", "e2.pt", "e3.pt"]  # each file read once
+    assert all(thread.startswith("landscape-prefetch") for _, thread in reads)
+    pd.testing.assert_frame_equal(table, reference, check_exact=True)
