@@ -53,6 +53,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--run", default=None, help="run name in the table (default: the checkpoint folder's name)")
 
 
+def _notes_as_one_line() -> None:
+    """Show the run's TrajectoryWarnings as ``landscape: note: ...`` lines on stderr (others as usual)."""
+    import warnings
+
+    from landscape.trajectory import TrajectoryWarning
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, TrajectoryWarning):
+            print(f"landscape: note: {message}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 def run(args: argparse.Namespace) -> int:
     from landscape.diagnose import diagnose
     from landscape.trajectory import analyse_trajectory
@@ -65,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         warn_trusted(" ".join(args.checkpoints))
     out = output_dir(args.out)
     source = args.checkpoints[0] if len(args.checkpoints) == 1 else args.checkpoints
+    _notes_as_one_line()
     table = analyse_trajectory(
         source, args.arch, args.data, out_dir=out, measures=args.measures, n=args.n, eps=args.eps,
         steps=args.steps, step_size=args.step_size, norm=args.norm, attack=args.attack, splits=splits,
