@@ -583,3 +583,29 @@ def test_serial_executor_reads_the_next_checkpoint_while_measuring_the_current_o
     assert [name for name, _ in reads] == ["e1.pt", "e2.pt", "e3.pt"]  # each file read once
     assert all(thread.startswith("landscape-prefetch") for _, thread in reads)
     pd.testing.assert_frame_equal(table, reference, check_exact=True)
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    ({"eps": -0.1}, ValueError, "eps must be a finite number >= 0"),
+    ({"eps": "8"}, TypeError, "eps must be a number"),
+    ({"attack": "cw"}, ValueError, "unknown attack 'cw'.*pgd"),
+    ({"norm": "l1"}, ValueError, "unknown norm 'l1'"),
+    ({"steps": 0}, ValueError, "steps must be a positive integer"),
+    ({"measures": ("grad", "curvv")}, ValueError, "curvv"),
+    ({"splits": ("test", "test")}, ValueError, "at most once"),
+    ({"batch_size": 0}, ValueError, "batch_size"),
+    ({"arch": 3}, TypeError, "arch must be"),
+])
+def test_settings_validate_themselves_like_measure(kwargs, exc, match):
+    from landscape import measure
+
+    with pytest.raises(exc, match=match):
+        trajectory.TrajectorySettings(**{"arch": "mlp", **kwargs})
+    attack_kwargs = {k: v for k, v in kwargs.items() if k in ("eps", "attack", "norm", "steps", "measures")}
+    if attack_kwargs:  # the same value fails landscape.measure with the same kind of error
+        model = create_model("mlp", hidden=HIDDEN)
+        args = {"eps": 0.1, **attack_kwargs}
+        if "measures" in args:
+            args["measures"] = list(args["measures"])
+        with pytest.raises(exc):
+            measure(model, torch.rand(2, 1, 8, 8), torch.tensor([0, 1]), **args)
