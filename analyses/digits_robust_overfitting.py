@@ -84,9 +84,10 @@ def train_one(out: Path, method: str, seed: int, cfg: dict, *, progress: bool) -
 
 # -------------------------------------------------------------------------------------------- trajectory
 def best_epoch(metrics: pd.DataFrame) -> int:
-    """Epoch of the highest test PGD accuracy in ``metrics.csv`` (earliest on ties)."""
-    test = metrics[metrics["split"] == "test"]
-    return int(test.loc[test["acc_adv"].idxmax(), "epoch"])
+    """Best epoch of ``metrics.csv`` by the official rule (latest on ties): :func:`landscape.diagnose.best_epoch`."""
+    from landscape.diagnose import best_epoch as official_best
+
+    return official_best(None, log=metrics).epoch
 
 
 def epochs_to_analyse(epochs: int, every: int, best: int) -> list[int]:
@@ -124,7 +125,7 @@ def slice_one(folder: Path, seed: int, cfg: dict) -> None:
     from landscape.training import checkpoint_path
 
     analysis = folder / "analysis"
-    d = diagnose(pd.read_parquet(analysis / "trajectory.parquet"))
+    d = diagnose(pd.read_parquet(analysis / "trajectory.parquet"), log=pd.read_csv(folder / "metrics.csv"))
     epochs = sorted({int(d.best_epoch if d.best_epoch is not None else d.last_epoch), int(d.last_epoch)})
     paths = {k: analysis / f"slices_{k}.parquet" for k in ("1d", "2d")}
     if all(p.is_file() for p in paths.values()) and all(

@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["measure", "slice", "trajectory", "diagnose", "plot", "report", "train", "demo"]
+COMMANDS = ["measure", "slice", "trajectory", "diagnose", "evaluate", "plot", "report", "train", "demo"]
 
 
 class _Parser(argparse.ArgumentParser):

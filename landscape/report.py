@@ -102,8 +102,10 @@ def load_runs(run_dir: str | os.PathLike) -> ReportData:
             tables[key].attrs = dict(parts[key][0].attrs)
     diagnoses = {}
     for r in runs:
-        for name, traj in _split_runs(per_run_traj.get(r.name)):
-            diagnoses[name] = _diagnosis(traj, saved.get(r.name), name, notes)
+        parts = _split_runs(per_run_traj.get(r.name))
+        log = _read_log(r, notes) if len(parts) == 1 else None  # a log belongs to one run
+        for name, traj in parts:
+            diagnoses[name] = _diagnosis(traj, saved.get(r.name), name, notes, log)
     return ReportData(Path(run_dir), runs, tables, settings, diagnoses, notes)
 
 
@@ -121,12 +123,24 @@ def _split_runs(table: pd.DataFrame | None):
     return [(str(name), part) for name, part in table.groupby("run", sort=False)]
 
 
-def _diagnosis(traj: pd.DataFrame, saved: Any, name: str, notes: list[str]) -> dict[str, Any]:
-    """``diagnose(traj).to_dict()``; else the saved diagnosis.json; else ``{"error": ...}``."""
+def _read_log(r: RunFiles, notes: list[str]) -> pd.DataFrame | None:
+    """The run's training log (the source of its best epoch), None when absent or unreadable (noted)."""
+    from .diagnose import read_training_log
+
+    try:
+        return read_training_log(r.files.get("metrics"), r.folder)
+    except LandscapeError as exc:
+        notes.append(f"{r.name}: {exc}")
+        return None
+
+
+def _diagnosis(traj: pd.DataFrame, saved: Any, name: str, notes: list[str],
+               log: pd.DataFrame | None = None) -> dict[str, Any]:
+    """``diagnose(traj, log=log).to_dict()``; else the saved diagnosis.json; else ``{"error": ...}``."""
     try:
         from .diagnose import diagnose
 
-        return diagnose(traj.assign(run=name)).to_dict()
+        return diagnose(traj.assign(run=name), log=log).to_dict()
     except (ImportError, LandscapeError, ValueError, TypeError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if isinstance(saved, dict) and "error" not in saved and "best_epoch" in saved:

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from landscape import slices
     from landscape.plotting import plot_slices_1d, plot_surface, save_figure
 
-    from ._common import load_data_from_args, load_model_from_args, output_dir
+    from ._common import built_arch, load_data_from_args, load_model_from_args, output_dir
 
     kind = args.kind or ("2d" if len(args.dirs) == 2 else "1d")  # 1, 3 or 4 directions: 1D lines
     if kind == "2d" and len(args.dirs) != 2:
@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         df = pd.concat(parts, ignore_index=True)
         df.attrs = attrs
     df.insert(1, "index", [index[s] for s in df["sample"]])
-    df.attrs.update(checkpoint=str(args.checkpoint), arch=args.arch, data=args.data, split=args.split,
+    df.attrs.update(checkpoint=str(args.checkpoint), arch=built_arch(model, args), data=args.data, split=args.split,
                     directions=list(args.dirs), grid=args.grid)
     stem = Path(out) / f"slice_{kind}"
     atomic_write(stem.with_suffix(".parquet"), lambda tmp: df.to_parquet(tmp, index=False))

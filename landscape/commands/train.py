@@ -66,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"training supports --attack pgd only, got {args.attack!r}")
     if args.trust_checkpoint:
         raise ValueError("--trust-checkpoint does not apply to training (checkpoints are written, not read)")
+    if args.checkpoint_entry is not None:
+        raise ValueError("--checkpoint-entry does not apply to training (checkpoints are written, not read)")
     out = output_dir(args.out)
     kwargs = model_kwargs(args)
     model = seeded_model(args.arch, args.seed, **kwargs)
@@ -85,5 +87,5 @@ def run(args: argparse.Namespace) -> int:
         eval_every=args.eval_every, eval_n=args.n, eval_steps=args.eval_steps, arch=args.arch,
         arch_kwargs=kwargs, dataset=args.data, normalize=args.normalize, progress=not args.quiet)
     print(f"train: {args.method} for {args.epochs} epochs -> {out} (model_eNNN.pt, metrics.csv, settings.json)")
-    print(diagnose(metrics).summary())
+    print(diagnose(metrics, log=metrics).summary())  # the training log is its own best-epoch source
     return 0

@@ -35,6 +35,7 @@ import torch.nn as nn
 
 from .._base import check_labels_fit, eval_mode, frozen_params, per_sample_loss
 from .gradients import _check_like, _prepare
+from .spec import STREAM_EIG, STREAM_RAND, BatchContext, MeasureSpec
 
 __all__ = ["HVP_METHODS", "hvp", "directional_curvature", "top_eigenvalue"]
 
@@ -240,3 +241,40 @@ def top_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, iters:
     with eval_mode(model), frozen_params(model):
         values, vectors, _ = _top_eigenvalue(model, x, y, iters=iters, tol=float(tol), seed=seed, method=method)
     return values, vectors
+
+
+# ------------------------------------------------------------------------------- registry entries
+# (adapters from a measured batch to the functions above; see landscape/measures/registry.py)
+
+def _rademacher(shape: torch.Size, seed: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    g = torch.Generator(device=device).manual_seed(seed)
+    return torch.randint(0, 2, shape, generator=g, device=device).to(dtype) * 2 - 1
+
+
+def _curv_adv_measure(ctx: BatchContext) -> dict[str, torch.Tensor]:
+    value, ctx.state["hvp_method"] = _directional_curvature(ctx.model, ctx.x, ctx.y, ctx.delta,
+                                                            ctx.state["hvp_method"])
+    return {"curv_adv": value}
+
+
+def _curv_rand_measure(ctx: BatchContext) -> dict[str, torch.Tensor]:
+    d = _rademacher(ctx.x.shape, ctx.seed_for(STREAM_RAND), ctx.x.device, ctx.x.dtype)
+    value, ctx.state["hvp_method"] = _directional_curvature(ctx.model, ctx.x, ctx.y, d, ctx.state["hvp_method"])
+    return {"curv_rand": value}
+
+
+def _eig_top_measure(ctx: BatchContext) -> dict[str, torch.Tensor]:
+    values, _, info = _top_eigenvalue(ctx.model, ctx.x, ctx.y, iters=ctx.eig_iters, tol=1e-4,
+                                      seed=ctx.seed_for(STREAM_EIG), method=ctx.state["hvp_method"])
+    ctx.state["hvp_method"] = info["method"]
+    ctx.state["eig_unconverged"] = ctx.state.get("eig_unconverged", 0) + ctx.x.shape[0] - info["converged"]
+    return {"eig_top": values}
+
+
+_CURV_UNIT = "dᵀHd/‖d‖², nats / unit²"
+CURV_ADV = MeasureSpec("curv_adv", ("curv_adv",), _curv_adv_measure, "curvature along adv. direction", _CURV_UNIT,
+                       default=True, paper="")
+CURV_RAND = MeasureSpec("curv_rand", ("curv_rand",), _curv_rand_measure, "curvature along random direction",
+                        _CURV_UNIT, default=True, paper="")
+EIG_TOP = MeasureSpec("eig_top", ("eig_top",), _eig_top_measure, "top Hessian eigenvalue", "nats / unit²",
+                      default=True, paper="")

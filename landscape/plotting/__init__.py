@@ -9,11 +9,12 @@ from ._tables import label_epochs
 from .correlation import epoch_pairs, plot_measure_vs_loss, spearman
 from .curves import plot_learning_curves
 from .distributions import plot_distributions
+from .first_order import plot_first_order_share
 from .measures import DEFAULT_MEASURES, available_measures, plot_measures
 from .slices import plot_contour, plot_slices_1d, plot_surface, plot_surface_3d, surface_grid
 
 __all__ = [
     "CMAP", "DEFAULT_MEASURES", "PALETTE", "available_measures", "epoch_pairs", "label_epochs",
-    "plot_contour", "plot_distributions", "plot_learning_curves", "plot_measure_vs_loss", "plot_measures",
+    "plot_contour", "plot_distributions", "plot_first_order_share", "plot_learning_curves", "plot_measure_vs_loss", "plot_measures",
     "plot_slices_1d", "plot_surface", "plot_surface_3d", "save_figure", "spearman", "style", "surface_grid",
 ]

@@ -168,10 +168,10 @@ def assemble(discovery: Discovery, outcomes: dict[str, dict[str, Any]], settings
 
 def diagnosis_json(table: pd.DataFrame) -> dict[str, Any]:
     """``diagnose(table).to_dict()``, or ``{"error": ...}`` when the table cannot be diagnosed."""
-    from ..diagnose import diagnose
+    from ..diagnose import diagnose, read_training_log
 
     try:
-        return diagnose(table).to_dict()
+        return diagnose(table, log=read_training_log(table=table)).to_dict()
     except (LandscapeError, ValueError) as exc:
         return {"error": one_line(exc)}
 

@@ -5,9 +5,9 @@ process as each one finishes, so the caller writes each result as soon as it exi
 
 * ``serial``: in this process; the next file is read on a thread while the current one is measured.
 * ``process``: ``workers`` processes (started by a ``forkserver`` that imports torch once; ``spawn`` where
-  that is unavailable) pulling checkpoints from one queue. Each worker reserves its next checkpoint and
-  reads it while measuring the current one. With ``device="cuda"`` and several GPUs, worker *i* uses GPU
-  *i mod count* (one worker per GPU by default). A worker that dies (out of memory, killed) is replaced and
+  that is unavailable), each fed two checkpoints at a time through its own pipes, so it reads the next
+  file while measuring the current one and a worker that dies mid-message corrupts nothing shared. With
+  ``device="cuda"`` and several GPUs, worker *i* uses GPU *i mod count* (one worker per GPU by default). A worker that dies (out of memory, killed) is replaced and
   its checkpoints are retried once; a checkpoint whose worker dies twice is recorded as failed. This is a
   small pool of our own rather than ``concurrent.futures`` or joblib/loky because those give a worker
   neither a fixed identity (needed to pin it to a GPU) nor a view of its next task (needed to prefetch).
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
-import queue
+import pickle
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -81,29 +81,26 @@ class _Task:
 
 
 def _worker_main(slot: int, device: str, settings: TrajectorySettings, retry_delay: float, threads: int,
-                 inbox, results) -> None:
+                 inbox, outbox) -> None:
     """A pool worker: take a task, read the next one already sent while measuring, send the result back.
 
-    The parent keeps up to two tasks in each worker's ``inbox`` (``None`` means stop) and gets
-    ``(slot, key, result)`` on ``results``.
+    The parent keeps up to two tasks in the ``inbox`` pipe (``None`` means stop) and gets ``(key, result)``
+    on this worker's own ``outbox`` pipe, so a worker that dies mid-message corrupts nothing shared.
     """
     worker.init_worker(threads)
     with worker.Prefetcher(settings.trusted) as prefetch:
-        current = inbox.get()
+        current = inbox.recv()
         while current is not None:
             prefetch.start(current.path)
-            try:  # the next task, if already here, is read while this one is measured
-                following = inbox.get_nowait()
-            except queue.Empty:
-                following = ()
+            following = inbox.recv() if inbox.poll() else ()  # if already here, read it while measuring
             if isinstance(following, _Task):
                 prefetch.start(following.path)
             result = worker.analyse_checkpoint(current.path, settings, retry_delay=retry_delay,
                                                read=prefetch.take(current.path), device=device)
-            results.put((slot, current.key, result))
+            outbox.send((current.key, result))
             if following is None:
                 break
-            current = following if isinstance(following, _Task) else inbox.get()
+            current = following if isinstance(following, _Task) else inbox.recv()
 
 
 def mp_context() -> multiprocessing.context.BaseContext:
@@ -119,95 +116,115 @@ def mp_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn")
 
 
+@dataclasses.dataclass
+class _Slot:
+    """One worker as the parent sees it: the process, its two pipe ends and the checkpoints sent to it."""
+
+    process: Any
+    tasks: Any  # parent -> worker
+    results: Any  # worker -> parent
+    assigned: list[str]
+
+
 def run_process(tasks: Sequence[CheckpointEntry], settings: TrajectorySettings, retry_delay: float,
                 on_result: OnResult, *, workers: int, threads: int, **_: Any) -> None:
     """Measure in ``workers`` local processes (see the module docstring)."""
+    from multiprocessing.connection import wait
+
     ctx = mp_context()
     by_key = {e.key: e for e in tasks}
     pending = [e.key for e in tasks]  # not yet sent to a worker
     remaining = set(by_key)  # not yet finished
     devices = worker_devices(settings.device, min(workers, len(tasks)))
-    results = ctx.Queue()
-    procs: dict[int, Any] = {}
-    inboxes: dict[int, Any] = {}
-    assigned: dict[int, list[str]] = {}
+    slots: dict[int, _Slot] = {}
     deaths: dict[str, int] = {}
 
-    def feed(slot: int) -> None:  # the current task and the next one, so the worker can prefetch it
-        while pending and len(assigned[slot]) < 2:
-            if assigned[slot] and any(deaths.get(k) for k in (pending[0], *assigned[slot])):
+    def feed(slot: _Slot) -> None:  # the current task and the next one, so the worker can prefetch it
+        while pending and len(slot.assigned) < 2:
+            if slot.assigned and any(deaths.get(k) for k in (pending[0], *slot.assigned)):
                 break  # a checkpoint whose worker died runs alone, so it cannot take a sound one down with it
             key = pending.pop(0)
-            assigned[slot].append(key)
-            inboxes[slot].put(_Task(key, str(by_key[key].path)))
+            slot.assigned.append(key)
+            try:
+                slot.tasks.send(_Task(key, str(by_key[key].path)))
+            except OSError:  # the worker is gone: its sentinel reports it
+                return
 
-    def start(slot: int) -> None:
-        inboxes[slot], assigned[slot] = ctx.Queue(), []
-        procs[slot] = ctx.Process(target=_worker_main, name=f"landscape-worker-{slot}", daemon=True,
-                                  args=(slot, devices[slot], settings, retry_delay, threads, inboxes[slot], results))
-        procs[slot].start()
-        feed(slot)
+    def start(i: int) -> None:
+        task_r, task_w = ctx.Pipe(duplex=False)
+        result_r, result_w = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_worker_main, name=f"landscape-worker-{i}", daemon=True,
+                           args=(i, devices[i], settings, retry_delay, threads, task_r, result_w))
+        proc.start()
+        task_r.close()  # the child's ends: closing ours lets a dead child show as EOF
+        result_w.close()
+        slots[i] = _Slot(proc, task_w, result_r, [])
+        feed(slots[i])
 
-    def handle(message) -> None:
-        slot, key, result = message
-        if key in assigned.get(slot, ()):
-            assigned[slot].remove(key)
+    def receive(slot: _Slot) -> bool:
+        """Handle one message from ``slot``; False when its pipe is closed or broken (the worker died)."""
+        try:
+            key, result = slot.results.recv()
+        except (EOFError, OSError, ValueError, TypeError, AttributeError, ImportError, IndexError,
+                pickle.UnpicklingError):  # a message cut short by the worker's death
+            return False
+        if key in slot.assigned:
+            slot.assigned.remove(key)
         if key in remaining:
             remaining.discard(key)
             on_result(by_key[key], result)
-        if slot in procs and procs[slot].is_alive():
-            feed(slot)
+        return True
+
+    def bury(i: int) -> None:
+        slot = slots.pop(i)
+        while slot.results.poll() and receive(slot):  # it may have finished a checkpoint before dying
+            pass
+        for conn in (slot.tasks, slot.results):
+            conn.close()
+        lost = [k for k in slot.assigned if k in remaining]
+        for key in reversed(lost):
+            deaths[key] = deaths.get(key, 0) + 1
+            if deaths[key] >= 2:
+                remaining.discard(key)
+                on_result(by_key[key], CheckpointResult.failure(by_key[key].path, _DIED))
+            else:
+                pending.insert(0, key)
+        retry = [k for k in lost if k in remaining]
+        if retry:
+            warnings.warn(f"a worker process died (exit code {slot.process.exitcode}); starting another and "
+                          f"retrying {len(retry)} checkpoint(s)", TrajectoryWarning, stacklevel=4)
+        if remaining:
+            start(i)
 
     try:
-        for slot in range(len(devices)):
-            start(slot)
+        for i in range(len(devices)):
+            start(i)
         while remaining:
-            try:
-                handle(results.get(timeout=0.2))
-                continue
-            except queue.Empty:
-                pass
-            for slot, proc in list(procs.items()):
-                if proc.is_alive() or not remaining:
-                    continue
-                _drain(results, handle)  # a dying worker may have finished a checkpoint first
-                lost = [k for k in assigned[slot] if k in remaining]
-                assigned[slot] = []
-                for key in reversed(lost):
-                    deaths[key] = deaths.get(key, 0) + 1
-                    if deaths[key] >= 2:
-                        remaining.discard(key)
-                        on_result(by_key[key], CheckpointResult.failure(by_key[key].path, _DIED))
-                    else:
-                        pending.insert(0, key)
-                retry = [k for k in lost if k in remaining]
-                if retry:
-                    warnings.warn(f"a worker process died (exit code {proc.exitcode}); starting another and "
-                                  f"retrying {len(retry)} checkpoint(s)", TrajectoryWarning, stacklevel=4)
+            by_conn = {slot.results: i for i, slot in slots.items()}
+            by_sentinel = {slot.process.sentinel: i for i, slot in slots.items()}
+            for ready in wait([*by_conn, *by_sentinel], timeout=1.0):
+                if ready in by_conn and by_conn[ready] in slots:
+                    slot = slots[by_conn[ready]]
+                    if receive(slot) and slot.process.is_alive():
+                        feed(slot)
+            for i in [i for i, slot in slots.items() if not slot.process.is_alive()]:
                 if remaining:
-                    start(slot)
-        for inbox in inboxes.values():
-            inbox.put(None)
-        for proc in procs.values():
-            proc.join(timeout=30)
+                    bury(i)
+        for slot in slots.values():
+            try:
+                slot.tasks.send(None)
+            except OSError:
+                pass
+        for slot in slots.values():
+            slot.process.join(timeout=30)
     finally:
-        for proc in procs.values():  # Ctrl-C or an error in the parent: stop at once
-            if proc.is_alive():
-                proc.terminate()
-        for proc in procs.values():
-            proc.join(timeout=5)
-        for q in (results, *inboxes.values()):
-            q.cancel_join_thread()
-            q.close()
-
-
-def _drain(results, handle) -> None:
-    """Handle every message already sent (a dying worker may have finished a checkpoint first)."""
-    while True:
-        try:
-            handle(results.get(timeout=0.05))
-        except queue.Empty:
-            return
+        for slot in slots.values():  # Ctrl-C or an error in the parent: stop at once
+            if slot.process.is_alive():
+                slot.process.terminate()
+        for slot in slots.values():
+            slot.process.join(timeout=5)
+            for conn in (slot.tasks, slot.results):
+                conn.close()
 
 
 # ---------------------------------------------------------------------------------------------- Ray

@@ -1,8 +1,8 @@
 """What a trajectory run computes (:class:`TrajectorySettings`) and how it runs (executor, workers, threads).
 
-The settings validate themselves on construction with the same checks ``landscape.measure`` and the attacks
-use (:func:`check_attack`, the one place to switch to ``attacks.AttackSettings`` once it exists), so a bad
-value fails before any checkpoint is read.
+The settings validate themselves on construction with the same checks ``landscape.measure`` uses
+(``attacks.AttackSettings`` and the measure registry, in :func:`check_attack`), so a bad value fails before
+any checkpoint is read.
 """
 from __future__ import annotations
 
@@ -38,23 +38,17 @@ def check_attack(attack: str, eps: float, steps: int, step_size: float | None, n
     """The attack and measure checks of ``landscape.measure``, run before a trajectory starts.
 
     Raises:
-        ValueError, TypeError: as ``landscape.measure`` would for the same values.
+        ValueError, TypeError: as ``AttackSettings`` and the measure registry do for the same values.
     """
-    # the attack module's and the measure table's own validators, so the messages and bounds agree
-    from ..attacks import _check_eps, _check_norm
-    from ..measures.table import ATTACKS, _check_measures
+    # the attack's and the measure registry's own validation, so the messages and bounds agree
+    from ..attacks import AttackSettings
+    from ..measures.registry import select
 
-    if attack not in ATTACKS:
-        raise ValueError(f"unknown attack {attack!r} (allowed: {', '.join(ATTACKS)})")
-    _check_eps(eps)
-    _check_norm(norm)
-    _positive_int("steps", steps)
-    if step_size is not None:
-        _check_eps(step_size, "step_size")
+    AttackSettings(attack, eps, steps, step_size, norm)
     if measures is not None:
         if isinstance(measures, str):
             raise TypeError(f"measures must be a list of names, got the string {measures!r}")
-        _check_measures(list(measures))
+        select(list(measures))
 
 
 def check_run_options(workers: int | None, threads: int | None) -> None:
