@@ -49,3 +49,13 @@ def test_errors_name_the_missing_columns():
         plot_first_order_share(t, stat="max")
     with pytest.raises(ValueError, match="split"):
         plot_first_order_share(t[t["split"] == "train"])
+
+
+def test_report_shows_the_first_order_figure_only_for_tables_with_the_share():
+    import pandas as pd
+
+    from landscape.plotting import figure_spec
+
+    spec = figure_spec("first_order_share")
+    assert spec.shown_for(pd.DataFrame(columns=["epoch", "split", "fo_share_median", "curv_adv_mean"]))
+    assert not spec.shown_for(pd.DataFrame(columns=["epoch", "split", "curv_adv_mean"]))

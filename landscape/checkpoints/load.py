@@ -209,7 +209,8 @@ def _note_inputs(model: nn.Module, ckpt: Checkpoint, *, given: bool, stored: boo
               f"(CLI: --normalize); drop them unless your script normalised its inputs", key=f"in:{ckpt.path.parent}")
     elif info.inputs == "normalized" and not given:
         _note(f"{ckpt.path}: {name}'s published training code normalises its inputs with the dataset mean/std; "
-              f"if this file comes from it, pass mean/std (CLI: --normalize cifar10)", key=f"in:{ckpt.path.parent}")
+              f"if this file comes from it, pass mean/std (CLI: --normalize DATASET, e.g. cifar10)",
+              key=f"in:{ckpt.path.parent}")
 
 
 def _build(arch, ckpt: Checkpoint, arch_kwargs: Mapping[str, Any]) -> tuple[nn.Module, str]:

@@ -147,11 +147,11 @@ def model_from_args(args: argparse.Namespace, path: str | os.PathLike | None = N
     path = args.checkpoint if path is None else path
     mean, std = normalization(args)
     if args.trust_checkpoint:
-        warn_trusted(path)
+        warn_trusted(getattr(path, "path", path))  # a Checkpoint already read, or a file
     model = load_model(path, args.arch, trusted=args.trust_checkpoint, mean=mean, std=std,
                        device=args.device, entry=getattr(args, "checkpoint_entry", None), **model_kwargs(args))
     if getattr(args, "data", None):
-        check_input_shape(model, args.data, path)
+        check_input_shape(model, args.data, getattr(path, "path", path))
     return model
 
 

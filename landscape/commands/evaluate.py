@@ -58,7 +58,7 @@ def loader(args: argparse.Namespace):
     from ._common import load_model_from_args
 
     def load(path: str):
-        ckpt = load_checkpoint(path, trusted=args.trust_checkpoint)
+        ckpt = load_checkpoint(path, trusted=args.trust_checkpoint, entry=getattr(args, "checkpoint_entry", None))
         return load_model_from_args(args, ckpt), ckpt.epoch
 
     return load

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from landscape._io import atomic_write
 from ._common import add_attack_args, add_data_args, add_model_args, positive_int
+from ._summary import print_summary
 
 HELP = "per-sample input-landscape measures (gradient norms, curvature, Taylor gap, logit variation) of a checkpoint"
 
@@ -73,5 +74,5 @@ def run(args: argparse.Namespace) -> int:
     print(summary(df))
     if df.attrs.get("nonfinite"):
         print(f"warning: {df.attrs['nonfinite']} NaN/Inf values in the table")
-    print(f"wrote {out}")
+    print_summary("measure", [(out, len(df))])
     return 0

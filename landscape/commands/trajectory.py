@@ -15,6 +15,7 @@ from ._common import (
     warn_trusted,
 )
 from .evaluate import add_final_eval_args, run_final_eval
+from ._summary import print_summary
 
 HELP = "measure every checkpoint of a training run (resumable; serial, process or Ray workers)"
 
@@ -99,6 +100,10 @@ def run(args: argparse.Namespace) -> int:
     total = a["computed"] + a["reused"]
     print(f"trajectory: {total} checkpoint(s) ({a['computed']} computed, {a['reused']} reused), "
           f"{a['failed']} failed -> {out / 'trajectory.parquet'}")
+    from landscape.runs import run_file
+
+    print_summary("trajectory", [(out / run_file("trajectory"), len(table))]
+                  + [p for p in (out / run_file("diagnosis"),) if p.exists()])
     ok = table[table["error"].isna()]
     if len(ok) and "test" in set(ok["split"]):
         print(diagnose(table, log=read_training_log(table=table)).summary())

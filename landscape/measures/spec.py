@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from .._base import derive_seed
+from ..attacks import AttackSettings
 
 __all__ = ["BatchContext", "MeasureSpec", "at_adv", "STREAM_ATTACK", "STREAM_RAND", "STREAM_EIG"]
 
@@ -52,7 +53,7 @@ class BatchContext:
     delta: torch.Tensor
     loss_adv: torch.Tensor
     logits_adv: torch.Tensor
-    settings: object
+    settings: AttackSettings
     seed: int
     batch: int
     eig_iters: int

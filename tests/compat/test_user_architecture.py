@@ -95,7 +95,9 @@ def test_slice_with_a_file_spec(tmp_path, user_file):
                "hidden=6", "--data", "digits", "--n", "8", "--index", "0..1", "--dirs", "random", "--grid", "3",
                "--radius", "0.05", "--out", str(tmp_path / "sl"), "--quiet"])
     assert rc == 0
-    df = pd.read_parquet(tmp_path / "sl" / "slice_1d.parquet")
+    from landscape.runs import run_file
+
+    df = pd.read_parquet(tmp_path / "sl" / run_file("slices_1d"))
     centre = df[df["a"] == 0].sort_values("sample")["loss"].to_numpy()
     torch.testing.assert_close(torch.tensor(centre, dtype=torch.float32), _losses(models[1])[:2], rtol=1e-5,
                                atol=1e-6)
