@@ -20,10 +20,10 @@ MAX_LINES = 600
 #: A new top-level module needs a line here (that is the point: decide where it sits).
 LAYERS = {
     "_base": 0, "_io": 0, "_version": 0,
-    "models": 1, "attacks": 1, "runs": 1, "testing": 1,
+    "models": 1, "attacks": 1, "runs": 1, "testing": 1, "augmentation": 1,
     "checkpoints": 2, "data": 2, "measures": 2, "slices": 2, "regularizers": 2,
-    "diagnose": 3, "trajectory": 3, "training": 3, "evaluate": 3,
-    "plotting": 4, "report": 4, "study": 4,
+    "diagnose": 3, "trajectory": 3, "training": 3, "evaluate": 3, "objectives": 3, "protocol": 3,
+    "plotting": 4, "report": 4, "study": 4, "claims": 4, "docblocks": 4,
     "commands": 5, "cli": 5, "__main__": 5,
 }
 #: The command line sits above the package root's public API and may import it (nothing imports them).
@@ -40,14 +40,13 @@ ALLOWED_CYCLE_EDGES = {
     # MeasureSpec's default batch context computes the input gradient lazily through gradients.py, which
     # imports spec.py; way out: the shared gradient helper moves to a module both import.
     ("landscape.measures.spec", "landscape.measures.gradients"),
+    # docblocks renders the study's doc tables and the study writes them; way out: one of them takes the
+    # other's output as an argument.
+    ("landscape.docblocks", "landscape.study"),
 }
-ALLOWED_ROOT_IMPORTS = {
-    "landscape.training",  # `from . import __version__`; way out: a landscape/_version.py both import
-}
+ALLOWED_ROOT_IMPORTS: set[str] = set()
 #: Modules over MAX_LINES today (path -> lines when listed); each is being split.
-OVERSIZED = {
-    "report.py": 666,
-}
+OVERSIZED: dict[str, int] = {}
 
 
 def _modules() -> dict[str, Path]:
