@@ -590,7 +590,7 @@ def test_serial_executor_reads_the_next_checkpoint_while_measuring_the_current_o
     ({"eps": "8"}, TypeError, "eps must be a number"),
     ({"attack": "cw"}, ValueError, "unknown attack 'cw'.*pgd"),
     ({"norm": "l1"}, ValueError, "unknown norm 'l1'"),
-    ({"steps": 0}, ValueError, "steps must be a positive integer"),
+    ({"steps": 0}, ValueError, "steps must be >= 1"),
     ({"measures": ("grad", "curvv")}, ValueError, "curvv"),
     ({"splits": ("test", "test")}, ValueError, "at most once"),
     ({"batch_size": 0}, ValueError, "batch_size"),
