@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_measures.py
 	$(PY) benchmarks/bench_slices.py
 	$(PY) benchmarks/bench_trajectory.py
+	$(PY) benchmarks/bench_trajectory_gpu.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis runs

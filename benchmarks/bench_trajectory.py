@@ -89,10 +89,10 @@ def main() -> None:
         # time that start-up here (it is then warm for every timed variant below)
         import concurrent.futures as cf
 
-        from landscape.trajectory import _mp_context
+        from landscape.trajectory.executors import mp_context
 
         t0 = time.perf_counter()
-        with cf.ProcessPoolExecutor(1, mp_context=_mp_context()) as pool:
+        with cf.ProcessPoolExecutor(1, mp_context=mp_context()) as pool:
             pool.submit(abs, 1).result()
         t_start = time.perf_counter() - t0
         best = {name: float("inf") for name in variants}

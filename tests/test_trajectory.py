@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from landscape import LandscapeError, create_model, trajectory
+from landscape import LandscapeError, create_model
 from landscape.cli import main
+from landscape import trajectory
+from landscape.data import load_dataset
+from landscape.runs import best_last_epochs
+from landscape.trajectory import store, worker
 from landscape.trajectory import (
     TrajectoryWarning,
     analyse_trajectory,
@@ -144,7 +149,7 @@ def test_atomic_write_leaves_nothing_half_done(tmp_path, monkeypatch):
 
     target = tmp_path / "r.parquet"
     df = pd.DataFrame({"a": [1.0, 2.0]})
-    trajectory._write_parquet(df, target, {"k": 1})
+    store.write_parquet(df, target, {"k": 1})
     before = target.read_bytes()
 
     def broken(table, where):
@@ -153,7 +158,7 @@ def test_atomic_write_leaves_nothing_half_done(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pq, "write_table", broken)
     with pytest.raises(OSError, match="disk full"):
-        trajectory._write_parquet(pd.DataFrame({"a": [3.0]}), target, {"k": 2})
+        store.write_parquet(pd.DataFrame({"a": [3.0]}), target, {"k": 2})
     assert target.read_bytes() == before and tmp_files(tmp_path) == []
     monkeypatch.undo()
     frame, meta = read_result(target)
@@ -191,7 +196,7 @@ def test_summarise_samples_against_numpy():
     ({"threads": 0}, ValueError, "threads"),
     ({"splits": ("val",)}, ValueError, "train"),
     ({"splits": "test"}, ValueError, "splits"),
-    ({"norm": "l1"}, ValueError, "linf, l2"),
+    ({"norm": "l1"}, ValueError, "linf.*l2"),
     ({"n": 0}, ValueError, "n must be"),
 ])
 def test_bad_settings_fail_before_the_run(tmp_path, kwargs, exc, match):
@@ -263,7 +268,7 @@ def test_resume_after_crash_recomputes_only_missing(tmp_path, monkeypatch):
     d = make_run(tmp_path, epochs=(1, 2, 3, 4, 5))
     reference = analyse_trajectory(d, "mlp", out_dir=tmp_path / "ref", **KW)
     out = tmp_path / "out"
-    real = trajectory.analyse_checkpoint
+    real = worker.analyse_checkpoint
     calls: list[str] = []
 
     def crashing(path, settings, **kw):
@@ -272,7 +277,7 @@ def test_resume_after_crash_recomputes_only_missing(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # Ctrl-C / crash in the middle of the third checkpoint
         return real(path, settings, **kw)
 
-    monkeypatch.setattr(trajectory, "analyse_checkpoint", crashing)
+    monkeypatch.setattr(worker, "analyse_checkpoint", crashing)
     with pytest.raises(KeyboardInterrupt):
         analyse_trajectory(d, "mlp", out_dir=out, **KW)
     assert sorted(p.name for p in (out / "results").iterdir()) == ["e1.parquet", "e2.parquet"]
@@ -280,7 +285,7 @@ def test_resume_after_crash_recomputes_only_missing(tmp_path, monkeypatch):
 
     (out / "results" / ".e3.parquet.999.dead.tmp").write_bytes(b"half")  # stale file from a killed run
     calls.clear()
-    monkeypatch.setattr(trajectory, "analyse_checkpoint", lambda p, s, **kw: (calls.append(Path(p).name),
+    monkeypatch.setattr(worker, "analyse_checkpoint", lambda p, s, **kw: (calls.append(Path(p).name),
                                                                              real(p, s, **kw))[1])
     table = analyse_trajectory(d, "mlp", out_dir=out, **KW)
     assert calls == ["e3.pt", "e4.pt", "e5.pt"]
@@ -348,13 +353,13 @@ def test_checkpoint_still_being_written_is_retried(tmp_path, monkeypatch):
         (d / "e1.pt").write_bytes(full)
         os.utime(d / "e1.pt", ns=(1, 10**18))  # make sure the mtime moves even on coarse clocks
 
-    monkeypatch.setattr(trajectory.time, "sleep", writer_finishes)
+    monkeypatch.setattr(worker.time, "sleep", writer_finishes)
     table = analyse_trajectory(d, "mlp", out_dir=tmp_path / "out", **KW)
     assert sleeps == [KW["retry_delay"]] and table["error"].isna().all() and table.attrs["failed"] == 0
 
     (d / "e1.pt").write_bytes(full[: len(full) // 2])  # truncated for good: one wait, then recorded
     sleeps.clear()
-    monkeypatch.setattr(trajectory.time, "sleep", lambda s: sleeps.append(s))
+    monkeypatch.setattr(worker.time, "sleep", lambda s: sleeps.append(s))
     table = analyse_trajectory(d, "mlp", out_dir=tmp_path / "out", **KW)
     assert sleeps == [KW["retry_delay"]] and table.attrs["failed"] == 1
     assert not (tmp_path / "out" / "results" / "e1.parquet").exists()  # the stale good result is gone
@@ -425,3 +430,182 @@ def test_missing_ray_is_a_clear_error(tmp_path, monkeypatch):
     d = make_run(tmp_path, epochs=(1,))
     with pytest.raises(LandscapeError, match=r"pip install 'landscape\[ray\]'"):
         analyse_trajectory(d, "mlp", out_dir=tmp_path / "out", executor="ray", **KW)
+
+
+# ------------------------------------------------------------------------------------------- Rice et al. folders
+
+def _rice_folder(root: Path, epochs: int = 4, best: int = 2) -> Path:
+    """A run folder written the way Rice et al.'s ``train_cifar.py`` writes one: an ``nn.DataParallel``
+    model saved as a bare state dict ``model_{epoch}.pth`` with 0-based epochs, the optimizer state as
+    ``opt_{epoch}.pth``, ``model_best.pth`` as ``{'state_dict', 'test_robust_acc', ...}`` and a log file."""
+    d = root / "rice"
+    d.mkdir()
+    torch.manual_seed(0)
+    model = torch.nn.DataParallel(create_model("mlp", hidden=HIDDEN))
+    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9, weight_decay=5e-4)
+    x, y = load_dataset("digits", "train", n=64, seed=1)
+    for epoch in range(epochs):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        torch.save(model.state_dict(), d / f"model_{epoch}.pth")
+        torch.save(opt.state_dict(), d / f"opt_{epoch}.pth")
+        if epoch == best:
+            torch.save({"state_dict": model.state_dict(), "test_robust_acc": 0.5, "test_robust_loss": 1.25,
+                        "test_loss": 0.75, "test_acc": 0.625}, d / "model_best.pth")
+    (d / "output.log").write_text("Epoch \t Train Time \t Test Time\n")
+    return d
+
+
+@pytest.mark.parametrize("name, optimizer, marker", [
+    ("opt_12.pth", True, None), ("optimizer_3.pt", True, None), ("optim.pth", True, None),
+    ("model_12.pth", False, None), ("options.pt", False, None), ("model_best.pth", False, "best"),
+    ("best.pt", False, "best"), ("resnet18_best.pth.tar", False, "best"), ("model_val.pth", False, "val"),
+    ("bestmodel_3.pt", False, None), ("interval.pt", False, None),
+])
+def test_optimizer_states_and_markers_by_name(name, optimizer, marker):
+    assert trajectory.is_optimizer_state(name) is optimizer
+    assert trajectory.marker_kind(name) == marker
+
+
+def test_rice_folder_skips_optimizer_states_once_and_reads_model_best_as_a_marker(tmp_path, capsys):
+    d = _rice_folder(tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = analyse_trajectory(d, "mlp", out_dir=tmp_path / "out", splits=("test",), **KW)
+    notes = [str(w.message) for w in caught if issubclass(w.category, TrajectoryWarning)]
+    assert sum("optimizer-state" in t for t in notes) == 1, notes
+    assert sum("model_best.pth = epoch 2" in t for t in notes) == 1, notes
+    assert table.attrs["failed"] == 0 and table["error"].isna().all()
+    assert table["epoch"].tolist() == [0, 1, 2, 3]  # as the trainer numbered them (0-based), not renumbered
+    assert sorted(Path(p).name for p in table.attrs["optimizer_states"]) == [f"opt_{i}.pth" for i in range(4)]
+    assert table.attrs["skipped"] == [str(d / "output.log")]
+    [marker] = table.attrs["markers"]
+    assert marker["epoch"] == 2 and marker["kind"] == "best" and marker["meta"]["test_robust_acc"] == 0.5
+    assert json.loads((tmp_path / "out" / "settings.json").read_text())["markers"][0]["epoch"] == 2
+
+    x, y = load_dataset("digits", "test", n=KW["n"], seed=0)  # the subset the trajectory measured
+    for epoch in range(4):  # each row holds the numbers of model_{epoch}.pth evaluated directly
+        net = create_model("mlp", hidden=HIDDEN)
+        raw = torch.load(d / f"model_{epoch}.pth", weights_only=True)
+        net.load_state_dict({k.removeprefix("module."): v for k, v in raw.items()})
+        with torch.no_grad():
+            logits = net.eval()(x)
+        row = table[table["epoch"] == epoch].iloc[0]
+        assert row["loss_clean"] == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-5)
+        assert row["acc_clean"] == pytest.approx((logits.argmax(1) == y).double().mean().item())
+    assert best_last_epochs(table)[table["run"].iloc[0]]["last"] == 3
+
+    argv = ["trajectory", str(d), "--arch", "mlp", "--arch-arg", "hidden=(16,)", "--n", str(KW["n"]), "--steps",
+            "2", "--measures", "grad", "--splits", "test", "--out", str(tmp_path / "cli"), "--quiet"]
+    with warnings.catch_warnings():  # restores showwarning, which the CLI sets for its notes
+        capsys.readouterr()
+        assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert err.count("landscape: note: skipped 4 optimizer-state file(s)") == 1, err
+    assert err.count("landscape: note: best-model copies") == 1 and "Warning" not in err, err
+
+
+def test_a_lone_best_copy_is_measured(tmp_path):
+    d = _rice_folder(tmp_path, epochs=3, best=1)
+    table = analyse_trajectory([d / "model_best.pth"], "mlp", out_dir=tmp_path / "out", splits=("test",), **KW)
+    assert table.attrs["failed"] == 0 and len(table) == 1 and table.attrs["markers"] == []
+
+
+def test_only_optimizer_states_is_a_clear_error(tmp_path):
+    d = _rice_folder(tmp_path, epochs=2)
+    for p in d.glob("model_*.pth"):
+        p.unlink()
+    with pytest.raises(LandscapeError, match="only optimizer states: opt_0.pth"):
+        discover_checkpoints(d)
+
+
+# ------------------------------------------------------------------------------------------- devices, worker death
+
+def test_process_workers_are_spread_over_the_gpus(monkeypatch):
+    from landscape.trajectory import executors
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    assert executors.worker_devices("cuda", 4) == ["cuda:0", "cuda:1", "cuda:2", "cuda:0"]
+    assert executors.worker_devices("cuda:1", 2) == ["cuda:1", "cuda:1"]  # an explicit GPU is kept
+    assert executors.worker_devices("cpu", 2) == ["cpu", "cpu"]
+    assert executors.default_workers("process", "cuda") == 3
+    assert executors.default_workers("process", "cpu") == executors.default_workers("serial", "cuda") == 1
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert executors.worker_devices("cuda", 2) == ["cuda", "cuda"]
+
+
+class _KillsTheProcess:
+    """Unpickling this exits the process at once, as an out-of-memory kill would."""
+
+    def __reduce__(self):
+        return (os._exit, (3,))
+
+
+def test_a_worker_that_dies_is_replaced_and_only_its_checkpoint_fails(tmp_path):
+    d = make_run(tmp_path, epochs=(1, 2, 3, 4))
+    serial = analyse_trajectory(d, "mlp", out_dir=tmp_path / "serial", splits=("test",), **KW)
+    torch.save({"state_dict": {}, "payload": _KillsTheProcess()}, d / "e5.pt")
+    with pytest.warns(TrajectoryWarning, match="worker process died"):
+        table = analyse_trajectory(d, "mlp", out_dir=tmp_path / "process", splits=("test",), executor="process",
+                                   workers=2, trusted=True, **KW)
+    assert table.attrs["failed_checkpoints"] == [str(d / "e5.pt")]
+    assert "died twice" in table.loc[table["epoch"] == 5, "error"].iloc[0]
+    good = table[table["epoch"] != 5].reset_index(drop=True)
+    pd.testing.assert_frame_equal(good, serial, check_exact=True)
+
+
+def test_serial_executor_reads_the_next_checkpoint_while_measuring_the_current_one(tmp_path, monkeypatch):
+    import threading
+
+    d = make_run(tmp_path, epochs=(1, 2, 3))
+    reference = analyse_trajectory(d, "mlp", out_dir=tmp_path / "ref", splits=("test",), **KW)
+    real_read, real_measure = worker.read_checkpoint, worker._measure
+    reads: list[tuple[str, str]] = []
+    next_read = {name: threading.Event() for name in ("e2.pt", "e3.pt")}
+
+    def read(path, trusted):
+        reads.append((Path(path).name, threading.current_thread().name))
+        if Path(path).name in next_read:
+            next_read[Path(path).name].set()
+        return real_read(path, trusted)
+
+    def measure_while_next_is_read(ckpt, settings, device):
+        following = {"e1.pt": "e2.pt", "e2.pt": "e3.pt"}.get(Path(ckpt.path).name)
+        if following is not None:  # the next file's read starts during this measurement, not after it
+            assert next_read[following].wait(timeout=30), f"{following} was not read ahead"
+        return real_measure(ckpt, settings, device)
+
+    monkeypatch.setattr(worker, "read_checkpoint", read)
+    monkeypatch.setattr(worker, "_measure", measure_while_next_is_read)
+    table = analyse_trajectory(d, "mlp", out_dir=tmp_path / "out", splits=("test",), **KW)
+    assert [name for name, _ in reads] == ["e1.pt", "e2.pt", "e3.pt"]  # each file read once
+    assert all(thread.startswith("landscape-prefetch") for _, thread in reads)
+    pd.testing.assert_frame_equal(table, reference, check_exact=True)
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    ({"eps": -0.1}, ValueError, "eps must be a finite number >= 0"),
+    ({"eps": "8"}, TypeError, "eps must be a number"),
+    ({"attack": "cw"}, ValueError, "unknown attack 'cw'.*pgd"),
+    ({"norm": "l1"}, ValueError, "unknown norm 'l1'"),
+    ({"steps": 0}, ValueError, "steps must be >= 1"),
+    ({"measures": ("grad", "curvv")}, ValueError, "curvv"),
+    ({"splits": ("test", "test")}, ValueError, "at most once"),
+    ({"batch_size": 0}, ValueError, "batch_size"),
+    ({"arch": 3}, TypeError, "arch must be"),
+])
+def test_settings_validate_themselves_like_measure(kwargs, exc, match):
+    from landscape import measure
+
+    with pytest.raises(exc, match=match):
+        trajectory.TrajectorySettings(**{"arch": "mlp", **kwargs})
+    attack_kwargs = {k: v for k, v in kwargs.items() if k in ("eps", "attack", "norm", "steps", "measures")}
+    if attack_kwargs:  # the same value fails landscape.measure with the same kind of error
+        model = create_model("mlp", hidden=HIDDEN)
+        args = {"eps": 0.1, **attack_kwargs}
+        if "measures" in args:
+            args["measures"] = list(args["measures"])
+        with pytest.raises(exc):
+            measure(model, torch.rand(2, 1, 8, 8), torch.tensor([0, 1]), **args)

@@ -43,13 +43,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated splits to measure (default train,test)")
     g.add_argument("--measures", type=_name_list, default=None, metavar="LIST",
                    help="comma-separated measures, e.g. grad,curv_adv,logit_var (default: all)")
-    g.add_argument("--executor", default="serial", choices=["serial", "process", "ray"])
-    g.add_argument("--workers", type=positive_int, default=1, help="parallel workers (process or ray)")
+    from landscape.trajectory.executors import EXECUTORS
+
+    g.add_argument("--executor", default="serial", choices=list(EXECUTORS))
+    g.add_argument("--workers", type=positive_int, default=None,
+                   help="parallel workers (process or ray; default: one per GPU for --executor process "
+                        "--device cuda, else 1)")
     g.add_argument("--threads", type=positive_int, default=None,
                    help="torch threads per worker (default: cores // workers)")
     g.add_argument("--ray-address", default=None, help="join this Ray cluster (default: start a local one)")
     g.add_argument("--run", default=None, help="run name in the table (default: the checkpoint folder's name)")
     add_final_eval_args(p)
+
+
+def _notes_as_one_line() -> None:
+    """Show the run's TrajectoryWarnings as ``landscape: note: ...`` lines on stderr (others as usual)."""
+    import warnings
+
+    from landscape.trajectory import TrajectoryWarning
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, TrajectoryWarning):
+            print(f"landscape: note: {message}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         warn_trusted(" ".join(args.checkpoints))
     out = output_dir(args.out)
     source = args.checkpoints[0] if len(args.checkpoints) == 1 else args.checkpoints
+    _notes_as_one_line()
     table = analyse_trajectory(
         source, args.arch, args.data, out_dir=out, measures=args.measures, n=args.n, eps=args.eps,
         steps=args.steps, step_size=args.step_size, norm=args.norm, attack=args.attack, splits=splits,

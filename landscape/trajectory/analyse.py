@@ -1,0 +1,176 @@
+"""``analyse_trajectory``: discover, reuse what is done, measure the rest, write the run folder."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .._base import resolve_device
+from ..runs import run_file
+from . import executors, worker
+from .assemble import assemble, diagnosis_json
+from .discover import CheckpointEntry, Discovery, discover_checkpoints
+from .settings import SPLITS, TrajectorySettings, TrajectoryWarning, check_run_options
+from .store import CheckpointResult, clean_stale_tmp, load_cached, result_metadata, result_path, write_json, \
+    write_parquet
+
+__all__ = ["analyse_trajectory"]
+
+
+def _default_run_name(discovery: Discovery) -> str:
+    parents = {e.path.resolve().parent for e in discovery.entries}
+    if len(parents) == 1:
+        return parents.pop().name
+    return os.path.commonpath([str(p) for p in parents]).rstrip(os.sep).split(os.sep)[-1] or "run"
+
+
+def _note_optimizer_states(discovery: Discovery) -> None:
+    states = discovery.optimizer_states
+    if states:
+        names = ", ".join(Path(p).name for p in states[:3]) + (" ..." if len(states) > 3 else "")
+        warnings.warn(f"skipped {len(states)} optimizer-state file(s) ({names}): they hold no model",
+                      TrajectoryWarning, stacklevel=3)
+
+
+def analyse_trajectory(paths_or_dir: str | os.PathLike | Sequence[str | os.PathLike], arch: str,
+                       data: str = "digits", *, out_dir: str | os.PathLike,
+                       measures: Sequence[str] | None = None, n: int | None = 500, eps: float = 0.1,
+                       steps: int = 10, step_size: float | None = None, norm: str = "linf",
+                       attack: str = "pgd", splits: Sequence[str] = SPLITS, executor: str = "serial",
+                       workers: int | None = None, ray_address: str | None = None, arch_kwargs: dict | None = None,
+                       mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                       trusted: bool = False, seed: int = 0, batch_size: int = 128,
+                       data_root: str | os.PathLike | None = None, device: str = "cpu", run: str | None = None,
+                       threads: int | None = None, retry_delay: float = 1.0,
+                       progress: bool = True) -> pd.DataFrame:
+    """Measure every checkpoint of a run and write a resumable run directory.
+
+    Args:
+        paths_or_dir: checkpoint directory, glob pattern or list of checkpoint files. Optimizer states
+            (``opt_12.pth``) are skipped with one note; best-model copies (``model_best.pth``) are matched to
+            the epoch they hold (``attrs["markers"]``) instead of being measured.
+        arch: registered architecture (``landscape.list_models()``); ``arch_kwargs`` go to its constructor.
+        data: dataset name (``digits``, ``cifar10``, ``cifar100``); ``data_root`` for the local CIFAR files.
+        out_dir: run directory to write (created); results already there with a matching fingerprint are
+            reused.
+        measures: measure names (``landscape.measures.MEASURES``); None = ``measure``'s default.
+        n: samples per split (deterministic stratified subset; None = all).
+        eps, steps, step_size, norm, attack: the attack used by the measures (eps in [0, 1] pixel units;
+            the default 0.1 suits digits, use 8/255 for CIFAR).
+        splits: which of ``("train", "test")`` to measure.
+        executor: ``"serial"``, ``"process"`` (local worker processes) or ``"ray"``.
+        workers: parallel workers (process and ray executors); default one per GPU for
+            ``executor="process", device="cuda"``, else 1.
+        threads: torch threads per process/ray worker; default ``max(1, cores // workers)``. On a
+            machine busy with other work, 1 thread per worker is often faster and steadier.
+        ray_address: join this Ray cluster instead of starting a local one with ``num_cpus=workers``.
+        mean, std: wrap the model in ``Normalized`` (inputs stay in [0, 1]).
+        trusted: allow full unpickling of checkpoints (runs code stored in them: only for your own files).
+        seed: seeds the data subset and the attack's random start.
+        batch_size: samples per forward/backward pass.
+        device: torch device for the measures; ``"cuda"`` with the process executor spreads the workers
+            over all GPUs.
+        run: value of the ``run`` column (default: the checkpoint directory's name).
+        retry_delay: seconds before re-checking a checkpoint that failed to load (still being written?).
+        progress: show a progress bar over checkpoints.
+
+    Returns:
+        The trajectory table, one row per (epoch, split), columns ``run, epoch, checkpoint, split, n,
+        acc_clean, acc_adv, loss_clean, loss_adv, <m>_mean, <m>_median, <m>_q10, <m>_q90, nonfinite, error``
+        (accuracies as fractions; ``epoch`` as the trainer numbered it, int64, nullable Int64 when some
+        epoch is unknown). ``attrs`` holds ``failed`` (number of failed checkpoints), ``failed_checkpoints``,
+        ``computed``, ``reused``, ``duplicates`` (``{epoch: [checkpoints]}``), ``unparsed`` (names holding no
+        epoch), ``no_epoch`` (checkpoints whose epoch stayed unknown), ``skipped`` (non-checkpoint files),
+        ``optimizer_states``, ``markers`` (best-model copies and their epoch) and ``out_dir``.
+
+    Raises:
+        LandscapeError: no checkpoints found; Ray requested but not installed.
+        ValueError, TypeError: bad settings (named with the allowed values).
+    """
+    from tqdm.auto import tqdm
+
+    from ..models import create_model
+
+    executors.check_executor(executor)
+    check_run_options(workers, threads)
+    settings = TrajectorySettings.create(
+        arch, data=data, arch_kwargs=arch_kwargs, measures=measures, n=n, splits=splits, attack=attack, eps=eps,
+        steps=steps, step_size=step_size, norm=norm, mean=mean, std=std, seed=seed, batch_size=batch_size,
+        data_root=data_root, device=device, trusted=trusted)
+    create_model(arch, **dict(settings.arch_kwargs))  # unknown name or bad arguments: fail before the run starts
+    discovery = discover_checkpoints(paths_or_dir)
+    if executor == "ray":
+        executors.import_ray()
+    else:  # a Ray driver may lack the workers' GPUs, so only local runs check the device up front
+        resolve_device(device)
+    for split in settings.splits:  # unknown dataset or missing files: a user error before the run starts
+        worker.load_split(settings.data, split, settings.data_root, settings.n, settings.seed)
+    _note_optimizer_states(discovery)
+
+    out = Path(out_dir)
+    results_dir = out / "results"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    clean_stale_tmp(out, results_dir)
+    settings_fp = settings.fingerprint()
+
+    outcomes: dict[str, dict[str, Any]] = {}  # key -> {"samples", "stored_epoch", "error", "weights"}
+    todo: list[CheckpointEntry] = []
+    for entry in discovery.entries:
+        cached = load_cached(result_path(results_dir, entry), entry, settings_fp)
+        if cached is not None:
+            outcomes[entry.key] = cached
+        else:
+            todo.append(entry)
+    reused = len(outcomes)
+
+    bar = tqdm(total=len(discovery.entries), initial=reused, desc="trajectory", unit="ckpt",
+               disable=not progress, leave=False)
+
+    def on_result(entry: CheckpointEntry, result: CheckpointResult) -> None:
+        target = result_path(results_dir, entry)
+        if result.error is None:
+            epoch = result.stored_epoch if result.stored_epoch is not None else entry.name_epoch
+            rows = result.samples.copy()
+            rows.insert(0, "checkpoint", str(entry.path))
+            rows.insert(0, "epoch", pd.array([epoch] * len(rows), dtype="Int64"))
+            try:
+                write_parquet(rows, target, result_metadata(result, entry, settings_fp))
+            except OSError as exc:  # e.g. disk full: this checkpoint fails, the run goes on
+                result = dataclasses.replace(result, samples=None, stored_epoch=None,
+                                             error=f"cannot write {target.name}: {worker.one_line(exc)}")
+        if result.error is not None and target.exists():
+            target.unlink()  # an old result for a file that now fails is stale
+        outcomes[entry.key] = {"samples": result.samples, "stored_epoch": result.stored_epoch,
+                               "error": result.error, "weights": result.weights}
+        bar.update(1)
+        if result.error is not None:
+            where = "" if str(entry.path) in result.error else f"{entry.path}: "
+            bar.write(f"landscape: {where}{result.error}")
+
+    if workers is None:
+        workers = executors.default_workers(executor, settings.device)
+    if threads is None:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+    try:
+        if todo:
+            executors.RUNNERS[executor](todo, settings, retry_delay, on_result, workers=workers, threads=threads,
+                                        address=ray_address)
+    finally:
+        bar.close()
+        worker.clear_data_cache()
+
+    table, samples, report = assemble(discovery, outcomes, settings, run or _default_run_name(discovery))
+    write_parquet(table, out / run_file("trajectory"))
+    write_parquet(samples, out / run_file("samples"))
+    write_json({"settings": settings_fp, "run": table["run"].iloc[0] if len(table) else run,
+                "checkpoints": [str(e.path) for e in discovery.entries], **report,
+                "computed": len(todo), "reused": reused}, out / run_file("settings"))
+    write_json(diagnosis_json(table), out / run_file("diagnosis"))
+    table.attrs.update(report)
+    table.attrs.update({"computed": len(todo), "reused": reused, "out_dir": str(out)})
+    return table

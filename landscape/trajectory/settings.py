@@ -1,0 +1,141 @@
+"""What a trajectory run computes (:class:`TrajectorySettings`) and how it runs (executor, workers, threads).
+
+The settings validate themselves on construction with the same checks ``landscape.measure`` uses
+(``attacks.AttackSettings`` and the measure registry, in :func:`check_attack`), so a bad value fails before
+any checkpoint is read.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["RESULT_FORMAT", "SPLITS", "TrajectorySettings", "TrajectoryWarning", "check_attack",
+           "check_run_options", "json_normal"]
+
+SPLITS = ("train", "test")
+RESULT_FORMAT = 1  # bump when a result file's meaning changes: old results are then recomputed
+
+
+class TrajectoryWarning(UserWarning):
+    """Something about the checkpoints that the user should know (duplicated or unknown epochs, files
+    skipped as optimizer states, a best-model copy matched to its epoch)."""
+
+
+def _positive_int(name: str, value: Any, *, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer{' or None' if optional else ''}, got {value!r}")
+
+
+def check_attack(attack: str, eps: float, steps: int, step_size: float | None, norm: str,
+                 measures: Sequence[str] | None) -> None:
+    """The attack and measure checks of ``landscape.measure``, run before a trajectory starts.
+
+    Raises:
+        ValueError, TypeError: as ``AttackSettings`` and the measure registry do for the same values.
+    """
+    # the attack's and the measure registry's own validation, so the messages and bounds agree
+    from ..attacks import AttackSettings
+    from ..measures.registry import select
+
+    AttackSettings(attack, eps, steps, step_size, norm)
+    if measures is not None:
+        if isinstance(measures, str):
+            raise TypeError(f"measures must be a list of names, got the string {measures!r}")
+        select(list(measures))
+
+
+def check_run_options(workers: int | None, threads: int | None) -> None:
+    """Validate the parallelism of a run (not part of the fingerprint)."""
+    _positive_int("workers", workers, optional=True)
+    _positive_int("threads", threads, optional=True)
+
+
+def json_normal(obj: Any) -> Any:
+    """Tuples -> lists, numpy scalars -> Python, so two equal settings compare equal after a JSON round trip."""
+    return json.loads(json.dumps(obj, sort_keys=True, default=_json_default))
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    raise TypeError(f"cannot store {type(obj).__name__} in settings")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrajectorySettings:
+    """Everything that decides a checkpoint's numbers (stored in the fingerprint; a change recomputes).
+
+    Validated on construction (``ValueError``/``TypeError`` naming the bad value and the allowed ones).
+    """
+
+    arch: str
+    data: str = "digits"
+    arch_kwargs: tuple[tuple[str, Any], ...] = ()
+    measures: tuple[str, ...] | None = None
+    n: int | None = 500
+    splits: tuple[str, ...] = SPLITS
+    attack: str = "pgd"
+    eps: float = 0.1
+    steps: int = 10
+    step_size: float | None = None
+    norm: str = "linf"
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    seed: int = 0
+    batch_size: int = 128
+    data_root: str | None = None
+    device: str = "cpu"
+    trusted: bool = False  # how to unpickle, not what is computed: left out of the fingerprint
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.arch, str):
+            raise TypeError(f"arch must be a registered architecture name, got {type(self.arch).__name__}")
+        splits = self.splits
+        if isinstance(splits, str) or not splits:
+            raise ValueError(f"splits must be a non-empty sequence of 'train'/'test', got {splits!r}")
+        if any(s not in SPLITS for s in splits) or len(set(splits)) != len(splits):
+            raise ValueError(f"bad splits {list(splits)!r} (allowed: each of {', '.join(SPLITS)} at most once)")
+        _positive_int("n", self.n, optional=True)
+        _positive_int("batch_size", self.batch_size)
+        check_attack(self.attack, self.eps, self.steps, self.step_size, self.norm, self.measures)
+
+    @classmethod
+    def create(cls, arch: str, *, arch_kwargs: dict | None = None, measures: Sequence[str] | None = None,
+               splits: Sequence[str] = SPLITS, eps: float = 0.1, step_size: float | None = None,
+               mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+               data_root: str | os.PathLike | None = None, device: str = "cpu", seed: int = 0,
+               **rest: Any) -> TrajectorySettings:
+        """Build settings from loose user values (lists, dicts, paths), normalised so that equal settings
+        fingerprint equally."""
+        if isinstance(measures, str):
+            raise TypeError(f"measures must be a list of names, got the string {measures!r}")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+            raise TypeError(f"eps must be a number, got {type(eps).__name__}")
+        return cls(arch=arch, arch_kwargs=tuple(sorted(dict(arch_kwargs or {}).items())),
+                   measures=None if measures is None else tuple(measures),
+                   splits=splits if isinstance(splits, str) else tuple(splits), eps=float(eps),
+                   step_size=None if step_size is None else float(step_size),
+                   mean=None if mean is None else tuple(float(v) for v in mean),
+                   std=None if std is None else tuple(float(v) for v in std),
+                   data_root=None if data_root is None else os.fspath(data_root), device=str(device),
+                   seed=int(seed), **rest)
+
+    def fingerprint(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("trusted")
+        d["arch_kwargs"] = dict(self.arch_kwargs)
+        d["format"] = RESULT_FORMAT
+        return json_normal(d)
