@@ -40,7 +40,7 @@ def test_columns_and_dtypes(tiny_model):
     x, y = torch.rand(5, 1, 8, 8), torch.arange(5)
     df = measure(tiny_model, x, y, eps=0.1, steps=2, eig_iters=2)
     assert list(df.columns) == ALL_COLUMNS == columns()
-    assert set(MEASURES) == {"grad", "curv_adv", "curv_rand", "eig_top", "taylor_gap", "logit_var"}
+    assert set(MEASURES) == {"grad", "curv_adv", "curv_rand", "eig_top", "taylor_gap", "logit_var", "hs", "hs_adv"}
     assert df["sample"].tolist() == [0, 1, 2, 3, 4] and df["label"].tolist() == [0, 1, 2, 3, 4]
     assert df["correct_clean"].dtype == bool and df["loss_adv"].dtype == np.float64
     assert df.attrs["nonfinite"] == 0 and df.attrs["hvp_method"] == "double_backprop"

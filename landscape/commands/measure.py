@@ -14,15 +14,16 @@ FORMATS = (".parquet", ".csv")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from landscape.measures import MEASURES
+    from landscape.measures.table import DEFAULT_MEASURES
 
     p.add_argument("checkpoint", metavar="CKPT", help="checkpoint file")
     add_model_args(p)
     add_data_args(p)
     add_attack_args(p)
     g = p.add_argument_group("measures")
-    g.add_argument("--measures", default=",".join(MEASURES),
-                   help=f"comma-separated subset of {','.join(MEASURES)} (default: all)")
-    g.add_argument("--eig-iters", type=positive_int, default=20, help="power iterations for eig_top (default 20)")
+    g.add_argument("--measures", default=",".join(DEFAULT_MEASURES),
+                   help=f"comma-separated subset of {','.join(MEASURES)} (default: {','.join(DEFAULT_MEASURES)})")
+    g.add_argument("--eig-iters", type=positive_int, default=20, help="most Lanczos steps for eig_top (default 20)")
     g.add_argument("--float64", action="store_true", help="compute in float64 (precise curvature; slower)")
     g.add_argument("--out", required=True, help="output table: .parquet or .csv")
 

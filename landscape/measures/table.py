@@ -11,7 +11,10 @@ Columns (one row per sample; see ``docs/internals.md``):
 | ``grad_l1``, ``grad_l2``, ``grad_linf`` | norms of ∇ₓ CE at the clean point (measure ``grad``) |
 | ``curv_adv`` | dᵀH_x d / ‖d‖², d = x_adv − x (0 where d = 0) |
 | ``curv_rand`` | same along a seeded Rademacher direction |
-| ``eig_top`` | largest-magnitude eigenvalue of H_x (power iteration, ``eig_iters`` steps) |
+| ``eig_top`` | largest-magnitude eigenvalue of H_x (batched Lanczos, at most ``eig_iters`` steps) |
+| ``hs``, ``hs_adv`` | the paper's HS: mean \\|top-20 eigenvalue\\| of the batch-mean loss's input Hessian at x / at x_adv, |
+| | one value per batch, repeated on each row of the batch (so a mean over rows is the official mean over |
+| | batches weighted by batch size) |
 | ``taylor_gap`` | L(x+δ) − L(x) − ∇L(x)ᵀδ with δ = x_adv − x |
 | ``logit_var`` | sum of the top 10 % (at least one) of \\|f(x_adv) − f(x)\\| entries of that sample |
 
@@ -35,27 +38,34 @@ from tqdm.auto import tqdm
 from .._base import (check_model_batch, correct_predictions, derive_seed, eval_mode, frozen_params, model_device,
                      model_dtype, resolve_device)
 from ..attacks import _check_eps, _check_norm, fgsm, pgd
-from .curvature import HVP_METHODS, _directional_curvature, _top_eigenvalue
+from .curvature import (EIG_TOL, HS_ITERS, HS_K, HVP_METHODS, HessianOperator, _curvature_along, _info, _krylov,
+                        _spectrum_from_ritz, _top_from_ritz)
 from .gradients import NORMS, _check_model, _loss_logits_grad, _norms
 from .taylor import _logit_variation, _taylor_gap
 
-__all__ = ["MEASURES", "ATTACKS", "measure", "columns"]
+__all__ = ["MEASURES", "DEFAULT_MEASURES", "ATTACKS", "measure", "columns"]
 
-MEASURES = ("grad", "curv_adv", "curv_rand", "eig_top", "taylor_gap", "logit_var")
+MEASURES = ("grad", "curv_adv", "curv_rand", "eig_top", "taylor_gap", "logit_var", "hs", "hs_adv")
 """Selectable measure names; ``grad`` gives the three columns ``grad_l1``, ``grad_l2``, ``grad_linf``."""
+
+DEFAULT_MEASURES = ("grad", "curv_adv", "curv_rand", "eig_top", "taylor_gap", "logit_var")
+"""``measures=None``: the set whose cost stays within 2x the PGD-10 floor (``benchmarks/bench_units.py``);
+``hs``/``hs_adv`` (one Lanczos run each) are asked for by name."""
 
 ATTACKS = ("pgd", "fgsm")
 BASE_COLUMNS = ("sample", "label", "loss_clean", "loss_adv", "correct_clean", "correct_adv")
 LOGIT_TOP = 0.1
 
 # independent random streams per batch (see _seed)
-_STREAM_ATTACK, _STREAM_RAND, _STREAM_EIG = 0, 1, 2
+_STREAM_ATTACK, _STREAM_RAND, _STREAM_EIG, _STREAM_HS_ADV = 0, 1, 2, 3
+_AT_X = ("curv_adv", "curv_rand", "eig_top", "hs")  # measures using the Hessian at the clean point
 
 
 def _check_measures(measures: str | Iterable[str] | None) -> tuple[str, ...]:
-    """Normalise ``measures`` (None = all, a comma-separated string or names) to a tuple in MEASURES order."""
+    """Normalise ``measures`` (None = the defaults, a comma-separated string or names) to a tuple in MEASURES
+    order."""
     if measures is None:
-        return MEASURES
+        return DEFAULT_MEASURES
     names = [m.strip() for m in measures.split(",")] if isinstance(measures, str) else list(measures)
     unknown = [m for m in names if m not in MEASURES]
     if unknown:
@@ -89,7 +99,13 @@ def _measure_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch:
                    attack: str, eps: float, steps: int, step_size: float | None, norm: str, seed: int,
                    eig_iters: int, hvp_method: str) -> tuple[dict[str, torch.Tensor], str, int]:
     """Columns of one batch (model in eval mode, frozen): (columns, hvp method used, unconverged samples)."""
-    loss, logits, grad = _loss_logits_grad(model, x, y)
+    # one Hessian operator at x serves curv_adv, curv_rand, eig_top and hs; its kept first backward pass also
+    # gives the clean loss and gradient (one input gradient saved)
+    op = HessianOperator(model, x, y, hvp_method)
+    if any(m in selected for m in _AT_X) and op.build().graph is not None:
+        loss, logits, grad = (t.detach() for t in op.graph[1:])
+    else:
+        loss, logits, grad = _loss_logits_grad(model, x, y)
     if attack == "pgd":
         x_adv, delta = pgd(model, x, y, eps, steps=steps, step_size=step_size, norm=norm,
                            seed=derive_seed(seed, batch, _STREAM_ATTACK))
@@ -106,15 +122,24 @@ def _measure_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch:
     if "grad" in selected:
         cols.update(_norms(grad))
     if "curv_adv" in selected:
-        cols["curv_adv"], hvp_method = _directional_curvature(model, x, y, delta, hvp_method)
+        cols["curv_adv"] = _curvature_along(op, delta)
     if "curv_rand" in selected:
         d = _rademacher(x.shape, derive_seed(seed, batch, _STREAM_RAND), x.device, x.dtype)
-        cols["curv_rand"], hvp_method = _directional_curvature(model, x, y, d, hvp_method)
-    if "eig_top" in selected:
-        values, _, info = _top_eigenvalue(model, x, y, iters=eig_iters, tol=1e-4,
-                                          seed=derive_seed(seed, batch, _STREAM_EIG), method=hvp_method)
-        cols["eig_top"], hvp_method = values, info["method"]
-        unconverged = x.shape[0] - info["converged"]
+        cols["curv_rand"] = _curvature_along(op, d)
+    if "eig_top" in selected or "hs" in selected:
+        ritz = _krylov(op, x, iters=max(eig_iters, HS_ITERS) if "hs" in selected else eig_iters, tol=EIG_TOL,
+                       seed=derive_seed(seed, batch, _STREAM_EIG), top="eig_top" in selected,
+                       k=HS_K if "hs" in selected else None)
+        if "eig_top" in selected:
+            cols["eig_top"] = _top_from_ritz(ritz, x)[0]
+            unconverged = x.shape[0] - _info(ritz)["converged"]
+        if "hs" in selected:
+            cols["hs"] = _spectrum_from_ritz(ritz, HS_K, x.shape[0]).abs().mean().expand(x.shape[0])
+    if "hs_adv" in selected:  # the official code evaluates hs at x_adv when an attack is given
+        ritz = _krylov(HessianOperator(model, x_adv, y, op.method), x_adv, iters=HS_ITERS, tol=EIG_TOL,
+                       seed=derive_seed(seed, batch, _STREAM_HS_ADV), top=False, k=HS_K)
+        cols["hs_adv"] = _spectrum_from_ritz(ritz, HS_K, x.shape[0]).abs().mean().expand(x.shape[0])
+    hvp_method = op.method
     if "taylor_gap" in selected:
         cols["taylor_gap"] = _taylor_gap(model, x, y, delta, loss=loss, grad=grad)
     if "logit_var" in selected:
@@ -144,10 +169,11 @@ def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, a
         steps: PGD steps. Default 10.
         step_size: PGD step; default 2.5·eps/steps.
         norm: ``"linf"`` (default) or ``"l2"``.
-        measures: names from :data:`MEASURES` (a list or a comma-separated string); None = all.
+        measures: names from :data:`MEASURES` (a list or a comma-separated string); None =
+            :data:`DEFAULT_MEASURES`.
         batch_size: samples per batch. Default 128.
         seed: base seed. Default 0.
-        eig_iters: maximum power iterations for ``eig_top``. Default 20.
+        eig_iters: most Lanczos steps for ``eig_top``. Default 20 (``hs`` uses at least 60).
         progress: show a tqdm progress bar over batches. Default False.
         dtype: compute in this dtype, e.g. ``torch.float64`` for precise curvature (model copied and cast).
         device: compute on this device (model copied there if elsewhere); default the model's device.
@@ -212,7 +238,8 @@ def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, a
         "step_size": (2.5 * eps / steps if step_size is None else float(step_size)) if attack == "pgd" else eps,
         "norm": norm, "seed": int(seed), "batch_size": batch_size, "eig_iters": eig_iters,
         "dtype": str(model_dtype(work)).replace("torch.", ""), "measures": list(selected),
-        "hvp_method": method if any(m in selected for m in ("curv_adv", "curv_rand", "eig_top")) else None,
+        "hvp_method": method if any(m in selected for m in ("curv_adv", "curv_rand", "eig_top", "hs", "hs_adv"))
+        else None,
         "eig_unconverged": unconverged if "eig_top" in selected else None,
         "nonfinite": nonfinite,
     })
