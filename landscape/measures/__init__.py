@@ -4,7 +4,7 @@ Every function takes ``(model, x, y, ...)`` and returns per-sample tensors (B,);
 into one DataFrame. See ``docs/measures.md``.
 """
 from . import curvature, gradients, taylor
-from .curvature import directional_curvature, hvp, top_eigenvalue
+from .curvature import directional_curvature, hessian_spectrum, hvp, top_eigenvalue
 from .gradients import gradient_norms, input_gradient
 from .table import MEASURES, measure
 from .taylor import logit_variation, logit_variation_batch, taylor_gap
@@ -13,6 +13,6 @@ __all__ = [
     "MEASURES", "measure",
     "curvature", "gradients", "taylor",
     "input_gradient", "gradient_norms",
-    "hvp", "directional_curvature", "top_eigenvalue",
+    "hvp", "directional_curvature", "top_eigenvalue", "hessian_spectrum",
     "taylor_gap", "logit_variation", "logit_variation_batch",
 ]
