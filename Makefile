@@ -21,7 +21,7 @@ browser:
 	  echo "note: chromium not installed; the report browser test will be skipped"; }
 
 demo: $(STAMP)
-	$(PY) analyses/digits_robust_overfitting.py --out runs/demo
+	$(PY) -m landscape.study --out runs/demo
 
 test: $(STAMP) browser
 	$(PY) -m pytest

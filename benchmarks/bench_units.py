@@ -33,7 +33,7 @@ import torch
 from landscape import create_model
 from landscape._base import per_sample_loss
 from landscape.attacks import pgd
-from landscape.measures.table import DEFAULT_MEASURES, MEASURES, measure
+from landscape.measures import DEFAULT_MEASURES, MEASURES, measure
 
 CASES = {
     "small_cnn": ({"in_channels": 1, "num_classes": 10, "input_size": 8}, (1, 8, 8)),

@@ -1,8 +1,9 @@
 """Shared plumbing of the figure recipes: arguments, loading run tables, saving.
 
 Every recipe takes run directories (or table files) and ``--out``; ``--synthetic`` draws from made-up
-tables instead (see ``landscape.plotting.synthetic``), which is how the thumbnails were rendered before
-real demo runs existed.
+tables instead (see ``landscape.testing``), which is how the thumbnails were rendered before real demo runs
+existed. Every recipe draws a figure kind of the registry (``landscape.plotting.FIGURES``) with :func:`draw`,
+so a recipe, ``landscape plot KIND`` and the report show the same figure.
 """
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from landscape.plotting import save_figure
-from landscape.plotting.synthetic import write_synthetic_run
-from landscape.report import best_last_epochs, load_tables
+from landscape.plotting import figure_spec, save_figure
+from landscape.runs import best_last_epochs, load_tables
+from landscape.testing import write_synthetic_run
 
 #: Synthetic stand-ins for runs/demo: (name, robust-overfitting strength).
 SYNTHETIC_RUNS = (("pgd_at", 1.0), ("at_advlc", 0.2))
@@ -54,6 +55,13 @@ def load(args: argparse.Namespace, key: str, *, best_last: bool = False):
         epochs = best_last_epochs(load_tables(folders, "trajectory"))
         table = label_epochs(table, next(iter(epochs.values())) if len(paths) == 1 else epochs)
     return table
+
+
+def draw(args: argparse.Namespace, kind: str, **options):
+    """The registered figure ``kind`` drawn from the runs' table (each run's best and last epoch when the
+    figure compares them); ``options`` as for ``landscape plot`` (``measures``, ``split``, ``since``, ...)."""
+    spec = figure_spec(kind)
+    return spec.draw(load(args, spec.table, best_last=spec.best_last), **options)
 
 
 def save(fig, args: argparse.Namespace, name: str) -> list[Path]:

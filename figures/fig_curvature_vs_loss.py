@@ -7,10 +7,9 @@
 """
 from __future__ import annotations
 
-from _recipe import load, parser, save
+from _recipe import draw, load, parser, save
 
-from landscape.plotting import plot_measure_vs_loss
-from landscape.report import best_last_epochs
+from landscape.runs import best_last_epochs
 
 
 def main(argv=None):
@@ -23,8 +22,8 @@ def main(argv=None):
     since = None if args.all_epochs else {r: e["best"] for r, e in best_last_epochs(table).items()}
     if since is not None and "run" not in table.columns:
         since = next(iter(since.values()), None)
-    ax = plot_measure_vs_loss(table, args.measure, measure_split=args.measure_split, since=since)
-    return save(ax, args, "fig_curvature_vs_loss")
+    fig = draw(args, "scatter", measures=[args.measure], split=args.measure_split, since=since)
+    return save(fig, args, "fig_curvature_vs_loss")
 
 
 if __name__ == "__main__":

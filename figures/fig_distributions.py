@@ -4,9 +4,7 @@
 """
 from __future__ import annotations
 
-from _recipe import load, parser, save
-
-from landscape.plotting import plot_distributions
+from _recipe import draw, parser, save
 
 
 def main(argv=None):
@@ -15,9 +13,7 @@ def main(argv=None):
     p.add_argument("--violin", action="store_true")
     p.add_argument("--log", action="store_true")
     args = p.parse_args(argv)
-    table = load(args, "samples", best_last=True)
-    fig = plot_distributions(table, args.measure or ["grad_l1", "curv_adv"],
-                             kind="violin" if args.violin else "hist", log=args.log)
+    fig = draw(args, "distributions", measures=args.measure, violin=args.violin, log=True if args.log else None)
     return save(fig, args, "fig_distributions")
 
 

@@ -5,17 +5,14 @@
 """
 from __future__ import annotations
 
-from _recipe import load, parser, save
-
-from landscape.plotting import plot_learning_curves
+from _recipe import draw, parser, save
 
 
 def main(argv=None):
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--metrics", action="store_true", help="use the training log metrics.csv")
     args = p.parse_args(argv)
-    table = load(args, "metrics" if args.metrics else "trajectory")
-    return save(plot_learning_curves(table), args, "fig_learning_curves")
+    return save(draw(args, "training_curves" if args.metrics else "curves"), args, "fig_learning_curves")
 
 
 if __name__ == "__main__":

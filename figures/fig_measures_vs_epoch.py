@@ -4,9 +4,7 @@
 """
 from __future__ import annotations
 
-from _recipe import load, parser, save
-
-from landscape.plotting import plot_measures
+from _recipe import draw, parser, save
 
 
 def main(argv=None):
@@ -14,7 +12,7 @@ def main(argv=None):
     p.add_argument("--measure", action="append", default=None, help="measure name (repeatable)")
     p.add_argument("--split", action="append", default=None, choices=["test", "train"])
     args = p.parse_args(argv)
-    fig = plot_measures(load(args, "trajectory"), args.measure, splits=args.split or ("test", "train"))
+    fig = draw(args, "measures", measures=args.measure, splits=args.split or ("test", "train"))
     return save(fig, args, "fig_measures_vs_epoch")
 
 

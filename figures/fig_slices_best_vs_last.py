@@ -4,16 +4,15 @@
 """
 from __future__ import annotations
 
-from _recipe import load, parser, save
-
-from landscape.plotting import plot_slices_1d
+from _recipe import draw, parser, save
 
 
 def main(argv=None):
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--band", default="std", choices=["std", "quantile"])
+    p.add_argument("--band", default="quantile", choices=["quantile", "std"],
+                   help="q10–q90 around the median (default) or mean ± std")
     args = p.parse_args(argv)
-    fig = plot_slices_1d(load(args, "slices_1d", best_last=True), band=args.band)
+    fig = draw(args, "slices1d", band=args.band)
     return save(fig, args, "fig_slices_best_vs_last")
 
 

@@ -4,9 +4,7 @@
 """
 from __future__ import annotations
 
-from _recipe import load, parser, save
-
-from landscape.plotting import plot_surface
+from _recipe import draw, parser, run_paths, save
 
 
 def main(argv=None):
@@ -15,10 +13,8 @@ def main(argv=None):
     p.add_argument("--kind", default="both", choices=["both", "contour", "3d"])
     args = p.parse_args(argv)
     sample = args.sample if args.sample == "mean" else int(args.sample)
-    table = load(args, "slices_2d", best_last=True)
-    if "run" in table.columns and table["run"].nunique() > 1:  # one run per figure
-        table = table[table["run"] == table["run"].iloc[0]]
-    return save(plot_surface(table, sample=sample, kind=args.kind), args, "fig_surface")
+    args._paths = run_paths(args)[:1]  # one run per figure
+    return save(draw(args, "surface", sample=sample, surface=args.kind), args, "fig_surface")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
-RECIPES = ["fig_learning_curves", "fig_measures_vs_epoch", "fig_slices_best_vs_last", "fig_surface",
+RECIPES = ["fig_learning_curves", "fig_methods", "fig_measures_vs_epoch", "fig_slices_best_vs_last", "fig_surface",
            "fig_distributions", "fig_curvature_vs_loss"]
 HERE = Path(__file__).resolve().parent
 
@@ -30,7 +30,7 @@ def main(argv=None):
         if not source:  # one set of synthetic runs shared by every recipe
             from _recipe import SYNTHETIC_RUNS
 
-            from landscape.plotting.synthetic import write_synthetic_run
+            from landscape.testing import write_synthetic_run
 
             source = [str(write_synthetic_run(Path(tmp) / "runs" / name, ro=ro, seed=i))
                       for i, (name, ro) in enumerate(SYNTHETIC_RUNS)]

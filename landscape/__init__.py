@@ -17,8 +17,7 @@ from .measures import MEASURES, measure
 from .models import Normalized, create_model, list_models
 from .slices import slice_1d, slice_2d
 from .trajectory import analyse_trajectory
-
-__version__ = "0.1.0"
+from ._version import __version__
 
 _LAZY = {"train": "landscape.training", "build_report": "landscape.report", "advlc": "landscape.regularizers"}
 

@@ -23,6 +23,7 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from enum import Enum
 
@@ -31,7 +32,10 @@ import torch.nn as nn
 
 from ._base import check_labels_fit, check_model_batch, frozen_params, set_mode, per_sample_loss
 
-__all__ = ["Norm", "fgsm", "pgd"]
+__all__ = ["ATTACKS", "AttackSettings", "Norm", "fgsm", "pgd", "run_attack"]
+
+ATTACKS = ("pgd", "fgsm")
+"""Attacks of :class:`AttackSettings` (AutoAttack lives in :mod:`landscape.evaluate`)."""
 
 _TINY = 1e-12
 
@@ -52,11 +56,24 @@ def _check_norm(norm: str | Norm) -> Norm:
 
 
 def _check_eps(eps: float, name: str = "eps") -> float:
+    """``eps`` as a float in [0, 1] pixel units; a radius above 1 is almost always 0-255 units (8 for 8/255)."""
     if isinstance(eps, bool) or not isinstance(eps, (int, float)):
         raise TypeError(f"{name} must be a number, got {type(eps).__name__}")
     if not (math.isfinite(eps) and eps >= 0):
         raise ValueError(f"{name} must be a finite number >= 0, got {eps}")
+    if eps > 1:
+        example = "" if eps == 8 else " (e.g. 8/255 = 0.0314)"
+        raise ValueError(f"{name}={eps:g} is outside [0, 1]: radii are in [0,1] pixel units, not 0-255; "
+                         f"pass {eps:g}/255 = {eps / 255:.4f}{example}")
     return float(eps)
+
+
+def _check_steps(steps: int) -> int:
+    if isinstance(steps, bool) or not isinstance(steps, int):
+        raise TypeError(f"steps must be an int, got {type(steps).__name__}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    return steps
 
 
 def _flat_norm(t: torch.Tensor) -> torch.Tensor:
@@ -122,14 +139,14 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *,
         model: classifier returning (B, K) logits; attacked in eval mode.
         x: (B, ...) inputs in [0,1].
         y: (B,) integer labels.
-        eps: radius of the perturbation ball, >= 0, in [0,1] pixel units.
+        eps: radius of the perturbation ball in [0,1] pixel units (8/255 = 0.0314, not 8).
         norm: ``"linf"`` (step ``eps·sign(g)``) or ``"l2"`` (step ``eps·g/‖g‖₂``). Default ``"linf"``.
 
     Returns:
         ``(x_adv, delta)``, both (B, ...) detached, ``x_adv = clamp(x + delta, 0, 1)``.
 
     Raises:
-        ValueError: negative/non-finite eps, unknown norm, x outside [0,1], bad labels.
+        ValueError: eps outside [0, 1] or non-finite, unknown norm, x outside [0,1], bad labels.
         TypeError: model not a Module, non-numeric eps, bad tensor dtypes.
     """
     norm = _check_norm(norm)
@@ -153,7 +170,8 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, steps
         model: classifier returning (B, K) logits.
         x: (B, ...) inputs in [0,1].
         y: (B,) integer labels.
-        eps: radius of the ball, >= 0, in [0,1] pixel units. ``eps=0`` returns ``x`` unchanged.
+        eps: radius of the ball in [0,1] pixel units (8/255 = 0.0314, not 8). ``eps=0`` returns ``x``
+            unchanged.
         steps: number of gradient steps, >= 1. Default 10.
         step_size: step length; default ``2.5 * eps / steps``.
         norm: ``"linf"`` or ``"l2"``. Default ``"linf"``.
@@ -169,15 +187,12 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, steps
         the eps ball.
 
     Raises:
-        ValueError: negative eps or step size, steps < 1, unknown norm, x outside [0,1], bad labels.
+        ValueError: eps outside [0, 1], negative step size, steps < 1, unknown norm, x outside [0,1], bad labels.
         TypeError: model not a Module, non-numeric eps/step size, non-integer steps, bad tensor dtypes.
     """
     norm = _check_norm(norm)
     eps = _check_eps(eps)
-    if isinstance(steps, bool) or not isinstance(steps, int):
-        raise TypeError(f"steps must be an int, got {type(steps).__name__}")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    steps = _check_steps(steps)
     alpha = 2.5 * eps / steps if step_size is None else _check_eps(step_size, "step_size")
     x, y = check_model_batch(model, x, y, unit_box=True)
     if random_start:
@@ -190,3 +205,76 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, steps
             grad = _loss_grad(model, x + delta, y)
             delta = _box(x, _project(delta + alpha * _ascent_direction(grad, norm), eps, norm))
     return _result(x, delta)
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackSettings:
+    """One attack configuration, passed where the loose ``attack, eps, steps, step_size, norm`` used to go.
+
+    Attributes:
+        attack: ``"pgd"`` or ``"fgsm"``.
+        eps: radius in [0,1] pixel units (8/255 = 0.0314; a value above 1 is refused).
+        steps: PGD steps (FGSM: 1). Default 10.
+        step_size: PGD step; None = ``2.5·eps/steps`` (Madry et al.'s rule, the toolkit's default).
+        norm: ``"linf"`` or ``"l2"``.
+        random_start: PGD starts from a uniform point of the eps ball. Default True.
+
+    Plain strings are accepted for ``attack`` and ``norm``; the values are validated on construction
+    (ValueError/TypeError naming the bad value and the allowed ones). :meth:`official` gives the paper's
+    evaluation attack.
+
+    Example:
+        >>> AttackSettings.official(8 / 255)
+        AttackSettings(attack='pgd', eps=0.03137254901960784, steps=10, step_size=0.00784313725490196, norm='linf', random_start=False)
+    """
+
+    attack: str = "pgd"
+    eps: float = 0.1
+    steps: int = 10
+    step_size: float | None = None
+    norm: str = "linf"
+    random_start: bool = True
+
+    def __post_init__(self) -> None:
+        if self.attack not in ATTACKS:
+            raise ValueError(f"unknown attack {self.attack!r} (allowed: {', '.join(ATTACKS)})")
+        object.__setattr__(self, "norm", _check_norm(self.norm).value)
+        object.__setattr__(self, "eps", _check_eps(self.eps))
+        object.__setattr__(self, "steps", _check_steps(self.steps))
+        if self.step_size is not None:
+            object.__setattr__(self, "step_size", _check_eps(self.step_size, "step_size"))
+        if not isinstance(self.random_start, bool):
+            raise TypeError(f"random_start must be a bool, got {type(self.random_start).__name__}")
+
+    @classmethod
+    def official(cls, eps: float = 8 / 255, *, norm: str = "linf") -> "AttackSettings":
+        """The evaluation attack of the paper's official code: PGD-10, step eps/4, no random start.
+
+        Li & Spratling (2023) evaluate every epoch (and pick the best checkpoint) with this attack; the
+        deterministic start makes accuracies repeatable without a seed.
+        """
+        return cls("pgd", eps, 10, _check_eps(eps) / 4, norm, False)
+
+    @property
+    def effective_step_size(self) -> float:
+        """The step actually taken: ``step_size``, else ``2.5·eps/steps``; FGSM steps the whole ``eps``."""
+        if self.attack == "fgsm":
+            return self.eps
+        return 2.5 * self.eps / self.steps if self.step_size is None else self.step_size
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready dict, with the effective step size and 1 step for FGSM."""
+        return {"attack": self.attack, "eps": self.eps, "steps": self.steps if self.attack == "pgd" else 1,
+                "step_size": self.effective_step_size, "norm": self.norm,
+                "random_start": self.random_start if self.attack == "pgd" else False}
+
+
+def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: AttackSettings, *,
+               seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attack ``(x, y)`` as ``settings`` say: ``(x_adv, delta)`` as :func:`pgd` / :func:`fgsm` return them."""
+    if not isinstance(settings, AttackSettings):
+        raise TypeError(f"settings must be an AttackSettings, got {type(settings).__name__}")
+    if settings.attack == "fgsm":
+        return fgsm(model, x, y, settings.eps, norm=settings.norm)
+    return pgd(model, x, y, settings.eps, steps=settings.steps, step_size=settings.step_size,
+               norm=settings.norm, random_start=settings.random_start, seed=seed)

@@ -3,15 +3,18 @@
 Each subcommand lives in ``landscape/commands/<name>.py`` and exposes ``HELP`` (one line),
 ``add_arguments(parser)`` and ``run(args) -> int``. User errors (``LandscapeError``, ``ValueError``,
 ``TypeError``) and environment errors (``OSError``: missing files, permissions, a full disk) print one line and
-exit 2; ``--debug`` shows the traceback instead.
+exit 2; ``--debug`` shows the traceback instead. Warnings print as one line each
+(``landscape trajectory: warning: ... [TrajectoryWarning]``), without Python's source line; ``--debug`` keeps
+Python's own display.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+import warnings
 
-COMMANDS = ["measure", "slice", "trajectory", "diagnose", "plot", "report", "train", "demo"]
+COMMANDS = ["measure", "slice", "trajectory", "diagnose", "evaluate", "plot", "report", "train", "demo"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,10 +48,29 @@ def _version() -> str:
     return f"landscape {__version__}"
 
 
+def one_line_warnings(command: str):
+    """A ``warnings.showwarning`` replacement printing ``landscape COMMAND: warning: MESSAGE [Category]``: the
+    first line of the message, no file name, no source line."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+        try:
+            print(f"landscape {command}: warning: {text} [{category.__name__}]", file=file or sys.stderr)
+        except OSError:  # stderr gone (closed pipe): a warning is not worth a crash
+            pass
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    with warnings.catch_warnings():
+        if not getattr(args, "debug", False):
+            warnings.showwarning = one_line_warnings(args.command)
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from landscape._base import LandscapeError
 
-    args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:

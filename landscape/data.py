@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ._base import LandscapeError
+from .checkpoints.safe_pickle import ArrayUnpickler, Refused
 
 __all__ = [
     "DataError", "DatasetInfo", "add_label_noise", "data_root", "dataset_info", "list_datasets", "load_dataset",
@@ -219,35 +220,11 @@ def _digits_stats() -> tuple[float, float]:
 # CIFAR
 # ----------------------------------------------------------------------------------------------------------
 
-class _Refused(pickle.UnpicklingError):
-    """A global outside the allow-list (as opposed to a damaged pickle)."""
-
-
-class _ArrayUnpickler(pickle.Unpickler):
-    """Builds only numpy arrays/dtypes/scalars, bytes, lists, dicts, numbers and strings."""
-
-    def find_class(self, module: str, name: str):
-        if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name in ("_reconstruct", "scalar"):
-            return getattr(np.core.multiarray if not hasattr(np, "_core") else np._core.multiarray, name)
-        if module == "numpy" and name in ("ndarray", "dtype"):
-            return getattr(np, name)
-        if module == "_codecs" and name == "encode":
-            return _latin1_encode
-        raise _Refused(f"refusing to unpickle {module}.{name} (only arrays, lists and bytes allowed)")
-
-
-def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
-    """How protocol-2 pickles written by Python 3 store ``bytes``; nothing else is allowed through."""
-    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise _Refused("refusing an unexpected _codecs.encode call")
-    return text.encode("latin1")
-
-
 def _safe_unpickle(path: Path) -> Any:
     try:
         with open(path, "rb") as f:
-            return _ArrayUnpickler(f, encoding="latin1").load()
-    except _Refused as exc:
+            return ArrayUnpickler(f, encoding="latin1").load()
+    except Refused as exc:
         raise DataError(f"{path}: {exc}") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
             MemoryError, OverflowError) as exc:

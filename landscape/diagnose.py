@@ -6,7 +6,11 @@ Reads the long table written by ``analyse_trajectory`` (``trajectory.parquet``) 
 
 Definitions (``split`` is the evaluation split, ``"test"`` by default):
 
-* **best epoch** — the epoch of the highest robust accuracy (the earliest on ties);
+* **best epoch** — the official rule of Li & Spratling's code: the epoch of the highest robust (PGD-10)
+  accuracy on the full test set, the **latest** epoch on ties (:func:`best_index`, :func:`best_epoch`). When
+  the training log (``metrics.csv``, evaluated on the test set every epoch) is given as ``log=``, it is the
+  source of the best epoch, the last epoch, the gap and the onset; the analysed subset of the trajectory
+  table is used only where no log is available. :attr:`Diagnosis.best_source` says which one was used;
 * **gap** — best minus last-epoch robust accuracy, in percentage points;
 * **RO onset** — the first epoch after the best one from which the robust accuracy stays at least
   ``threshold`` points below the best until the end of training (None when it never does). The default
@@ -33,11 +37,119 @@ import numpy as np
 import pandas as pd
 
 from ._base import LandscapeError
+from .runs import run_file
 
-__all__ = ["MIN_EPOCHS_FOR_CORRELATION", "Diagnosis", "diagnose", "diagnose_runs", "read_table"]
+__all__ = ["MIN_EPOCHS_FOR_CORRELATION", "BEST_RULE", "BestEpoch", "Diagnosis", "best_epoch", "best_index",
+           "diagnose", "diagnose_runs", "read_table", "read_training_log"]
 
 MIN_EPOCHS_FOR_CORRELATION = 3
 _REQUIRED = ("epoch", "split", "acc_adv")
+TRAINING_LOG = run_file("metrics")
+BEST_RULE = "highest robust test accuracy, the latest epoch on ties (the official AdvLC rule)"
+SOURCE_LOG = "training log (metrics.csv)"
+SOURCE_TABLE = "analysed subset (trajectory table)"
+
+
+def best_index(acc) -> int:
+    """Index of the best of a (E,) robust-accuracy curve ordered by epoch: the highest value, the **latest**
+    index on ties (the official rule: the code saves a new best checkpoint when ``acc >= best``); NaN ignored.
+
+    Raises:
+        ValueError: no finite value.
+    """
+    a = np.asarray(acc, dtype=float)
+    ok = np.isfinite(a)
+    if not ok.any():
+        raise ValueError("no finite robust accuracy to pick a best epoch from")
+    return int(np.flatnonzero(ok & (a == a[ok].max()))[-1])
+
+
+@dataclasses.dataclass(frozen=True)
+class BestEpoch:
+    """The best and last epoch of one run, and where they come from.
+
+    Attributes:
+        epoch, acc_adv: best epoch and its robust accuracy (fraction).
+        last_epoch, last_acc_adv: last epoch and its robust accuracy.
+        source: :data:`SOURCE_LOG` or :data:`SOURCE_TABLE`.
+        n_epochs: epochs on the curve the choice was made on.
+    """
+
+    epoch: int
+    acc_adv: float
+    last_epoch: int
+    last_acc_adv: float
+    source: str
+    n_epochs: int
+
+
+def _curve(table: pd.DataFrame, split: str, notes: list[str]) -> pd.DataFrame:
+    """Per-epoch (sorted) ``epoch, acc_adv`` (+ ``n``) of ``split``, usable rows only."""
+    _check_table(table)
+    t = _usable_rows(table, notes)
+    if split not in set(t["split"]):
+        raise ValueError(f"no usable rows for split {split!r} (splits with results: "
+                         f"{', '.join(sorted(set(t['split']))) or 'none'})")
+    return _per_epoch(t, split, notes)
+
+
+def best_epoch(table: pd.DataFrame, *, log: pd.DataFrame | None = None, split: str = "test") -> BestEpoch:
+    """The one best epoch of a run (:data:`BEST_RULE`), from the training log when given, else ``table``.
+
+    Args:
+        table: trajectory table (or any table with ``epoch, split, acc_adv``); may be None when ``log`` is
+            given.
+        log: the training log (``metrics.csv``: ``epoch, split, acc_adv`` evaluated on the test set every
+            epoch); preferred when it has usable ``split`` rows.
+        split: the evaluation split. Default ``"test"``.
+
+    Returns:
+        :class:`BestEpoch`.
+
+    Raises:
+        ValueError / TypeError: neither table has usable rows for ``split``.
+    """
+    curve, source = None, SOURCE_TABLE
+    if log is not None:
+        try:
+            curve, source = _curve(log, split, []), SOURCE_LOG
+        except ValueError:
+            curve = None
+    if curve is None:
+        if table is None:
+            raise ValueError(f"the training log has no usable {split!r} rows and no table was given")
+        curve, source = _curve(table, split, []), SOURCE_TABLE
+    acc = curve["acc_adv"].to_numpy(dtype=float)
+    i = best_index(acc)
+    return BestEpoch(int(curve["epoch"].iloc[i]), float(acc[i]), int(curve["epoch"].iloc[-1]), float(acc[-1]),
+                     source, len(curve))
+
+
+def read_training_log(*places: str | os.PathLike | None, table: pd.DataFrame | None = None) -> pd.DataFrame | None:
+    """The training log (``metrics.csv``) of a run, or None when there is none.
+
+    Looked for in each of ``places`` (a folder, or a file whose folder is searched), in the parent of an
+    ``analysis`` folder, then in the single folder holding the checkpoints named by ``table``'s
+    ``checkpoint`` column (``landscape train`` writes ``metrics.csv`` beside its checkpoints).
+
+    Raises:
+        LandscapeError: a ``metrics.csv`` exists but cannot be read.
+    """
+    folders: list[Path] = []
+    for place in places:
+        if place is None:
+            continue
+        p = Path(place)
+        p = p if p.is_dir() else p.parent
+        folders += [p, p.parent] if p.name == "analysis" else [p]
+    if table is not None and "checkpoint" in table.columns:
+        parents = {Path(str(c)).parent for c in table["checkpoint"].dropna().unique()}
+        if len(parents) == 1:
+            folders.append(parents.pop())
+    for folder in folders:
+        if (folder / TRAINING_LOG).is_file():
+            return read_table(folder / TRAINING_LOG)
+    return None
 
 
 @dataclasses.dataclass
@@ -58,6 +170,8 @@ class Diagnosis:
         correlations: DataFrame ``measure, split, spearman, pearson, n`` (n = epochs used).
         measures: ``{split: {measure: mean}}`` at the last epoch.
         notes: caveats (left-out rows, too few epochs, constant series, ...).
+        best_source: where the best/last epoch, gap and onset come from: the training log or the analysed
+            subset (see the module docstring).
     """
 
     run: str
@@ -74,6 +188,7 @@ class Diagnosis:
     correlations: pd.DataFrame
     measures: dict[str, dict[str, float]]
     notes: list[str]
+    best_source: str = SOURCE_TABLE
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (NaN -> None, correlations as a list of records)."""
@@ -94,7 +209,8 @@ class Diagnosis:
         name = f"run {self.run}" if self.run else "run"
         lines = [f"{name} ({self.split} split, {self.n_epochs} epoch{'s' if self.n_epochs != 1 else ''})"]
         if self.best_epoch is not None:
-            lines.append(f"  best robust accuracy    {100 * self.best_acc_adv:5.1f}% at epoch {self.best_epoch}")
+            lines.append(f"  best robust accuracy    {100 * self.best_acc_adv:5.1f}% at epoch {self.best_epoch}"
+                         f"  (from the {self.best_source}; latest epoch on ties)")
             lines.append(f"  last robust accuracy    {100 * self.last_acc_adv:5.1f}% at epoch {self.last_epoch}"
                          f"  (best - last: {self.gap:.1f} points)")
             if self.onset_epoch is not None:
@@ -241,7 +357,8 @@ def _correlate(a: np.ndarray, b: np.ndarray) -> tuple[float, float, int, str | N
     return rho, r, len(a), None
 
 
-def diagnose(table: pd.DataFrame, *, split: str = "test", threshold: float | None = None) -> Diagnosis:
+def diagnose(table: pd.DataFrame, *, split: str = "test", threshold: float | None = None,
+             log: pd.DataFrame | None = None) -> Diagnosis:
     """Diagnose robust overfitting in one run's trajectory table.
 
     Args:
@@ -249,6 +366,8 @@ def diagnose(table: pd.DataFrame, *, split: str = "test", threshold: float | Non
             rows with an ``error`` or no epoch are left out (noted).
         split: evaluation split for the RO fields (``"test"``).
         threshold: onset threshold in points (default ``max(1, 2·SE)``, see the module docstring).
+        log: the run's training log (``metrics.csv``, see :func:`read_training_log`); when it has usable
+            ``split`` rows it is the source of the best/last epoch, gap and onset (``best_source``).
 
     Returns:
         :class:`Diagnosis`.
@@ -296,19 +415,31 @@ def diagnose(table: pd.DataFrame, *, split: str = "test", threshold: float | Non
     empty = pd.DataFrame({"measure": pd.Series(dtype=object), "split": pd.Series(dtype=object),
                           "spearman": pd.Series(dtype=float), "pearson": pd.Series(dtype=float),
                           "n": pd.Series(dtype="int64")})
-    if len(ev) == 1:
+    curve, source = ev, SOURCE_TABLE
+    if log is not None:
+        try:
+            curve, source = _curve(log, split, []), SOURCE_LOG
+        except (ValueError, TypeError) as exc:
+            notes.append(f"training log not used ({str(exc).splitlines()[0]}); best epoch from the analysed subset")
+    c_epochs = curve["epoch"].to_numpy()
+    c_acc = curve["acc_adv"].to_numpy(dtype=float)
+    if len(curve) == 1:
         notes.append("one epoch only: no robust-overfitting fields")
-        return Diagnosis(run, split, 1, None, None, int(epochs[0]), float(acc[0]), None, None, None, tt_gap,
-                         empty, measures, notes)
+        return Diagnosis(run, split, len(ev), None, None, int(c_epochs[0]), float(c_acc[0]), None, None, None,
+                         tt_gap, empty, measures, notes, source)
 
-    best = int(np.argmax(acc))  # earliest on ties
-    n_best = float(ev["n"].iloc[best]) if "n" in ev.columns else None
-    thr = float(threshold) if threshold is not None else default_threshold(float(acc[best]), n_best)
-    onset = onset_epoch(epochs, acc, best, thr)
+    best = best_index(c_acc)  # the official rule: latest epoch on ties
+    best_ep = int(c_epochs[best])
+    n_best = float(curve["n"].iloc[best]) if "n" in curve.columns else None
+    thr = float(threshold) if threshold is not None else default_threshold(float(c_acc[best]), n_best)
+    onset = onset_epoch(c_epochs, c_acc, best, thr)
+    if source == SOURCE_LOG and best_ep not in set(epochs.tolist()):
+        notes.append(f"best epoch {best_ep} (training log) was not analysed; correlations use the analysed "
+                     f"epochs from {best_ep} on")
 
     corr_rows = []
     if measure_cols and "loss_adv" in ev.columns:
-        target = ev[ev["epoch"] >= epochs[best]][["epoch", "loss_adv"]]
+        target = ev[ev["epoch"] >= best_ep][["epoch", "loss_adv"]]
         reasons: dict[str, list[str]] = {}
         for s in splits_present:
             per = ev if s == split else _per_epoch(t, s, [])
@@ -331,13 +462,15 @@ def diagnose(table: pd.DataFrame, *, split: str = "test", threshold: float | Non
     correlations = pd.DataFrame(corr_rows) if corr_rows else empty
     if len(correlations):
         correlations["n"] = correlations["n"].astype("int64")
-    return Diagnosis(run, split, len(ev), int(epochs[best]), float(acc[best]), int(epochs[last]),
-                     float(acc[last]), 100 * float(acc[best] - acc[last]), onset, thr, tt_gap, correlations,
-                     measures, notes)
+    return Diagnosis(run, split, len(ev), best_ep, float(c_acc[best]), int(c_epochs[-1]), float(c_acc[-1]),
+                     100 * float(c_acc[best] - c_acc[-1]), onset, thr, tt_gap, correlations, measures, notes, source)
 
 
-def diagnose_runs(table: pd.DataFrame, *, split: str = "test", threshold: float | None = None) -> pd.DataFrame:
+def diagnose_runs(table: pd.DataFrame, *, split: str = "test", threshold: float | None = None,
+                  logs: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
     """One diagnosis per run of a table with a ``run`` column (a table without one is a single run "").
+
+    ``logs`` maps run names to their training logs (see :func:`diagnose`'s ``log``).
 
     Returns:
         One row per run (in order of appearance): ``run, n_epochs, best_epoch, best_acc_adv, last_epoch,
@@ -354,10 +487,10 @@ def diagnose_runs(table: pd.DataFrame, *, split: str = "test", threshold: float 
         groups = [("", table)]
     rows = []
     for run, part in groups:
-        d = diagnose(part, split=split, threshold=threshold)
+        d = diagnose(part, split=split, threshold=threshold, log=(logs or {}).get(run))
         row: dict[str, Any] = {"run": run}
         for f in ("n_epochs", "best_epoch", "best_acc_adv", "last_epoch", "last_acc_adv", "gap", "onset_epoch",
-                  "onset_threshold", "train_test_gap_last"):
+                  "onset_threshold", "train_test_gap_last", "best_source"):
             row[f] = getattr(d, f)
         for rec in d.correlations.to_dict("records"):
             row[f"{rec['measure']}_{rec['split']}_spearman"] = rec["spearman"]
@@ -372,25 +505,19 @@ def diagnose_runs(table: pd.DataFrame, *, split: str = "test", threshold: float 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
     """Read a trajectory table: a ``.parquet`` or ``.csv`` file, or a run directory holding
-    ``trajectory.parquet`` (else ``metrics.csv``).
+    ``trajectory.parquet`` (else ``metrics.csv``), directly or in its ``analysis/`` folder.
 
     Raises:
         FileNotFoundError: nothing to read there.
         LandscapeError: the file cannot be read as a table.
     """
+    from .runs import load_tables
+
+    table = load_tables([path], "trajectory")
     p = Path(path)
-    if p.is_dir():
-        for name in ("trajectory.parquet", "metrics.csv"):
-            if (p / name).is_file():
-                p = p / name
-                break
-        else:
-            raise FileNotFoundError(f"no trajectory.parquet or metrics.csv in {path}")
-    elif not p.exists():
-        raise FileNotFoundError(f"no such file or directory: {path}")
-    try:
-        if p.suffix.lower() == ".csv":
-            return pd.read_csv(p)
-        return pd.read_parquet(p)
-    except Exception as exc:  # noqa: BLE001 -- any reader failure is the same user error
-        raise LandscapeError(f"cannot read {p} as a table: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    if p.is_dir():  # which file the folder stood for: the trajectory table, else the training log
+        has_traj = any((q / run_file("trajectory")).is_file() for q in (p, p / "analysis"))
+        table.attrs["source"] = run_file("trajectory") if has_traj else run_file("metrics")
+    else:
+        table.attrs["source"] = p.name
+    return table

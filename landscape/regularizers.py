@@ -5,7 +5,13 @@
   largest ``top`` fraction of all ``|f(x_adv) - f(x)|`` logit entries in the batch, divided by the batch
   size. The loss of AT+AdvLC is ``CE(f(x_adv), y) + lam * advlc(f(x), f(x_adv))`` with ``lam`` about 0.3.
 - :func:`input_gradient_penalty` — the mean per-sample norm of the clean input gradient ``∇ₓ CE(f(x), y)``
-  (double backpropagation), the classic input-gradient regulariser the paper compares with.
+  (double backpropagation), the classic input-gradient regulariser the paper compares with;
+  :func:`loss_and_gradient_penalty` returns the clean cross-entropy of the same forward pass beside it
+  (standard training + gradient regularisation needs both).
+
+Matches the official code (``src/utils/train.py`` of TreeLLi/Combating-RO-AdvLC): ``k = int(top · B · K)``
+entries of ``|f(x) − f(x_adv)|`` over the whole batch, summed, divided by B. The one difference: when
+``top · B · K < 1`` the official ``k`` is 0 (a zero regulariser); here it is 1.
 
 Both return a differentiable scalar: call ``.backward()`` on a loss that contains them.
 """
@@ -17,6 +23,8 @@ import torch.nn.functional as F
 
 from ._base import check_batch, check_labels_fit
 from .measures.taylor import logit_variation_batch
+
+__all__ = ["GRADIENT_NORMS", "advlc", "input_gradient_penalty", "loss_and_gradient_penalty"]
 
 GRADIENT_NORMS = ("l1", "l2sq")
 
@@ -71,6 +79,20 @@ def input_gradient_penalty(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n
         ValueError: unknown ``norm``, bad batch, label out of range.
         TypeError: non-tensor or non-floating inputs, non-integer labels.
     """
+    return loss_and_gradient_penalty(model, x, y, norm=norm)[1]
+
+
+def loss_and_gradient_penalty(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                              norm: str = "l1") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mean_i CE(f(x_i), y_i), mean_i ‖g_i‖)`` from one forward pass, both differentiable.
+
+    The objective of standard training + input-gradient regularisation is ``loss + lam · penalty``; sharing
+    the forward pass keeps batch-norm running statistics updated once per batch, as in standard training.
+    Arguments, mode handling and errors as :func:`input_gradient_penalty`.
+
+    Returns:
+        ``(loss, penalty)``: two () scalar tensors with graphs to the model's parameters.
+    """
     if norm not in GRADIENT_NORMS:
         raise ValueError(f"unknown norm {norm!r} (allowed: {', '.join(GRADIENT_NORMS)})")
     x, y = check_batch(x, y)
@@ -83,4 +105,4 @@ def input_gradient_penalty(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n
         (grad,) = torch.autograd.grad(loss, x, create_graph=True)
     grad = grad.flatten(1)
     per_sample = grad.abs().sum(1) if norm == "l1" else grad.pow(2).sum(1)
-    return per_sample.mean()
+    return loss / x.shape[0], per_sample.mean()

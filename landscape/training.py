@@ -1,21 +1,24 @@
-"""Training loops that produce per-epoch checkpoints for the trajectory analysis.
+"""Training loops that produce checkpoints for the trajectory analysis.
 
-Four methods, selected by ``method``:
-
-* ``standard``   — ``CE(f(x), y)``;
-* ``pgd_at``     — ``CE(f(x_adv), y)``, PGD adversarial training (Madry et al. 2018);
-* ``at_advlc``   — ``CE(f(x_adv), y) + lam · advlc(f(x), f(x_adv))`` (Li & Spratling 2023);
-* ``at_gradreg`` — ``CE(f(x_adv), y) + lam · mean_i ‖∇ₓ CE(f(x_i), y_i)‖`` (input-gradient regularisation).
+Six methods (:mod:`landscape.objectives`): ``standard``, ``standard_gradreg`` (standard training +
+input-gradient regularisation), ``pgd_at``, ``at_decomposed`` (AT as weighted clean term + adversarial
+excess), ``at_advlc`` (Li & Spratling 2023) and ``at_gradreg`` (AT + input-gradient regularisation).
 
 ``x_adv`` comes from :func:`landscape.attacks.pgd` with ``train_mode=True`` (the model attacked in training
 mode, as in the official AT/AdvLC loops). SGD with momentum, step learning-rate decay (×0.1 at fractions of
-the run), weight decay. Every epoch writes ``model_e{epoch:03d}.pt`` in the official AdvLC checkpoint dict
-format, plus ``metrics.csv`` and ``settings.json``; an interrupted run resumes from its last checkpoint and
-ends with the same weights as an uninterrupted one.
+the run), weight decay. The official protocol's options — no PGD random start, the clean forward pass before
+the attack, crop/flip augmentation, dropping the last partial batch, SWA — are arguments;
+:func:`preset` returns the official CIFAR-10 configuration.
 
-Determinism: all randomness (shuffling, PGD random starts, any dropout) is derived from ``(seed, epoch,
-batch)``, so the state to resume is the model, the optimizer and the epoch number. The caller's global RNG
-state is left untouched.
+Files: ``model_e{epoch:03d}.pt`` (official AdvLC checkpoint dict, weights only: ``optimizer`` is None) for
+every epoch, or with ``save_every=k`` for epoch 1, every k-th, the last and the best so far;
+``resume.pt`` (weights + optimizer + counters of the last finished epoch, removed when the run is complete);
+``model_swa.pt`` with SWA; ``metrics.csv``; ``settings.json``. An interrupted run resumes from
+``resume.pt`` and ends with the same weights as an uninterrupted one.
+
+Determinism: all randomness (shuffling, augmentation, PGD random starts, any dropout) is derived from
+``(seed, epoch, batch)``, so the state to resume is the model, the optimizer (and the SWA average) and the
+epoch number. The caller's global RNG state is left untouched.
 """
 from __future__ import annotations
 
@@ -34,25 +37,28 @@ import torch.nn.functional as F
 
 from ._base import LandscapeError, check_batch, derive_seed, eval_mode, model_device, model_dtype, set_mode
 from ._io import atomic_write, atomic_write_text
-from .regularizers import GRADIENT_NORMS, advlc, input_gradient_penalty
+from .runs import run_file
+from ._version import __version__
+from .objectives import DEFAULT_LAM, METHODS, batch_loss
+from .protocol import LATER_DEFAULTS, PRESETS, check_settings, preset
 
-__all__ = ["METHODS", "DEFAULT_LAM", "METRIC_COLUMNS", "train", "evaluate", "seeded_model", "lr_at",
-           "lam_at", "prepare_data", "checkpoint_path", "list_checkpoints"]
+__all__ = ["METHODS", "DEFAULT_LAM", "METRIC_COLUMNS", "SMALL_EPS_COLUMNS", "PRESETS", "preset", "train",
+           "evaluate", "seeded_model", "lr_at", "lam_at", "prepare_data", "checkpoint_path", "list_checkpoints",
+           "kept_epochs"]
 
-METHODS = ("standard", "pgd_at", "at_advlc", "at_gradreg")
-#: regularisation weight used when ``lam=None``.
-DEFAULT_LAM = {"standard": 0.0, "pgd_at": 0.0, "at_advlc": 0.3, "at_gradreg": 0.1}
 #: columns of ``metrics.csv`` (long format: one row per evaluated epoch and split).
 METRIC_COLUMNS = ["epoch", "split", "acc_clean", "acc_adv", "loss_clean", "loss_adv", "lr", "time_s"]
+#: extra ``metrics.csv`` columns when a second, small evaluation radius ``small_eps`` is given.
+SMALL_EPS_COLUMNS = ["acc_adv_small", "loss_adv_small"]
 
 _CKPT_RE = re.compile(r"^model_e(\d+)\.pt$")
+_RESUME = "resume.pt"
+_SWA = "model_swa.pt"
 # Settings that may differ between an interrupted run and its resumption.
 _RESUME_FREE = {"landscape_version", "progress"}
-
-
 # ----------------------------------------------------------------------------------------------- helpers
 # Streams of randomness, each seeded by derive_seed(seed, STREAM, ...) so that no two uses share a seed.
-_SHUFFLE, _TORCH_RNG, _TRAIN_ATTACK, _EVAL_SUBSET, _EVAL_ATTACK = range(5)
+_SHUFFLE, _TORCH_RNG, _TRAIN_ATTACK, _EVAL_SUBSET, _EVAL_ATTACK, _AUGMENT = range(6)
 
 
 def seeded_model(arch: str, seed: int, **kwargs) -> nn.Module:
@@ -85,6 +91,15 @@ def lam_at(epoch: int, *, lam: float, warmup: int = 0) -> float:
 def checkpoint_path(out_dir: str | os.PathLike, epoch: int) -> Path:
     """``out_dir/model_e{epoch:03d}.pt``."""
     return Path(out_dir) / f"model_e{epoch:03d}.pt"
+
+
+def kept_epochs(epochs: int, save_every: int | None, best: int | None = None) -> list[int]:
+    """Epochs whose ``model_eNNN.pt`` a finished run keeps: all, or epoch 1, every ``save_every``-th, the last
+    and ``best`` (sorted)."""
+    if save_every is None or save_every <= 1:
+        return list(range(1, epochs + 1))
+    keep = {1, epochs, *range(save_every, epochs + 1, save_every)}
+    return sorted(keep | ({best} if best else set()))
 
 
 def list_checkpoints(out_dir: str | os.PathLike) -> list[tuple[int, Path]]:
@@ -166,44 +181,39 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, 
 
 
 # ----------------------------------------------------------------------------------------------- training
-def _objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, method: str, eps: float, steps: int,
-               step_size: float, lam: float, top: float, grad_norm: str, seed: int,
-               norm: str = "linf") -> torch.Tensor:
-    """The training loss of one batch (model in training mode): () scalar with a graph to the parameters."""
-    if method == "standard":
-        return F.cross_entropy(model(x), y)
-    from .attacks import pgd
-
-    x_adv, _ = pgd(model, x, y, eps, steps=steps, step_size=step_size, norm=norm, random_start=True,
-                   seed=seed, train_mode=True)
-    logits_adv = model(x_adv)
-    loss = F.cross_entropy(logits_adv, y)
-    if method == "at_advlc" and lam > 0:
-        loss = loss + lam * advlc(model(x), logits_adv, top=top)
-    elif method == "at_gradreg" and lam > 0:
-        loss = loss + lam * input_gradient_penalty(model, x, y, norm=grad_norm)
-    return loss
-
-
 def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, *,
-                 epoch: int, settings: Mapping) -> float:
-    """One pass over (x, y) in a seeded random order; returns the mean training objective."""
+                 epoch: int, settings: Mapping, swa=None) -> float:
+    """One pass over (x, y) in a seeded random order; returns the mean training objective.
+
+    With ``swa`` (a ``torch.optim.swa_utils.AveragedModel``) and ``epoch >= swa_start`` the average is
+    updated after every ``swa_every``-th batch of the epoch (1-based, as the official code), or after the
+    last batch when ``swa_every`` is None.
+    """
+    from .augmentation import augment
+
     seed = settings["seed"]
     order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(derive_seed(seed, _SHUFFLE, epoch)))
     order = order.to(x.device)
     bs = settings["batch_size"]
+    n_batches = x.shape[0] // bs if settings["drop_last"] and x.shape[0] >= bs else math.ceil(x.shape[0] / bs)
     lam = lam_at(epoch, lam=settings["lam"], warmup=settings["lam_warmup"])
+    averaging = swa is not None and epoch >= settings["swa_start"]
+    aug_gen = torch.Generator().manual_seed(derive_seed(seed, _AUGMENT, epoch))
     total, count = 0.0, 0
     model.train()
     with torch.random.fork_rng(devices=[]):  # dropout etc. seeded per epoch; caller's RNG untouched
         torch.manual_seed(derive_seed(seed, _TORCH_RNG, epoch))
-        for b, start in enumerate(range(0, x.shape[0], bs)):
-            idx = order[start:start + bs]
+        for b in range(n_batches):
+            idx = order[b * bs:(b + 1) * bs]
             xb, yb = x[idx], y[idx]
-            loss = _objective(model, xb, yb, method=settings["method"], eps=settings["eps"],
-                              steps=settings["steps"], step_size=settings["step_size"], lam=lam,
-                              top=settings["top"], grad_norm=settings["grad_norm"],
-                              seed=derive_seed(seed, _TRAIN_ATTACK, epoch, b), norm=settings["norm"])
+            if settings["augment"] != "none":
+                xb = augment(xb, settings["augment"], pad=settings["crop_pad"], generator=aug_gen)
+            loss = batch_loss(model, xb, yb, method=settings["method"], eps=settings["eps"],
+                              steps=settings["steps"], step_size=settings["step_size"], norm=settings["norm"],
+                              lam=lam, top=settings["top"], grad_norm=settings["grad_norm"],
+                              clean_weight=settings["clean_weight"], excess_weight=settings["excess_weight"],
+                              random_start=settings["random_start"], clean_first=settings["clean_first"],
+                              seed=derive_seed(seed, _TRAIN_ATTACK, epoch, b))
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise LandscapeError(f"training diverged at epoch {epoch} (loss {value}); "
@@ -213,28 +223,57 @@ def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Te
             optimizer.step()
             total += value * xb.shape[0]
             count += xb.shape[0]
+            every = settings["swa_every"]
+            if averaging and ((every is None and b == n_batches - 1) or (every and (b + 1) % every == 0)):
+                swa.update_parameters(model)
     return total / count
 
 
+def _evaluate_splits(model, splits: Mapping, settings: Mapping) -> dict[str, dict[str, float]]:
+    """:func:`evaluate` on each named split, plus ``acc_adv_small``/``loss_adv_small`` on the test split
+    when ``small_eps`` is set (NaN on the others: the evaluation is the costly part of a small run)."""
+    results = {}
+    for split, (xs, ys) in splits.items():
+        r = evaluate(model, xs, ys, eps=settings["eps"], steps=settings["eval_steps"], norm=settings["norm"],
+                     seed=settings["seed"])
+        if settings["small_eps"] is not None and split == "test":
+            small = evaluate(model, xs, ys, eps=settings["small_eps"], steps=settings["eval_steps"],
+                             norm=settings["norm"], seed=settings["seed"])
+            r.update(acc_adv_small=small["acc_adv"], loss_adv_small=small["loss_adv"])
+        results[split] = r
+    return results
+
+
 def _run_epoch(model, optimizer, train_split, test_eval, eval_tr, *, epoch: int, settings: Mapping,
-               best: dict, bar) -> list[dict]:
-    """Train one epoch, evaluate when due (updating ``best`` in place); return the new metrics rows."""
+               state: dict, bar, swa=None) -> list[dict]:
+    """Train one epoch, evaluate when due (updating the best-so-far counters in ``state``); return the
+    new metrics rows (``test_swa`` rows for the SWA average once it exists)."""
     t0 = time.perf_counter()
     rate = lr_at(epoch, lr=settings["lr"], epochs=settings["epochs"], milestones=settings["lr_milestones"])
     for group in optimizer.param_groups:
         group["lr"] = rate
     x_tr, y_tr = train_split
-    _train_epoch(model, optimizer, x_tr, y_tr, epoch=epoch, settings=settings)
+    _train_epoch(model, optimizer, x_tr, y_tr, epoch=epoch, settings=settings, swa=swa)
     if epoch % settings["eval_every"] and epoch != settings["epochs"]:
         return []
-    results = {split: evaluate(model, xs, ys, eps=settings["eps"], steps=settings["eval_steps"],
-                               norm=settings["norm"], seed=settings["seed"])
-               for split, (xs, ys) in (("train", (x_tr[eval_tr], y_tr[eval_tr])), ("test", test_eval))}
+    results = _evaluate_splits(model, {"train": (x_tr[eval_tr], y_tr[eval_tr]), "test": test_eval}, settings)
+    if swa is not None and epoch >= settings["swa_start"]:
+        _swa_batch_norm(swa, x_tr, settings["batch_size"])
+        results["test_swa"] = _evaluate_splits(swa.module, {"test": test_eval}, settings)["test"]
     elapsed = time.perf_counter() - t0
-    best["best_acc1"] = max(best["best_acc1"], 100 * results["test"]["acc_clean"])
-    best["best_pgd"] = max(best["best_pgd"], 100 * results["test"]["acc_adv"])
-    bar.set_postfix(test_adv=f"{results['test']['acc_adv']:.3f}", train_adv=f"{results['train']['acc_adv']:.3f}")
+    test = results["test"]
+    state["best_acc1"] = max(state["best_acc1"], 100 * test["acc_clean"])
+    if 100 * test["acc_adv"] >= state["best_pgd"]:  # the official rule: the latest epoch wins ties
+        state["best_pgd"], state["best_epoch"] = 100 * test["acc_adv"], epoch
+    bar.set_postfix(test_adv=f"{test['acc_adv']:.3f}", train_adv=f"{results['train']['acc_adv']:.3f}")
     return [dict(epoch=epoch, split=split, **r, lr=rate, time_s=elapsed) for split, r in results.items()]
+
+
+def _swa_batch_norm(swa, x: torch.Tensor, batch_size: int) -> None:
+    """Recompute the averaged model's batch-norm statistics on the training inputs (no-op without BN)."""
+    from torch.optim.swa_utils import update_bn
+
+    update_bn((x[i:i + batch_size] for i in range(0, x.shape[0], batch_size)), swa)
 
 
 def _eval_subset(n: int, eval_n: int | None, seed: int) -> torch.Tensor:
@@ -247,152 +286,186 @@ def _write_json(path: Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def _write_metrics(path: Path, rows: list[dict]) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=METRIC_COLUMNS)
+def _metric_columns(settings: Mapping) -> list[str]:
+    return METRIC_COLUMNS + (SMALL_EPS_COLUMNS if settings["small_eps"] is not None else [])
+
+
+def _write_metrics(path: Path, rows: list[dict], columns: list[str]) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=columns)
     atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
     return df
 
 
-def _check_settings(s: dict) -> None:
-    """Validate the hyper-parameters at the public boundary (ValueError/TypeError naming the value)."""
-    if s["method"] not in METHODS:
-        raise ValueError(f"unknown method {s['method']!r} (allowed: {', '.join(METHODS)})")
-    if s["norm"] not in ("linf", "l2"):
-        raise ValueError(f"unknown norm {s['norm']!r} (allowed: linf, l2)")
-    if s["grad_norm"] not in GRADIENT_NORMS:
-        raise ValueError(f"unknown grad_norm {s['grad_norm']!r} (allowed: {', '.join(GRADIENT_NORMS)})")
-    for key in ("epochs", "steps", "batch_size", "eval_every", "eval_steps"):
-        v = s[key]
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise TypeError(f"{key} must be an int, got {type(v).__name__}")
-        if v < 1:
-            raise ValueError(f"{key} must be >= 1, got {v}")
-    if s["eval_n"] is not None and (isinstance(s["eval_n"], bool) or not isinstance(s["eval_n"], int)
-                                    or s["eval_n"] < 1):
-        raise ValueError(f"eval_n must be a positive int or None, got {s['eval_n']!r}")
-    if isinstance(s["lam_warmup"], bool) or not isinstance(s["lam_warmup"], int) or s["lam_warmup"] < 0:
-        raise ValueError(f"lam_warmup must be an int >= 0 (epochs), got {s['lam_warmup']!r}")
-    for key in ("eps", "lam", "lr", "momentum", "weight_decay", "label_noise", "top"):
-        v = s[key]
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise TypeError(f"{key} must be a number, got {type(v).__name__}")
-        if not (math.isfinite(v) and v >= 0):
-            raise ValueError(f"{key} must be a finite number >= 0, got {v}")
-    if s["step_size"] is not None and (isinstance(s["step_size"], bool)
-                                       or not isinstance(s["step_size"], (int, float))
-                                       or not (math.isfinite(s["step_size"]) and s["step_size"] > 0)):
-        raise ValueError(f"step_size must be a finite number > 0 or None, got {s['step_size']!r}")
-    if s["lr"] <= 0:
-        raise ValueError(f"lr must be > 0, got {s['lr']}")
-    if s["label_noise"] >= 1:
-        raise ValueError(f"label_noise must be a fraction in [0, 1), got {s['label_noise']}")
-    if not 0 < s["top"] <= 1:
-        raise ValueError(f"top must be a fraction in (0, 1], got {s['top']}")
-    if s["method"] != "standard" and s["eps"] <= 0:
-        raise ValueError(f"method {s['method']!r} needs eps > 0, got {s['eps']}")
-    ms = s["lr_milestones"]
-    if any(isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1 for f in ms) \
-            or list(ms) != sorted(ms):
-        raise ValueError(f"lr_milestones must be increasing fractions in (0, 1], got {list(ms)}")
-
-
-def _resume_point(out: Path, settings: dict, resume: bool) -> tuple[int, Path | None]:
-    """(last completed epoch, its checkpoint) of a run already in ``out`` whose settings match; else (0, None)."""
-    ckpts = list_checkpoints(out)
-    if not ckpts:
-        return 0, None
-    if not resume:
-        raise LandscapeError(f"{out} already holds checkpoints (model_e{ckpts[-1][0]:03d}.pt); "
-                             "pass resume=True to continue that run or choose another out_dir")
-    path = out / "settings.json"
+def _check_same_run(out: Path, settings: dict) -> None:
+    """LandscapeError unless ``out/settings.json`` describes the same run as ``settings``."""
+    path = out / run_file("settings")
     try:
-        old = json.loads(path.read_text())
+        old = {**LATER_DEFAULTS, **json.loads(path.read_text())}
     except (OSError, ValueError):
         raise LandscapeError(f"cannot resume in {out}: settings.json is missing or unreadable") from None
     diff = sorted(k for k in (set(old) | set(settings)) - _RESUME_FREE if old.get(k) != settings.get(k))
     if diff:
         show = ", ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in diff[:4])
         raise LandscapeError(f"cannot resume in {out}: settings differ ({show}); use another out_dir")
-    return ckpts[-1]
+
+
+def _load_state(out: Path, settings: dict, resume: bool) -> dict | None:
+    """The state to continue a run already in ``out`` (None for a new run).
+
+    ``{'epoch', 'state_dict', 'optimizer' (None when the run is complete), 'best_acc1', 'best_pgd',
+    'best_epoch', 'swa' (or None)}``, from ``resume.pt``, or from the last checkpoint when the run is
+    complete or was written before ``resume.pt`` existed (its checkpoints held the optimizer).
+    """
+    ckpts = list_checkpoints(out)
+    resume_file = out / _RESUME
+    if not ckpts and not resume_file.is_file():
+        return None
+    if not resume:
+        raise LandscapeError(f"{out} already holds a run ({(ckpts[-1][1] if ckpts else resume_file).name}); "
+                             "pass resume=True to continue that run or choose another out_dir")
+    _check_same_run(out, settings)
+    if resume_file.is_file():
+        return _torch_load(resume_file)
+    raw = _torch_load(ckpts[-1][1])
+    if raw.get("optimizer") is None and ckpts[-1][0] != settings["epochs"]:
+        raise LandscapeError(f"cannot resume in {out}: {_RESUME} is missing and {ckpts[-1][1].name} holds "
+                             "no optimizer state; use another out_dir")
+    return dict(raw, best_epoch=None, swa=None)
+
+
+def _torch_load(path: Path) -> dict:
+    """A dict written by this module, read with ``weights_only=True``."""
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is a user-facing resume error
+        raise LandscapeError(f"cannot resume from {path}: {exc}".splitlines()[0]) from None
+    if not isinstance(raw, dict) or "state_dict" not in raw:
+        raise LandscapeError(f"cannot resume from {path}: not a checkpoint written by landscape.training")
+    return raw
+
+
+def _save_epoch(out: Path, model, optimizer, swa, *, epoch: int, settings: Mapping, state: dict,
+                previous_best: int | None) -> None:
+    """Write this epoch's files: its checkpoint if kept, the SWA model, then the resume state; drop the
+    checkpoint of a best epoch that a newer best replaced (unless kept for another reason)."""
+    from .checkpoints import save_checkpoint
+
+    best = dict(best_acc1=state["best_acc1"], best_pgd=state["best_pgd"])
+    every = settings["save_every"]
+    if every is None or epoch in kept_epochs(settings["epochs"], every, state["best_epoch"]) \
+            or epoch == state["best_epoch"]:
+        save_checkpoint(checkpoint_path(out, epoch), model, epoch=epoch, **best)
+    if swa is not None and epoch >= settings["swa_start"]:
+        save_checkpoint(out / _SWA, swa.module, epoch=epoch, n_averaged=int(swa.n_averaged))
+    if every is not None and previous_best not in (None, state["best_epoch"]) \
+            and previous_best not in kept_epochs(settings["epochs"], every):
+        checkpoint_path(out, previous_best).unlink(missing_ok=True)
+    if epoch == settings["epochs"]:
+        (out / _RESUME).unlink(missing_ok=True)  # complete: nothing left to resume
+        return
+    obj = dict(epoch=epoch, state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()},
+               optimizer=optimizer.state_dict(), best_epoch=state["best_epoch"],
+               swa=None if swa is None else {k: v.detach().cpu() for k, v in swa.state_dict().items()}, **best)
+    atomic_write(out / _RESUME, lambda tmp: torch.save(obj, tmp))
 
 
 def train(model: nn.Module, data, *, method: str = "pgd_at", eps: float = 0.1, steps: int = 7,
           step_size: float | None = None, norm: str = "linf", lam: float | None = None, lam_warmup: int = 0,
-          top: float = 0.1, grad_norm: str = "l1", epochs: int = 150, lr: float = 0.1,
-          lr_milestones: Sequence[float] = (0.5, 0.75), momentum: float = 0.9, weight_decay: float = 5e-4,
-          batch_size: int = 64, label_noise: float = 0.0, seed: int = 0, out_dir: str | os.PathLike = "run",
-          eval_every: int = 1, eval_n: int | None = None, eval_steps: int = 10, resume: bool = True,
-          arch: str | None = None, arch_kwargs: Mapping | None = None, dataset: str | None = None,
-          normalize: str | None = None, progress: bool = True) -> pd.DataFrame:
+          top: float = 0.1, grad_norm: str = "l1", clean_weight: float = 1.0, excess_weight: float = 1.0,
+          random_start: bool = True, clean_first: bool = False, augment: str = "none", crop_pad: int = 4,
+          epochs: int = 150, lr: float = 0.1, lr_milestones: Sequence[float] = (0.5, 0.75),
+          momentum: float = 0.9, weight_decay: float = 5e-4, batch_size: int = 64, drop_last: bool = False,
+          swa_start: int | None = None, swa_every: int | None = None, label_noise: float = 0.0, seed: int = 0,
+          out_dir: str | os.PathLike = "run", eval_every: int = 1, eval_n: int | None = None,
+          eval_steps: int = 10, small_eps: float | None = None, save_every: int | None = None,
+          resume: bool = True, arch: str | None = None, arch_kwargs: Mapping | None = None,
+          dataset: str | None = None, normalize: str | None = None, progress: bool = True) -> pd.DataFrame:
     """Train ``model`` in place and write a run directory that the trajectory analysis reads.
 
     Args:
         model: classifier mapping (B, ...) inputs in [0,1] to (B, K) logits (e.g. ``seeded_model("mlp",
             seed)``); trained in place on its own device.
         data: ``((x_train, y_train), (x_test, y_test))``, x (N, ...) in [0,1], y (N,) integer labels.
-        method: ``standard`` | ``pgd_at`` | ``at_advlc`` | ``at_gradreg``. Default ``pgd_at``.
-        eps: L∞ radius in [0,1] pixel units, for training attacks and evaluation. Default 0.1.
-        steps: PGD steps for training attacks (random start). Default 7.
+        method: one of :data:`METHODS` (:mod:`landscape.objectives`). Default ``pgd_at``.
+        eps: radius in [0,1] pixel units, for training attacks and evaluation. Default 0.1.
+        steps: PGD steps for training attacks. Default 7.
         step_size: PGD step for training; default ``2.5·eps/steps``.
         norm: threat model of training and evaluation attacks, ``"linf"`` or ``"l2"``. Default ``"linf"``.
-        lam: regularisation weight; default ``DEFAULT_LAM[method]`` (0.3 for AdvLC, 0.1 for gradreg).
-        lam_warmup: epochs of linear ramp of ``lam`` from ``lam/lam_warmup`` to ``lam``. Default 0 (none).
+        lam: regularisation weight; default ``DEFAULT_LAM[method]`` (0.3 for AdvLC, 0.1 for the gradient
+            penalties).
+        lam_warmup: epochs of linear ramp ``lam · min(1, epoch / lam_warmup)``; ``lam_warmup=epochs`` is the
+            official ``--reg_warmup``. Default 0 (none).
         top: AdvLC fraction of |Δlogit| entries kept. Default 0.1.
         grad_norm: input-gradient penalty ``"l1"`` (‖g‖₁) or ``"l2sq"`` (‖g‖₂²). Default ``"l1"``.
+        clean_weight, excess_weight: weights of the clean term and of the adversarial excess in
+            ``at_decomposed``. Default 1, 1 (= PGD-AT).
+        random_start: PGD starts from a random point of the eps ball. Default True; the official code:
+            False.
+        clean_first: run the clean forward pass before the attack (official order). Default False.
+        augment: ``"none"``, ``"crop"`` or ``"crop_flip"`` (:mod:`landscape.augmentation`), with
+            ``crop_pad`` pixels of padding. Default ``"none"``; official CIFAR: ``"crop_flip"``, 4.
         epochs: number of epochs. Default 150.
         lr, lr_milestones, momentum, weight_decay: SGD with rate ×0.1 after each milestone fraction of
             ``epochs`` (see :func:`lr_at`). Defaults 0.1, (0.5, 0.75), 0.9, 5e-4.
-        batch_size: training batch size. Default 64.
+        batch_size: training batch size. Default 64. drop_last: skip the last partial batch (official).
+        swa_start, swa_every: stochastic weight averaging (``torch.optim.swa_utils``, equal weights) from
+            epoch ``swa_start`` on, after every ``swa_every``-th batch of an epoch (None: its last batch);
+            the average is evaluated every epoch (``test_swa`` rows) and saved as ``model_swa.pt``.
+            Default None (no SWA).
         label_noise: fraction of training labels flipped to another class (symmetric, seeded by ``seed``;
             the test split is never changed). Default 0.
-        seed: seeds label noise, shuffling, PGD starts and the evaluation subset (not the initial weights:
-            build the model with :func:`seeded_model`).
+        seed: seeds label noise, shuffling, augmentation, PGD starts and the evaluation subset (not the
+            initial weights: build the model with :func:`seeded_model`).
         out_dir: run directory; created when missing.
         eval_every: evaluate clean/PGD accuracy every this many epochs (and at the last). Default 1.
         eval_n: evaluate on a fixed random subset of this many samples per split (default: all).
         eval_steps: PGD steps of the evaluation attack (step ``2.5·eps/eval_steps``). Default 10.
-        resume: continue from the last ``model_eNNN.pt`` in ``out_dir`` when its settings match. With
-            ``resume=False`` an ``out_dir`` that holds checkpoints is an error.
+        small_eps: a second evaluation radius, test split only (columns ``acc_adv_small``,
+            ``loss_adv_small``; NaN in the train rows): robust
+            overfitting of standard training shows at radii far below the AT one. Default None.
+        save_every: keep ``model_eNNN.pt`` for every epoch (None) or for epoch 1, every k-th, the last and
+            the best so far (by test PGD accuracy, latest epoch on ties, as the official code).
+        resume: continue a run in ``out_dir`` whose settings match. With ``resume=False`` an ``out_dir`` that
+            holds a run is an error.
         arch, arch_kwargs, dataset, normalize: recorded in ``settings.json`` so the checkpoints can be
             reloaded (``normalize``: the dataset whose mean/std the model is wrapped with, if any).
         progress: show a tqdm bar over epochs.
 
     Returns:
         The contents of ``metrics.csv``: one row per evaluated epoch and split with columns
-        ``METRIC_COLUMNS`` — ``epoch`` (1-based), ``split`` (``train``/``test``), ``acc_clean``,
-        ``acc_adv`` (fractions; the train split is scored against the labels trained on, i.e. noisy
-        labels when ``label_noise > 0``), ``loss_clean``, ``loss_adv`` (mean CE), ``lr`` (that epoch's
-        rate), ``time_s`` (seconds spent on that epoch, training + evaluation).
+        ``METRIC_COLUMNS`` (+ ``SMALL_EPS_COLUMNS`` with ``small_eps``) — ``epoch`` (1-based), ``split``
+        (``train``/``test``/``test_swa``), ``acc_clean``, ``acc_adv`` (fractions; the train split is scored
+        against the labels trained on, i.e. noisy labels when ``label_noise > 0``), ``loss_clean``,
+        ``loss_adv`` (mean CE), ``lr`` (that epoch's rate), ``time_s`` (seconds spent on that epoch).
 
-    Files in ``out_dir``:
-        ``model_e{epoch:03d}.pt`` every epoch, the official AdvLC dict ``{'epoch', 'state_dict',
-        'best_acc1', 'best_pgd', 'best_fgsm', 'optimizer'}`` (``best_acc1``/``best_pgd``: the best clean/PGD
-        test accuracies so far, in percent, as in the official code; ``best_fgsm`` is None, no FGSM
-        evaluation is run); ``metrics.csv``; ``settings.json``.
+    Files in ``out_dir``: see the module docstring. Each ``model_eNNN.pt`` is the official AdvLC dict
+    ``{'epoch', 'state_dict', 'best_acc1', 'best_pgd', 'best_fgsm', 'optimizer'}`` with ``optimizer`` None
+    (``best_acc1``/``best_pgd``: the best clean/PGD test accuracies so far, in percent, as in the official
+    code; ``best_fgsm`` None, no FGSM evaluation is run).
 
     Raises:
         ValueError / TypeError: bad hyper-parameters or data (naming the value and allowed ones).
         LandscapeError: ``out_dir`` holds a different run, or training diverged.
     """
-    from .checkpoints import load_checkpoint, save_checkpoint
-
+    method = str(getattr(method, "value", method))
     settings = dict(
-        method=str(getattr(method, "value", method)), eps=eps, steps=steps, step_size=step_size,
-        norm=str(getattr(norm, "value", norm)),
-        lam=DEFAULT_LAM.get(str(method), 0.0) if lam is None else lam, lam_warmup=lam_warmup, top=top,
-        grad_norm=grad_norm, epochs=epochs, lr=lr, lr_milestones=list(lr_milestones), momentum=momentum,
-        weight_decay=weight_decay, batch_size=batch_size, label_noise=label_noise, seed=seed,
-        eval_every=eval_every, eval_n=eval_n, eval_steps=eval_steps,
+        method=method, eps=eps, steps=steps, step_size=step_size, norm=str(getattr(norm, "value", norm)),
+        lam=DEFAULT_LAM.get(method, 0.0) if lam is None else lam, lam_warmup=lam_warmup, top=top,
+        grad_norm=grad_norm, clean_weight=clean_weight, excess_weight=excess_weight, random_start=random_start,
+        clean_first=clean_first, augment=augment, crop_pad=crop_pad, epochs=epochs, lr=lr,
+        lr_milestones=list(lr_milestones), momentum=momentum, weight_decay=weight_decay, batch_size=batch_size,
+        drop_last=drop_last, swa_start=swa_start, swa_every=swa_every, label_noise=label_noise, seed=seed,
+        eval_every=eval_every, eval_n=eval_n, eval_steps=eval_steps, small_eps=small_eps, save_every=save_every,
     )
-    _check_settings(settings)
+    check_settings(settings)
     if settings["step_size"] is None:
         settings["step_size"] = 2.5 * eps / steps
     settings = {k: float(v) if isinstance(v, float) else v for k, v in settings.items()}
     num_classes = _num_classes(model, data)
     (x_tr, y_tr), (x_te, y_te) = prepare_data(data, label_noise=label_noise, num_classes=num_classes, seed=seed)
+    if augment != "none" and x_tr.dim() != 4:
+        raise ValueError(f"augment={augment!r} needs (N, C, H, W) images, got shape {tuple(x_tr.shape)}")
     y_clean = check_batch(data[0][0], data[0][1], name="x_train")[1]
-    from . import __version__
-
     settings.update(arch=arch, arch_kwargs=_jsonable(dict(arch_kwargs or {})), dataset=dataset,
                     normalize=normalize,
                     num_classes=num_classes, n_train=int(x_tr.shape[0]), n_test=int(x_te.shape[0]),
@@ -404,19 +477,29 @@ def train(model: nn.Module, data, *, method: str = "pgd_at", eps: float = 0.1, s
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    columns = _metric_columns(settings)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    start, ckpt_path = _resume_point(out, settings, resume)
-    best = dict(best_acc1=0.0, best_pgd=0.0)  # best_fgsm stays None: no FGSM evaluation
-    rows: list[dict] = []
-    if ckpt_path is not None:
-        ckpt = load_checkpoint(ckpt_path)
-        model.load_state_dict(ckpt.state_dict)
-        optimizer.load_state_dict(_optimizer_state(ckpt_path))
-        best.update({k: float(ckpt.meta.get(k) or 0.0) for k in best})
-        if (out / "metrics.csv").exists():
-            old = pd.read_csv(out / "metrics.csv")
-            rows = old[old["epoch"] <= start][METRIC_COLUMNS].to_dict("records")
-    _write_json(out / "settings.json", settings)
+    swa = None
+    if swa_start is not None:
+        from torch.optim.swa_utils import AveragedModel
+
+        swa = AveragedModel(model)
+    loaded = _load_state(out, settings, resume)
+    state = dict(best_acc1=0.0, best_pgd=0.0, best_epoch=None)  # best_fgsm stays None: no FGSM evaluation
+    start, rows = 0, []
+    if loaded is not None:
+        start = int(loaded["epoch"])
+        model.load_state_dict(loaded["state_dict"])
+        if loaded.get("optimizer") is not None:
+            optimizer.load_state_dict(loaded["optimizer"])
+        if swa is not None and loaded.get("swa") is not None:
+            swa.load_state_dict(loaded["swa"])
+        state.update({k: float(loaded.get(k) or 0.0) for k in ("best_acc1", "best_pgd")})
+        if (out / run_file("metrics")).exists():
+            old = pd.read_csv(out / run_file("metrics"))
+            rows = old[old["epoch"] <= start][columns].to_dict("records")
+        state["best_epoch"] = loaded.get("best_epoch") or _best_epoch(rows)
+    _write_json(out / run_file("settings"), settings)
 
     eval_tr = _eval_subset(x_tr.shape[0], eval_n, seed).to(device)
     eval_te = _eval_subset(x_te.shape[0], eval_n, seed).to(device)
@@ -427,15 +510,22 @@ def train(model: nn.Module, data, *, method: str = "pgd_at", eps: float = 0.1, s
     try:
         with set_mode(model, True):  # the caller's modes come back whatever happens
             for epoch in bar:
+                previous_best = state["best_epoch"]
                 rows += _run_epoch(model, optimizer, (x_tr, y_tr), (x_te[eval_te], y_te[eval_te]), eval_tr,
-                                   epoch=epoch, settings=settings, best=best, bar=bar)
-                _write_metrics(out / "metrics.csv", rows)
-                save_checkpoint(checkpoint_path(out, epoch), model, epoch=epoch,
-                                optimizer=optimizer.state_dict(), **best)
+                                   epoch=epoch, settings=settings, state=state, bar=bar, swa=swa)
+                _write_metrics(out / run_file("metrics"), rows, columns)
+                _save_epoch(out, model, optimizer, swa, epoch=epoch, settings=settings, state=state,
+                            previous_best=previous_best)
     finally:
         bar.close()
         optimizer.zero_grad(set_to_none=True)
-    return _write_metrics(out / "metrics.csv", rows)
+    return _write_metrics(out / run_file("metrics"), rows, columns)
+
+
+def _best_epoch(rows: list[dict]) -> int | None:
+    """Epoch of the highest test PGD accuracy among metrics rows (latest on ties), None without rows."""
+    test = [(r["acc_adv"], r["epoch"]) for r in rows if r["split"] == "test"]
+    return int(max(test)[1]) if test else None
 
 
 def _num_classes(model: nn.Module, data) -> int:
@@ -450,18 +540,6 @@ def _num_classes(model: nn.Module, data) -> int:
     if logits.dim() != 2:
         raise ValueError(f"model must return (B, K) logits, got shape {tuple(logits.shape)}")
     return int(logits.shape[1])
-
-
-def _optimizer_state(path: Path) -> dict:
-    """The ``optimizer`` entry of a checkpoint written by :func:`train` (safe ``weights_only`` load)."""
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is a user-facing resume error
-        raise LandscapeError(f"cannot resume from {path}: {exc}".splitlines()[0]) from None
-    state = raw.get("optimizer") if isinstance(raw, dict) else None
-    if not isinstance(state, dict):
-        raise LandscapeError(f"cannot resume from {path}: it holds no optimizer state")
-    return state
 
 
 def _jsonable(obj):

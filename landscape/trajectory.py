@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from ._base import LandscapeError, resolve_device
+from .runs import run_file
 from ._io import atomic_write, atomic_write_text
 
 __all__ = [
@@ -814,12 +815,12 @@ def analyse_trajectory(paths_or_dir: str | os.PathLike | Sequence[str | os.PathL
         bar.close()
 
     table, samples, report = _assemble(discovery, outcomes, settings, run or _default_run_name(discovery))
-    _write_parquet(table, out / "trajectory.parquet")
-    _write_parquet(samples, out / "samples.parquet")
+    _write_parquet(table, out / run_file("trajectory"))
+    _write_parquet(samples, out / run_file("samples"))
     _write_json({"settings": settings_fp, "run": table["run"].iloc[0] if len(table) else run,
                  "checkpoints": [str(e.path) for e in discovery.entries], **report,
-                 "computed": len(todo), "reused": reused}, out / "settings.json")
-    _write_json(_diagnosis_json(table), out / "diagnosis.json")
+                 "computed": len(todo), "reused": reused}, out / run_file("settings"))
+    _write_json(_diagnosis_json(table), out / run_file("diagnosis"))
     table.attrs.update(report)
     table.attrs.update({"computed": len(todo), "reused": reused, "out_dir": str(out)})
     return table
@@ -934,9 +935,9 @@ def _assemble(discovery: Discovery, outcomes: dict[str, dict[str, Any]], setting
 
 
 def _diagnosis_json(table: pd.DataFrame) -> dict[str, Any]:
-    from .diagnose import diagnose
+    from .diagnose import diagnose, read_training_log
 
     try:
-        return diagnose(table).to_dict()
+        return diagnose(table, log=read_training_log(table=table)).to_dict()
     except (LandscapeError, ValueError) as exc:
         return {"error": _one_line(exc)}

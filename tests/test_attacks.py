@@ -208,3 +208,45 @@ def test_validation_of_inputs():
         pgd(model, torch.rand(2, 1, 8, 8), torch.tensor([0, 1]), 0.1, steps=2.5)
     with pytest.raises(TypeError, match="labels"):
         fgsm(model, torch.rand(2, 1, 8, 8), torch.tensor([0.0, 1.0]), 0.1)
+
+
+# ------------------------------------------------------------------ eps units and AttackSettings
+
+@pytest.mark.parametrize("eps", [8, 8.0, 1.5, 255])
+def test_eps_outside_unit_range_names_the_fix(tiny_model, eps):
+    x, y = torch.rand(2, 1, 8, 8), torch.tensor([0, 1])
+    from landscape.attacks import AttackSettings
+
+    for call in (lambda: pgd(tiny_model, x, y, eps), lambda: fgsm(tiny_model, x, y, eps),
+                 lambda: AttackSettings(eps=eps)):
+        with pytest.raises(ValueError, match=r"outside \[0, 1\].*8/255 = 0\.0314|8/255 = 0\.0314") as exc:
+            call()
+        assert f"{eps / 255:.4f}" in str(exc.value) and "\n" not in str(exc.value)
+    pgd(tiny_model, x, y, 1.0, steps=1)  # 1 is still allowed
+
+
+def test_attack_settings_validate_and_drive_the_attack(tiny_model):
+    import dataclasses
+
+    from landscape.attacks import AttackSettings, Norm, run_attack
+
+    x, y = torch.rand(4, 1, 8, 8), torch.arange(4)
+    s = AttackSettings("pgd", 0.1, 5, 0.03, Norm.L2, False)
+    assert s.norm == "l2" and s.effective_step_size == 0.03
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.eps = 0.2
+    got = run_attack(tiny_model, x, y, s)
+    want = pgd(tiny_model, x, y, 0.1, steps=5, step_size=0.03, norm="l2", random_start=False)
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    assert torch.equal(run_attack(tiny_model, x, y, AttackSettings("fgsm", 0.1))[0], fgsm(tiny_model, x, y, 0.1)[0])
+    o = AttackSettings.official(8 / 255)
+    assert (o.steps, o.step_size, o.random_start) == (10, pytest.approx(2 / 255), False)
+    assert o.to_dict() == {"attack": "pgd", "eps": 8 / 255, "steps": 10, "step_size": pytest.approx(2 / 255),
+                           "norm": "linf", "random_start": False}
+    assert AttackSettings(eps=0.1).effective_step_size == pytest.approx(0.025)
+    for bad, err in ((dict(attack="cw"), ValueError), (dict(norm="l1"), ValueError), (dict(steps=0), ValueError),
+                     (dict(steps=2.0), TypeError), (dict(random_start=1), TypeError), (dict(eps=-0.1), ValueError)):
+        with pytest.raises(err):
+            AttackSettings(**bad)
+    with pytest.raises(TypeError, match="AttackSettings"):
+        run_attack(tiny_model, x, y, {"eps": 0.1})

@@ -20,7 +20,12 @@ from landscape.models import Normalized, create_model, list_models
 ARCH = ("small_cnn", dict(in_channels=1, num_classes=10, input_size=8, width=2))
 TINY = {  # one small configuration per registered model
     "preact_resnet18": dict(num_classes=3, in_channels=1),
+    "preact_resnet18_rice": dict(num_classes=3, in_channels=1),
+    "preact_resnet18_advlc": dict(num_classes=3, in_channels=1),
+    "preact_resnet18_robustbench": dict(num_classes=3, in_channels=1),
     "wide_resnet": dict(depth=10, widen_factor=1, num_classes=3, in_channels=1),
+    "wide_resnet_trades": dict(depth=10, widen_factor=1, num_classes=3, in_channels=1, sub_block1=True),
+    "wide_resnet_advlc": dict(depth=10, widen_factor=1, num_classes=3, in_channels=1, activation="softplus"),
     "small_cnn": dict(in_channels=1, num_classes=3, input_size=8, width=2),
     "mlp": dict(input_shape=(1, 8, 8), hidden=(8,), num_classes=3),
 }
@@ -328,13 +333,22 @@ def test_truncated_file_names_the_file(tmp_path, model, fmt):
 
 
 def test_wrong_architecture_lists_keys(tmp_path, model):
-    path = save_checkpoint(tmp_path / "cnn.pt", model, epoch=1)
+    path = tmp_path / "cnn.pt"
+    torch.save(model.state_dict(), path)  # no architecture record: the keys are compared
     with pytest.raises(CheckpointError) as err:
         load_model(path, "mlp", input_shape=(1, 8, 8), hidden=(4,))
     msg = str(err.value)
     assert "cnn.pt" in msg and "mlp" in msg and "\n" not in msg
     assert "4 missing keys: net.1.weight, net.1.bias, net.3.weight (+1 more)" in msg
     assert "8 unexpected keys: features.0.weight" in msg
+
+
+def test_a_recorded_architecture_contradicting_the_request_is_an_error(tmp_path, model):
+    path = save_checkpoint(tmp_path / "cnn.pt", model, epoch=1)
+    assert load_checkpoint(path).arch == {"name": "small_cnn", "kwargs": ARCH[1]}
+    with pytest.raises(CheckpointError, match=r"cnn\.pt: the file records architecture small_cnn, not mlp; "
+                                              r"pass --arch small_cnn"):
+        load_model(path, "mlp", input_shape=(1, 8, 8), hidden=(4,))
 
 
 def test_wrong_num_classes_is_a_shape_mismatch_with_hint(tmp_path, model):
@@ -390,3 +404,97 @@ def test_load_model_takes_an_already_loaded_checkpoint(tmp_path):
     x = torch.rand(4, 1, 8, 8)
     assert ckpt.epoch == 3
     assert torch.equal(loaded(x), model(x))
+
+
+# ---------------------------------------------------------------------------------------------- layouts and wirings
+
+
+def test_select_entry_last_best():
+    from landscape.checkpoints.keys import select_entry
+
+    last, best = {"w": torch.zeros(1)}, {"w": torch.ones(1)}
+    assert select_entry({"last": last, "best": best}) == (last, "last")
+    assert select_entry({"last": last, "best": best}, "best") == (best, "best")
+    assert select_entry({"best": best}) == (best, "best")
+    assert select_entry(last) == (last, None)
+    with pytest.raises(ValueError, match="has no 'best' entry"):
+        select_entry(last, "best")
+    with pytest.raises(ValueError, match="entry must be one of last, best"):
+        select_entry(last, "final")
+
+
+def test_layout_of_each_training_code():
+    from landscape.checkpoints.keys import layout_of
+
+    sd = {"w": torch.zeros(1)}
+    assert layout_of({"epoch": 1, "state_dict": sd, "best_acc1": 0, "best_pgd": 0, "best_fgsm": 0,
+                      "optimizer": {}}) == "advlc"
+    assert layout_of({"epoch": 1, "state_dict": sd, "best_acc1": 0, "best_pgd": 0, "best_fgsm": 0, "optimizer": {},
+                      "arch": {"name": "mlp", "kwargs": {}}}) == "landscape"
+    assert layout_of({"state_dict": sd, "test_robust_acc": 0.5}) == "rice"
+    assert layout_of(sd) == "bare"
+    assert layout_of({"model_state_dict": sd, "epoch": 3}) == "wrapped"
+    assert layout_of(nn.Linear(1, 1)) == "module"
+
+
+def test_arch_record_from_dict_or_json_and_malformed_ignored():
+    from landscape.checkpoints.keys import arch_record
+
+    rec = {"name": "mlp", "kwargs": {"hidden": [4]}}
+    assert arch_record({"arch": rec}) == rec
+    assert arch_record({"arch": '{"name": "mlp", "kwargs": {"hidden": [4]}}'}) == rec
+    assert arch_record({"arch": {"name": "mlp"}}) == {"name": "mlp", "kwargs": {}}
+    for bad in ("not json", {"name": 3}, {"name": "mlp", "kwargs": [1]}, None):
+        assert arch_record({"arch": bad}) is None
+    assert arch_record([1]) is None
+
+
+def test_split_normalization_both_layouts():
+    from landscape.checkpoints.keys import split_normalization
+
+    w = torch.ones(2)
+    out, mean, std, names = split_normalization({"mean": torch.zeros(1, 3, 1, 1), "std": torch.ones(1, 3, 1, 1),
+                                                 "model.fc.weight": w})
+    assert out == {"fc.weight": w} and mean.shape == (3,) and names == "mean/std"
+    out, mean, std, names = split_normalization({"mu": torch.full((1, 3, 1, 1), 0.5), "sigma": torch.ones(1, 3, 1, 1),
+                                                 "fc.weight": w})
+    assert out == {"fc.weight": w} and mean.tolist() == [0.5] * 3 and names == "mu/sigma"
+    # a model that owns such buffers keeps them; mean/std next to non-model.* keys are ordinary weights
+    sd = {"mu": torch.zeros(3), "sigma": torch.ones(3), "fc.weight": w}
+    assert split_normalization(sd, ["mu", "sigma", "fc.weight"])[3] is None
+    assert split_normalization({"mean": torch.zeros(3), "std": torch.ones(3), "fc.weight": w})[3] is None
+
+
+@pytest.mark.parametrize("requested, keys, layout, record, want, noted", [
+    ("preact_resnet18", ["bn.weight", "linear.weight"], "advlc", None, "preact_resnet18_advlc", False),
+    ("preact_resnet18", ["bn.weight", "linear.weight"], "rice", None, "preact_resnet18_rice", False),
+    ("preact_resnet18", ["bn.weight", "linear.weight"], "bare", None, "preact_resnet18_rice", True),
+    ("preact_resnet18", ["linear.weight"], "bare", None, "preact_resnet18_robustbench", False),
+    ("preact_resnet18", ["bn.weight"], "landscape", {"name": "preact_resnet18_advlc", "kwargs": {}},
+     "preact_resnet18_advlc", False),
+    ("preact_resnet18_rice", ["bn.weight", "linear.weight"], "advlc", None, "preact_resnet18_rice", True),
+    ("preact_resnet18_advlc", ["bn.weight", "linear.weight"], "bare", None, "preact_resnet18_advlc", False),
+    ("wide_resnet", ["layer1.block0.bn1.weight"], "advlc", None, "wide_resnet_advlc", False),
+    ("wide_resnet", ["block1.layer.0.bn1.weight"], "bare", None, "wide_resnet_trades", False),
+    ("mlp", ["net.1.weight"], "landscape", {"name": "some_old_name", "kwargs": {}}, "mlp", False),
+    ("x.py:Net", ["a"], "landscape", {"name": "mlp", "kwargs": {}}, "x.py:Net", False),
+])
+def test_infer_wiring_rules(requested, keys, layout, record, want, noted):
+    from landscape.checkpoints.keys import infer_wiring
+
+    wiring = infer_wiring(requested, keys, layout, record)
+    assert wiring.name == want and (wiring.note is not None) == noted
+
+
+def test_infer_wiring_kwargs_and_contradictions():
+    from landscape.checkpoints.keys import infer_wiring
+
+    w = infer_wiring("wide_resnet", ["block1.layer.0.bn1.weight", "sub_block1.layer.0.bn1.weight", "fc.weight"],
+                     "bare", None)
+    assert w.kwargs == {"sub_block1": True, "bias_last": False}
+    w = infer_wiring("wide_resnet", [], "landscape", {"name": "wide_resnet_advlc", "kwargs": {"depth": 16}})
+    assert (w.name, w.kwargs) == ("wide_resnet_advlc", {"depth": 16})
+    with pytest.raises(ValueError, match="records architecture mlp, not preact_resnet18"):
+        infer_wiring("preact_resnet18", [], "landscape", {"name": "mlp", "kwargs": {}})
+    with pytest.raises(ValueError, match="unknown architecture"):
+        infer_wiring("preact_resnet", [], "bare", None)

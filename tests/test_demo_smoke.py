@@ -1,7 +1,4 @@
 """End-to-end smoke test of the digits robust-overfitting study (``landscape demo --quick``)."""
-import importlib.util
-from pathlib import Path
-
 import pandas as pd
 import pytest
 import torch
@@ -9,17 +6,11 @@ import torch.nn.functional as F
 
 from landscape.checkpoints import load_model
 from landscape.cli import main as cli_main
+from landscape.claims import CLAIM_COLUMNS
 from landscape.data import load_dataset
+from landscape import study
 
-SCRIPT = Path(__file__).resolve().parents[1] / "analyses" / "digits_robust_overfitting.py"
-METHODS = ["standard", "pgd_at", "at_advlc", "at_gradreg"]
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("digits_robust_overfitting", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+METHODS = list(study.DEFAULT_VARIANTS)
 
 
 @pytest.fixture(scope="module")
@@ -34,13 +25,13 @@ def demo_dir(tmp_path_factory):
 
 
 def test_epoch_selection_hand_values():
-    d = _script()
+    d = study
     assert d.epochs_to_analyse(150, 10, 42) == [1, 10, 20, 30, 40, 42, 50, 60, 70, 80, 90, 100, 110, 120, 130,
                                                 140, 150]
     assert d.epochs_to_analyse(6, 3, 3) == [1, 3, 6]
     metrics = pd.DataFrame(dict(epoch=[1, 1, 2, 2, 3, 3], split=["train", "test"] * 3,
                                 acc_adv=[0.9, 0.2, 0.9, 0.5, 0.9, 0.5]))
-    assert d.best_epoch(metrics) == 2  # test split only; earliest on ties
+    assert d.best_epoch(metrics) == 3  # test split only; the latest epoch on ties (official rule)
 
 
 def test_demo_writes_report_and_every_run(demo_dir):
@@ -53,18 +44,21 @@ def test_demo_writes_report_and_every_run(demo_dir):
         metrics = pd.read_csv(run / "metrics.csv")
         traj = pd.read_parquet(run / "analysis" / "trajectory.parquet")
         assert traj["error"].isna().all()
-        best = int(metrics[metrics.split == "test"].sort_values("acc_adv", ascending=False, kind="stable")
-                   .iloc[0]["epoch"])
+        test = metrics[metrics.split == "test"]
+        best = int(test[test.acc_adv == test.acc_adv.max()].epoch.max())
         assert sorted(traj["epoch"].unique()) == sorted({1, 3, 6, best})
+        # weights-only checkpoints kept for exactly the analysed epochs; no resume state left behind
+        assert sorted(int(p.stem[7:]) for p in run.glob("model_e*.pt")) == sorted({1, 3, 6, best})
+        assert not (run / "resume.pt").exists()
         assert set(traj["split"]) == {"train", "test"}
 
 
 def test_findings_agree_with_metrics_and_direct_measurement(demo_dir):
     runs = pd.read_csv(demo_dir / "findings_runs.csv")
-    assert sorted(runs["method"]) == sorted(METHODS)
+    assert sorted(runs["variant"]) == sorted(METHODS)
     x, y = load_dataset("digits", "test", n=20, seed=0)  # the --quick analysis subset
     for row in runs.to_dict("records"):
-        run = demo_dir / row["method"] / "s0"
+        run = demo_dir / row["variant"] / "s0"
         test = pd.read_csv(run / "metrics.csv").query("split == 'test'").sort_values("epoch")
         assert row["best"] == pytest.approx(100 * test["acc_adv"].max())
         assert row["last"] == pytest.approx(100 * test["acc_adv"].iloc[-1])
@@ -75,8 +69,8 @@ def test_findings_agree_with_metrics_and_direct_measurement(demo_dir):
         (g,) = torch.autograd.grad(F.cross_entropy(model(xr), y, reduction="sum"), xr)
         assert row["grad_l1_best"] == pytest.approx(g.abs().flatten(1).sum(1).mean().item(), rel=1e-4)
     agg = pd.read_csv(demo_dir / "findings.csv")
-    assert agg.set_index("method").loc["pgd_at", "gap_mean"] == pytest.approx(
-        runs.set_index("method").loc["pgd_at", "gap"])
+    assert agg.set_index("variant").loc["pgd_at", "gap_mean"] == pytest.approx(
+        runs.set_index("variant").loc["pgd_at", "gap"])
     md = (demo_dir / "findings.md").read_text()
     assert all(f"| {m} | 1 |" in md for m in METHODS)
 
@@ -87,7 +81,8 @@ def test_slices_at_best_and_last_epoch_match_direct_loss(demo_dir):
     x, y = load_dataset("digits", "test", n=4, seed=0)  # the --quick slice images
     for m in ("pgd_at", "at_advlc"):
         analysis = demo_dir / m / "s0" / "analysis"
-        d = diagnose(pd.read_parquet(analysis / "trajectory.parquet"))
+        d = diagnose(pd.read_parquet(analysis / "trajectory.parquet"),
+                     log=pd.read_csv(demo_dir / m / "s0" / "metrics.csv"))  # the one best epoch: the log's
         s1 = pd.read_parquet(analysis / "slices_1d.parquet")
         s2 = pd.read_parquet(analysis / "slices_2d.parquet")
         assert sorted(s1["epoch"].unique()) == sorted({d.best_epoch, d.last_epoch})
@@ -111,7 +106,7 @@ def test_demo_rerun_reuses_everything(demo_dir):
     threads = torch.get_num_threads()
     try:
         # serial this time (the first run used 2 processes); nothing is retrained
-        assert _script().main(["--quick", "--quiet", "--no-report", "--jobs", "1", "--out", str(demo_dir)]) == 0
+        assert study.main(["--quick", "--quiet", "--no-report", "--jobs", "1", "--out", str(demo_dir)]) == 0
     finally:
         torch.set_num_threads(threads)
     assert (demo_dir / "pgd_at" / "s0" / "model_e006.pt").stat().st_mtime_ns == mtime
@@ -123,3 +118,67 @@ def test_demo_cli_rejects_bad_arguments(capsys):
         cli_main(["demo", "--epochs", "0"])
     assert exc.value.code == 2
     assert "positive integer" in capsys.readouterr().err
+
+
+def test_claims_table_has_a_row_per_statement_with_its_evidence(demo_dir):
+    claims = pd.read_csv(demo_dir / "claims.csv")
+    assert list(claims.columns) == CLAIM_COLUMNS
+    assert [c.split(".")[0] for c in claims["claim"]] == ["1", "1", "1", "2", "2", "3", "4", "4"]
+    assert set(claims["holds"]) <= {"yes", "no", "inconclusive"}
+    assert (claims["holds"] == "inconclusive").all()  # one seed: no spread, no verdict
+    runs = pd.read_csv(demo_dir / "findings_runs.csv").set_index("variant")
+    at_vs_advlc = claims[claims["claim"] == "4. AdvLC mitigates RO"].iloc[0]
+    assert at_vs_advlc["value"] == pytest.approx(runs.loc["pgd_at", "gap"] - runs.loc["at_advlc", "gap"], abs=1e-6)
+    small = claims[claims["claim"].str.startswith("1. Standard training")].iloc[0]
+    assert small["value"] == pytest.approx(runs.loc["standard", "gap_small"], abs=1e-6)
+    assert "claims" in (demo_dir / "findings.md").read_text().lower()
+
+
+def test_rho_curv_share_recomputed_from_the_trajectory(demo_dir):
+    from scipy.stats import spearmanr
+
+    runs = pd.read_csv(demo_dir / "findings_runs.csv").set_index("variant")
+    traj = pd.read_parquet(demo_dir / "pgd_at" / "s0" / "analysis" / "trajectory.parquet")
+    t = traj[traj.split == "test"].sort_values("epoch")
+    t = t[t.epoch >= runs.loc["pgd_at", "best_epoch"]]
+    if "fo_share_median" in t.columns:  # the per-sample measure, when landscape.measures has it
+        share = t["fo_share_median"]
+    else:
+        share = 0.1 * t["grad_l1_mean"] / (t["loss_adv"] - t["loss_clean"])
+    if len(t) >= 3:
+        assert runs.loc["pgd_at", "rho_curv_share"] == pytest.approx(spearmanr(t["curv_adv_mean"], share)[0])
+    else:
+        assert pd.isna(runs.loc["pgd_at", "rho_curv_share"])
+
+
+@pytest.mark.slow
+def test_demo_runs_from_an_installed_wheel(tmp_path):
+    """`landscape demo` from a wheel installed away from the source tree: nothing is loaded from analyses/."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1]
+    tree = tmp_path / "src"
+    shutil.copytree(src / "landscape", tree / "landscape", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copyfile(src / name, tree / name)
+    pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
+    subprocess.run(pip + ["wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(tree)],
+                   check=True, capture_output=True)
+    (wheel,) = (tmp_path / "dist").glob("landscape-*.whl")
+    target = tmp_path / "site"
+    subprocess.run(pip + ["install", "--no-deps", "--target", str(target), str(wheel)], check=True,
+                   capture_output=True)
+    assert not (target / "analyses").exists()
+    out = tmp_path / "run"
+    code = ("import sys, landscape; from landscape.cli import main; assert landscape.__file__.startswith(sys.argv[1]); "
+            "sys.exit(main(sys.argv[2:]))")
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(target), "HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code, str(target), "demo", "--quick", "--quiet", "--no-report",
+                           "--jobs", "1", "--epochs", "2", "--methods", "pgd_at", "at_advlc", "--out", str(out)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    claims = pd.read_csv(out / "claims.csv")
+    assert list(claims.columns) == CLAIM_COLUMNS and len(claims) == 8

@@ -210,3 +210,64 @@ def test_fractional_epochs_are_refused():
     table = pd.DataFrame({"epoch": [1, 1.5], "split": "test", "acc_adv": [0.5, 0.4]})
     with pytest.raises(ValueError, match="whole numbers, got 1.5"):
         diagnose(table)
+
+
+# ------------------------------------------------------------------ one best epoch, the official rule
+
+def test_best_index_keeps_the_latest_epoch_on_ties():
+    from landscape.diagnose import best_index
+
+    assert best_index([0.1, 0.5, 0.3, 0.5, 0.2]) == 3
+    assert best_index([0.5, float("nan"), 0.5]) == 2
+    assert best_index([0.7]) == 0
+    # brute force: the largest index whose value equals the maximum
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        a = rng.integers(0, 4, size=12) / 4
+        assert best_index(a) == max(i for i, v in enumerate(a) if v == a.max())
+    with pytest.raises(ValueError, match="no finite"):
+        best_index([float("nan")])
+
+
+def test_tied_best_picks_the_latest_epoch_everywhere():
+    from landscape.diagnose import best_epoch
+    from landscape.plotting._tables import best_and_last
+
+    acc = [0.30, 0.45, 0.40, 0.45, 0.38]
+    table = make_table(acc, TRAIN_ACC[:5])
+    assert diagnose(table).best_epoch == 4
+    assert best_epoch(table).epoch == 4
+    assert best_and_last(np.arange(1, 6), np.array(acc))[0] == 4
+
+
+def test_training_log_is_the_source_of_the_best_epoch():
+    from landscape.diagnose import SOURCE_LOG, SOURCE_TABLE, best_epoch
+
+    # analysed subset (epochs 1..10, best 4) vs the full-test-set training log: best at epoch 7
+    log_acc = [0.30, 0.35, 0.40, 0.44, 0.445, 0.43, 0.46, 0.40, 0.39, 0.38]
+    log = make_table(log_acc, TRAIN_ACC)[["epoch", "split", "acc_adv"]]
+    d = diagnose(make_table(), log=log, threshold=1.0)
+    assert d.best_epoch == 7 and d.best_acc_adv == pytest.approx(0.46) and d.best_source == SOURCE_LOG
+    assert d.gap == pytest.approx(8.0) and d.onset_epoch == 8
+    assert "training log" in d.summary()
+    assert set(d.correlations["n"]) <= {4}  # epochs 7..10 of the analysed table
+    assert diagnose(make_table()).best_source == SOURCE_TABLE
+    be = best_epoch(make_table(), log=log)
+    assert (be.epoch, be.source, be.last_epoch) == (7, SOURCE_LOG, 10)
+    # a log without usable test rows falls back to the table, with a note
+    bad = diagnose(make_table(), log=log[log["split"] == "train"])
+    assert bad.best_epoch == 4 and bad.best_source == SOURCE_TABLE
+    assert any("training log not used" in n for n in bad.notes)
+
+
+def test_cli_diagnose_reads_the_training_log_beside_the_analysis(tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "analysis").mkdir(parents=True)
+    make_table().to_parquet(run / "analysis" / "trajectory.parquet")
+    log_acc = [0.30, 0.35, 0.40, 0.44, 0.445, 0.43, 0.46, 0.40, 0.39, 0.38]
+    make_table(log_acc, TRAIN_ACC)[["epoch", "split", "acc_adv"]].to_csv(run / "metrics.csv", index=False)
+    assert main(["diagnose", str(run / "analysis"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["best_epoch"] == 7 and out["best_source"].startswith("training log")
+    assert main(["diagnose", str(run / "analysis"), "--json", "--log", "none"]) == 0
+    assert json.loads(capsys.readouterr().out)["best_epoch"] == 4

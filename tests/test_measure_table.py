@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from landscape import MEASURES, create_model, measure
+from landscape.measures import DEFAULT_MEASURES
 from landscape.attacks import fgsm
 from landscape.measures import (directional_curvature, gradient_norms, logit_variation, taylor_gap)
 from landscape.measures.table import columns
@@ -38,10 +39,12 @@ def digits():
 
 def test_columns_and_dtypes(tiny_model):
     x, y = torch.rand(5, 1, 8, 8), torch.arange(5)
-    df = measure(tiny_model, x, y, eps=0.1, steps=2, eig_iters=2, measures=MEASURES[:6])
-    assert list(df.columns) == ALL_COLUMNS == columns(MEASURES[:6])
+    six = ["grad", "curv_adv", "curv_rand", "eig_top", "taylor_gap", "logit_var"]
+    df = measure(tiny_model, x, y, eps=0.1, steps=2, eig_iters=2, measures=six)
+    assert list(df.columns) == ALL_COLUMNS == columns(six)
     assert columns() == [c for c in ALL_COLUMNS if c != "eig_top"]  # the default set leaves out eig_top
-    assert set(MEASURES) == {"grad", "curv_adv", "curv_rand", "eig_top", "taylor_gap", "logit_var", "hs", "hs_adv"}
+    assert DEFAULT_MEASURES == ("grad", "curv_adv", "curv_rand", "taylor_gap", "logit_var")
+    assert set(DEFAULT_MEASURES) < set(MEASURES) and {"hs", "hs_at_adv"} <= set(MEASURES)
     assert df["sample"].tolist() == [0, 1, 2, 3, 4] and df["label"].tolist() == [0, 1, 2, 3, 4]
     assert df["correct_clean"].dtype == bool and df["loss_adv"].dtype == np.float64
     assert df.attrs["nonfinite"] == 0 and df.attrs["hvp_method"] == "double_backprop"
@@ -58,7 +61,7 @@ def test_values_equal_direct_evaluation_of_each_measure(digits):
     x64 = x.double()
     eps = 0.05
     df = measure(model, x, y, eps=eps, attack="fgsm", batch_size=16, eig_iters=200, dtype=torch.float64,
-                 measures=MEASURES[:6])
+                 measures="grad,curv_adv,curv_rand,eig_top,taylor_gap,logit_var")
     assert df.attrs["dtype"] == "float64"
     x_adv, delta = fgsm(model64.eval(), x64, y, eps)
     with torch.no_grad():
@@ -228,3 +231,150 @@ def test_cli_errors_are_one_line(checkpoint, tmp_path, capsys):
     assert "unknown measure(s) 'foo'" in err and len(err.strip().splitlines()) == 1
     assert main(base + ["--out", str(tmp_path / "missing" / "m.csv")]) == 2
     assert not (tmp_path / "m.csv").exists()
+
+
+# ------------------------------------------------------------------ registry, adversarial point, first-order share
+
+def _model64(model):
+    m = create_model("mlp", hidden=(32,), activation="softplus").double()
+    m.load_state_dict(model.state_dict())
+    return m.eval()
+
+
+def test_adversarial_point_measures_equal_direct_evaluation_at_x_adv(digits):
+    from landscape.measures.curvature import directional_curvature as dc
+
+    model, x, y = digits
+    m64, x64 = _model64(model), x[:12].double()
+    y = y[:12]
+    eps = 0.05
+    names = ["grad_at_adv", "curv_adv_at_adv", "eig_top_at_adv"]
+    df = measure(model, x64, y, eps=eps, attack="fgsm", measures=names, eig_iters=200, dtype=torch.float64)
+    assert list(df.columns)[6:] == ["grad_l1_at_adv", "grad_l2_at_adv", "grad_linf_at_adv", "curv_adv_at_adv",
+                                    "eig_top_at_adv"]
+    x_adv, delta = fgsm(m64, x64, y, eps)
+    for col, values in {**{f"{k}_at_adv": v for k, v in gradient_norms(m64, x_adv, y).items()},
+                        "curv_adv_at_adv": dc(m64, x_adv, y, delta)}.items():
+        np.testing.assert_allclose(df[col], values.numpy(), rtol=1e-9, atol=1e-12, err_msg=col)
+    clean = gradient_norms(m64, x64, y)["grad_l1"].numpy()
+    assert not np.allclose(df["grad_l1_at_adv"], clean)  # a different point, not the clean one again
+    for i in range(3):  # eig_top at x_adv against the dense autograd Hessian there
+        hess = torch.autograd.functional.hessian(
+            lambda z: F.cross_entropy(m64(z.reshape(1, 1, 8, 8)), y[i:i + 1]), x_adv[i].flatten())
+        eig = torch.linalg.eigvalsh(hess)
+        assert df["eig_top_at_adv"][i] == pytest.approx(float(eig[eig.abs().argmax()]), rel=1e-3)
+
+
+def test_at_adv_with_eps_zero_is_the_clean_measure(tiny_model):
+    x, y = torch.rand(5, 1, 8, 8, dtype=torch.float64), torch.arange(5)
+    df = measure(tiny_model, x, y, eps=0.0, measures=["curv_rand", "curv_rand_at_adv", "grad", "grad_at_adv"],
+                 dtype=torch.float64)
+    np.testing.assert_array_equal(df["curv_rand_at_adv"], df["curv_rand"])  # same point, same seeded direction
+    np.testing.assert_array_equal(df["grad_l1_at_adv"], df["grad_l1"])
+
+
+def _per_sample_grad(model, x, y):
+    """Input gradient one sample at a time (independent of the batched implementation)."""
+    out = []
+    for i in range(x.shape[0]):
+        xi = x[i:i + 1].clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(F.cross_entropy(model(xi), y[i:i + 1]), xi)
+        out.append(g[0])
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_first_order_share_matches_its_definition(digits, norm):
+    from landscape.measures import first_order_share
+
+    model, x, y = digits
+    m64, x64 = _model64(model), x[:16].double()
+    y = y[:16]
+    eps = 0.05 if norm == "linf" else 0.5
+    df = measure(model, x64, y, eps=eps, attack="fgsm", norm=norm, measures=["fo_share"], dtype=torch.float64)
+    g = _per_sample_grad(m64, x64, y).flatten(1)
+    dual = g.abs().sum(1) if norm == "linf" else g.norm(dim=1)
+    x_adv, _ = fgsm(m64, x64, y, eps, norm=norm)
+    with torch.no_grad():
+        inc = F.cross_entropy(m64(x_adv), y, reduction="none") - F.cross_entropy(m64(x64), y, reduction="none")
+    expect = torch.where(inc >= 1e-4, eps * dual / inc, torch.full_like(inc, float("nan")))
+    np.testing.assert_allclose(df["fo_share"], expect.numpy(), rtol=1e-9, equal_nan=True)
+    np.testing.assert_allclose(first_order_share(m64, x64, y, x_adv, eps=eps, norm=norm).numpy(), expect.numpy(),
+                               rtol=1e-9, equal_nan=True)
+    assert np.isfinite(df["fo_share"]).mean() > 0.5
+
+
+def test_first_order_share_tends_to_one_for_a_small_step(tiny_model):
+    """Taylor: L(x + eps·sign g) − L(x) = eps‖g‖₁ + O(eps²), so the share -> 1 as eps -> 0 (inside the box)."""
+    from landscape.measures import first_order_share
+
+    m64 = tiny_model.double()
+    x = 0.1 + 0.8 * torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = torch.arange(6)
+    shares = []
+    for eps in (1e-2, 1e-3):
+        x_adv, _ = fgsm(m64, x, y, eps)
+        shares.append(first_order_share(m64, x, y, x_adv, eps=eps, min_increase=1e-12))
+    assert (shares[1] - 1).abs().max() < 0.2 * (shares[0] - 1).abs().max() + 1e-9
+    assert (shares[1] - 1).abs().max() < 0.05
+
+
+def test_first_order_share_undefined_for_no_increase(tiny_model):
+    x, y = torch.rand(4, 1, 8, 8), torch.arange(4)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # documented NaN is not a numerical failure: no warning
+        df = measure(tiny_model, x, y, eps=0.0, measures=["fo_share"])
+    assert df["fo_share"].isna().all() and df.attrs["undefined"] == 4 and df.attrs["nonfinite"] == 0
+
+
+def test_attack_settings_instead_of_loose_arguments(tiny_model):
+    from landscape.attacks import AttackSettings
+
+    x, y = torch.rand(6, 1, 8, 8), torch.arange(6)
+    s = AttackSettings("pgd", 0.1, 3, None, "linf", False)
+    a = measure(tiny_model, x, y, settings=s, measures=["grad", "curv_adv"])
+    b = measure(tiny_model, x, y, eps=0.1, steps=3, random_start=False, measures=["grad", "curv_adv"])
+    pd.testing.assert_frame_equal(a, b)
+    assert a.attrs["random_start"] is False and a.attrs["step_size"] == pytest.approx(2.5 * 0.1 / 3)
+    official = measure(tiny_model, x, y, settings=AttackSettings.official(0.1), measures=["grad"])
+    assert official.attrs["step_size"] == pytest.approx(0.025) and official.attrs["steps"] == 10
+    with pytest.raises(ValueError, match="not both"):
+        measure(tiny_model, x, y, settings=s, eps=0.2)
+    with pytest.raises(TypeError, match="eps"):
+        measure(tiny_model, x, y)
+    with pytest.raises(ValueError, match="8/255 = 0.0314"):
+        measure(tiny_model, x, y, eps=8)
+
+
+def test_registry_columns_labels_and_units():
+    from landscape.measures import registry
+
+    cols = [c for s in registry.SPECS for c in s.columns]
+    assert len(cols) == len(set(cols))
+    assert columns(registry.MEASURES) == list(columns(None)[:6]) + cols
+    labels, units = registry.column_labels(), registry.column_units()
+    assert set(labels) == set(units) == set(cols)
+    from landscape.plotting._tables import MEASURE_LABELS, MEASURE_UNITS
+
+    assert all(MEASURE_LABELS[c] == labels[c] and MEASURE_UNITS[c] == units[c] for c in cols)
+    with pytest.raises(ValueError, match="unknown measure 'x'"):
+        registry.get("x")
+
+
+def test_a_new_measure_is_one_spec_and_one_registry_line(tiny_model, monkeypatch):
+    """A per-batch measure (one value per batch) is repeated on each row of its batch."""
+    from landscape.measures import registry
+    from landscape.measures.spec import MeasureSpec
+
+    spec = MeasureSpec("batch_loss", ("batch_loss",), lambda ctx: {"batch_loss": ctx.loss.mean()},
+                       "mean clean loss of the batch", "nats", per_batch=True)
+    monkeypatch.setattr(registry, "SPECS", (*registry.SPECS, spec))
+    monkeypatch.setitem(registry._BY_NAME, "batch_loss", spec)
+    x, y = torch.rand(7, 1, 8, 8), torch.arange(7)
+    df = measure(tiny_model, x, y, eps=0.1, measures=["batch_loss"], batch_size=3)
+    assert list(df.columns)[-1] == "batch_loss"
+    for start in (0, 3, 6):
+        rows = df.iloc[start:start + 3]
+        np.testing.assert_allclose(rows["batch_loss"], rows["loss_clean"].mean(), rtol=1e-6)

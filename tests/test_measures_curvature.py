@@ -385,7 +385,7 @@ def test_hessian_spectrum_equals_dense_hessian_of_the_batch_mean_loss():
 
 
 def test_hs_columns_of_measure_equal_the_dense_batch_spectrum_per_batch():
-    """ReLU net (exact Lanczos): hs / hs_adv = mean |top-20| of the batch-mean Hessian, one value per batch."""
+    """ReLU net (exact Lanczos): hs / hs_at_adv = mean |top-20| of the batch-mean Hessian, one value per batch."""
     from landscape import measure
     from landscape.attacks import fgsm
 
@@ -393,14 +393,14 @@ def test_hs_columns_of_measure_equal_the_dense_batch_spectrum_per_batch():
     g = torch.Generator().manual_seed(1)
     x = torch.rand(7, 1, 8, 8, generator=g, dtype=torch.float64)
     y = torch.arange(7) % 10
-    df = measure(model, x, y, eps=0.05, attack="fgsm", measures=["hs", "hs_adv", "eig_top"], batch_size=4)
+    df = measure(model, x, y, eps=0.05, attack="fgsm", measures=["hs", "hs_at_adv", "eig_top"], batch_size=4)
     x_adv, _ = fgsm(model, x, y, 0.05)
     for rows in (slice(0, 4), slice(4, 7)):
         n = len(range(7)[rows])
         hs = float(_union_top_k(_full_hessians(model, x[rows], y[rows]), 20).abs().mean())
         hs_adv = float(_union_top_k(_full_hessians(model, x_adv[rows], y[rows]), 20).abs().mean())
         assert df["hs"].iloc[rows].tolist() == pytest.approx([hs] * n, rel=1e-8)
-        assert df["hs_adv"].iloc[rows].tolist() == pytest.approx([hs_adv] * n, rel=1e-8)
+        assert df["hs_at_adv"].iloc[rows].tolist() == pytest.approx([hs_adv] * n, rel=1e-8)
     assert df["hs"].iloc[0] != df["hs"].iloc[4]  # one value per batch
     expected = _top_by_magnitude(_full_hessians(model, x, y))
     np.testing.assert_allclose(df["eig_top"], expected.numpy(), rtol=1e-8)

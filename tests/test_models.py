@@ -10,7 +10,12 @@ from landscape.models import Normalized, create_model, list_models, register_mod
 # Tiny configuration and input shape for every registered model (timm-style: new models must add one).
 TINY = {
     "preact_resnet18": (dict(num_classes=7, in_channels=1), (2, 1, 8, 8)),
+    "preact_resnet18_rice": (dict(num_classes=7, in_channels=1), (2, 1, 8, 8)),
+    "preact_resnet18_advlc": (dict(num_classes=7, in_channels=1), (2, 1, 8, 8)),
+    "preact_resnet18_robustbench": (dict(num_classes=7, in_channels=1), (2, 1, 8, 8)),
     "wide_resnet": (dict(depth=10, widen_factor=1, num_classes=7), (2, 3, 8, 8)),
+    "wide_resnet_trades": (dict(depth=10, widen_factor=1, num_classes=7, sub_block1=True), (2, 3, 8, 8)),
+    "wide_resnet_advlc": (dict(depth=10, widen_factor=1, num_classes=7, activation="softplus"), (2, 3, 8, 8)),
     "small_cnn": (dict(in_channels=3, num_classes=7, input_size=8, width=4), (2, 3, 8, 8)),
     "mlp": (dict(input_shape=(1, 8, 8), hidden=(8, 8), num_classes=7), (2, 1, 8, 8)),
 }
@@ -155,7 +160,7 @@ def test_bad_constructor_arguments_are_value_errors():
 
 def test_list_models_pattern_and_duplicate_registration():
     assert list_models() == sorted(list_models())
-    assert list_models("*resnet*") == ["preact_resnet18", "wide_resnet"]
+    assert list_models("wide_resnet*") == ["wide_resnet", "wide_resnet_advlc", "wide_resnet_trades"]
     assert list_models("nothing*") == []
 
     def mlp():  # same name as a registered model
@@ -192,3 +197,96 @@ def test_normalized_refuses_inputs_with_the_wrong_channel_count():
     assert model(torch.rand(2, 3, 8, 8)).shape == (2, 10)
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\).*shape \(2, 1, 8, 8\)"):
         model(torch.rand(2, 1, 8, 8))
+
+
+# ---------------------------------------------------------------------------------------------- families, specs
+
+
+def test_families_build_their_default_and_record_the_exact_wiring():
+    from landscape.models import family, model_info
+
+    assert family("preact_resnet18").default == "preact_resnet18_rice"
+    assert set(family("preact_resnet18").members) == {"preact_resnet18_rice", "preact_resnet18_advlc",
+                                                      "preact_resnet18_robustbench"}
+    assert set(family("wide_resnet").members) == {"wide_resnet_trades", "wide_resnet_advlc"}
+    model = create_model("wide_resnet", depth=10, widen_factor=1)
+    assert model.landscape_arch == {"name": "wide_resnet_trades", "kwargs": {"depth": 10, "widen_factor": 1}}
+    assert model_info("preact_resnet18_advlc").inputs == "[0,1]"
+    assert model_info("preact_resnet18_rice").inputs == "normalized"
+
+
+def test_published_key_layouts_of_the_new_wirings():
+    """Keys written out from the published code's module names (AdvLC WRN, TRADES sub_block1, RobustBench)."""
+    advlc = create_model("wide_resnet_advlc", depth=10, widen_factor=2)
+    keys = {k for k in advlc.state_dict() if not k.endswith("num_batches_tracked")}
+    bn = ("weight", "bias", "running_mean", "running_var")
+    want = {"conv1.weight", "fc0.weight", "fc0.bias"} | {f"bn1.{s}" for s in bn}
+    for layer in (1, 2, 3):
+        p = f"layer{layer}.block0"
+        want |= {f"{p}.{c}.weight" for c in ("conv1", "conv2", "shortcut.0")}
+        want |= {f"{p}.{b}.{s}" for b in ("bn1", "bn2") for s in bn}
+    assert keys == want
+    trades = create_model("wide_resnet_trades", depth=10, widen_factor=2, sub_block1=True, bias_last=False)
+    sd = trades.state_dict()
+    assert "sub_block1.layer.0.convShortcut.weight" in sd and "fc.bias" not in sd
+    rb = create_model("preact_resnet18_robustbench").state_dict()
+    assert "bn.weight" not in rb and "layer2.0.shortcut.0.weight" in rb
+
+
+def test_advlc_wrn_width_is_widen_factor():
+    a = create_model("wide_resnet_advlc", depth=10, width=2)
+    b = create_model("wide_resnet_advlc", depth=10, widen_factor=2)
+    assert {k: v.shape for k, v in a.state_dict().items()} == {k: v.shape for k, v in b.state_dict().items()}
+    with pytest.raises(ValueError, match="widen_factor or width"):
+        create_model("wide_resnet_advlc", depth=10, width=2, widen_factor=3)
+    with pytest.raises(ValueError, match="activation must be one of relu, softplus"):
+        create_model("wide_resnet_advlc", depth=10, widen_factor=1, activation="gelu")
+
+
+def test_data_kwargs_follow_the_constructor_signature():
+    from landscape.models import data_kwargs
+
+    shape = (3, 32, 32)
+    assert data_kwargs("preact_resnet18", input_shape=shape, num_classes=100) == {"num_classes": 100,
+                                                                                   "in_channels": 3}
+    assert data_kwargs("small_cnn", input_shape=(1, 8, 8), num_classes=10) == {
+        "num_classes": 10, "in_channels": 1, "input_size": 8}
+    assert data_kwargs("mlp", input_shape=(1, 8, 8), num_classes=10) == {"num_classes": 10,
+                                                                         "input_shape": (1, 8, 8)}
+
+    def only_width(width=3):
+        return nn.Linear(width, 2)
+
+    assert data_kwargs(only_width, input_shape=shape, num_classes=10) == {}
+
+
+def test_user_spec_imports_a_file_once_and_by_module(tmp_path, monkeypatch):
+    from landscape.models import absolute_spec, import_architecture, is_spec
+
+    (tmp_path / "nets.py").write_text("import torch.nn as nn\nclass Tiny(nn.Linear):\n"
+                                      "    def __init__(self, k=2):\n        super().__init__(3, k)\n")
+    spec = f"{tmp_path}/nets.py:Tiny"
+    assert is_spec(spec) and not is_spec("mlp")
+    cls = import_architecture(spec)
+    assert import_architecture(spec) is cls  # imported once per process
+    model = create_model(spec, k=4)
+    assert model.out_features == 4 and model.landscape_arch == {"name": spec, "kwargs": {"k": 4}}
+    monkeypatch.chdir(tmp_path)
+    assert absolute_spec("nets.py:Tiny") == spec and absolute_spec("pkg.mod:X") == "pkg.mod:X"
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert create_model("nets:Tiny").out_features == 2
+    with pytest.raises(ValueError, match=r"bad architecture spec 'nets.py:'"):
+        import_architecture("nets.py:")
+    with pytest.raises(ValueError, match=r"importing .*broken.py failed \(ZeroDivisionError"):
+        (tmp_path / "broken.py").write_text("x = 1 / 0\n")
+        import_architecture(f"{tmp_path}/broken.py:X")
+    with pytest.raises(TypeError, match="not a torch.nn.Module"):
+        (tmp_path / "notnet.py").write_text("def make():\n    return 3\n")
+        create_model(f"{tmp_path}/notnet.py:make")
+
+
+def test_unknown_bare_name_suggests_registered_wirings():
+    with pytest.raises(ValueError, match=r"did you mean .*preact_resnet18_advlc"):
+        create_model("preact_resnet18_advcl")
+    with pytest.raises(ValueError, match=r"file.py:ClassName"):
+        create_model("resnet50")

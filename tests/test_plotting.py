@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from landscape import plotting as P
 from landscape.cli import main
-from landscape.plotting.synthetic import synthetic_tables
+from landscape.testing import synthetic_tables
 
 # Robust test accuracy per epoch 1..6: best at epoch 3 (0.50), last 0.40 -> RO gap 10.0 points.
 TEST_ADV = [0.20, 0.40, 0.50, 0.45, 0.42, 0.40]
@@ -142,7 +142,7 @@ def slices_1d() -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
-def test_slices_1d_mean_and_std_band_over_samples(tmp_path):
+def test_slices_1d_median_and_quantile_band_over_samples_by_default(tmp_path):
     table = slices_1d()
     fig = P.plot_slices_1d(table)
     adv, rnd = fig.axes[:2]
@@ -152,13 +152,25 @@ def test_slices_1d_mean_and_std_band_over_samples(tmp_path):
     a = np.linspace(-1, 1, 5)
     sample_losses = np.stack([0.5 + s * 0.1 + 3.0 * a ** 2 for s in range(4)])
     np.testing.assert_allclose(late.get_xdata(), a)
-    np.testing.assert_allclose(late.get_ydata(), sample_losses.mean(0))
-    band = adv.collections[1].get_paths()[0].vertices[:, 1]  # epoch 6 band: mean ± std
-    spread = sample_losses.std(0)
-    assert band.max() == pytest.approx((sample_losses.mean(0) + spread).max())
-    assert band.min() == pytest.approx((sample_losses.mean(0) - spread).min())
+    np.testing.assert_allclose(late.get_ydata(), np.median(sample_losses, 0))
+    band = adv.collections[1].get_paths()[0].vertices[:, 1]  # epoch 6 band: q10..q90 over the 4 samples
+    assert band.max() == pytest.approx(np.quantile(sample_losses, 0.9, axis=0).max())
+    assert band.min() == pytest.approx(np.quantile(sample_losses, 0.1, axis=0).min())
+    assert band.min() >= sample_losses.min()  # a quantile band never leaves the data (mean - std can go < 0)
     assert adv.get_ylim() == rnd.get_ylim()  # shared y
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "median, q10–q90 over samples" in legend
     assert_real_png(png_of(fig, tmp_path))
+
+
+def test_slices_1d_std_band_on_request():
+    fig = P.plot_slices_1d(slices_1d(), band="std")
+    adv = fig.axes[0]
+    late = [ln for ln in adv.get_lines() if ln.get_label() == "epoch 6"][0]
+    sample_losses = np.stack([0.5 + s * 0.1 + 3.0 * np.linspace(-1, 1, 5) ** 2 for s in range(4)])
+    np.testing.assert_allclose(late.get_ydata(), sample_losses.mean(0))
+    band = adv.collections[1].get_paths()[0].vertices[:, 1]
+    assert band.max() == pytest.approx((sample_losses.mean(0) + sample_losses.std(0)).max())
 
 
 def test_slices_1d_labels_from_label_epochs_and_accuracy_values():
@@ -397,6 +409,11 @@ def test_synthetic_trajectory_aggregates_its_samples():
 
 # ------------------------------------------------------------------------------------------ CLI
 
+def written(stdout: str) -> list[str]:
+    """The paths a command's closing summary lists (indented lines, row counts stripped)."""
+    return [line.strip().split("  (")[0] for line in stdout.splitlines() if line.startswith("  ")]
+
+
 def test_cli_plot_writes_png_and_pdf(tmp_path, capsys):
     folder = tmp_path / "run"
     folder.mkdir()
@@ -404,7 +421,7 @@ def test_cli_plot_writes_png_and_pdf(tmp_path, capsys):
     slices_1d().to_parquet(folder / "slices_1d.parquet")
     assert main(["plot", "curves", str(folder), "--out", str(tmp_path / "out")]) == 0
     assert main(["plot", "slices1d", str(folder), "--best-last", "--out", str(tmp_path / "out")]) == 0
-    printed = capsys.readouterr().out.split()
+    printed = written(capsys.readouterr().out)
     assert [p.rsplit("/", 1)[1] for p in printed] == ["learning_curves.png", "learning_curves.pdf",
                                                       "slices_1d.png", "slices_1d.pdf"]
     assert_real_png(mpimg.imread(tmp_path / "out" / "slices_1d.png"))
@@ -417,7 +434,9 @@ def test_cli_plot_scatter_from_best_epoch(tmp_path, capsys):
     table.to_parquet(tmp_path / "run" / "trajectory.parquet")
     assert main(["plot", "scatter", str(tmp_path / "run"), "--from-best", "--format", "png",
                  "--out", str(tmp_path / "out")]) == 0
-    assert capsys.readouterr().out.split() == [str(tmp_path / "out" / "measure_vs_loss.png")]
+    out = capsys.readouterr().out
+    assert written(out) == [str(tmp_path / "out" / "measure_vs_loss.png")]
+    assert out.splitlines()[0] == f"landscape plot: wrote 1 file(s) to {tmp_path / 'out'}"
     assert_real_png(mpimg.imread(tmp_path / "out" / "measure_vs_loss.png"))
 
 
@@ -499,3 +518,102 @@ def test_measure_vs_loss_twelve_runs_keeps_its_axes_and_one_style_per_run(tmp_pa
         assert_real_png(png_of(ax, tmp_path))
     width, height = ax.get_window_extent().size / ax.figure.dpi
     assert width > 3.0 and height > 2.5  # the legend below did not squeeze the axes
+
+
+# ------------------------------------------------------------------------------------------ methods, registry
+
+def test_seed_summary_is_mean_min_max_over_each_methods_runs():
+    table = twelve_runs()
+    summary = P.seed_summary(table, ["acc_adv", "curv_adv_mean"])
+    assert list(pd.unique(summary["method"])) == list(METHODS)
+    test = table[table["split"] == "test"]
+    for method in ("pgd_at", "at_gradreg"):
+        runs = test[test["run"].str.startswith(method + "/")]
+        for col in ("acc_adv", "curv_adv_mean"):
+            by_epoch = runs.pivot(index="epoch", columns="run", values=col)  # epochs x 3 seeds, by hand
+            got = summary[(summary["method"] == method) & (summary["column"] == col)].set_index("epoch")
+            np.testing.assert_allclose(got["mean"], by_epoch.mean(axis=1))
+            np.testing.assert_allclose(got["lo"], by_epoch.min(axis=1))
+            np.testing.assert_allclose(got["hi"], by_epoch.max(axis=1))
+            assert (got["seeds"] == 3).all()
+
+
+def test_method_curves_draw_the_seed_mean_and_the_min_max_band(tmp_path):
+    table = twelve_runs()
+    fig = P.plot_method_curves(table)
+    acc = fig.axes[0]
+    assert acc.get_title() == "robust accuracy" and [ax.get_xlabel() for ax in fig.axes[:3]] == ["epoch"] * 3
+    lines = [ln for ln in acc.get_lines() if len(ln.get_xdata()) > 1]
+    assert len(lines) == len(METHODS)  # one line per method, not per seed
+    test = table[table["split"] == "test"]
+    pgd = test[test["run"].str.startswith("pgd_at/")].pivot(index="epoch", columns="run", values="acc_adv") * 100
+    np.testing.assert_allclose(lines[1].get_ydata(), pgd.mean(axis=1))
+    band = acc.collections[1].get_paths()[0].vertices[:, 1]
+    assert band.max() == pytest.approx(pgd.max(axis=1).max()) and band.min() == pytest.approx(pgd.min(axis=1).min())
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend[:4] == list(METHODS) and "min–max over seeds (line: mean)" in legend
+    assert_real_png(png_of(fig, tmp_path))
+
+
+def test_method_names_drop_the_folders_runs_share():
+    table = synthetic_tables("x/runs/demo/pgd_at/s0", epochs=3, n=2)["trajectory"]
+    other = synthetic_tables("x/runs/demo/at_advlc/s0", epochs=3, n=2)["trajectory"]
+    both = pd.concat([table, other], ignore_index=True)
+    assert list(pd.unique(P.seed_summary(both, ["acc_adv"])["method"])) == ["pgd_at", "at_advlc"]
+
+
+def test_interactive_chart_hover_names_run_epoch_and_value():
+    table = twelve_runs()
+    chart = P.interactive_method_curves(table)
+    seeds = [t for t in chart.data if t.name == "pgd_at/s1"]
+    assert len(seeds) == 3  # one per panel: robust acc, clean acc, robust loss
+    tmpl = seeds[0].hovertemplate
+    assert "run pgd_at/s1" in tmpl and "epoch %{x}" in tmpl and "%{y" in tmpl
+    rows = table[(table["run"] == "pgd_at/s1") & (table["split"] == "test")].sort_values("epoch")
+    np.testing.assert_allclose(seeds[0].y, rows["acc_adv"] * 100)
+    means = [t for t in chart.data if t.name == "pgd_at" and t.showlegend]
+    assert len(means) == 1 and "mean of" in means[0].hovertemplate
+    html = chart.to_html(full_html=False, include_plotlyjs=False)
+    assert "<script" in html and "cdn.plot.ly" not in html  # plotly.js is not fetched from a CDN
+
+
+def test_distributions_tiny_values_put_the_power_of_ten_in_the_axis_label(tmp_path):
+    samples = pd.DataFrame({"curv_adv": np.random.default_rng(0).normal(3e-6, 1e-6, 200), "split": "test"})
+    fig = P.plot_distributions(samples, "curv_adv", by=None)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert ax.get_xlabel().endswith("(× 1e-6)")
+    assert ax.xaxis.get_offset_text().get_text() == ""  # no separate "1e-6" that could sit on the label
+    lo, hi = ax.get_xlim()
+    assert 0 < hi < 10  # the values drawn are in units of 1e-6
+    assert_real_png(png_of(fig, tmp_path))
+
+
+def test_every_registered_figure_draws_from_a_study_and_plot_offers_each(tmp_path):
+    from landscape.commands.plot import _kinds
+    from landscape.runs import best_last_epochs, find_runs, load_tables
+    from landscape.testing import write_synthetic_study
+
+    root = write_synthetic_study(tmp_path / "demo", methods={"pgd_at": 1.0, "at_advlc": 0.2}, seeds=(0, 1),
+                                 epochs=5, n=6)
+    runs = find_runs(root)
+    assert _kinds() == list(P.FIGURES)
+    epochs = best_last_epochs(load_tables([r.folder for r in runs], "trajectory"))
+    not_shown = []
+    for name, spec in P.FIGURES.items():
+        table = load_tables([r.folder for r in runs if spec.table in r.files], spec.table)
+        if not spec.shown_for(table):  # opt-in measures (drawn in their own tests)
+            not_shown.append(name)
+            continue
+        if spec.best_last:
+            table = P.label_epochs(table, {r: e for r, e in epochs.items() if (table["run"] == r).any()})
+        if spec.per_run:
+            table = table[table["run"] == table["run"].iloc[0]]
+        fig = spec.draw(table, since={r: e["best"] for r, e in epochs.items()})
+        assert fig.axes, name
+        fig.clf()
+    assert not_shown == []
+    with pytest.raises(ValueError, match="unknown figure 'nope'; known: method_curves"):
+        P.figure_spec("nope")
+    with pytest.raises(ValueError, match="already registered"):
+        P.register(P.FIGURES["scatter"])

@@ -116,3 +116,31 @@ def test_gradient_penalty_rejects_bad_arguments():
         input_gradient_penalty(model, x, torch.tensor([0, 1, 3]))
     with pytest.raises(ValueError, match="labels"):
         input_gradient_penalty(model, x, torch.tensor([0, 1]))
+
+
+def _official_advlc(clean, adv, top):
+    """Independent re-implementation from the official code's description: k = int(numel * top) entries of
+    |clean - adv| over the whole batch (or the full L1 norm when top == 1), summed, divided by the batch size."""
+    b = clean.shape[0]
+    if top == 1:
+        return (clean - adv).abs().sum().item() / b
+    diff = sorted((clean - adv).abs().flatten().tolist(), reverse=True)
+    return sum(diff[:int(len(diff) * top)]) / b
+
+
+@pytest.mark.parametrize("b, k, top", [(128, 10, 0.1), (100, 10, 0.1), (7, 3, 0.5), (32, 100, 0.05), (5, 10, 1.0)])
+def test_advlc_equals_the_official_formula(b, k, top):
+    g = torch.Generator().manual_seed(b * k)
+    clean, adv = torch.randn(b, k, generator=g), torch.randn(b, k, generator=g)
+    assert advlc(clean, adv, top=top).item() == pytest.approx(_official_advlc(clean, adv, top), rel=1e-5)
+
+
+def test_loss_and_gradient_penalty_share_one_forward():
+    from landscape.regularizers import loss_and_gradient_penalty
+
+    lin, _ = _linear_model()
+    x = torch.rand(6, 4, generator=torch.Generator().manual_seed(1), dtype=torch.double)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    loss, pen = loss_and_gradient_penalty(lin, x, y, norm="l1")
+    assert loss.item() == pytest.approx(torch.nn.functional.cross_entropy(lin(x), y).item(), rel=1e-12)
+    assert pen.item() == pytest.approx(input_gradient_penalty(lin, x, y, norm="l1").item(), rel=1e-12)

@@ -1,4 +1,5 @@
-"""The report: run discovery, every figure embedded, diagnosis numbers, skipped tables, and a real browser."""
+"""The report: run discovery, the comparison first, every figure embedded, diagnosis numbers, skipped tables,
+one context for HTML and Markdown, `landscape slice` output read with no renaming, and a real browser."""
 from __future__ import annotations
 
 import base64
@@ -14,14 +15,20 @@ from matplotlib.figure import Figure
 
 from landscape import LandscapeError
 from landscape.cli import main
-from landscape.plotting.synthetic import write_synthetic_run
 from landscape.report import best_last_epochs, build_report, find_runs, load_findings, load_tables
+from landscape.testing import write_synthetic_run, write_synthetic_study
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-FULL_FIGURES = ["learning_curves", "training_curves", "measures", "slices_1d", "surface_at_advlc",
-                "surface_pgd_at", "distributions", "scatter"]
+COMPARISON = ["method_curves", "method_measures", "slices_1d_methods", "distributions_methods", "contours",
+              "measure_vs_loss", "first_order_share"]
+DETAIL = ["learning_curves", "training_curves", "measures", "slices_1d", "distributions", "surface_at_advlc",
+          "surface_pgd_at"]
+FULL_FIGURES = COMPARISON + DETAIL
+#: Page height (CSS px at 1400 px wide) of the report of `study` before it was organised around the comparison
+#: (every run drawn one by one, figures stretched to the page width), measured with chromium on this fixture.
+OLD_HEIGHT = 17_317
 
 
 def best_and_last_by_hand(folder: Path) -> tuple[int, float, int, float]:
@@ -47,6 +54,18 @@ def report(demo) -> Path:
     return build_report(demo, dpi=80)
 
 
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    """A folder laid out like `make demo`'s: 4 methods x 3 seeds (``pgd_at/s0`` ...), slices for the first seed
+    of two methods, claims.csv and per-run final_eval.csv."""
+    return write_synthetic_study(tmp_path_factory.mktemp("study") / "demo")
+
+
+@pytest.fixture(scope="module")
+def study_report(study) -> Path:
+    return build_report(study, dpi=72)
+
+
 def test_find_runs_in_run_folders_analysis_folders_and_two_levels_down(demo, tmp_path):
     runs = find_runs(demo)
     assert [r.name for r in runs] == ["at_advlc", "pgd_at"]
@@ -67,20 +86,71 @@ def test_no_trajectory_is_a_landscape_error_naming_folder_and_file(tmp_path):
 
 def test_report_embeds_every_figure_and_requests_nothing_external(report):
     text = report.read_text()
-    embedded = re.findall(r"<img src='data:image/png;base64,([A-Za-z0-9+/=]+)' alt='[^']*' data-figure='(\w+)'",
+    embedded = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="[^"]*" data-figure="(\w+)"',
                           text)
     assert [key for _, key in embedded] == FULL_FIGURES
     for b64, _ in embedded:
         assert base64.b64decode(b64)[:8] == b"\x89PNG\r\n\x1a\n"
-    # self-contained: no URL outside data: and in-page anchors, no scripts or external stylesheets
-    assert not re.search(r"(src|href)=['\"](?!data:|#)", text)
-    assert "<script" not in text and "<link" not in text and "http://" not in text and "https://" not in text
+    # self-contained: no URL outside data: and in-page anchors, no script or stylesheet loaded from elsewhere
+    markup = re.sub(r"<script[^>]*>.*?</script>", "", text, flags=re.S)  # plotly.js quotes URLs in its code
+    assert not re.search(r"(src|href)=['\"](?!data:|#)", markup)
+    assert "<link" not in text and not re.search(r"<script[^>]*\ssrc=", text)
     assert "Skipped" not in text
+    # plotly.js inlined once, before the two interactive charts that use it
+    from plotly.offline import get_plotlyjs
+
+    library = get_plotlyjs()
+    assert text.count(library[:500]) == 1 and text.count(library[-500:]) == 1
+    assert text.index(library[:500]) < text.index('data-interactive="method_curves"')
+    assert re.findall(r'data-interactive="(\w+)"', text) == ["method_curves", "method_measures"]
+
+
+def test_comparison_opens_the_page_and_per_run_detail_is_collapsed(report):
+    text = report.read_text()
+    order = [text.index(marker) for marker in ('id="best-last-table"', 'id="fig-method_curves"',
+                                               'id="detail-runs"')]
+    assert order == sorted(order)
+    detail = text[text.index('<details class="section" id="detail-runs">'):text.index('<h2 id="settings">')]
+    assert 'id="diagnosis-table"' in detail
+    assert re.findall(r'data-figure="(\w+)"', detail) == DETAIL
+    assert 'id="claims"' not in text  # no claims.csv in this folder: no section
+
+
+def test_best_last_table_per_method_is_mean_and_sd_over_seeds(study_report, study):
+    text = study_report.read_text()
+    table = re.search(r'<table id="best-last-table">(.*?)</table>', text, re.S).group(1)
+    rows = {r[0]: r[1:] for r in (re.findall(r"<td[^>]*>([^<]*)</td>", row)
+                                  for row in re.findall(r"<tr>(.*?)</tr>", table)) if r}
+    assert sorted(rows) == ["at_advlc", "at_gradreg", "pgd_at", "standard"]
+    by_hand = [best_and_last_by_hand(study / "pgd_at" / f"s{s}" / "analysis") for s in range(3)]
+    gaps = np.array([b[1] - b[3] for b in by_hand])
+    best = np.array([b[1] for b in by_hand])
+    assert rows["pgd_at"][0] == "3"
+    assert rows["pgd_at"][2] == f"{best.mean():.1f} ± {best.std(ddof=1):.1f}"
+    assert rows["pgd_at"][5] == f"{gaps.mean():.1f} ± {gaps.std(ddof=1):.1f}"
+
+
+def test_claims_and_final_evaluation_tables_come_first(study_report, study):
+    text = study_report.read_text()
+    assert text.index('id="claims-table"') < text.index('id="best-last-table"') < text.index('id="final-eval-table"')
+    claims = re.search(r'<table id="claims-table" class="study">(.*?)</table>', text, re.S).group(1)
+    assert re.findall(r"<th>([^<]*)</th>", claims) == ["claim", "evidence", "value", "holds"]
+    assert claims.count('<td class="yes">yes</td>') == 3
+    final = re.search(r'<table id="final-eval-table">(.*?)</table>', text, re.S).group(1)
+    header = re.findall(r"<th>([^<]*)</th>", final)
+    assert header[:3] == ["method", "which", "runs"] and "acc autoattack (%)" in header
+    rows = [re.findall(r"<td[^>]*>([^<]*)</td>", r) for r in re.findall(r"<tr>(.*?)</tr>", final)[1:]]
+    evals = pd.concat([pd.read_csv(study / "pgd_at" / f"s{s}" / "analysis" / "final_eval.csv") for s in range(3)])
+    last = evals[evals["which"] == "last"]["acc_autoattack"] * 100
+    row = next(r for r in rows if r[:2] == ["pgd_at", "last"])
+    assert row[header.index("acc autoattack (%)")] == f"{last.mean():.1f} ± {last.std(ddof=1):.1f}"
+    md = (study_report.parent / "report.md").read_text()
+    assert md.index("## Claims") < md.index("## Best vs last") < md.index("## Final evaluation") < md.index("## Figures")
 
 
 def test_report_shows_the_diagnosis_numbers_of_each_run(report, demo):
     text = report.read_text()
-    table = re.search(r"<table id='diagnosis-table'>(.*?)</table>", text).group(1)
+    table = re.search(r'<table id="diagnosis-table">(.*?)</table>', text, re.S).group(1)
     rows = dict(re.findall(r"<tr><td>(\w+)</td>(.*?)</tr>", table))
     assert list(rows) == ["at_advlc", "pgd_at"]
     for run, folder in (("pgd_at", demo / "pgd_at"), ("at_advlc", demo / "at_advlc" / "analysis")):
@@ -106,7 +176,8 @@ def test_missing_optional_tables_are_skipped_with_a_note(tmp_path, demo):
     run.mkdir()
     shutil.copy(demo / "pgd_at" / "trajectory.parquet", run / "trajectory.parquet")
     html = build_report(run, tmp_path / "out", dpi=72).read_text()
-    assert html.count("<img ") == 3  # learning curves, measures, scatter
+    assert re.findall(r'data-figure="(\w+)"', html) == ["method_curves", "method_measures", "measure_vs_loss",
+                                                        "first_order_share", "learning_curves", "measures"]
     for why in ("no metrics.csv", "no slices_1d.parquet", "no slices_2d.parquet", "no samples.parquet",
                 "No settings.json"):
         assert why in html
@@ -144,14 +215,18 @@ def test_cli_report(tmp_path, demo, capsys):
     (tmp_path / "run").mkdir()
     shutil.copy(demo / "pgd_at" / "trajectory.parquet", tmp_path / "run" / "trajectory.parquet")
     assert main(["report", str(tmp_path / "run"), "--out", str(tmp_path / "r"), "--quiet", "--dpi", "72"]) == 0
-    out = capsys.readouterr().out.split()
-    assert out == [str(tmp_path / "r" / "report.html"), str(tmp_path / "r" / "report.md")]
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"landscape report: wrote 2 file(s) to {tmp_path / 'r'}"
+    assert out[1:3] == [f"  {tmp_path / 'r' / 'report.html'}", f"  {tmp_path / 'r' / 'report.md'}"]
+    assert out[3] == f"landscape report: 6 figure(s) in {tmp_path / 'r' / 'figures'}"
     assert main(["report", str(tmp_path / "r"), "--quiet"]) == 2
     assert "trajectory.parquet" in capsys.readouterr().err
 
 
-def test_report_in_a_real_browser(report, tmp_path):
-    """Chromium loads the page with no console errors, every figure decodes, and a screenshot is saved."""
+def test_report_in_a_real_browser(study_report, tmp_path):
+    """Chromium: no console errors, nothing requested from outside, every image decodes, the claims and
+    best/last tables are the first things on the page, the page is at most half as tall as before, hovering a
+    curve shows run, epoch and value; a screenshot is saved."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     if not Path(CHROMIUM).exists():
         pytest.skip(f"chromium not found at {CHROMIUM} (Debian package 'chromium'; `make browser` installs it)")
@@ -159,19 +234,34 @@ def test_report_in_a_real_browser(report, tmp_path):
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.on("request", lambda r: requests.append(r.url))
-            page.goto(report.resolve().as_uri(), wait_until="load")
+            page.goto(study_report.resolve().as_uri(), wait_until="load")
             widths = page.eval_on_selector_all("img", "els => els.map(e => e.complete ? e.naturalWidth : 0)")
+            height = page.evaluate("document.documentElement.scrollHeight")
+            tables = page.eval_on_selector_all("table", "els => els.map(e => [e.id, e.getBoundingClientRect().top])")
+            first_figure = page.eval_on_selector("figure", "e => e.getBoundingClientRect().top")
+            charts = page.eval_on_selector_all(".plot .main-svg", "els => els.length")
+            hover = page.evaluate("""() => {
+                const div = document.getElementById('plot-method_curves');
+                const i = div.data.findIndex(t => t.name === 'pgd_at/s1');
+                Plotly.Fx.hover(div, [{curveNumber: i, pointNumber: 4}]);
+                return div.querySelector('.hovertext') ? div.querySelector('.hovertext').textContent : '';
+            }""")
             shot = tmp_path / "report.png"
             page.screenshot(path=str(shot), full_page=True)
         finally:
             browser.close()
     assert errors == []
-    assert len(widths) == len(FULL_FIGURES) and all(w > 0 for w in widths)
     assert [u for u in requests if not u.startswith(("file:", "data:"))] == []
+    assert len(widths) == len(re.findall(r"<img ", study_report.read_text())) > 10 and all(w > 0 for w in widths)
+    assert [t[0] for t in tables[:3]] == ["claims-table", "best-last-table", "final-eval-table"]
+    assert tables[1][1] < first_figure
+    assert charts >= 2
+    assert "pgd_at/s1" in hover and "epoch 5" in hover and "robust accuracy" in hover
+    assert height <= OLD_HEIGHT / 2, f"report is {height} px tall (before: {OLD_HEIGHT} px)"
     assert shot.stat().st_size > 10_000
 
 
@@ -195,23 +285,24 @@ def test_findings_csv_and_images_open_the_report(tmp_path, demo):
 
     html_path = build_report(study, tmp_path / "out", dpi=72)
     text = html_path.read_text()
-    assert text.index("<h2 id='findings'>Findings</h2>") < text.index("<h2 id='diagnosis'>")
-    assert "<nav><a href='#findings'>Findings</a>" in text
-    table = re.search(r"<table id='findings-table'>(.*?)</table>", text).group(1)
+    assert text.index('<h2 id="findings">Findings</h2>') < text.index('<h2 id="figures">')
+    assert text.index('id="best-last-table"') < text.index('<h2 id="findings">')
+    assert '<a href="#findings">Findings</a>' in text
+    table = re.search(r'<table id="findings-table" class="study">(.*?)</table>', text, re.S).group(1)
     assert re.findall(r"<th>([^<]*)</th>", table) == ["method", "seeds", "best", "gap", "note"]
     rows = [re.findall(r"<td>([^<]*)</td>", r) for r in re.findall(r"<tr>(.*?)</tr>", table)[1:]]
     # decimals per column: three significant digits of its smallest value (49.7 -> 1, 0.472 -> 3)
     assert rows == [["standard", "3", "49.7 ± 4.5", "42.299 ± 5.716", "no AT"],
                     ["pgd_at", "3", "74.2 ± 0.1", "0.472 ± 0.005", "AT"]]
-    embedded = re.findall(r"<img src='data:image/png;base64,([A-Za-z0-9+/=]+)' alt='[^']*' "
-                          r"data-findings='(\w+)'", text)
+    embedded = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="[^"]*" '
+                          r'data-findings="(\w+)"', text)
     assert [key for _, key in embedded] == ["findings", "findings_measures"]  # sorted by name
     for b64, key in embedded:
         assert base64.b64decode(b64) == png[key]
-    assert text.index("data-findings='findings_measures'") < text.index("<h2 id='diagnosis'>")
+    assert text.index('data-findings="findings_measures"') < text.index('<h2 id="figures">')
 
     md = (html_path.parent / "report.md").read_text()
-    assert md.index("## Findings") < md.index("## Diagnosis")
+    assert md.index("## Findings") < md.index("## Figures") < md.index("### Diagnosis per run")
     assert "| pgd_at | 3 | 74.2 ± 0.1 | 0.472 ± 0.005 | AT |" in md
     links = re.findall(r"!\[[^\]]*\]\((figures/findings\w*\.png)\)", md)
     assert links == ["figures/findings.png", "figures/findings_measures.png"]
@@ -219,12 +310,12 @@ def test_findings_csv_and_images_open_the_report(tmp_path, demo):
 
     # report written into RUN_DIR itself, as the digits demo does: its figures/ already holds the image
     again = build_report(study, study, dpi=72).read_text()
-    assert again.count("data-findings='findings_measures'") == 1
+    assert again.count('data-findings="findings_measures"') == 1
     assert (study / "figures" / "findings_measures.png").read_bytes() == png["findings_measures"]
 
 
 def test_no_findings_no_section_and_a_bad_findings_csv_is_a_note(tmp_path, report):
-    assert "id='findings'" not in report.read_text()
+    assert 'id="findings"' not in report.read_text()
     assert "## Findings" not in (report.parent / "report.md").read_text()
     (tmp_path / "findings.csv").write_text("")
     found = load_findings(tmp_path)
@@ -239,3 +330,64 @@ def test_runs_with_the_same_folder_name_keep_one_name_across_tables(tmp_path):
     slices = load_tables([a, b], "slices_1d")
     assert sorted(traj["run"].unique()) == sorted(slices["run"].unique()) == sorted([str(a), str(b)])
     assert set(best_last_epochs(traj)) == {str(a), str(b)}
+
+
+def test_slice_output_of_a_users_run_reaches_the_report_with_no_renaming(tmp_path, capsys):
+    """`landscape trajectory` then `landscape slice` of two of its checkpoints into the same folder: the report
+    draws the slices, best vs last, from the files exactly as the commands wrote them."""
+    import torch
+
+    from landscape.checkpoints import save_checkpoint
+    from landscape.models import create_model
+    from landscape.runs import run_file
+
+    run = tmp_path / "my_run"
+    run.mkdir()
+    for epoch in (1, 2, 3):
+        torch.manual_seed(epoch)
+        save_checkpoint(run / f"epoch_{epoch:03d}.pt", create_model("mlp", hidden=(16,)), epoch=epoch)
+    mlp = ["--arch", "mlp", "--arch-arg", "hidden=(16,)", "--n", "24", "--steps", "2", "--quiet"]
+    assert main(["trajectory", str(run), *mlp, "--measures", "grad", "--out", str(run / "analysis")]) in (0, 1)
+    traj = pd.read_parquet(run / "analysis" / run_file("trajectory"))
+    test = traj[traj["split"] == "test"].sort_values("epoch")
+    best = int(test.loc[test["acc_adv"].idxmax(), "epoch"])
+    capsys.readouterr()
+    for epoch in sorted({best, 3}):
+        assert main(["slice", str(run / f"epoch_{epoch:03d}.pt"), *mlp, "--index", "0..2", "--grid", "5",
+                     "--dirs", "adversarial", "random", "--kind", "1d", "--out", str(run / "analysis")]) == 0
+    out = capsys.readouterr().out
+    assert f"  {run / 'analysis' / run_file('slices_1d')}  (" in out and "landscape slice: wrote 2 file(s)" in out
+    slices = pd.read_parquet(run / "analysis" / run_file("slices_1d"))
+    assert sorted(slices["epoch"].unique()) == sorted({best, 3})  # the second call kept the first one's rows
+    assert len(slices) == len({best, 3}) * 2 * 3 * 5
+
+    html = build_report(run, tmp_path / "report", dpi=72, interactive=False).read_text()
+    assert 'data-figure="slices_1d_methods"' in html and 'data-figure="slices_1d"' in html
+    assert "no slices_2d.parquet in any run" in html and "Skipped: no slices_1d" not in html
+
+
+def test_templates_ship_as_package_data():
+    """The report renders from an installed wheel: pyproject's package-data covers every template file."""
+    import fnmatch
+    import tomllib
+    from importlib import resources
+
+    root = Path(__file__).resolve().parents[1]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    shipped = patterns["landscape.report"]
+    templates = resources.files("landscape.report") / "templates"
+    names = sorted(p.name for p in templates.iterdir() if p.is_file())
+    assert {"report.html.j2", "report.md.j2", "report.css"} <= set(names)
+    assert all(any(fnmatch.fnmatch(f"templates/{n}", pat) for pat in shipped) for n in names)
+
+
+def test_html_and_markdown_come_from_one_context(study_report):
+    """Both pages list the same figures in the same order and the same table cells."""
+    html = study_report.read_text()
+    md = (study_report.parent / "report.md").read_text()
+    html_figures = re.findall(r'data-figure="(\w+)"', html)
+    md_figures = [Path(p).stem for p in re.findall(r"!\[[^\]]*\]\(figures/(\w+\.png)\)", md)]
+    assert md_figures == html_figures
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>",
+                       re.search(r'<table id="best-last-table">(.*?)</table>', html, re.S).group(1))
+    assert "| " + " | ".join(cells[:7]) + " |" in md

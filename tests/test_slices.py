@@ -552,7 +552,7 @@ def test_cli_slice_2d_writes_parquet_and_png(digits_checkpoint, tmp_path, capsys
                "--index", "2,0,5", "--dirs", "adversarial", "random", "--grid", "5", "--radius", "0.1",
                "--steps", "2", "--out", str(tmp_path / "out"), "--quiet"])
     assert rc == 0
-    df = pd.read_parquet(tmp_path / "out" / "slice_2d.parquet")
+    df = pd.read_parquet(tmp_path / "out" / "slices_2d.parquet")
     assert {"sample", "index", "direction1", "direction2", "a", "b", "loss", "correct", "margin"} <= set(df.columns)
     assert len(df) == 3 * 5 * 5 and sorted(df["index"].unique()) == [0, 2, 5]
     assert df.attrs["radius"] == pytest.approx(0.1) and df.attrs["clip"] is False
@@ -562,7 +562,7 @@ def test_cli_slice_2d_writes_parquet_and_png(digits_checkpoint, tmp_path, capsys
     with torch.no_grad():
         ref = F.cross_entropy(model(x[[0, 2, 5]]), y[[0, 2, 5]], reduction="none")
     np.testing.assert_allclose(centre["loss"].to_numpy(), ref.numpy(), rtol=1e-5)
-    png = (tmp_path / "out" / "slice_2d.png").read_bytes()
+    png = (tmp_path / "out" / "slices_2d.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert "wrote" in capsys.readouterr().out
 
@@ -575,13 +575,13 @@ def test_cli_slice_1d_several_directions(digits_checkpoint, tmp_path):
                "--dirs", "random", "gradient", "eigen", "--grid", "3", "--radius", "0.05",
                "--normalization", "unit", "--out", str(tmp_path), "--quiet"])
     assert rc == 0
-    df = pd.read_parquet(tmp_path / "slice_1d.parquet")
+    df = pd.read_parquet(tmp_path / "slices_1d.parquet")
     assert len(df) == 3 * 2 * 3
     assert list(pd.unique(df["direction"])) == ["random", "gradient", "eigen"]
     assert df.attrs["normalization"] == "unit"
     centre = df[df["a"] == 0].groupby("index")["loss"]
     assert (centre.max() - centre.min()).max() < 1e-6  # a = 0 is the same clean point for every direction
-    assert (tmp_path / "slice_1d.png").exists()
+    assert (tmp_path / "slices_1d.png").exists()
 
 
 @pytest.mark.parametrize("extra, message", [

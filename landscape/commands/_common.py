@@ -36,6 +36,16 @@ def positive_float(text: str) -> float:
     return _finite_float(text, positive=True)
 
 
+def eps_value(text: str) -> float:
+    """An attack radius in [0,1] pixel units; 8 (0-255 units) is refused naming the fix (8/255 = 0.0314)."""
+    from landscape.attacks import _check_eps
+
+    try:
+        return _check_eps(non_negative_float(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).splitlines()[0]) from None
+
+
 def key_value(text: str) -> tuple[str, object]:
     """``depth=34`` -> ("depth", 34); values parsed as Python literals, else kept as strings."""
     if "=" not in text:
@@ -48,17 +58,37 @@ def key_value(text: str) -> tuple[str, object]:
     return key.strip(), value
 
 
+def arch_spec(text: str) -> str:
+    """``--arch`` value: a registered name, or ``file.py:Class`` made absolute (workers may run elsewhere)."""
+    from landscape.models import absolute_spec, is_spec
+
+    if not is_spec(text):
+        return text
+    try:
+        return absolute_spec(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_model_args(p: argparse.ArgumentParser) -> None:
+    """The model options shared by measure, slice, trajectory, train and evaluate (see ``model_from_args``)."""
     g = p.add_argument_group("model")
-    g.add_argument("--arch", required=True, help="registered architecture (see `landscape.list_models()`)")
+    g.add_argument("--arch", required=True, type=arch_spec, metavar="ARCH",
+                   help="registered architecture (`landscape.list_models()`; a family such as preact_resnet18 "
+                        "lets the checkpoint pick its exact wiring), or your own class as path/to/file.py:ClassName "
+                        "or package.module:ClassName")
     g.add_argument("--arch-arg", action="append", type=key_value, default=[], metavar="KEY=VALUE",
-                   help="extra constructor argument, e.g. depth=34 (repeatable)")
+                   help="constructor argument, e.g. depth=34 (repeatable); num_classes / in_channels / input_size "
+                        "/ input_shape default to the dataset's where the constructor takes them")
     g.add_argument("--num-classes", type=positive_int, default=None,
                    help="number of classes (default: the dataset's)")
     g.add_argument("--normalize", default="none",
                    help="wrap the model in Normalized with this dataset's mean/std ('none' or a dataset name)")
     g.add_argument("--trust-checkpoint", action="store_true",
                    help="allow full unpickling (runs code stored in the file: only for files you trust)")
+    g.add_argument("--checkpoint-entry", choices=["last", "best"], default=None,
+                   help="for files holding {'last', 'best'} weights (RobustBench style): which to read "
+                        "(default: last, named in a note)")
     g.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
 
 
@@ -75,29 +105,28 @@ def add_data_args(p: argparse.ArgumentParser, *, default_n: int | None = 500) ->
 def add_attack_args(p: argparse.ArgumentParser, *, default_eps: float = 0.1) -> None:
     g = p.add_argument_group("attack")
     g.add_argument("--attack", default="pgd", choices=["pgd", "fgsm"])
-    g.add_argument("--eps", type=non_negative_float, default=default_eps, help="radius in [0,1] pixel units")
+    g.add_argument("--eps", type=eps_value, default=default_eps, help="radius in [0,1] pixel units (8/255 = 0.0314)")
     g.add_argument("--steps", type=positive_int, default=10)
     g.add_argument("--step-size", type=non_negative_float, default=None, help="default 2.5*eps/steps")
     g.add_argument("--norm", default="linf", choices=["linf", "l2"])
 
 
 def model_kwargs(args: argparse.Namespace) -> dict:
-    """Constructor kwargs from --arch-arg and --num-classes (defaulting to the dataset's classes/shape)."""
+    """Constructor kwargs: --arch-arg, then --num-classes, then what the dataset implies for the arguments the
+    constructor takes (``landscape.models.data_kwargs``: num_classes, in_channels, input_size, input_shape)."""
     from landscape.data import dataset_info
+    from landscape.models import data_kwargs
 
     kwargs = dict(args.arch_arg)
-    data = getattr(args, "data", None)
-    info = dataset_info(data) if data else None
     if args.num_classes is not None:
         kwargs.setdefault("num_classes", args.num_classes)
-    elif info is not None:
-        kwargs.setdefault("num_classes", info.num_classes)
-    if info is not None and args.arch == "mlp":
-        kwargs.setdefault("input_shape", tuple(info.input_shape))
-    elif info is not None and args.arch in ("small_cnn", "preact_resnet18", "wide_resnet"):
-        kwargs.setdefault("in_channels", info.input_shape[0])
-        if args.arch == "small_cnn":
-            kwargs.setdefault("input_size", info.input_shape[-1])
+    data = getattr(args, "data", None)
+    if data:
+        info = dataset_info(data)
+        implied = data_kwargs(args.arch, input_shape=info.input_shape,
+                              num_classes=args.num_classes or info.num_classes)
+        for key, value in implied.items():
+            kwargs.setdefault(key, value)
     return kwargs
 
 
@@ -110,17 +139,31 @@ def normalization(args: argparse.Namespace) -> tuple[tuple[float, ...] | None, t
     return tuple(info.mean), tuple(info.std)
 
 
-def load_model_from_args(args: argparse.Namespace, path: str | os.PathLike):
+def model_from_args(args: argparse.Namespace, path: str | os.PathLike | None = None):
+    """The model of ``add_model_args``' options with the checkpoint at ``path`` (default ``args.checkpoint``)
+    loaded, in eval mode on ``--device``, checked against one input of ``--data``'s shape."""
     from landscape.checkpoints import load_model
 
+    path = args.checkpoint if path is None else path
     mean, std = normalization(args)
     if args.trust_checkpoint:
-        warn_trusted(path)
+        warn_trusted(getattr(path, "path", path))  # a Checkpoint already read, or a file
     model = load_model(path, args.arch, trusted=args.trust_checkpoint, mean=mean, std=std,
-                       device=args.device, **model_kwargs(args))
+                       device=args.device, entry=getattr(args, "checkpoint_entry", None), **model_kwargs(args))
     if getattr(args, "data", None):
-        check_input_shape(model, args.data, path)
+        check_input_shape(model, args.data, getattr(path, "path", path))
     return model
+
+
+load_model_from_args = model_from_args  # the name the subcommands used first
+
+
+def built_arch(model, args: argparse.Namespace) -> str:
+    """The exact wiring ``model`` was built as (``landscape_arch``), else ``--arch``; for tables and output."""
+    from landscape.models import ARCH_ATTR, Normalized
+
+    inner = model.model if isinstance(model, Normalized) else model
+    return (getattr(inner, ARCH_ATTR, None) or {}).get("name", args.arch)
 
 
 def check_input_shape(model, data: str, path: str | os.PathLike) -> None:

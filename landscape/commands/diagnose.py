@@ -15,18 +15,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="test", choices=["train", "test"], help="evaluation split (default test)")
     p.add_argument("--threshold", type=non_negative_float, default=None,
                    help="onset threshold in accuracy points (default max(1, 2 x standard error))")
+    p.add_argument("--log", default=None, metavar="METRICS_CSV",
+                   help="training log giving the best epoch (default: metrics.csv in the run folder, its parent "
+                        "for an analysis folder, or beside the checkpoints; 'none' to use the table itself)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
 def run(args: argparse.Namespace) -> int:
-    from landscape.diagnose import diagnose, read_table
+    from landscape.diagnose import TRAINING_LOG, diagnose, read_table, read_training_log
 
     table = read_table(args.table)
+    if args.log == "none":
+        log = None
+    elif args.log is not None:
+        log = read_table(args.log)
+    elif table.attrs.get("source") == TRAINING_LOG:  # the table is the training log itself
+        log = table
+    else:
+        log = read_training_log(args.table, table=table)
     if "run" in table.columns and table["run"].nunique() > 1:
         parts = [table[table["run"] == r] for r in table["run"].dropna().unique()]
     else:
         parts = [table]
-    results = [diagnose(part, split=args.split, threshold=args.threshold) for part in parts]
+    if log is not None and len(parts) > 1:
+        log = None  # one log cannot belong to several runs
+    results = [diagnose(part, split=args.split, threshold=args.threshold, log=log) for part in parts]
     if args.json:
         payload = results[0].to_dict() if len(results) == 1 else [d.to_dict() for d in results]
         print(json.dumps(payload, indent=2, allow_nan=False))

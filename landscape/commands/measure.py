@@ -6,6 +6,7 @@ from pathlib import Path
 
 from landscape._io import atomic_write
 from ._common import add_attack_args, add_data_args, add_model_args, positive_int
+from ._summary import print_summary
 
 HELP = "per-sample input-landscape measures (gradient norms, curvature, Taylor gap, logit variation) of a checkpoint"
 
@@ -13,8 +14,7 @@ FORMATS = (".parquet", ".csv")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from landscape.measures import MEASURES
-    from landscape.measures.table import DEFAULT_MEASURES
+    from landscape.measures import DEFAULT_MEASURES, MEASURES
 
     p.add_argument("checkpoint", metavar="CKPT", help="checkpoint file")
     add_model_args(p)
@@ -22,7 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_attack_args(p)
     g = p.add_argument_group("measures")
     g.add_argument("--measures", default=",".join(DEFAULT_MEASURES),
-                   help=f"comma-separated subset of {','.join(MEASURES)} (default: {','.join(DEFAULT_MEASURES)})")
+                   help=f"comma-separated names from {','.join(MEASURES)} "
+                        f"(default: {','.join(DEFAULT_MEASURES)})")
     g.add_argument("--eig-iters", type=positive_int, default=20, help="most Lanczos steps for eig_top (default 20)")
     g.add_argument("--float64", action="store_true", help="compute in float64 (precise curvature; slower)")
     g.add_argument("--out", required=True, help="output table: .parquet or .csv")
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from landscape import measure
     from landscape.measures.table import columns
 
-    from ._common import load_data_from_args, load_model_from_args
+    from ._common import built_arch, load_data_from_args, load_model_from_args
 
     out = _check_out(args.out)
     measures = [m.strip() for m in args.measures.split(",") if m.strip()]
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
                  norm=args.norm, measures=measures, batch_size=args.batch_size, seed=args.seed,
                  eig_iters=args.eig_iters, progress=not args.quiet,
                  dtype=torch.float64 if args.float64 else None, device=args.device)
-    df.attrs.update(checkpoint=str(args.checkpoint), arch=args.arch, data=args.data, split=args.split)
+    df.attrs.update(checkpoint=str(args.checkpoint), arch=built_arch(model, args), data=args.data, split=args.split)
     if out.suffix.lower() == ".csv":
         atomic_write(out, lambda tmp: df.to_csv(tmp, index=False))
     else:
@@ -73,5 +74,5 @@ def run(args: argparse.Namespace) -> int:
     print(summary(df))
     if df.attrs.get("nonfinite"):
         print(f"warning: {df.attrs['nonfinite']} NaN/Inf values in the table")
-    print(f"wrote {out}")
+    print_summary("measure", [(out, len(df))])
     return 0

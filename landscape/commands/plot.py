@@ -1,4 +1,4 @@
-"""`landscape plot KIND TABLE... --out DIR`: draw one figure kind from tables or run directories."""
+"""`landscape plot KIND TABLE... --out DIR`: draw one registered figure kind from tables or run directories."""
 from __future__ import annotations
 
 import argparse
@@ -6,21 +6,18 @@ from pathlib import Path
 
 from ._common import output_dir, positive_int
 
-HELP = "draw a diagnostic figure (curves, measures, slices1d, surface, distributions, scatter) as PNG+PDF"
 
-#: figure kind -> (run file a directory stands for, default output name)
-KINDS = {
-    "curves": ("trajectory", "learning_curves"),
-    "measures": ("trajectory", "measures"),
-    "slices1d": ("slices_1d", "slices_1d"),
-    "surface": ("slices_2d", "surface"),
-    "distributions": ("samples", "distributions"),
-    "scatter": ("trajectory", "measure_vs_loss"),
-}
+def _kinds() -> list[str]:
+    from landscape.plotting import FIGURES
+
+    return list(FIGURES)
+
+
+HELP = "draw a diagnostic figure (any kind of landscape.plotting.FIGURES) as PNG+PDF"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("kind", choices=list(KINDS), help="figure kind")
+    p.add_argument("kind", choices=_kinds(), metavar="KIND", help=f"figure kind: {', '.join(_kinds())}")
     p.add_argument("tables", nargs="+", metavar="TABLE",
                    help="table files (.parquet/.csv) or run directories; several are overlaid as runs")
     p.add_argument("--out", required=True, help="output folder")
@@ -47,12 +44,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--surface", dest="surface_kind", default="both", choices=["both", "contour", "3d"],
                    help="surface: contour, 3D or both")
     g.add_argument("--violin", action="store_true", help="distributions: violins instead of histograms")
-    g.add_argument("--log", action="store_true", help="distributions: logarithmic measure axis")
+    g.add_argument("--log", action="store_true", help="distributions: logarithmic measure axis "
+                                                      "(default: log only for heavy-tailed positive values)")
 
 
 def _best_last(args, table):
     from landscape.plotting import label_epochs
-    from landscape.report import best_last_epochs, load_tables
+    from landscape.runs import best_last_epochs, load_tables
 
     folders = [Path(t) if Path(t).is_dir() else Path(t).parent for t in args.tables]
     epochs = best_last_epochs(load_tables(folders, "trajectory"))
@@ -63,53 +61,44 @@ def _best_last(args, table):
     return label_epochs(table, epochs)
 
 
-def run(args: argparse.Namespace) -> int:
-    from landscape import plotting as P
-    from landscape.report import load_tables
+def _since(table):
+    """Each run's best epoch (for --from-best), or the one run's best epoch when the table has no runs."""
+    from landscape.runs import best_last_epochs
 
-    key, default_name = KINDS[args.kind]
-    table = load_tables(args.tables, key)
+    since = {run: e["best"] for run, e in best_last_epochs(table).items()}
+    return since if "run" in table.columns else next(iter(since.values()), None)
+
+
+def _sample(text):
+    if text is None or text == "mean":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"--sample must be an integer sample id or 'mean', got {text!r}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from landscape.plotting import figure_spec, save_figure
+    from landscape.runs import load_tables
+
+    from ._summary import print_summary
+
+    spec = figure_spec(args.kind)
+    table = load_tables(args.tables, spec.table)
     if args.epochs:
         if "epoch" not in table.columns:
-            raise ValueError(f"--epochs: the {key} table has no 'epoch' column")
+            raise ValueError(f"--epochs: the {spec.table} table has no 'epoch' column")
         table = table[table["epoch"].isin(args.epochs)]
         if table.empty:
             raise ValueError(f"--epochs: none of {args.epochs} are in the table")
     if args.best_last:
         table = _best_last(args, table)
-    sample = args.sample
-    if sample is not None and sample != "mean":
-        try:
-            sample = int(sample)
-        except ValueError:
-            raise ValueError(f"--sample must be an integer sample id or 'mean', got {sample!r}") from None
-    measures = args.measure
-    if args.kind == "curves":
-        fig = P.plot_learning_curves(table, title=args.title)
-    elif args.kind == "measures":
-        fig = P.plot_measures(table, measures, title=args.title)
-    elif args.kind == "slices1d":
-        fig = P.plot_slices_1d(table, by=args.by, title=args.title)
-    elif args.kind == "surface":
-        fig = P.plot_surface(table, sample=sample, by=args.by, kind=args.surface_kind, title=args.title)
-    elif args.kind == "distributions":
-        fig = P.plot_distributions(table, measures or ["grad_l1", "curv_adv"], by=args.by, split=args.split,
-                                   kind="violin" if args.violin else "hist", log=args.log, title=args.title)
-    else:
-        since = None
-        if args.from_best:
-            from landscape.report import best_last_epochs
-
-            epochs = best_last_epochs(table)
-            since = {run: e["best"] for run, e in epochs.items()}
-            if "run" not in table.columns:
-                since = next(iter(since.values()), None)
-        ax = P.plot_measure_vs_loss(table, (measures or ["curv_adv"])[0], measure_split=args.split,
-                                    loss_split=args.split, since=since)
-        if args.title:
-            ax.set_title(args.title)
-        fig = ax.figure
+    options = dict(measures=args.measure, by=args.by, split=args.split, sample=_sample(args.sample),
+                   surface=args.surface_kind, violin=args.violin, log=True if args.log else None, title=args.title,
+                   since=_since(table) if args.from_best else None)
+    fig = spec.draw(table, **options)
     out = output_dir(args.out)
-    for path in P.save_figure(fig, out / (args.name or default_name), formats=args.formats, dpi=args.dpi):
-        print(path)
+    paths = save_figure(fig, out / (args.name or spec.stem or spec.name), formats=args.formats, dpi=args.dpi)
+    print_summary("plot", paths, details=[f"{spec.name} from {len(table):,} rows of {len(args.tables)} table(s)"])
     return 0

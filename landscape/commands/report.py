@@ -5,7 +5,7 @@ import argparse
 
 from ._common import positive_int
 
-HELP = "write report.html (self-contained) and report.md with the diagnosis and every figure"
+HELP = "write report.html (self-contained, offline) and report.md: the comparison first, then every figure"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -14,12 +14,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="output folder (default: RUN_DIR/report)")
     p.add_argument("--dpi", type=positive_int, default=150, help="figure resolution (default 150)")
     p.add_argument("--title", default=None, help="report title")
+    p.add_argument("--static", action="store_true", help="PNG figures only (no interactive charts, no plotly.js)")
 
 
 def run(args: argparse.Namespace) -> int:
     from landscape.report import build_report
 
-    html = build_report(args.run_dir, args.out, dpi=args.dpi, progress=not args.quiet, title=args.title)
-    print(html)
-    print(html.with_name("report.md"))
+    from ._summary import print_summary
+
+    html = build_report(args.run_dir, args.out, dpi=args.dpi, progress=not args.quiet, title=args.title,
+                        interactive=not args.static)
+    figures = sorted((html.parent / "figures").glob("*.png"))
+    print_summary("report", [html, html.with_name("report.md")],
+                  details=[f"{len(figures)} figure(s) in {html.parent / 'figures'}"])
     return 0

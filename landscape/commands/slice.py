@@ -66,7 +66,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--random-kind", choices=RANDOM_KINDS, default="rademacher")
     g.add_argument("--max-batch", type=positive_int, default=None,
                    help="most grid points per forward pass (default: 4096 on CPU, 65536 on CUDA)")
-    g.add_argument("--out", required=True, help="output folder (slice_1d|slice_2d .parquet and .png)")
+    g.add_argument("--epoch", type=int, default=None,
+                   help="epoch of the checkpoint, written in the table's epoch column (default: from the file "
+                        "name, else the epoch stored in the checkpoint)")
+    g.add_argument("--out", required=True,
+                   help="output folder, e.g. the run folder: slices_1d|slices_2d .parquet and .png, the names "
+                        "`landscape report` reads; rows of other checkpoints already there are kept")
 
 
 def _select(x, y, index: list[int]):
@@ -75,13 +80,52 @@ def _select(x, y, index: list[int]):
     return x[index], y[index]
 
 
+def _epoch(args) -> int | None:
+    """--epoch, else the epoch in the checkpoint's file name, else the one stored in it (None if neither)."""
+    if args.epoch is not None:
+        return args.epoch
+    from landscape.trajectory import parse_epoch
+
+    epoch = parse_epoch(args.checkpoint)
+    if epoch is None:
+        from landscape.checkpoints import load_checkpoint
+
+        epoch = load_checkpoint(args.checkpoint, trusted=args.trust_checkpoint).epoch
+    return epoch
+
+
+def _merge(path: Path, new, kind: str):
+    """``new`` appended to the slice table already at ``path``, minus the rows it recomputes (same checkpoint
+    and direction(s)); returns (table, rows kept from the old one). A table written without the
+    ``checkpoint`` column (older versions) is replaced."""
+    import pandas as pd
+
+    from landscape.runs import read_table_file
+
+    if not path.is_file():
+        return new, 0
+    old = read_table_file(path)
+    keys = ["checkpoint", "direction"] if kind == "1d" else ["checkpoint", "direction1", "direction2"]
+    if not set(keys) <= set(old.columns):
+        return new, 0
+    redo = pd.MultiIndex.from_frame(new[keys].astype(str).drop_duplicates())
+    keep = old[~pd.MultiIndex.from_frame(old[keys].astype(str)).isin(redo)]
+    if keep.empty:
+        return new, 0
+    table = pd.concat([keep, new], ignore_index=True)
+    table.attrs = dict(new.attrs)
+    return table, len(keep)
+
+
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from landscape import slices
     from landscape.plotting import plot_slices_1d, plot_surface, save_figure
+    from landscape.runs import run_file
 
-    from ._common import load_data_from_args, load_model_from_args, output_dir
+    from ._common import built_arch, load_data_from_args, load_model_from_args, output_dir
+    from ._summary import print_summary
 
     kind = args.kind or ("2d" if len(args.dirs) == 2 else "1d")  # 1, 3 or 4 directions: 1D lines
     if kind == "2d" and len(args.dirs) != 2:
@@ -107,18 +151,27 @@ def run(args: argparse.Namespace) -> int:
         df = pd.concat(parts, ignore_index=True)
         df.attrs = attrs
     df.insert(1, "index", [index[s] for s in df["sample"]])
-    df.attrs.update(checkpoint=str(args.checkpoint), arch=args.arch, data=args.data, split=args.split,
+    df.insert(0, "epoch", pd.array([_epoch(args)] * len(df), dtype="Int64"))
+    df.insert(1, "checkpoint", str(args.checkpoint))
+    df.attrs.update(checkpoint=str(args.checkpoint), arch=built_arch(model, args), data=args.data, split=args.split,
                     directions=list(args.dirs), grid=args.grid)
-    stem = Path(out) / f"slice_{kind}"
-    atomic_write(stem.with_suffix(".parquet"), lambda tmp: df.to_parquet(tmp, index=False))
+    key = f"slices_{kind}"
+    path = Path(out) / run_file(key)
+    table, kept = _merge(path, df, kind)
+    atomic_write(path, lambda tmp: table.to_parquet(tmp, index=False))
+    epochs = table["epoch"].nunique()
+    shown = table if table["epoch"].notna().all() else table.drop(columns="epoch")  # groups need epochs
     if kind == "2d":
-        fig = plot_surface(df, sample="mean", kind="both", title=f"{Path(args.checkpoint).name}: "
+        fig = plot_surface(shown, sample="mean", kind="both", title=f"{Path(args.checkpoint).name}: "
                            f"{args.dirs[0]} × {args.dirs[1]} plane, {len(index)} samples")
     else:
-        fig = plot_slices_1d(df, title=f"{Path(args.checkpoint).name}: loss along 1D slices, {len(index)} samples")
-    save_figure(fig, stem, formats=("png",))
+        fig = plot_slices_1d(shown, title=f"loss along 1D slices, {len(index)} samples"
+                             + (f", {epochs} checkpoints" if epochs > 1 else f": {Path(args.checkpoint).name}"))
+    png = save_figure(fig, path.with_suffix(""), formats=("png",))[0]
     centre = df[(df["a"] == 0) & ((df["b"] == 0) if "b" in df.columns else True)]["loss"].mean()
-    print(f"{len(df)} points ({len(index)} samples, {args.grid} per axis, radius {radius:g}); "
-          f"mean loss at the centre {centre:.4f}, max {df['loss'].max():.4f}")
-    print(f"wrote {stem.with_suffix('.parquet')} and {stem.with_suffix('.png')}")
+    print_summary("slice", [(path, len(table)), png], details=[
+        f"{len(df):,} new points ({len(index)} samples, {args.grid} per axis, radius {radius:g}, epoch "
+        f"{df['epoch'].iloc[0] if pd.notna(df['epoch'].iloc[0]) else 'unknown'}); mean loss at the centre "
+        f"{centre:.4f}, max {df['loss'].max():.4f}"] + ([f"kept {kept:,} rows of other checkpoints in {path.name}"]
+                                                       if kept else []))
     return 0

@@ -1,12 +1,20 @@
-"""`landscape train`: train a model with standard training, PGD-AT, AT+AdvLC or AT+gradient regularisation."""
+"""`landscape train`: train a model with one of the objectives of `landscape.objectives`."""
 from __future__ import annotations
 
 import argparse
 
 from ._common import (add_attack_args, add_data_args, add_model_args, model_kwargs, non_negative_float, normalization,
-                      output_dir, positive_int)
+                      output_dir, positive_float, positive_int)
+from ._summary import print_summary
 
-HELP = "train standard / pgd_at / at_advlc / at_gradreg, saving a checkpoint every epoch (resumable)"
+HELP = ("train standard / standard_gradreg / pgd_at / at_decomposed / at_advlc / at_gradreg, saving checkpoints "
+        "every epoch (resumable)")
+
+# options whose default comes from train() or from --preset (None here means "not given")
+_TRAIN_OPTIONS = ("eps", "steps", "step_size", "norm", "lam", "lam_warmup", "grad_norm", "clean_weight",
+                  "excess_weight", "random_start", "clean_first", "augment", "crop_pad", "epochs", "lr",
+                  "lr_milestones", "momentum", "weight_decay", "batch_size", "drop_last", "swa_start", "swa_every",
+                  "label_noise", "eval_every", "eval_steps", "small_eps", "save_every")
 
 
 def _fraction_list(text: str) -> tuple[float, ...]:
@@ -17,46 +25,85 @@ def _fraction_list(text: str) -> tuple[float, ...]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from landscape.training import METHODS
+    from landscape.augmentation import AUGMENTATIONS
+    from landscape.training import METHODS, PRESETS
 
     p.add_argument("--out", required=True, help="run directory (checkpoints, metrics.csv, settings.json); "
                                                 "re-running the same command resumes")
     add_model_args(p)
     add_data_args(p, default_n=None)
-    add_attack_args(p, default_eps=0.1)
+    add_attack_args(p, default_eps=None)
     for action in p._actions:  # shared options whose meaning is specific here
         if action.dest == "split":
             action.help = argparse.SUPPRESS  # training always uses the train split, evaluation both
         elif action.dest == "n":
             action.help = "evaluate on a fixed random subset of this many samples per split (default: all)"
+        elif action.dest == "eps":
+            action.help = "radius in [0,1] pixel units of training and evaluation attacks (default 0.1)"
         elif action.dest == "steps":
             action.help = "PGD steps of the training attack (default 7)"
         elif action.dest == "batch_size":
             action.help = "training batch size (default 64)"
         elif action.dest == "attack":
             action.help = "training/evaluation attack (pgd only)"
-    p.set_defaults(steps=7, batch_size=64)
-    g = p.add_argument_group("training")
+        elif action.dest == "norm":
+            action.default = None
+    p.set_defaults(steps=None, batch_size=None)
+    g = p.add_argument_group("training (defaults: those of landscape.training.train, or of --preset)")
+    g.add_argument("--preset", choices=list(PRESETS), default=None,
+                   help="the official CIFAR-10 protocol (official_cifar10; _swa: AdvLC+SWA); options given "
+                        "explicitly win")
     g.add_argument("--method", default="pgd_at", choices=list(METHODS))
-    g.add_argument("--epochs", type=positive_int, default=150)
+    g.add_argument("--epochs", type=positive_int, default=None, help="default 150")
     g.add_argument("--train-n", type=positive_int, default=None,
                    help="train on a stratified subset of this many training samples (default: all)")
-    g.add_argument("--label-noise", type=non_negative_float, default=0.0,
+    g.add_argument("--label-noise", type=non_negative_float, default=None,
                    help="fraction of training labels flipped to another class (symmetric, seeded)")
     g.add_argument("--lam", type=non_negative_float, default=None,
-                   help="regularisation weight (default 0.3 for at_advlc, 0.1 for at_gradreg)")
-    g.add_argument("--lam-warmup", type=int, default=0, help="epochs of linear ramp of --lam (default 0)")
-    g.add_argument("--grad-norm", default="l1", choices=["l1", "l2sq"], help="at_gradreg penalty (default l1)")
-    g.add_argument("--lr", type=non_negative_float, default=0.1)
-    g.add_argument("--lr-milestones", type=_fraction_list, default=(0.5, 0.75), metavar="F1,F2",
+                   help="regularisation weight (default 0.3 for at_advlc, 0.1 for the gradient penalties)")
+    g.add_argument("--lam-warmup", type=int, default=None, help="epochs of linear ramp of --lam (default 0)")
+    g.add_argument("--grad-norm", default=None, choices=["l1", "l2sq"], help="gradient penalty (default l1)")
+    g.add_argument("--clean-weight", type=non_negative_float, default=None,
+                   help="at_decomposed: weight of the clean term L(x) (default 1)")
+    g.add_argument("--excess-weight", type=non_negative_float, default=None,
+                   help="at_decomposed: weight of the adversarial excess L(x_adv) - L(x) (default 1)")
+    g.add_argument("--random-start", action=argparse.BooleanOptionalAction, default=None,
+                   help="training PGD from a random point of the eps ball (default yes; official: no)")
+    g.add_argument("--clean-first", action=argparse.BooleanOptionalAction, default=None,
+                   help="clean forward pass before the attack, as the official code (default no)")
+    g.add_argument("--augment", choices=list(AUGMENTATIONS), default=None,
+                   help="training augmentation (default none; official CIFAR: crop_flip)")
+    g.add_argument("--crop-pad", type=int, default=None, help="padding of the random crop (default 4)")
+    g.add_argument("--drop-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="skip the last partial batch of each epoch (default no; official: yes)")
+    g.add_argument("--swa-start", type=positive_int, default=None,
+                   help="stochastic weight averaging from this epoch on (default: no SWA)")
+    g.add_argument("--swa-every", type=positive_int, default=None,
+                   help="average after every this-many batches of an epoch (default: after its last batch)")
+    g.add_argument("--lr", type=non_negative_float, default=None, help="default 0.1 (> 0)")
+    g.add_argument("--lr-milestones", type=_fraction_list, default=None, metavar="F1,F2",
                    help="fractions of --epochs after which the rate drops x0.1 (default 0.5,0.75)")
-    g.add_argument("--momentum", type=non_negative_float, default=0.9)
-    g.add_argument("--weight-decay", type=non_negative_float, default=5e-4)
-    g.add_argument("--eval-every", type=positive_int, default=1, help="evaluate every this many epochs")
-    g.add_argument("--eval-steps", type=positive_int, default=10, help="PGD steps of the evaluation attack")
+    g.add_argument("--momentum", type=non_negative_float, default=None, help="default 0.9")
+    g.add_argument("--weight-decay", type=non_negative_float, default=None, help="default 5e-4")
+    g.add_argument("--eval-every", type=positive_int, default=None, help="evaluate every this many epochs")
+    g.add_argument("--eval-steps", type=positive_int, default=None, help="PGD steps of the evaluation attack")
+    g.add_argument("--small-eps", type=positive_float, default=None,
+                   help="also evaluate at this smaller radius (acc_adv_small, loss_adv_small)")
+    g.add_argument("--save-every", type=positive_int, default=None,
+                   help="keep checkpoints of epoch 1, every k-th, the best and the last (default: every epoch)")
+
+
+def train_kwargs(args: argparse.Namespace) -> dict:
+    """Keyword arguments of :func:`landscape.training.train`: the preset, overridden by explicit options."""
+    from landscape.training import preset
+
+    kw = preset(args.preset) if args.preset else {}
+    kw.update({k: getattr(args, k) for k in _TRAIN_OPTIONS if getattr(args, k, None) is not None})
+    return kw
 
 
 def run(args: argparse.Namespace) -> int:
+    from landscape._base import resolve_device
     from landscape.data import load_dataset
     from landscape.diagnose import diagnose
     from landscape.models import Normalized
@@ -66,24 +113,25 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"training supports --attack pgd only, got {args.attack!r}")
     if args.trust_checkpoint:
         raise ValueError("--trust-checkpoint does not apply to training (checkpoints are written, not read)")
+    if args.checkpoint_entry is not None:
+        raise ValueError("--checkpoint-entry does not apply to training (checkpoints are written, not read)")
     out = output_dir(args.out)
     kwargs = model_kwargs(args)
     model = seeded_model(args.arch, args.seed, **kwargs)
     mean, std = normalization(args)
     if mean is not None:
         model = Normalized(model, mean, std)
-    from landscape._base import resolve_device
-
     model = model.to(resolve_device(args.device))
     data = (load_dataset(args.data, "train", root=args.data_root, n=args.train_n, seed=args.seed),
             load_dataset(args.data, "test", root=args.data_root, seed=args.seed))
-    metrics = train(
-        model, data, method=args.method, eps=args.eps, steps=args.steps, step_size=args.step_size,
-        norm=args.norm, lam=args.lam, lam_warmup=args.lam_warmup, grad_norm=args.grad_norm, epochs=args.epochs,
-        lr=args.lr, lr_milestones=args.lr_milestones, momentum=args.momentum, weight_decay=args.weight_decay,
-        batch_size=args.batch_size, label_noise=args.label_noise, seed=args.seed, out_dir=out,
-        eval_every=args.eval_every, eval_n=args.n, eval_steps=args.eval_steps, arch=args.arch,
-        arch_kwargs=kwargs, dataset=args.data, normalize=args.normalize, progress=not args.quiet)
-    print(f"train: {args.method} for {args.epochs} epochs -> {out} (model_eNNN.pt, metrics.csv, settings.json)")
-    print(diagnose(metrics).summary())
+    kw = train_kwargs(args)
+    metrics = train(model, data, method=args.method, seed=args.seed, out_dir=out, eval_n=args.n, arch=args.arch,
+                    arch_kwargs=kwargs, dataset=args.data, normalize=args.normalize, progress=not args.quiet, **kw)
+    print(f"train: {args.method} for {kw.get('epochs', 150)} epochs -> {out} (model_eNNN.pt, metrics.csv, "
+          "settings.json)")
+    print(diagnose(metrics, log=metrics).summary())  # the training log is its own best-epoch source
+    from landscape.runs import run_file
+
+    print_summary("train", [(out / run_file("metrics"), len(metrics)), out / run_file("settings")],
+                  details=[f"{len(list(out.glob('model_e*.pt')))} checkpoint(s) model_eNNN.pt in {out}"])
     return 0

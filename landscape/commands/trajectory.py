@@ -14,6 +14,8 @@ from ._common import (
     positive_int,
     warn_trusted,
 )
+from .evaluate import add_final_eval_args, run_final_eval
+from ._summary import print_summary
 
 HELP = "measure every checkpoint of a training run (resumable; serial, process or Ray workers)"
 
@@ -47,14 +49,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="torch threads per worker (default: cores // workers)")
     g.add_argument("--ray-address", default=None, help="join this Ray cluster (default: start a local one)")
     g.add_argument("--run", default=None, help="run name in the table (default: the checkpoint folder's name)")
+    add_final_eval_args(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from landscape.diagnose import diagnose
+    from landscape.diagnose import diagnose, read_training_log
     from landscape.trajectory import analyse_trajectory
 
     if args.split is not None and args.splits is not None:
         raise ValueError("give --split or --splits, not both")
+    if args.checkpoint_entry is not None:
+        raise ValueError("--checkpoint-entry applies to one checkpoint (measure, slice, evaluate); a trajectory reads "
+                         "the 'last' entry of {'last', 'best'} files")
     splits = [args.split] if args.split is not None else (args.splits or ["train", "test"])
     mean, std = normalization(args)
     if args.trust_checkpoint:
@@ -72,9 +78,14 @@ def run(args: argparse.Namespace) -> int:
     total = a["computed"] + a["reused"]
     print(f"trajectory: {total} checkpoint(s) ({a['computed']} computed, {a['reused']} reused), "
           f"{a['failed']} failed -> {out / 'trajectory.parquet'}")
+    from landscape.runs import run_file
+
+    print_summary("trajectory", [(out / run_file("trajectory"), len(table))]
+                  + [p for p in (out / run_file("diagnosis"),) if p.exists()])
     ok = table[table["error"].isna()]
     if len(ok) and "test" in set(ok["split"]):
-        print(diagnose(table).summary())
+        print(diagnose(table, log=read_training_log(table=table)).summary())
+        run_final_eval(args, table, out)
     if a["failed"]:
         print(f"landscape trajectory: {a['failed']} checkpoint(s) failed (see the error column):",
               file=sys.stderr)

@@ -10,8 +10,9 @@ import torch
 import torch.nn as nn
 
 from .._base import check_batch, check_labels_fit, eval_mode, frozen_params, model_dtype, per_sample_loss
+from .spec import BatchContext, MeasureSpec
 
-__all__ = ["NORMS", "input_gradient", "gradient_norms"]
+__all__ = ["NORMS", "GRAD", "input_gradient", "gradient_norms"]
 
 NORMS = ("grad_l1", "grad_l2", "grad_linf")
 """Keys of :func:`gradient_norms` (and column names of the measure table)."""
@@ -101,3 +102,17 @@ def gradient_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[s
         ``{"grad_l1": (B,), "grad_l2": (B,), "grad_linf": (B,)}``. ``grad_l1`` is the paper's IG measure.
     """
     return _norms(input_gradient(model, x, y))
+
+
+# ------------------------------------------------------------------------------- registry entry
+
+def _grad_measure(ctx: BatchContext) -> dict[str, torch.Tensor]:
+    return _norms(ctx.grad)
+
+
+GRAD = MeasureSpec(
+    "grad", NORMS, _grad_measure,
+    label=("input-gradient norm ‖∇ₓL‖₁", "input-gradient norm ‖∇ₓL‖₂", "input-gradient norm ‖∇ₓL‖∞"),
+    unit="nats / unit input", default=True,
+    paper="grad_l1 is the paper's IG (L1 norm of the input gradient of the cross-entropy); L2/L∞ are the toolkit's")
+"""``grad``: the three norms of the input gradient."""

@@ -18,8 +18,12 @@ import torch.nn as nn
 
 from .._base import eval_mode, frozen_params, per_sample_loss
 from .gradients import _check_like, _loss_logits_grad, _prepare
+from .spec import BatchContext, MeasureSpec
 
-__all__ = ["taylor_gap", "logit_variation", "logit_variation_batch"]
+__all__ = ["LOGIT_TOP", "LOGIT_VAR", "TAYLOR_GAP", "taylor_gap", "logit_variation", "logit_variation_batch"]
+
+LOGIT_TOP = 0.1
+"""Fraction of the logits kept by the ``logit_var`` column."""
 
 
 def _check_top(top: float) -> float:
@@ -132,3 +136,20 @@ def logit_variation_batch(logits_clean: torch.Tensor, logits_adv: torch.Tensor, 
     diff = (logits_adv - logits_clean).abs().flatten()
     k = max(1, int(top * diff.numel()))
     return diff.topk(k).values.sum() / logits_clean.shape[0]
+
+
+# ------------------------------------------------------------------------------- registry entries
+
+def _taylor_gap_measure(ctx: BatchContext) -> dict[str, torch.Tensor]:
+    return {"taylor_gap": _taylor_gap(ctx.model, ctx.x, ctx.y, ctx.delta, loss=ctx.loss, grad=ctx.grad)}
+
+
+def _logit_var_measure(ctx: BatchContext) -> dict[str, torch.Tensor]:
+    return {"logit_var": _logit_variation(ctx.logits, ctx.logits_adv, LOGIT_TOP)}
+
+
+TAYLOR_GAP = MeasureSpec("taylor_gap", ("taylor_gap",), _taylor_gap_measure, "Taylor gap (1st order)", "nats",
+                         default=True, paper="")
+LOGIT_VAR = MeasureSpec(
+    "logit_var", ("logit_var",), _logit_var_measure, "logit variation (AdvLC term)", "logit units", default=True,
+    paper="per-sample version of the AdvLC logit-variation term (the paper selects the top 10 % over the batch)")

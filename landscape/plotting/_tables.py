@@ -6,32 +6,12 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-#: Human-readable names of the measure columns (see docs/internals.md), with what their axis shows.
-MEASURE_LABELS = {
-    "grad_l1": "input-gradient norm ‖∇ₓL‖₁",
-    "grad_l2": "input-gradient norm ‖∇ₓL‖₂",
-    "grad_linf": "input-gradient norm ‖∇ₓL‖∞",
-    "curv_adv": "curvature along adv. direction",
-    "curv_rand": "curvature along random direction",
-    "eig_top": "top Hessian eigenvalue",
-    "taylor_gap": "Taylor gap (1st order)",
-    "logit_var": "logit variation (AdvLC term)",
-    "loss_clean": "clean loss",
-    "loss_adv": "robust loss",
-}
+from ..measures.registry import column_labels, column_units
+
+#: Human-readable names of the measure columns, from the measure registry (plus the losses).
+MEASURE_LABELS = {**column_labels(), "loss_clean": "clean loss", "loss_adv": "robust loss"}
 #: Units of each measure column, for axis labels (inputs are in [0,1] pixel units, losses in nats).
-MEASURE_UNITS = {
-    "grad_l1": "nats / unit input",
-    "grad_l2": "nats / unit input",
-    "grad_linf": "nats / unit input",
-    "curv_adv": "dᵀHd/‖d‖², nats / unit²",
-    "curv_rand": "dᵀHd/‖d‖², nats / unit²",
-    "eig_top": "nats / unit²",
-    "taylor_gap": "nats",
-    "logit_var": "logit units",
-    "loss_clean": "CE, nats",
-    "loss_adv": "CE, nats",
-}
+MEASURE_UNITS = {**column_units(), "loss_clean": "CE, nats", "loss_adv": "CE, nats"}
 
 
 def measure_label(name: str, *, units: bool = True) -> str:
@@ -84,15 +64,18 @@ def accuracy_scale(table: pd.DataFrame, columns: Sequence[str]) -> float:
 def best_and_last(epochs: np.ndarray, acc: np.ndarray) -> tuple[int, float, int, float] | None:
     """(best_epoch, best_acc, last_epoch, last_acc) of a robust-accuracy curve, NaNs ignored.
 
-    The best epoch is the first epoch of maximal accuracy (the official AdvLC 'best_pgd' rule).
+    The best epoch follows the official AdvLC rule (:func:`landscape.diagnose.best_index`): the highest
+    accuracy, the latest epoch on ties.
     """
+    from ..diagnose import best_index
+
     ok = np.isfinite(acc)
     if not ok.any():
         return None
     e, a = np.asarray(epochs)[ok], np.asarray(acc, dtype=float)[ok]
     order = np.argsort(e, kind="stable")
     e, a = e[order], a[order]
-    i = int(np.argmax(a))
+    i = best_index(a)
     return int(e[i]), float(a[i]), int(e[-1]), float(a[-1])
 
 

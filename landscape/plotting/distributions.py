@@ -17,7 +17,7 @@ KINDS = ("hist", "violin")
 
 def plot_distributions(samples: pd.DataFrame, measures: Sequence[str] | str = ("grad_l1", "curv_adv"), *,
                        by: str | None = None, split: str | None = "test", kind: str = "hist", log: bool | str = False,
-                       bins: int = 30, title: str | None = None) -> Figure:
+                       bins: int = 30, transpose: bool = False, title: str | None = None) -> Figure:
     """Histograms (density, one outline per group) or violins of per-sample measures, groups compared.
 
     Typical use compares the best and the last epoch: ``plot_distributions(label_epochs(samples, {"best": 12,
@@ -33,10 +33,14 @@ def plot_distributions(samples: pd.DataFrame, measures: Sequence[str] | str = ("
         log: logarithmic measure axis (non-positive values are dropped from that panel); ``"auto"``: per
             panel, log when every value is positive and they span more than two decades.
         bins: histogram bins.
+        transpose: one row per measure and one column per run (compact for several runs or methods).
         title: optional figure title.
 
+    Linear axes whose values are tiny or huge (below 1e-2 or from 1e4) are shown in units of a power of ten
+    named in the axis label, e.g. "(× 1e-6)", instead of matplotlib's offset text that can hide the label.
+
     Returns:
-        The Figure (rows: runs; columns: measures).
+        The Figure (rows: runs; columns: measures; swapped with ``transpose``).
     """
     func = "plot_distributions"
     check_choice(kind, KINDS, "kind", func)
@@ -61,17 +65,21 @@ def plot_distributions(samples: pd.DataFrame, measures: Sequence[str] | str = ("
     names = {g: group_name(by, g) for g in groups}
     runs = runs_of(data)
     with style():
-        fig, axes = new_figure(len(runs), len(measures), panel=(3.9, 2.9), sharex="col")
+        shape = (len(measures), len(runs)) if transpose else (len(runs), len(measures))
+        fig, axes = new_figure(*shape, panel=(3.9, 3.1 if transpose else 2.9), sharex="row" if transpose else "col")
         for i, run in enumerate(runs):
             rows = rows_of_run(data, run)
             for j, m in enumerate(measures):
-                ax = axes[i, j]
+                ax = axes[j, i] if transpose else axes[i, j]
                 frame = pd.DataFrame({"v": pd.to_numeric(rows[m], errors="coerce"),
                                       "g": [names[g] for g in rows[by]] if by else names[None]})
                 frame = frame[np.isfinite(frame["v"])]
                 use_log = _auto_log(frame["v"]) if log == "auto" else bool(log)
                 if use_log:
                     frame = frame[frame["v"] > 0]
+                power = 0 if use_log else _power_of_ten(frame["v"], data[m])
+                frame["v"] = frame["v"] / 10.0 ** power
+                unit = f" (× 1e{power})" if power else ""
                 palette = {names[g]: colors[g] for g in groups}
                 order = [names[g] for g in groups if names[g] in set(frame["g"])]
                 if frame.empty:
@@ -88,9 +96,9 @@ def plot_distributions(samples: pd.DataFrame, measures: Sequence[str] | str = ("
                     sns.violinplot(frame, x="g", y="v", hue="g", order=order, hue_order=order, palette=palette,
                                    cut=0, inner="quart", log_scale=use_log, legend=False, ax=ax)
                     ax.set_xlabel("epoch" if by == "epoch_label" else (by or ""))
-                    ax.set_ylabel(MEASURE_UNITS.get(m, m) + (" (log scale)" if use_log else ""))
+                    ax.set_ylabel(MEASURE_UNITS.get(m, m) + (" (log scale)" if use_log else unit))
                 if kind == "hist":
-                    ax.set_xlabel(measure_label(m))
+                    ax.set_xlabel(measure_label(m) + unit)
                 head = measure_label(m, units=False) + (f" — {run}" if run is not None else "")
                 ax.set_title(head + (f" ({split})" if split is not None and "split" in samples.columns else ""))
         if kind == "hist" and by:
@@ -100,6 +108,16 @@ def plot_distributions(samples: pd.DataFrame, measures: Sequence[str] | str = ("
         if title:
             fig.suptitle(title)
     return fig
+
+
+def _power_of_ten(values: pd.Series, column: pd.Series) -> int:
+    """The power of ten to divide a linear axis by: 0 unless the column's largest |value| is below 1e-2 or
+    at least 1e4 (the same for every panel of a measure, so shared axes stay comparable)."""
+    every = pd.to_numeric(column, errors="coerce").abs()
+    top = float(every[np.isfinite(every)].max()) if np.isfinite(every).any() else 0.0
+    if values.empty or top == 0 or 1e-2 <= top < 1e4:
+        return 0
+    return int(np.floor(np.log10(top)))
 
 
 def _auto_log(values: pd.Series) -> bool:

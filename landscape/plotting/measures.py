@@ -32,8 +32,8 @@ def plot_measures(table: pd.DataFrame, measures: Sequence[str] | None = None, *,
     Runs are overlaid in distinct colours (e.g. PGD-AT vs AT+AdvLC); runs of one method named
     ``<method>/<seed>`` (``pgd_at/s0``, ``pgd_at/s1``, ...) share the method's colour, one shade per seed,
     and the legend has one column per method (see :func:`landscape.plotting._style.run_styles`). Test is
-    solid, train dashed. When the table has ``acc_adv``, each run's best epoch (first maximum of robust test
-    accuracy) is a dotted line in the run's colour, so sharpening after the best epoch is visible.
+    solid, train dashed. When the table has ``acc_adv``, each run's best epoch (maximum of robust test
+    accuracy, the latest epoch on ties) is a dotted line in the run's colour, so sharpening after the best epoch is visible.
 
     Args:
         table: trajectory table with ``epoch``, ``split`` and ``<m>_mean`` for each measure ``m``; optional

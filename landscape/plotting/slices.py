@@ -33,8 +33,9 @@ def _values(rows: pd.DataFrame, value: str) -> pd.Series:
 
 
 def plot_slices_1d(table: pd.DataFrame, *, by: str | None = None, directions: Sequence[str] | None = None,
-                   value: str = "loss", band: str | None = "std", title: str | None = None) -> Figure:
-    """Mean loss (± a band over samples) along each 1D direction, groups (e.g. best vs last) overlaid.
+                   value: str = "loss", band: str | None = "quantile", title: str | None = None) -> Figure:
+    """Median loss with its q10–q90 band over samples (or mean ± std) along each 1D direction, groups (e.g. best vs last)
+    overlaid.
 
     Args:
         table: 1D slice table with ``sample``, ``direction``, ``a`` and ``value``; optional grouping column
@@ -43,7 +44,8 @@ def plot_slices_1d(table: pd.DataFrame, *, by: str | None = None, directions: Se
             see :func:`landscape.plotting.label_epochs`) if present, else ``epoch``, else none.
         directions: which directions to show, one panel each (default: all, in order of appearance).
         value: ``loss`` (nats), ``margin`` (logits) or ``correct`` (shown as accuracy in %).
-        band: ``std`` (mean ± one standard deviation over samples), ``quantile`` (q10–q90) or None.
+        band: ``quantile`` (q10–q90 over samples, the default: a loss band never goes below zero), ``std``
+            (mean ± one standard deviation) or None.
         title: optional figure title.
 
     Returns:
@@ -78,7 +80,8 @@ def plot_slices_1d(table: pd.DataFrame, *, by: str | None = None, directions: Se
                     if rows.empty:
                         continue
                     stats = _stats(rows, value)
-                    ax.plot(stats.index, stats["mean"], color=colors[g], label=group_name(by, g))
+                    centre = "median" if band == "quantile" else "mean"  # the centre of its band
+                    ax.plot(stats.index, stats[centre], color=colors[g], label=group_name(by, g))
                     if band is not None:
                         lo, hi = ("lo_std", "hi_std") if band == "std" else ("q10", "q90")
                         ax.fill_between(stats.index, stats[lo], stats[hi], color=colors[g], alpha=0.18, lw=0)
@@ -91,7 +94,8 @@ def plot_slices_1d(table: pd.DataFrame, *, by: str | None = None, directions: Se
         handles = [Line2D([], [], color=colors[g], lw=2, label=group_name(by, g)) for g in groups if g is not None]
         if band is not None:
             handles.append(Patch(color="0.3", alpha=0.25,
-                                 label="mean ± 1 std over samples" if band == "std" else "q10–q90 over samples"))
+                                 label="mean ± 1 std over samples" if band == "std"
+                                 else "median, q10–q90 over samples"))
         handles.append(Line2D([], [], color="0.35", ls=":", label="clean input (a = 0)"))
         fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5), frameon=False)
         if title:
@@ -100,10 +104,11 @@ def plot_slices_1d(table: pd.DataFrame, *, by: str | None = None, directions: Se
 
 
 def _stats(rows: pd.DataFrame, value: str) -> pd.DataFrame:
-    """Per position ``a``: mean, mean ± std and q10/q90 of ``value`` over samples."""
+    """Per position ``a``: mean, median, mean ± std and q10/q90 of ``value`` over samples."""
     data = pd.DataFrame({"a": pd.to_numeric(rows["a"]), "v": _values(rows, value)})
     g = data.groupby("a")["v"]
-    out = pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=0).fillna(0.0), "q10": g.quantile(0.1),
+    out = pd.DataFrame({"mean": g.mean(), "median": g.median(), "std": g.std(ddof=0).fillna(0.0),
+                        "q10": g.quantile(0.1),
                         "q90": g.quantile(0.9)}).sort_index()
     out["lo_std"], out["hi_std"] = out["mean"] - out["std"], out["mean"] + out["std"]
     return out

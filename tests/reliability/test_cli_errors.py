@@ -296,7 +296,7 @@ def test_successful_run_is_not_an_error(files):
     code, out, err = run_main(_slice(files, files["ckpt"]))
     assert code == 0, err
     assert "Traceback" not in err
-    assert (files["out"] / "slice" / "slice_1d.parquet").is_file()
+    assert (files["out"] / "slice" / "slices_1d.parquet").is_file()
     code, out, err = run_main(_measure(files, files["ckpt"]))
     assert code == 0, err
     assert (files["out"] / "m.parquet").is_file()

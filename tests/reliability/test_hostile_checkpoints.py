@@ -105,6 +105,30 @@ def test_code_running_pickle_is_refused_and_never_runs(tmp_path, kind, wrapper, 
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+@pytest.mark.parametrize("kind", PAYLOADS)
+def test_zip_pickles_of_every_protocol_are_refused(tmp_path, kind, protocol, monkeypatch):
+    """torch's static globals lister reads the opcodes torch.save's default protocol uses; files written with a
+    newer protocol (FRAME, STACK_GLOBAL, ...) fall back to the dry-run scan and are refused just the same."""
+    calls = []
+    real = torch.serialization.get_unsafe_globals_in_checkpoint
+
+    def spy(f):
+        calls.append(f)
+        return real(f)
+
+    monkeypatch.setattr(torch.serialization, "get_unsafe_globals_in_checkpoint", spy)
+    marker = tmp_path / "MARKER"
+    path = tmp_path / "evil.pt"
+    torch.save(WRAPPERS["state_dict"](Payload(kind, marker)), path, pickle_protocol=protocol)
+    with pytest.raises(CheckpointError, match=r"refusing to unpickle: it references .*which could run"):
+        load_checkpoint(path)
+    assert calls and not marker.exists()  # torch's public lister was consulted, nothing ran
+    if protocol == 2:  # torch's weights_only unpickler itself reads only the default protocol
+        torch.save(_state_dict(), path, pickle_protocol=protocol)
+        assert torch.equal(load_checkpoint(path).state_dict["w"], torch.arange(4.0))  # clean files still load
+
+
 @pytest.mark.parametrize("flavour", ["zip", "legacy"])
 @pytest.mark.parametrize("kind", PAYLOADS)
 def test_trusted_is_the_only_way_through(tmp_path, kind, flavour):

@@ -1,4 +1,4 @@
-"""Synthetic run tables with the documented columns, for thumbnails, examples and tests.
+"""Test fixtures: synthetic run tables with the documented columns, for thumbnails, examples and tests.
 
 These are *made-up numbers shaped like a robust-overfitting run* (robust test accuracy peaks early, then
 falls while the input loss landscape sharpens); they exercise the figures and the report without training
@@ -12,7 +12,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-_MEASURES = ("grad_l1", "grad_l2", "curv_adv", "curv_rand", "taylor_gap", "logit_var")
+from .runs import run_file
+
+__all__ = ["synthetic_tables", "write_synthetic_run", "write_synthetic_study"]
+
+_MEASURES = ("grad_l1", "grad_l2", "curv_adv", "curv_rand", "taylor_gap", "logit_var", "fo_share")
 
 
 def synthetic_tables(run: str = "pgd_at", *, epochs: int = 30, n: int = 64, ro: float = 1.0,
@@ -64,6 +68,7 @@ def synthetic_tables(run: str = "pgd_at", *, epochs: int = 30, n: int = 64, ro: 
                 "curv_rand": rng.normal(0.05 * s, 0.05, n),
                 "taylor_gap": rng.gamma(2.0, 0.08 * s ** 1.5, n),
                 "logit_var": rng.gamma(3.0, 0.4 * s, n),
+                "fo_share": np.clip(rng.beta(4.0, 1.5 * s, n), 0.01, 1.0),  # falls as the landscape sharpens
                 "epoch": int(e), "split": split, "checkpoint": f"epoch_{e:03d}.pt",
             })
             sample_rows.append(frame)
@@ -143,18 +148,71 @@ def _slices_2d(sharp_at: dict, rng, samples: int = 2, size: int = 25) -> pd.Data
     return pd.concat(parts, ignore_index=True)
 
 
-def write_synthetic_run(folder, run: str | None = None, **kwargs) -> Path:
+def write_synthetic_run(folder, run: str | None = None, *, skip=(), **kwargs) -> Path:
     """Write one synthetic run directory (the files ``analyse_trajectory``/``train`` write) and return it.
 
     Files: ``trajectory.parquet``, ``samples.parquet``, ``slices_1d.parquet``, ``slices_2d.parquet``,
     ``metrics.csv``, ``settings.json``. ``run`` defaults to the folder name; ``kwargs`` go to
-    :func:`synthetic_tables`.
+    :func:`synthetic_tables`; table keys in ``skip`` are not written.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tables = synthetic_tables(run or folder.name, **kwargs)
-    for name in ("trajectory", "samples", "slices_1d", "slices_2d"):
-        tables[name].to_parquet(folder / f"{name}.parquet", index=False)
-    tables["metrics"].to_csv(folder / "metrics.csv", index=False)
-    (folder / "settings.json").write_text(json.dumps(tables["settings"], indent=2))
+    for key in ("trajectory", "samples", "slices_1d", "slices_2d"):
+        if key not in skip:
+            tables[key].to_parquet(folder / run_file(key), index=False)
+    tables["metrics"].to_csv(folder / run_file("metrics"), index=False)
+    (folder / run_file("settings")).write_text(json.dumps(tables["settings"], indent=2))
     return folder
+
+
+#: Synthetic methods of :func:`write_synthetic_study`: name -> robust-overfitting strength.
+STUDY_METHODS = {"standard": 1.3, "pgd_at": 1.0, "at_advlc": 0.25, "at_gradreg": 0.4}
+
+
+def write_synthetic_study(root, *, methods=STUDY_METHODS, seeds=(0, 1, 2), sliced=("pgd_at", "at_advlc"),
+                          epochs: int = 12, n: int = 24) -> Path:
+    """Write a folder laid out like ``make demo``'s ``runs/demo`` and return it.
+
+    One run per method and seed in ``root/<method>/s<seed>``: ``metrics.csv`` and ``settings.json`` in the
+    run folder, the analysis tables in its ``analysis/`` subfolder; the slice tables only for the first seed of
+    the ``sliced`` methods (as the demo does). Numbers are made up (see :func:`synthetic_tables`).
+    """
+    root = Path(root)
+    for i, (method, ro) in enumerate(methods.items()):
+        for seed in seeds:
+            folder = root / method / f"s{seed}"
+            skip = () if method in sliced and seed == seeds[0] else ("slices_1d", "slices_2d")
+            write_synthetic_run(folder / "analysis", run=f"{method}/s{seed}", epochs=epochs, n=n, ro=ro,
+                                seed=100 * i + seed, skip=skip)
+            for key in ("metrics", "settings"):  # the training files live in the run folder itself
+                (folder / "analysis" / run_file(key)).replace(folder / run_file(key))
+            _final_eval(folder / "analysis", rng=np.random.default_rng(7 * i + seed))
+    _claims().to_csv(root / run_file("claims"), index=False)
+    return root
+
+
+def _final_eval(folder: Path, rng) -> pd.DataFrame:
+    """A made-up ``final_eval.csv``: the run's best and last checkpoint under PGD and AutoAttack."""
+    traj = pd.read_parquet(folder / run_file("trajectory"))
+    test = traj[traj["split"] == "test"].sort_values("epoch")
+    rows = []
+    for name, row in (("best", test.loc[test["acc_adv"].idxmax()]), ("last", test.iloc[-1])):
+        pgd = float(row["acc_adv"])
+        rows.append({"which": name, "epoch": int(row["epoch"]), "checkpoint": str(row["checkpoint"]),
+                     "acc_clean": float(row["acc_clean"]), "acc_pgd": pgd,
+                     "acc_autoattack": max(0.0, pgd - rng.uniform(0.01, 0.04)), "error": None})
+    table = pd.DataFrame(rows)
+    table.to_csv(folder / run_file("final_eval"), index=False)
+    return table
+
+
+def _claims() -> pd.DataFrame:
+    """A made-up ``claims.csv`` with the columns of the demo study's claims table."""
+    return pd.DataFrame({
+        "claim": ["RO gap under PGD-AT", "AdvLC reduces the RO gap", "curvature tracks the robust loss"],
+        "evidence": ["best − last robust acc, pgd_at (pp, mean over seeds)",
+                     "gap(pgd_at) − gap(at_advlc) (pp)", "Spearman ρ, epochs after the best one"],
+        "value": [14.2, 9.8, 0.81],
+        "holds": [True, True, True],
+    })

@@ -1,0 +1,242 @@
+"""Loading: a file into a ``Checkpoint``, and a checkpoint into the exact architecture it was trained with."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+import torch.nn as nn
+
+from .._base import resolve_device
+from ..models import (ARCH_ATTR, Normalized, create_model, import_architecture, is_spec, kwargs_text, list_models,
+                      model_info)
+from .formats import as_path, one_line, read_file
+from .keys import (ARCH_KEY, arch_record, infer_wiring, layout_of, read_epoch, require_tensors, select_entry,
+                   split_normalization, strip_prefixes, unwrap_state_dict)
+from .record import Checkpoint, CheckpointError
+
+__all__ = ["load_checkpoint", "load_model", "load_state_dict"]
+
+_NOTES_SHOWN: set[str] = set()
+
+
+def load_checkpoint(path: str | os.PathLike, *, trusted: bool = False, entry: str | None = None) -> Checkpoint:
+    """Read a checkpoint file safely.
+
+    Args:
+        path: a ``torch.save`` file (any extension), a ``.safetensors`` file or a TorchScript archive.
+        trusted: allow full unpickling (``torch.load(weights_only=False)``, ``torch.jit.load``). This runs
+            code stored in the file: only for files you trust. Default False.
+        entry: for files holding ``{'last': ..., 'best': ...}``: which to read. Default ``None``: ``"last"``
+            (RobustBench's choice), named in ``Checkpoint.entry`` and in a stderr note.
+
+    Returns:
+        ``Checkpoint(path, state_dict, epoch, meta, format, layout, arch, entry)``; tensors on CPU.
+
+    Raises:
+        CheckpointError: missing/empty/truncated/corrupt file, a pickle that needs code to load (with
+            ``trusted=False``), declared sizes larger than the file, non-tensor entries, a missing ``entry``.
+            The message names the file and fits on one line.
+        TypeError: ``path`` is not a path or ``trusted`` not a bool.
+
+    Example:
+        >>> ckpt = load_checkpoint("runs/at/model_e100.pt")   # doctest: +SKIP
+        >>> ckpt.epoch, ckpt.meta.get("best_pgd"), ckpt.layout  # doctest: +SKIP
+    """
+    path = as_path(path)
+    if not isinstance(trusted, bool):
+        raise TypeError(f"trusted must be True or False, got {trusted!r}")
+    raw, meta, fmt = read_file(path, trusted=trusted)
+    try:
+        raw, chosen = select_entry(raw, entry)
+        layout = layout_of(raw)
+        record = arch_record(raw) or arch_record(meta)
+        state_dict, wrapper_meta = unwrap_state_dict(raw)
+        state_dict = require_tensors(strip_prefixes(state_dict))
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    if chosen is not None and entry is None:
+        _note(f"{path}: holds 'last' and 'best' weights; using {chosen!r} (choose with --checkpoint-entry / "
+              f"entry='best')", key=f"entry:{path.parent}")
+    meta = {k: v for k, v in {**meta, **wrapper_meta}.items() if k != ARCH_KEY}
+    epoch = read_epoch(meta)
+    meta.pop("epoch", None)
+    return Checkpoint(path=path, state_dict=state_dict, epoch=epoch, meta=meta, format=fmt, layout=layout,
+                      arch=record, entry=chosen)
+
+
+def load_state_dict(path: str | os.PathLike, *, trusted: bool = False) -> dict[str, torch.Tensor]:
+    """``load_checkpoint(path, trusted=trusted).state_dict``: ``{name: Tensor}`` on CPU."""
+    return load_checkpoint(path, trusted=trusted).state_dict
+
+
+def _note(text: str, *, key: str) -> None:
+    """Print ``landscape: note: text`` on stderr once per process and ``key``."""
+    if key in _NOTES_SHOWN:
+        return
+    _NOTES_SHOWN.add(key)
+    print(f"landscape: note: {text}", file=sys.stderr)
+
+
+def _fmt_keys(keys: list[str], n: int = 3) -> str:
+    more = f" (+{len(keys) - n} more)" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
+
+
+def _mismatch_hint(model: nn.Module, mismatched: list[tuple[str, tuple, tuple]]) -> str:
+    """A hint for the common mistakes: wrong ``num_classes`` (final layer) or ``in_channels`` (first conv)."""
+    linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    convs = [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    for key, got, want in mismatched:
+        if linears and key in (f"{linears[-1]}.weight", f"{linears[-1]}.bias") and got[1:] == want[1:]:
+            return (f"; hint: the checkpoint has {got[0]} classes, the model {want[0]}: pass num_classes={got[0]} "
+                    f"(CLI: --num-classes {got[0]})")
+        if convs and key == f"{convs[0]}.weight" and len(got) == 4 and got[0] == want[0] and got[1] != want[1]:
+            return f"; hint: the checkpoint expects {got[1]} input channels: pass in_channels={got[1]}"
+    return ""
+
+
+def _load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], path: Path, what: str) -> None:
+    """Strictly load ``state_dict`` into ``model``, or raise one CheckpointError listing what does not fit."""
+    target = model.state_dict()
+    state_dict = dict(state_dict)
+    for key, value in target.items():  # checkpoints from before BatchNorm counted its batches
+        if key.endswith("num_batches_tracked") and key not in state_dict:
+            state_dict[key] = torch.zeros_like(value)
+    missing = [k for k in target if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in target]
+    mismatched = [(k, tuple(state_dict[k].shape), tuple(target[k].shape)) for k in target
+                  if k in state_dict and state_dict[k].shape != target[k].shape]
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys: {_fmt_keys(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys: {_fmt_keys(unexpected)}")
+        if mismatched:
+            shown = [f"{k} checkpoint {list(g)} vs model {list(w)}" for k, g, w in mismatched]
+            parts.append(f"{len(mismatched)} shape mismatches: {_fmt_keys(shown)}")
+        raise CheckpointError(f"{path}: checkpoint does not fit {what}: {'; '.join(parts)}"
+                              f"{_mismatch_hint(model, mismatched)}")
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: cannot load weights into {what} ({one_line(exc)})") from None
+
+
+def load_model(path: str | os.PathLike | Checkpoint, arch: str | nn.Module | Callable[..., nn.Module], *,
+               trusted: bool = False, mean=None, std=None, device: str | torch.device = "cpu",
+               entry: str | None = None, **arch_kwargs) -> nn.Module:
+    """Build the architecture and load the checkpoint at ``path`` into it, with the wiring the file was trained with.
+
+    Args:
+        path: checkpoint file (see ``load_checkpoint``), or a ``Checkpoint`` already loaded (not read again).
+        arch: one of
+
+            * a registered name (``landscape.list_models()``). A family name (``preact_resnet18``,
+              ``wide_resnet``) lets the file pick the exact wiring: its architecture record (files written by
+              ``save_checkpoint`` / ``landscape train``), else its layout (the AdvLC repo's dict gets
+              ``*_advlc``), else its keys; when the keys fit several wirings the family default is used and a
+              note on stderr names it and the alternative. An exact name (``preact_resnet18_advlc``) is used as
+              given, and contradicting the file's record is an error.
+            * your own class: ``"path/to/file.py:ClassName"`` / ``"package.module:ClassName"``, a class or a
+              zero-argument factory (called with ``arch_kwargs``), or an ``nn.Module`` instance (loaded in place).
+        trusted: allow full unpickling; see ``load_checkpoint``. Default False.
+        mean, std: per-channel normalisation; when given the model is wrapped in ``Normalized`` so that it takes
+            inputs in [0,1]. Normalisation stored in the file (``Normalized``'s ``mean``/``std``, or
+            ``mu``/``sigma`` buffers) is applied the same way automatically (given values must then agree).
+        device: torch device for the returned model. Default ``"cpu"``.
+        entry: ``"last"``/``"best"`` for ``{'last', 'best'}`` files; see ``load_checkpoint``.
+        **arch_kwargs: constructor arguments (``num_classes``, ``in_channels``, ``depth``, ...); for a registered
+            name they go over the file's recorded ones.
+
+    Returns:
+        The model in eval mode on ``device``; ``model.landscape_arch`` names the wiring that was built.
+
+    Raises:
+        CheckpointError: unreadable file, weights that do not fit (the message lists the first missing and
+            unexpected keys and shape mismatches, with a hint for a wrong ``num_classes``), or a file that records
+            another architecture.
+        ValueError: unknown ``arch`` or device, only one of mean/std, mean/std disagreeing with the checkpoint.
+        TypeError: ``arch`` is none of the above.
+    """
+    if (mean is None) != (std is None):
+        raise ValueError("give both mean and std, or neither")
+    dev = resolve_device(device)
+    if isinstance(arch, str) and is_spec(arch):  # unknown names and unimportable classes fail before reading
+        import_architecture(arch)
+    elif isinstance(arch, str):
+        model_info(arch)
+    elif isinstance(arch, nn.Module) and arch_kwargs:
+        raise TypeError(f"constructor arguments {sorted(arch_kwargs)} given with an already built "
+                        f"{type(arch).__name__}; pass the class instead, or no arguments")
+    elif not (isinstance(arch, nn.Module) or callable(arch)):
+        raise TypeError(f"arch must be a registered name, 'file.py:Class', a class, a factory or an nn.Module, "
+                        f"got {type(arch).__name__}")
+    ckpt = path if isinstance(path, Checkpoint) else load_checkpoint(path, trusted=trusted, entry=entry)
+    model, what = _build(arch, ckpt, arch_kwargs)
+    weights, stored_mean, stored_std, names = split_normalization(ckpt.state_dict, list(model.state_dict()))
+    _note_inputs(model, ckpt, given=mean is not None, stored=names is not None)
+    if names is not None:
+        if mean is not None and not (_close(mean, stored_mean) and _close(std, stored_std)):
+            raise ValueError(f"{ckpt.path}: the checkpoint stores mean={stored_mean.tolist()} std="
+                             f"{stored_std.tolist()} ({names}), which disagree with the given mean={list(mean)} "
+                             f"std={list(std)}")
+        _load_into(model, weights, ckpt.path, what)
+        model = Normalized(model, stored_mean.tolist(), stored_std.tolist())
+    else:
+        _load_into(model, weights, ckpt.path, what)
+        if mean is not None:
+            model = Normalized(model, mean, std)
+    return model.to(dev).eval()
+
+
+def _note_inputs(model: nn.Module, ckpt: Checkpoint, *, given: bool, stored: bool) -> None:
+    """Say when the normalisation chosen disagrees with what the published code of this wiring feeds it.
+
+    Files with an architecture record (this project's own) and user classes know their own inputs: no note.
+    """
+    name = (getattr(model, ARCH_ATTR, None) or {}).get("name", "")
+    if ckpt.arch is not None or name not in list_models():
+        return
+    info = model_info(name)
+    if info.family is None or stored:
+        return
+    if info.inputs == "[0,1]" and given:
+        _note(f"{ckpt.path}: {name}'s published training code feeds raw [0,1] images, but mean/std were given "
+              f"(CLI: --normalize); drop them unless your script normalised its inputs", key=f"in:{ckpt.path.parent}")
+    elif info.inputs == "normalized" and not given:
+        _note(f"{ckpt.path}: {name}'s published training code normalises its inputs with the dataset mean/std; "
+              f"if this file comes from it, pass mean/std (CLI: --normalize DATASET, e.g. cifar10)",
+              key=f"in:{ckpt.path.parent}")
+
+
+def _build(arch, ckpt: Checkpoint, arch_kwargs: Mapping[str, Any]) -> tuple[nn.Module, str]:
+    """The model to load ``ckpt`` into, and its description for messages."""
+    if isinstance(arch, nn.Module):
+        return arch, f"the given {type(arch).__name__}"
+    if not isinstance(arch, str):
+        try:
+            model = arch(**arch_kwargs)
+        except TypeError as exc:
+            raise ValueError(f"cannot build {getattr(arch, '__name__', arch)!r}({kwargs_text(arch_kwargs)}): "
+                             f"{exc}") from None
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"{getattr(arch, '__name__', arch)!r} built a {type(model).__name__}, not an nn.Module")
+        return model, f"{getattr(arch, '__name__', type(model).__name__)}({kwargs_text(arch_kwargs)})"
+    try:
+        wiring = infer_wiring(arch, list(ckpt.state_dict), ckpt.layout, ckpt.arch)
+    except ValueError as exc:
+        raise CheckpointError(f"{ckpt.path}: {exc}") from None
+    if wiring.note:
+        _note(f"{ckpt.path}: {wiring.note}", key=f"wiring:{ckpt.path.parent}:{arch}:{wiring.name}")
+    kwargs = {**wiring.kwargs, **arch_kwargs}
+    model = create_model(wiring.name, **kwargs)
+    return model, f"architecture {wiring.name}({kwargs_text(kwargs)})"
+
+
+def _close(given, stored: torch.Tensor) -> bool:
+    given_t = torch.as_tensor(given, dtype=torch.float64).flatten()
+    return given_t.shape == stored.shape and torch.allclose(given_t, stored.double(), rtol=1e-5, atol=1e-7)

@@ -1,0 +1,129 @@
+"""The paper's abstract claims, tested on a study's per-run summary with a noise-aware rule.
+
+Li & Spratling (2023) claim that robust overfitting (RO)
+1. results from standard training, specifically from minimising the clean loss;
+2. is mitigated by regularising the input-loss gradients, in standard training as in AT;
+3. turns severer during AT partly because AT's gradient-regularisation effect weakens as the curvature of
+   the input loss landscape grows;
+4. is mitigated by AdvLC, with the best robustness among similar regularisers.
+
+:func:`claims_table` turns the per-run summary of a study (one row per variant and seed, see
+:func:`landscape.study.run_summary`) into one row per testable statement: ``claim, evidence, value, holds``.
+
+**Rule.** Every statement is an effect ``d`` whose sign the claim predicts (a gap > 0, a difference of gaps
+> 0, a correlation < 0). With ``n`` seeds per variant, ``se`` is the standard error from the seed spread
+(``sd/√n``; for a difference between two variants ``√(se_a² + se_b²)``). ``holds`` is ``yes`` when ``d``
+exceeds ``2·se`` in the predicted direction, ``no`` when it exceeds ``2·se`` in the other direction, and
+``inconclusive`` otherwise (or with fewer than 2 seeds, where no spread exists).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["CLAIM_COLUMNS", "K_SE", "verdict", "effect", "claims_table", "spearman"]
+
+CLAIM_COLUMNS = ["claim", "evidence", "value", "holds"]
+#: the effect must exceed this many standard errors.
+K_SE = 2.0
+
+
+def verdict(value: float, se: float, *, sign: int = 1, n: int = 2) -> str:
+    """``yes``/``no``/``inconclusive`` for an effect ``value`` ± ``se`` predicted to have ``sign`` (±1)."""
+    if n < 2 or not (math.isfinite(value) and math.isfinite(se)):
+        return "inconclusive"
+    d = sign * value
+    if d > K_SE * se:
+        return "yes"
+    if d < -K_SE * se:
+        return "no"
+    return "inconclusive"
+
+
+def _stats(values: pd.Series) -> tuple[float, float, int]:
+    v = values.dropna().to_numpy(dtype=float)
+    if len(v) == 0:
+        return math.nan, math.nan, 0
+    sd = float(np.std(v, ddof=1)) if len(v) > 1 else math.nan
+    return float(v.mean()), sd / math.sqrt(len(v)) if len(v) > 1 else math.nan, len(v)
+
+
+def effect(runs: pd.DataFrame, column: str, a: str, b: str | None = None) -> tuple[float, float, int]:
+    """``(mean, se, n)`` of ``column`` for variant ``a``, or of the difference ``a − b`` of the variants'
+    means (``se`` combined, ``n`` the smaller seed count)."""
+    ma, sa, na = _stats(runs.loc[runs["variant"] == a, column]) if column in runs else (math.nan, math.nan, 0)
+    if b is None:
+        return ma, sa, na
+    mb, sb, nb = _stats(runs.loc[runs["variant"] == b, column]) if column in runs else (math.nan, math.nan, 0)
+    return ma - mb, math.sqrt(sa ** 2 + sb ** 2), min(na, nb)
+
+
+def spearman(x, y) -> float:
+    """Spearman rank correlation of two equal-length sequences (average ranks for ties); NaN below 3
+    finite pairs or for a constant sequence."""
+    frame = pd.DataFrame({"x": np.asarray(x, dtype=float), "y": np.asarray(y, dtype=float)})
+    frame = frame[np.isfinite(frame["x"]) & np.isfinite(frame["y"])]
+    if len(frame) < 3:
+        return math.nan
+    rx, ry = frame["x"].rank(), frame["y"].rank()
+    if rx.std() == 0 or ry.std() == 0:
+        return math.nan
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def _num(v: float, digits: int) -> str:
+    text = f"{v:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.0"
+
+
+def _pm(mean: float, se: float, digits: int = 1) -> str:
+    if not math.isfinite(mean):
+        return "n/a"
+    return _num(mean, digits) + (f" ± {_num(se, digits)} (se)" if math.isfinite(se) else "")
+
+
+# (claim, column, variant a, variant b or None, predicted sign, evidence template)
+_STATEMENTS = [
+    ("1. RO occurs under PGD-AT", "gap", "pgd_at", None, 1,
+     "best − last test PGD accuracy of pgd_at (points)"),
+    ("1. RO comes from the clean-loss term: AT with its clean term halved overfits less", "gap", "pgd_at",
+     "at_clean_half", 1, "RO gap of pgd_at − at_clean_half (½·L(x) + [L(x_adv) − L(x)]; points)"),
+    ("1. Standard training robust-overfits at a small eps", "gap_small", "standard", None, 1,
+     "best − last test PGD accuracy of standard training at the small eps (points)"),
+    ("2. Gradient regularisation mitigates RO in standard training", "gap_small", "standard",
+     "standard_gradreg", 1, "RO gap at the small eps of standard − standard_gradreg (points)"),
+    ("2. Gradient regularisation mitigates RO in AT", "gap", "pgd_at", "at_gradreg", 1,
+     "RO gap of pgd_at − at_gradreg (points)"),
+    ("3. After the best epoch, AT's first-order share of the adversarial loss increase falls as curvature "
+     "grows", "rho_curv_share", "pgd_at", None, -1,
+     "Spearman ρ over analysed epochs ≥ best epoch between test curv_adv and the first-order share "
+     "eps·‖∇ₓL‖₁ / (L(x_adv) − L(x)), pgd_at, mean over seeds"),
+    ("4. AdvLC mitigates RO", "gap", "pgd_at", "at_advlc", 1, "RO gap of pgd_at − at_advlc (points)"),
+    ("4. AdvLC gives the best robustness among the regularisers", "last", "at_advlc", "at_gradreg", 1,
+     "last-epoch test PGD accuracy of at_advlc − at_gradreg (points)"),
+]
+
+
+def claims_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per statement of the abstract: ``claim, evidence, value, holds``.
+
+    Args:
+        runs: per-run summary, one row per (variant, seed) with columns ``variant``, ``seed`` and the
+            effect columns ``gap``, ``gap_small``, ``last``, ``rho_curv_share`` (missing ones give
+            ``inconclusive`` rows, as do variants the study did not train).
+
+    Returns:
+        DataFrame with :data:`CLAIM_COLUMNS`; ``value`` the effect (mean over seeds or difference of means),
+        ``evidence`` says what was compared, with ± the standard error and the seed count.
+    """
+    rows = []
+    for claim, column, a, b, sign, text in _STATEMENTS:
+        value, se, n = effect(runs, column, a, b)
+        detail = f"{text}: {_pm(value, se, 2 if column.startswith('rho') else 1)}, {n} seed(s)"
+        if n == 0:
+            detail = f"{text}: not measured (variant(s) {a}{', ' + b if b else ''} not in this study)"
+        holds = verdict(value, se, sign=sign, n=n)
+        rows.append(dict(claim=claim, evidence=detail, value=round(value, 6) + 0.0, holds=holds))
+    return pd.DataFrame(rows, columns=CLAIM_COLUMNS)

@@ -1,0 +1,81 @@
+"""The registry of measures: one :class:`~landscape.measures.spec.MeasureSpec` per selectable name.
+
+It drives the measure table (which columns, computed by which function), the CLI's ``--measures``
+choices and the plot labels and units. **Adding a measure** = one new file under ``landscape/measures/``
+defining ``fn(ctx: BatchContext) -> {column: tensor}`` and a ``MeasureSpec``, plus one line in
+:data:`SPECS` below. ``at_adv(spec)`` registers the same measure evaluated at the adversarial point.
+
+The order of :data:`SPECS` is the column order of the table.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+from . import curvature, first_order, gradients, taylor
+from .spec import MeasureSpec, at_adv
+
+__all__ = ["SPECS", "MEASURES", "DEFAULT_MEASURES", "get", "select", "column_labels", "column_units"]
+
+SPECS: tuple[MeasureSpec, ...] = (
+    gradients.GRAD,
+    curvature.CURV_ADV,
+    curvature.CURV_RAND,
+    curvature.EIG_TOP,
+    taylor.TAYLOR_GAP,
+    taylor.LOGIT_VAR,
+    at_adv(gradients.GRAD),
+    at_adv(curvature.CURV_ADV),
+    at_adv(curvature.CURV_RAND),
+    at_adv(curvature.EIG_TOP),
+    first_order.FO_SHARE,
+    curvature.HS,
+    at_adv(curvature.HS),
+)
+
+_BY_NAME = {s.name: s for s in SPECS}
+if len(_BY_NAME) != len(SPECS):
+    raise RuntimeError("two registered measures share a name")
+
+MEASURES: tuple[str, ...] = tuple(_BY_NAME)
+"""Every selectable measure name, in column order."""
+
+DEFAULT_MEASURES: tuple[str, ...] = tuple(s.name for s in SPECS if s.default)
+"""The selection used when none is given: the measures whose cost keeps the table within 2x the PGD-10
+floor (``benchmarks/bench_units.py``); ``eig_top``, ``hs`` and the rest are opt-in."""
+
+
+def get(name: str) -> MeasureSpec:
+    """The spec registered as ``name`` (ValueError naming the allowed names otherwise)."""
+    try:
+        return _BY_NAME[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown measure {name!r} (allowed: {', '.join(MEASURES)})") from None
+
+
+def select(measures: str | Iterable[str] | None) -> tuple[MeasureSpec, ...]:
+    """Specs for ``measures`` (None = :data:`DEFAULT_MEASURES`, a comma-separated string or names), in
+    registry order.
+
+    Raises:
+        ValueError: unknown names (all of them named, with the allowed ones).
+    """
+    if measures is None:
+        names = list(DEFAULT_MEASURES)
+    elif isinstance(measures, str):
+        names = [m.strip() for m in measures.split(",") if m.strip()]
+    else:
+        names = list(measures)
+    unknown = [m for m in names if m not in _BY_NAME]
+    if unknown:
+        raise ValueError(f"unknown measure(s) {', '.join(map(repr, unknown))} (allowed: {', '.join(MEASURES)})")
+    return tuple(s for s in SPECS if s.name in names)
+
+
+def column_labels() -> dict[str, str]:
+    """``{column: axis label}`` of every registered column."""
+    return {c: lab for s in SPECS for c, lab in s.labels.items()}
+
+
+def column_units() -> dict[str, str]:
+    """``{column: unit}`` of every registered column."""
+    return {c: u for s in SPECS for c, u in s.units.items()}

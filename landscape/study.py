@@ -1,0 +1,463 @@
+"""The digits robust-overfitting study behind ``make demo`` / ``landscape demo``, with the claims table.
+
+Pipeline (``landscape demo --out runs/demo``; ``python -m landscape.study`` is the same):
+
+1. **train** every variant for each seed (default 0, 1, 2; :func:`landscape.training.train`, resumable,
+   2 runs at a time by default through joblib):
+
+   =====================  ====================================================================
+   ``standard``           standard training (robustness also evaluated at a small eps)
+   ``standard_gradreg``   standard training + input-gradient regularisation (λ ‖∇ₓL‖₁)
+   ``pgd_at``             PGD adversarial training
+   ``at_clean_half``      the AT objective with its clean term halved: ½·L(x) + [L(x_adv) − L(x)]
+   ``at_advlc``           AT + AdvLC (λ = 0.3)
+   ``at_gradreg``         AT + input-gradient regularisation (λ = 0.1)
+   =====================  ====================================================================
+
+2. **trajectory**: the input loss landscape at every k-th checkpoint plus the first, best and last
+   (:func:`landscape.trajectory.analyse_trajectory`, into ``<run>/analysis``);
+3. **slices**: 1D and 2D loss slices at the best and last epoch of ``pgd_at`` and ``at_advlc`` (first seed);
+4. **findings and claims**: per variant, mean ± sd over seeds of the best/last test PGD accuracy and their
+   gap (``findings.csv``, ``findings_runs.csv``, ``findings.md``), and one row per claim of the paper's
+   abstract with a noise-aware verdict (``claims.csv``, :mod:`landscape.claims`);
+5. **report**: ``report.html`` (:func:`landscape.report.build_report`) and ``figures/findings_measures.png``.
+
+Setting (default): MLP 64-256-256-10 (ReLU), 300-sample stratified training subset with 20 % symmetric label
+noise, eps = 0.1 (L∞), PGD-7 (step 2.5·eps/7, random start) for training and PGD-10 for evaluation on the
+whole digits test split, a second evaluation at eps = 0.02 for the standard-training variants, SGD lr 0.1
+momentum 0.9 weight decay 5e-4, ×0.1 after 50 % and 75 % of 150 epochs, batch 64, checkpoints kept for
+epoch 1, every 10th, the best and the last. Label noise is what makes robust overfitting appear at this
+scale: on clean digits PGD-AT does not robust-overfit (``--clean`` runs that variant).
+
+Where this differs from the official CIFAR-10 protocol (:data:`landscape.training.PRESETS`) and why:
+random start in the training PGD (the setting the demo's runs were tuned and checked with), no
+crop/flip augmentation (8×8 digits; mirrored digits change class, and the RO here comes from memorising the
+noisy labels), the clean pass order (no batch norm in the MLP, so it changes nothing), weight decay 5e-4
+and batch 64 (the common Rice et al. setting; 300 samples make batches of 100 too few per epoch), 150 epochs.
+
+Every stage skips work already on disk, so an interrupted study continues where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ._version import __version__
+from .claims import claims_table, spearman
+from .runs import run_file
+
+__all__ = ["VARIANTS", "DEFAULT_VARIANTS", "MEASURES", "study_config", "run_dir", "best_epoch", "epochs_to_analyse", "run_job",
+           "run_summary", "findings_table", "findings_markdown", "claims_markdown", "first_order_share",
+           "provenance", "main"]
+
+#: study variants: name -> keyword arguments of :func:`landscape.training.train`.
+VARIANTS = {
+    "standard": dict(method="standard"),
+    "standard_gradreg": dict(method="standard_gradreg", lam=0.1),
+    "pgd_at": dict(method="pgd_at"),
+    "at_clean_half": dict(method="at_decomposed", clean_weight=0.5, excess_weight=1.0),
+    "at_advlc": dict(method="at_advlc", lam=0.3),
+    "at_gradreg": dict(method="at_gradreg", lam=0.1),
+    # not in the default study: on digits the excess alone drives the model to a constant (chance) output
+    "at_excess": dict(method="at_decomposed", clean_weight=0.0, excess_weight=1.0),
+}
+#: the variants `landscape demo` trains by default.
+DEFAULT_VARIANTS = ("standard", "standard_gradreg", "pgd_at", "at_clean_half", "at_advlc", "at_gradreg")
+#: variants evaluated at the small eps too (RO of standard training shows there).
+SMALL_EPS_VARIANTS = ("standard", "standard_gradreg")
+#: landscape measures computed along each trajectory.
+MEASURES = ("grad", "curv_adv", "taylor_gap", "logit_var")
+#: variants whose loss slices (first seed only) go into the report.
+SLICED = ("pgd_at", "at_advlc")
+#: trajectory columns reported at the best and the last epoch.
+FINDING_MEASURES = {"grad_l1_mean": "grad_l1", "curv_adv_mean": "curv_adv"}
+
+
+def study_config(*, quick: bool = False, epochs: int | None = None, every: int | None = None,
+                 clean: bool = False) -> dict:
+    """Hyper-parameters of every run (the same for each variant and seed)."""
+    return dict(
+        epochs=epochs or (6 if quick else 150),
+        train_n=60 if quick else 300,
+        label_noise=0.0 if clean else 0.2,
+        eps=0.1, small_eps=0.02, steps=2 if quick else 7, eval_steps=2 if quick else 10,
+        eval_n=60 if quick else None,
+        lr=0.1, lr_milestones=(0.5, 0.75), momentum=0.9, weight_decay=5e-4, batch_size=32 if quick else 64,
+        hidden=(32,) if quick else (256, 256),
+        analysis_n=20 if quick else 300, analysis_steps=2 if quick else 10,
+        every=every or (3 if quick else 10),
+        slice_n=4 if quick else 32, slice_grid=9 if quick else 41,
+        measures=_available(["grad", "curv_adv", "fo_share"] if quick else [*MEASURES, "fo_share"]),
+    )
+
+
+def _available(measures: list[str]) -> list[str]:
+    """``measures`` less those this version of :mod:`landscape.measures` does not have (``fo_share`` is new)."""
+    from .measures import MEASURES as known
+
+    return [m for m in measures if m in known]
+
+
+def run_dir(out: Path, variant: str, seed: int) -> Path:
+    return Path(out) / variant / f"s{seed}"
+
+
+# ------------------------------------------------------------------------------------------------- train
+def train_one(out: Path, variant: str, seed: int, cfg: dict, *, progress: bool) -> Path:
+    """Train (or finish training) one variant/seed into ``out/<variant>/s<seed>``."""
+    from .data import load_dataset
+    from .training import seeded_model, train
+
+    arch_kwargs = dict(hidden=tuple(cfg["hidden"]))
+    data = (load_dataset("digits", "train", n=cfg["train_n"], seed=seed), load_dataset("digits", "test"))
+    folder = run_dir(out, variant, seed)
+    train(seeded_model("mlp", seed, **arch_kwargs), data, **VARIANTS[variant], eps=cfg["eps"],
+          steps=cfg["steps"], epochs=cfg["epochs"], lr=cfg["lr"], lr_milestones=cfg["lr_milestones"],
+          momentum=cfg["momentum"], weight_decay=cfg["weight_decay"], batch_size=cfg["batch_size"],
+          label_noise=cfg["label_noise"], seed=seed, eval_n=cfg["eval_n"], eval_steps=cfg["eval_steps"],
+          small_eps=cfg["small_eps"] if variant in SMALL_EPS_VARIANTS else None, save_every=cfg["every"],
+          out_dir=folder, arch="mlp", arch_kwargs=arch_kwargs, dataset="digits", progress=progress)
+    return folder
+
+
+# -------------------------------------------------------------------------------------------- trajectory
+def best_epoch(metrics: pd.DataFrame) -> int:
+    """Best epoch of ``metrics.csv`` by the official rule (highest test PGD accuracy, latest on ties):
+    :func:`landscape.diagnose.best_epoch` — the same epoch whose checkpoint training keeps."""
+    from .diagnose import best_epoch as official_best
+
+    return int(official_best(None, log=metrics).epoch)
+
+
+def epochs_to_analyse(epochs: int, every: int, best: int) -> list[int]:
+    """Every ``every``-th epoch, the first, the best and the last (sorted, unique) — the kept checkpoints."""
+    return sorted({1, best, epochs, *range(every, epochs + 1, every)})
+
+
+def analyse_one(folder: Path, seed: int, cfg: dict, *, progress: bool) -> pd.DataFrame:
+    """Trajectory analysis of the kept checkpoints of one run into ``folder/analysis``."""
+    from .training import checkpoint_path
+    from .trajectory import analyse_trajectory
+
+    metrics = pd.read_csv(folder / run_file("metrics"))
+    chosen = epochs_to_analyse(cfg["epochs"], cfg["every"], best_epoch(metrics))
+    return analyse_trajectory(
+        [checkpoint_path(folder, e) for e in chosen], "mlp", "digits", out_dir=folder / "analysis",
+        arch_kwargs=dict(hidden=tuple(cfg["hidden"])), measures=cfg["measures"], n=cfg["analysis_n"],
+        eps=cfg["eps"], steps=cfg["analysis_steps"], seed=seed, run=f"{folder.parent.name}/{folder.name}",
+        progress=progress)
+
+
+# ------------------------------------------------------------------------------------------------ slices
+def slice_one(folder: Path, seed: int, cfg: dict) -> None:
+    """Loss slices at the best and the last epoch into ``folder/analysis/slices_{1d,2d}.parquet``.
+
+    1D: along the adversarial and a random direction (L∞-normalised, so ``a`` is in pixel units, ±2·eps)
+    for ``slice_n`` test images; 2D: the adversarial × random plane around the first of them. Best and last
+    are the epochs that :func:`landscape.diagnose.diagnose` finds in the trajectory table, so the report
+    labels them. Skipped when both files exist for the same epochs.
+    """
+    from .checkpoints import load_model
+    from .data import load_dataset
+    from .diagnose import diagnose
+    from .slices import grid, slice_1d, slice_2d
+    from .training import checkpoint_path
+
+    analysis = folder / "analysis"
+    d = diagnose(pd.read_parquet(analysis / run_file("trajectory")), log=pd.read_csv(folder / run_file("metrics")))
+    epochs = sorted({int(d.best_epoch if d.best_epoch is not None else d.last_epoch), int(d.last_epoch)})
+    paths = {k: analysis / run_file(f"slices_{k}") for k in ("1d", "2d")}
+    if all(p.is_file() for p in paths.values()) and all(
+            sorted(pd.read_parquet(p, columns=["epoch"])["epoch"].unique().tolist()) == epochs
+            for p in paths.values()):
+        return
+    x, y = load_dataset("digits", "test", n=cfg["slice_n"], seed=seed)
+    coords = grid(2 * cfg["eps"], cfg["slice_grid"])
+    kw = dict(eps=cfg["eps"], steps=cfg["analysis_steps"], seed=seed)
+    parts = {"1d": [], "2d": []}
+    for epoch in epochs:
+        model = load_model(checkpoint_path(folder, epoch), "mlp", hidden=tuple(cfg["hidden"]))
+        for direction in ("adversarial", "random"):
+            parts["1d"].append(slice_1d(model, x, y, direction, coords, **kw).assign(epoch=epoch))
+        parts["2d"].append(slice_2d(model, x[:1], y[:1], "adversarial", "random", coords, coords, **kw)
+                           .assign(epoch=epoch))
+    for key, frames in parts.items():
+        table = pd.concat(frames, ignore_index=True)
+        table.attrs = dict(frames[0].attrs)
+        tmp = paths[key].with_suffix(".parquet.tmp")
+        table.to_parquet(tmp, index=False)
+        tmp.replace(paths[key])
+
+
+# ---------------------------------------------------------------------------------------------- findings
+def first_order_share(traj: pd.DataFrame, eps: float) -> pd.Series:
+    """Per-epoch first-order share of the adversarial loss increase, ``eps·‖∇ₓL‖₁ / (L(x_adv) − L(x))``.
+
+    Uses the median of the per-sample ``fo_share`` measure (:mod:`landscape.measures.first_order`, NaN where
+    the loss barely rises) when the trajectory has it; otherwise the ratio of the split means ``eps · grad_l1_mean / (loss_adv − loss_clean)`` (NaN where the increase
+    is not positive), which needs only the ``grad`` measure.
+    """
+    if "fo_share_median" in traj.columns:
+        return traj["fo_share_median"].astype(float)
+    rise = (traj["loss_adv"] - traj["loss_clean"]).astype(float)
+    return (eps * traj["grad_l1_mean"] / rise.where(rise > 0)).astype(float)
+
+
+def run_summary(folder: Path, eps: float | None = None) -> dict:
+    """One run's best/last test PGD accuracy (in %, from every epoch of ``metrics.csv``; best by the
+    official rule), the same at the small eps when evaluated, its test measures at the best and the last
+    epoch, and the Spearman ρ between curvature and the first-order share from the best epoch on (from
+    ``analysis/trajectory.parquet``)."""
+    metrics = pd.read_csv(folder / run_file("metrics"))
+    test = metrics[metrics["split"] == "test"].sort_values("epoch")
+    best = best_epoch(metrics)
+    last = int(test["epoch"].iloc[-1])
+    row = dict(best_epoch=best, best=100 * float(test["acc_adv"].max()),
+               last=100 * float(test["acc_adv"].iloc[-1]))
+    row["gap"] = row["best"] - row["last"]
+    row["clean_last"] = 100 * float(test["acc_clean"].iloc[-1])
+    if "acc_adv_small" in test.columns:
+        row["best_small"] = 100 * float(test["acc_adv_small"].max())
+        row["last_small"] = 100 * float(test["acc_adv_small"].iloc[-1])
+        row["gap_small"] = row["best_small"] - row["last_small"]
+    traj_path = folder / "analysis" / run_file("trajectory")
+    if traj_path.is_file():
+        traj = pd.read_parquet(traj_path)
+        traj = traj[(traj["split"] == "test") & traj["error"].isna()].set_index("epoch").sort_index()
+        for column, name in FINDING_MEASURES.items():
+            if column in traj.columns:
+                for tag, epoch in (("best", best), ("last", last)):
+                    row[f"{name}_{tag}"] = float(traj[column].get(epoch, np.nan))
+        if eps is not None and {"curv_adv_mean", "grad_l1_mean"} <= set(traj.columns):
+            after = traj[traj.index >= best]
+            row["rho_curv_share"] = spearman(after["curv_adv_mean"], first_order_share(after, eps))
+    return row
+
+
+def findings_table(out: Path, variants, seeds, eps: float | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per-run rows, per-variant mean/sd) over the seeds."""
+    rows = [dict(variant=v, seed=s, **run_summary(run_dir(out, v, s), eps)) for v in variants for s in seeds]
+    runs = pd.DataFrame(rows)
+    values = [c for c in runs.columns if c not in ("variant", "seed")]
+    agg = runs.groupby("variant", sort=False)[values].agg(["mean", "std"])
+    agg.columns = [f"{a}_{b}" for a, b in agg.columns]
+    agg.insert(0, "seeds", runs.groupby("variant", sort=False).size())
+    return runs, agg.reset_index()
+
+
+def _pm(mean: float, sd: float, digits: int) -> str:
+    if not math.isfinite(mean):
+        return "–"
+    return f"{mean:.{digits}f}" + (f" ± {sd:.{digits}f}" if math.isfinite(sd) else "")
+
+
+def findings_markdown(agg: pd.DataFrame) -> str:
+    """Markdown table of :func:`findings_table`'s per-variant summary (mean ± sd over seeds)."""
+    head = ["variant", "seeds", "best PGD acc (%)", "best epoch", "last PGD acc (%)", "best − last (points)",
+            "best − last at small eps", "last clean acc (%)", "grad ‖∇ₓL‖₁ best → last", "curv_adv best → last"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in agg.to_dict("records"):
+        cells = [r["variant"], str(r["seeds"]), _pm(r["best_mean"], r["best_std"], 1),
+                 _pm(r["best_epoch_mean"], r["best_epoch_std"], 0), _pm(r["last_mean"], r["last_std"], 1),
+                 _pm(r["gap_mean"], r["gap_std"], 1),
+                 _pm(r.get("gap_small_mean", math.nan), r.get("gap_small_std", math.nan), 1),
+                 _pm(r["clean_last_mean"], r["clean_last_std"], 1)]
+        for name in FINDING_MEASURES.values():
+            if f"{name}_best_mean" in r:
+                cells.append(f"{_pm(r[f'{name}_best_mean'], r[f'{name}_best_std'], 3)} → "
+                             f"{_pm(r[f'{name}_last_mean'], r[f'{name}_last_std'], 3)}")
+            else:
+                cells.append("–")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def claims_markdown(claims: pd.DataFrame) -> str:
+    """Markdown table of a claims table (``claim | evidence | value | holds``)."""
+    lines = ["| claim | evidence | value | holds |", "|---|---|---|---|"]
+    for r in claims.to_dict("records"):
+        value = "–" if not math.isfinite(r["value"]) else f"{r['value'] + 0.0:.2f}".replace("-0.00", "0.00")
+        lines.append(f"| {r['claim']} | {r['evidence']} | {value} | **{r['holds']}** |")
+    return "\n".join(lines) + "\n"
+
+
+def findings_figure(out: Path, variants, seeds, cfg: dict):
+    """Test-split measures vs epoch, one line per adversarially trained variant (mean over seeds).
+
+    The standard-training variants are left out: their non-robust landscape is an order of magnitude
+    sharper and would flatten the AT curves. Only the epochs analysed in every run are used.
+    """
+    from .plotting import plot_measures
+
+    parts = []
+    for v in variants:
+        if v in SMALL_EPS_VARIANTS:
+            continue
+        for s in seeds:
+            t = pd.read_parquet(run_dir(out, v, s) / "analysis" / run_file("trajectory"))
+            parts.append(t[(t["split"] == "test") & t["error"].isna()].assign(run=v, seed=s))
+    if not parts:
+        return None
+    table = pd.concat(parts, ignore_index=True)
+    grid = set(epochs_to_analyse(cfg["epochs"], cfg["every"], 1))
+    table = table[table["epoch"].isin(grid)]
+    measures = [m for m in ("grad_l1", "curv_adv", "taylor_gap", "logit_var") if f"{m}_mean" in table.columns]
+    seeds_text = f"mean over {len(seeds)} seeds" if len(seeds) > 1 else f"seed {seeds[0]}"
+    return plot_measures(table, measures, splits=("test",), band=False,
+                         title=f"Test-set landscape measures ({seeds_text}; dotted: best epoch)")
+
+
+# ------------------------------------------------------------------------------------------- provenance
+def provenance(*, total_s: float | None = None, jobs: int | None = None) -> dict:
+    """Machine, date and versions of this process, for the generated result blocks."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):
+        load = math.nan
+    return dict(date=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), cpu=cpu,
+                cores=os.cpu_count(), load_1min=round(load, 2), python=platform.python_version(),
+                torch=torch.__version__, landscape=__version__, jobs=jobs,
+                total_s=None if total_s is None else round(total_s, 1))
+
+
+# ------------------------------------------------------------------------------------------------- runs
+def run_job(out: Path, variant: str, seed: int, cfg: dict, *, progress: bool, threads: int = 1) -> dict:
+    """Train then analyse one run (slices too for the first seed of AT and AdvLC); returns its timings in
+    seconds (``train_s``, ``analysis_s``)."""
+    import torch
+
+    torch.set_num_threads(threads)  # tiny models: more threads only add contention
+    t0 = time.perf_counter()
+    folder = train_one(out, variant, seed, cfg, progress=progress)
+    t1 = time.perf_counter()
+    analyse_one(folder, seed, cfg, progress=progress)
+    if variant in SLICED and seed == cfg["slice_seed"]:
+        slice_one(folder, seed, cfg)
+    return dict(variant=variant, seed=seed, train_s=t1 - t0, analysis_s=time.perf_counter() - t1)
+
+
+def run_all(out: Path, runs: list[tuple[str, int]], cfg: dict, *, jobs: int, progress: bool,
+            threads: int) -> list[dict]:
+    """:func:`run_job` for every (variant, seed): in this process, or in ``jobs`` joblib (loky) workers."""
+    if jobs == 1 or len(runs) == 1:
+        return [run_job(out, v, s, cfg, progress=progress, threads=threads) for v, s in runs]
+    from joblib import Parallel, delayed
+    from tqdm.auto import tqdm
+
+    pool = Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered")
+    results = pool(delayed(run_job)(out, v, s, cfg, progress=False, threads=threads) for v, s in runs)
+    done = list(tqdm(results, total=len(runs), desc=f"runs ({jobs} processes)", unit="run",
+                     disable=not progress))
+    order = {r: i for i, r in enumerate(runs)}
+    return sorted(done, key=lambda r: order[(r["variant"], r["seed"])])
+
+
+# -------------------------------------------------------------------------------------------------- main
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m landscape.study", description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+                   help="seeds to run (default: 0 1 2; 0 with --quick)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 150; 6 with --quick)")
+    p.add_argument("--methods", nargs="+", default=list(DEFAULT_VARIANTS), choices=list(VARIANTS),
+                   metavar="VARIANT", help=f"variants to train: {', '.join(VARIANTS)} (default: all but at_excess)")
+    p.add_argument("--every", type=int, default=None,
+                   help="keep and analyse every k-th checkpoint, plus the first, best and last (default 10)")
+    p.add_argument("--clean", action="store_true", help="no label noise (clean digits do not robust-overfit)")
+    p.add_argument("--quick", action="store_true", help="tiny settings for a smoke test (seconds)")
+    p.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    p.add_argument("--jobs", type=int, default=2, help="runs trained/analysed in parallel processes (default 2)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads per process (default 1: the models are tiny)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--readme", metavar="RUN_DIR", default=None,
+                   help="instead of running: copy RUN_DIR's summary tables to docs/results/ and rewrite the "
+                        "generated blocks of README.md and docs/findings.md from them (run in the repository)")
+    args = p.parse_args(argv)
+    if args.seeds is None:
+        args.seeds = [0] if args.quick else [0, 1, 2]
+    if args.epochs is not None and args.epochs < 1:
+        p.error(f"--epochs must be >= 1, got {args.epochs}")
+    for name in ("threads", "jobs"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.every is not None and args.every < 1:
+        p.error(f"--every must be >= 1, got {args.every}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.readme is not None:
+        from .docblocks import publish
+
+        for path in publish(Path(args.readme), Path(".")):
+            print(f"updated {path}")
+        return 0
+    cfg = study_config(quick=args.quick, epochs=args.epochs, every=args.every, clean=args.clean)
+    cfg["slice_seed"] = args.seeds[0]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    progress = not args.quiet
+    log = print if progress else (lambda *a, **k: None)
+    t0 = time.perf_counter()
+    runs = [(v, s) for s in args.seeds for v in args.methods]
+    log(f"digits robust overfitting: {len(runs)} run(s) of {cfg['epochs']} epochs, analysing every "
+        f"{cfg['every']}th checkpoint + best + last, {args.jobs} process(es) -> {out}")
+    timings = run_all(out, runs, cfg, jobs=args.jobs, progress=progress, threads=args.threads)
+    t_runs = time.perf_counter() - t0
+    per_run, agg = findings_table(out, args.methods, args.seeds, eps=cfg["eps"])
+    claims = claims_table(per_run)
+    per_run.to_csv(out / "findings_runs.csv", index=False)
+    agg.to_csv(out / run_file("findings"), index=False)
+    claims.to_csv(out / run_file("claims"), index=False)
+    table = findings_markdown(agg)
+    (out / "findings.md").write_text(
+        f"# Findings on digits ({'clean labels' if args.clean else '20% label noise'}, "
+        f"{cfg['epochs']} epochs, seeds {' '.join(map(str, args.seeds))})\n\n## Claims\n\n"
+        f"{claims_markdown(claims)}\n## Per variant\n\n{table}")
+    fig = findings_figure(out, args.methods, args.seeds, cfg)
+    if fig is not None:
+        import matplotlib.pyplot as plt
+
+        from .plotting import save_figure
+
+        save_figure(fig, out / "figures" / "findings_measures", formats=("png",))
+        plt.close(fig)
+    if not args.no_report:
+        from .report import build_report
+
+        title = f"Robust overfitting on digits ({'clean' if args.clean else '20% label noise'})"
+        html = build_report(out, out, progress=progress, title=title)
+        log(f"  report: {html}")
+    total = time.perf_counter() - t0
+    (out / "study.json").write_text(json.dumps(dict(
+        config=cfg, seeds=args.seeds, variants=args.methods, jobs=args.jobs, runs_s=t_runs, total_s=total,
+        command=" ".join(["python -m landscape.study", *sys.argv[1:]] if argv is None else ["landscape demo", *argv]),
+        provenance=provenance(total_s=total, jobs=args.jobs), timings=timings), indent=2, default=list) + "\n")
+    log(claims_markdown(claims))
+    log(table)
+    log(f"done in {total:.0f} s (training + trajectories {t_runs:.0f} s, {args.jobs} process(es))")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
