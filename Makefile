@@ -28,6 +28,8 @@ test: $(STAMP) browser
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_measures.py
+	$(PY) benchmarks/bench_units.py
+	$(PY) benchmarks/bench_hs.py --digits-batch 100 --cifar-batch 4
 	$(PY) benchmarks/bench_slices.py
 	$(PY) benchmarks/bench_trajectory.py
 	$(PY) benchmarks/bench_trajectory_gpu.py

@@ -11,10 +11,16 @@ the median time of each is divided by the median time of one input gradient of t
   (approximate, for comparison);
 * ``curv fwd-over-fwd`` / ``curv rev-over-fwd`` — two other exact ways to get dᵀHd (nested ``torch.func.jvp``;
   ``torch.func.grad`` of a JVP), kept here as the evidence for the library's choice of double backprop;
-* ``eig_top (20 iters)``     — ``top_eigenvalue(iters=20, tol=0)``, i.e. 20 HVPs.
+* ``hvp (kept graph)``       — one more product on a ``HessianOperator`` whose first backward is kept (what
+  every Lanczos step costs);
+* ``eig_top (Lanczos)``      — ``top_eigenvalue`` with its defaults (batched Lanczos, per-sample stopping).
 
-Usage: ``python benchmarks/bench_measures.py [--device cpu|cuda] [--batch 32] [--repeats 3] [--threads N]``.
-The ratios are printed last, one line per (model, operation).
+Then the accuracy of ``eig_top`` (issue 15 goal: <= 15 gradients at <= 1e-3 median / 1e-2 max relative error):
+small_cnn on a digits test batch (``--accuracy-batch``, default 64) against dense per-sample Hessians
+(``torch.autograd.functional.hessian``) of the same model in the same dtype, for float32 and float64.
+
+Usage: ``python benchmarks/bench_measures.py [--device cpu|cuda] [--batch 32] [--repeats 3] [--threads N]
+[--out results.csv]``. The ratios are printed last, one line per (model, operation).
 """
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ import torch
 
 from landscape import create_model
 from landscape._base import per_sample_loss
-from landscape.measures.curvature import directional_curvature, top_eigenvalue
+from landscape.measures.curvature import HessianOperator, _krylov, _top_from_ritz, directional_curvature, top_eigenvalue
 
 CASES = [
     ("preact_resnet18", {"num_classes": 10, "in_channels": 3}, (3, 32, 32)),
@@ -79,8 +85,43 @@ def operations(model, x, y, d) -> dict[str, Callable[[], object]]:
         "finite differences": lambda: _finite_difference_curvature(model, x, y, d),
         "curv fwd-over-fwd": lambda: _fwd_fwd_curvature(model, x, y, d),
         "curv rev-over-fwd": lambda: _rev_fwd_curvature(model, x, y, d),
-        "eig_top (20 iters)": lambda: top_eigenvalue(model, x, y, iters=20, tol=0.0),
+        "hvp (kept graph)": _kept_product(model, x, y, d),
+        "eig_top (Lanczos)": lambda: top_eigenvalue(model, x, y),
     }
+
+
+def _kept_product(model, x, y, d) -> Callable[[], object]:
+    op = HessianOperator(model, x, y).build()
+    return lambda: op(d)
+
+
+def eig_accuracy(device: torch.device, batch: int) -> list[dict]:
+    """eig_top (defaults) against dense per-sample Hessians: small_cnn, digits test batch, float32 and float64."""
+    from landscape.data import load_dataset
+    import torch.nn.functional as F
+
+    x, y = load_dataset("digits", "test", n=batch)
+    out = []
+    for dtype in (torch.float32, torch.float64):
+        torch.manual_seed(0)
+        model = create_model("small_cnn").to(device=device, dtype=dtype).eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        xd, yd = x.to(device=device, dtype=dtype), y.to(device)
+        exact = []
+        for i in range(batch):
+            hess = torch.autograd.functional.hessian(
+                lambda z, i=i: F.cross_entropy(model(z.reshape(1, *xd.shape[1:])), yd[i:i + 1]), xd[i].flatten())
+            eig = torch.linalg.eigvalsh(hess.double())
+            exact.append(eig[eig.abs().argmax()])
+        exact = torch.stack(exact).cpu()
+        ritz = _krylov(HessianOperator(model, xd, yd), xd, iters=30, tol=1e-3, seed=0)
+        values = _top_from_ritz(ritz, xd)[0].double().cpu()
+        rel = (values - exact).abs() / exact.abs()
+        out.append({"model": "small_cnn (digits)", "dtype": str(dtype).replace("torch.", ""), "batch": batch,
+                    "median_rel_err": float(rel.median()), "max_rel_err": float(rel.max()),
+                    "lanczos_steps": ritz.products, "hvp_samples_per_sample": ritz.sample_products / batch})
+    return out
 
 
 def bench_case(name: str, kwargs: dict, shape: tuple[int, ...], *, batch: int, device: torch.device,
@@ -117,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--cases", default=",".join(c[0] for c in CASES), help="comma-separated model names")
+    parser.add_argument("--accuracy-batch", type=int, default=64, help="digits batch for the eig_top accuracy")
+    parser.add_argument("--out", default=None, help="write the ratios and the accuracy as CSV here")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -131,11 +174,25 @@ def main(argv: list[str] | None = None) -> int:
           f"torch {torch.__version__}")
     for name, res in results.items():
         print(f"{name}: one gradient = {res['gradient'] * 1e3:.2f} ms")
+    accuracy = eig_accuracy(device, args.accuracy_batch)
+    for r in accuracy:
+        print(f"eig_top accuracy, {r['model']} {r['dtype']}, batch {r['batch']}: median rel. error "
+              f"{r['median_rel_err']:.1e}, max {r['max_rel_err']:.1e} ({r['lanczos_steps']} Lanczos steps, "
+              f"{r['hvp_samples_per_sample']:.1f} products per sample)")
     print("ratios to one input gradient (lower is cheaper):")
+    rows = []
     for name, res in results.items():
         for key, seconds in res.items():
             if key != "gradient":
                 print(f"  {name:<16} {key:<24} {seconds / res['gradient']:6.2f}x")
+            rows.append({"model": name, "operation": key, "seconds": seconds,
+                         "units": seconds / res["gradient"], "device": label, "batch": args.batch})
+    if args.out:
+        import pandas as pd
+
+        pd.DataFrame(rows).to_csv(args.out, index=False)
+        pd.DataFrame(accuracy).assign(device=label).to_csv(args.out.replace(".csv", "_accuracy.csv"), index=False)
+        print(f"wrote {args.out}")
     return 0
 
 

@@ -7,7 +7,12 @@ Measured side by side in one run, for each model:
     (b') the same including the DataFrame (default output) is printed too;
 (c) a naive Python loop building and evaluating one point at a time (timed on a subset, extrapolated).
 
-Goals: (b)/(a) >= 0.85 and (b)/(c) >= 5. No slicing code can beat (a), so (b)/(c) <= (a)/(c), which is printed
+(d) ``slice_2d`` under ``torch.autocast`` in bfloat16 and float16 (``--autocast``; loss values only): the
+    largest relative loss error against (b) and the speed-up over (b).
+
+Goals: (b)/(a) >= 0.85 and (b)/(c) >= 5. Autocast would become a ``slice_2d`` option only where it is both
+accurate (every loss within ``AUTOCAST_REL_ERR`` relative, ``AUTOCAST_ABS_ERR`` absolute, of float32) and
+at least ``AUTOCAST_SPEEDUP`` times faster; the verdict is printed per case and written to ``--out``. No slicing code can beat (a), so (b)/(c) <= (a)/(c), which is printed
 as the bound: where batching itself gains little (a large CNN on a CPU) the second goal is out of reach. Each
 timing is the best of ``--repeats`` rounds, with (a), (b), (b') and (c) interleaved so that load from other
 processes hits all alike. The ratios are printed last.
@@ -30,6 +35,10 @@ from landscape.slices import grid, normalize_direction, orthogonalize, slice_2d
 
 GOAL_FORWARD = 0.85
 GOAL_NAIVE = 5.0
+AUTOCAST_REL_ERR = 1e-2
+AUTOCAST_ABS_ERR = 1e-3
+AUTOCAST_SPEEDUP = 1.2
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -67,7 +76,8 @@ def _timed(fn, device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
-def run_case(case: Case, device: torch.device, repeats: int, naive_points: int, max_batch: int) -> dict:
+def run_case(case: Case, device: torch.device, repeats: int, naive_points: int, max_batch: int,
+             autocast: bool = False) -> dict:
     torch.manual_seed(0)
     model = create_model(case.arch, **case.kwargs).to(device).eval()
     g = torch.Generator().manual_seed(0)
@@ -106,20 +116,43 @@ def run_case(case: Case, device: torch.device, repeats: int, naive_points: int, 
                 p = x[s:s + 1] + float(coords[i]) * d1[s:s + 1] + float(coords[j]) * d2[s:s + 1]
                 F.cross_entropy(model(p), y[s:s + 1]).item()
 
-    forward(), sliced(), naive()  # warm-up (kernels, allocator)
+    def amp(dtype):
+        def run():
+            with torch.autocast(device_type=device.type, dtype=dtype):
+                return sliced()
+        return run
+
+    amps = {k: amp(v) for k, v in AUTOCAST_DTYPES.items()} if autocast else {}
+    reference = sliced().loss  # also the warm-up
+    forward(), naive()
+    errors = {}
+    for key, fn in amps.items():
+        loss = fn().loss.double()
+        diff = (loss - reference.double()).abs()
+        errors[key] = (float((diff / reference.double().abs().clamp_min(1e-12)).max()), float(diff.max()))
     t_fwd, t_slice, t_frame, t_naive = [], [], [], []
+    t_amp = {k: [] for k in amps}
     for _ in range(repeats):
         t_fwd.append(_timed(forward, device))
         t_slice.append(_timed(sliced, device))
         t_frame.append(_timed(framed, device))
         t_naive.append(_timed(naive, device))
-    return {
+        for key, fn in amps.items():
+            t_amp[key].append(_timed(fn, device))
+    out = {
         "case": case.name, "points": n_points, "chunk": chunk,
         "forward": n_batches * chunk / min(t_fwd),
         "slice": n_points / min(t_slice),
         "frame": n_points / min(t_frame),
         "naive": len(subset) / min(t_naive),
     }
+    for key in amps:
+        rel, absolute = errors[key]
+        speedup = min(t_slice) / min(t_amp[key])
+        out.update({f"{key}_max_rel_err": rel, f"{key}_max_abs_err": absolute, f"{key}_speedup": speedup,
+                    f"{key}_ok": (rel <= AUTOCAST_REL_ERR or absolute <= AUTOCAST_ABS_ERR)
+                    and speedup >= AUTOCAST_SPEEDUP})
+    return out
 
 
 def memory_check(device: torch.device, samples: int = 256, n: int = 101, budget_gib: float = 24.0) -> None:
@@ -150,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-batch", type=int, default=None, help="default: the library's (4096 CPU, 65536 CUDA)")
     p.add_argument("--scale", type=float, default=1.0, help="multiply the number of samples per case")
     p.add_argument("--only", choices=["small_cnn", "preact_resnet18"], default=None)
+    p.add_argument("--autocast", action="store_true",
+                   help="also time slice_2d under bf16/fp16 autocast and report its loss error")
+    p.add_argument("--out", default=None, help="write one CSV row per case here")
     p.add_argument("--memory-check", action="store_true",
                    help="also slice 256 CIFAR-size inputs on a 101x101 grid with preact_resnet18 under a 24 GiB "
                         "budget (2.6M points: minutes on a GPU, hours on a CPU)")
@@ -161,11 +197,25 @@ def main(argv: list[str] | None = None) -> int:
     for case in cases(args.device, args.scale):
         if args.only and case.arch != args.only:
             continue
-        r = run_case(case, device, args.repeats, args.naive_points, args.max_batch)
+        r = run_case(case, device, args.repeats, args.naive_points, args.max_batch, autocast=args.autocast)
         rows.append(r)
         print(f"{r['case']}: {r['points']} points, chunk {r['chunk']}: (a) forward {r['forward']:,.0f} pts/s, "
               f"(b) slice_2d {r['slice']:,.0f} pts/s (b') with DataFrame {r['frame']:,.0f} pts/s, "
               f"(c) naive loop {r['naive']:,.0f} pts/s")
+    if args.autocast:
+        print(f"\nautocast (option only if every loss is within {AUTOCAST_REL_ERR:g} relative or "
+              f"{AUTOCAST_ABS_ERR:g} absolute of float32 and >= {AUTOCAST_SPEEDUP:g}x faster):")
+        for r in rows:
+            for key in AUTOCAST_DTYPES:
+                print(f"  {r['case']} {key}: max rel. loss error {r[f'{key}_max_rel_err']:.2e}, max abs. "
+                      f"{r[f'{key}_max_abs_err']:.2e}, speed-up {r[f'{key}_speedup']:.2f}x -> "
+                      f"{'both hold' if r[f'{key}_ok'] else 'not an option'}")
+    if args.out:
+        import pandas as pd
+
+        label = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+        pd.DataFrame(rows).assign(device=label, torch=torch.__version__).to_csv(args.out, index=False)
+        print(f"wrote {args.out}")
     if args.memory_check:
         memory_check(device)
     print("\nratios (goal: b/a >= %.2f, b/c >= %g)" % (GOAL_FORWARD, GOAL_NAIVE))

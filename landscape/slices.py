@@ -5,7 +5,7 @@ Directions are small pure functions returning (B, ...) tensors, one direction pe
 * ``"adversarial"`` — the PGD (or FGSM) perturbation ``x_adv - x`` of each sample;
 * ``"gradient"`` — the input gradient ∇ₓ CE(f(x), y);
 * ``"random"`` — Rademacher (±1) or Gaussian noise from a seeded ``torch.Generator``;
-* ``"eigen"`` — the top eigenvector of the input Hessian (power iteration).
+* ``"eigen"`` — the top eigenvector of the input Hessian (batched Lanczos).
 
 Each direction is then normalised per sample (``"linf"``: ‖d‖∞ = 1, so a radius is in the pixel units of an
 L∞ eps; ``"unit"``: ‖d‖₂ = 1). In 2D the second direction is first made orthogonal to the first (per-sample
@@ -232,9 +232,9 @@ def eigen_direction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, iters
                     seed: int = 0) -> torch.Tensor:
     """(B, ...) top (largest-magnitude) eigenvector of each sample's input Hessian of the loss.
 
-    Power iteration via ``landscape.measures.curvature.top_eigenvalue`` (at most ``iters`` Hessian-vector
-    products, stopping once the eigenvalue changes by less than ``tol`` relative); the sign of an eigenvector
-    is arbitrary.
+    The Ritz vector of batched Lanczos via ``landscape.measures.curvature.top_eigenvalue`` (at most ``iters``
+    Hessian-vector products per sample, stopping once the eigenvalue's estimated error is below ``tol``
+    relative); the sign of an eigenvector is arbitrary.
     """
     from landscape.measures.curvature import top_eigenvalue
 
@@ -485,8 +485,8 @@ def slice_1d(model: nn.Module, x: torch.Tensor, y: torch.Tensor, direction: str 
         eps: attack radius for ``"adversarial"``; default ``max|alphas|``.
         attack, steps, step_size, norm: the attack for ``"adversarial"`` (see ``adversarial_direction``).
         kind: ``"rademacher"`` or ``"gaussian"`` for ``"random"``.
-        iters: power iterations for ``"eigen"``.
-        seed: seed of the random direction, PGD start and power iteration.
+        iters: most Lanczos steps for ``"eigen"``.
+        seed: seed of the random direction, PGD start and Lanczos start vectors.
         max_batch: most grid points per forward pass; default ``default_max_batch`` (4096 on CPU, 65536 on
             CUDA).
         max_bytes: memory budget per chunk (see ``bytes_per_point``); default ``default_max_bytes``.

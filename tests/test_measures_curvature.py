@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from landscape import Normalized, create_model
-from landscape.measures.curvature import directional_curvature, hvp, top_eigenvalue
+from landscape.measures.curvature import directional_curvature, hessian_spectrum, hvp, top_eigenvalue
 from reference_models import LinearSoftmax
 
 METHODS = ["func", "double_backprop"]
@@ -229,7 +230,7 @@ def test_auto_falls_back_to_torch_func_with_a_warning(monkeypatch):
         calls.append(1)
         raise RuntimeError("derivative for some_op_backward is not implemented")
 
-    monkeypatch.setattr(curvature, "_hvp_double_backprop", broken)
+    monkeypatch.setattr(curvature, "_gradient_graph", broken)
     model = _smooth_mlp()
     x, y, v = _batch(2)
     with pytest.warns(RuntimeWarning, match="some_op_backward.*torch.func"):
@@ -239,8 +240,9 @@ def test_auto_falls_back_to_torch_func_with_a_warning(monkeypatch):
     calls.clear()
     with pytest.warns(RuntimeWarning):
         values, _ = top_eigenvalue(model, x, y, iters=5, tol=0.0)
-    assert len(calls) == 1  # power iteration keeps the working method after one fallback
-    assert torch.isfinite(values).all()
+    assert len(calls) == 1  # Lanczos keeps the working method after one fallback
+    eig = torch.linalg.eigvalsh(_full_hessians(model, x, y))
+    assert torch.isfinite(values).all() and (values.abs() <= eig.abs().amax(1) * (1 + 1e-9)).all()
 
 
 def test_detached_backward_is_an_error_not_a_zero_hessian():
@@ -297,3 +299,121 @@ def test_validation():
         top_eigenvalue(model, x, y, iters=0)
     with pytest.raises(TypeError, match="Module"):
         hvp(lambda z: z, x, y, v)
+
+
+# ------------------------------------------------------------------------------------ Lanczos and hs
+
+
+def _top_by_magnitude(hess: torch.Tensor) -> torch.Tensor:
+    eig = torch.linalg.eigvalsh(hess)
+    return eig.gather(1, eig.abs().argmax(1, keepdim=True))[:, 0]
+
+
+def _relu_cnn():
+    torch.manual_seed(0)
+    return create_model("small_cnn", width=4).double().eval()
+
+
+def test_lanczos_top_eigenvalue_of_relu_net_is_exact_with_default_settings():
+    """A ReLU net's Hessian has rank <= K-1: Lanczos (at least K steps) finds its top eigenvalue exactly."""
+    model = _relu_cnn()
+    x, y, _ = _batch(8, seed=4)
+    expected = _top_by_magnitude(_full_hessians(model, x, y))
+    values, vectors = top_eigenvalue(model, x, y)
+    torch.testing.assert_close(values, expected, rtol=1e-9, atol=0)
+    hv = hvp(model, x, y, vectors).flatten(1)
+    residual = (hv - values[:, None] * vectors.flatten(1)).norm(dim=1) / values.abs()
+    assert residual.max() < 1e-6
+
+
+@pytest.mark.parametrize("activation", ["softplus", "tanh"])
+def test_lanczos_meets_its_tolerance_on_smooth_nets_and_stops_early(activation):
+    """Indefinite full-rank Hessians: default tol 1e-3 gives errors well below 1e-3, in far fewer than D steps."""
+    from landscape.measures.curvature import HessianOperator, _krylov, _top_from_ritz
+
+    model = _smooth_mlp(activation, seed=3)
+    x, y, _ = _batch(12, seed=5)
+    expected = _top_by_magnitude(_full_hessians(model, x, y))
+    ritz = _krylov(HessianOperator(model, x, y), x, iters=64, tol=1e-3, seed=0)
+    values, _ = _top_from_ritz(ritz, x)
+    rel = (values - expected).abs() / expected.abs()
+    assert rel.max() < 1e-3
+    assert ritz.converged.all() and ritz.steps.max() < 40
+    # finished samples leave the product batch (once at most half of it is left): fewer sample-products
+    # than steps x batch
+    assert int(ritz.steps.sum()) <= ritz.sample_products < ritz.products * x.shape[0]
+
+
+def test_lanczos_results_do_not_depend_on_the_rest_of_the_batch():
+    model = _smooth_mlp("tanh", seed=1)
+    x, y, _ = _batch(5, seed=6)
+    together, _ = top_eigenvalue(model, x, y, tol=1e-8, iters=64)
+    alone = torch.stack([top_eigenvalue(model, x[i:i + 1], y[i:i + 1], tol=1e-8, iters=64)[0][0] for i in range(5)])
+    torch.testing.assert_close(together, alone, rtol=1e-7, atol=0)
+
+
+def _union_top_k(hess: torch.Tensor, k: int) -> torch.Tensor:
+    eig = (torch.linalg.eigvalsh(hess) / hess.shape[0]).flatten()
+    return eig[eig.abs().argsort(descending=True)[:k]]
+
+
+@pytest.mark.parametrize("which", ["relu", "softplus", "tanh"])
+def test_hessian_spectrum_equals_top_k_of_dense_per_sample_hessians(which):
+    model = _relu_cnn() if which == "relu" else _smooth_mlp(which, seed=2)
+    x, y, _ = _batch(10, seed=7)
+    expected = _union_top_k(_full_hessians(model, x, y), 20)
+    got = hessian_spectrum(model, x, y, k=20, tol=1e-6)
+    assert got.shape == (20,) and got.dtype == torch.float64
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-12 * float(expected.abs().max()))
+    default = hessian_spectrum(model, x, y)  # default tol 1e-3: the hs value well within 1e-3
+    assert abs(float(default.abs().mean() / expected.abs().mean()) - 1) < 1e-3
+
+
+def test_hessian_spectrum_equals_dense_hessian_of_the_batch_mean_loss():
+    """Independent of the block-diagonal argument: the full (B·D, B·D) Hessian of the batch-mean CE."""
+    torch.manual_seed(0)
+    model = create_model("mlp", input_shape=(1, 4, 4), hidden=(8,), activation="tanh", num_classes=4).double().eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 1, 4, 4, generator=g, dtype=torch.float64)
+    y = torch.tensor([0, 2, 3])
+    dense = torch.autograd.functional.hessian(
+        lambda z: F.cross_entropy(model(z.reshape(3, 1, 4, 4)), y), x.flatten())  # mean reduction, (48, 48)
+    eig = torch.linalg.eigvalsh(dense)
+    expected = eig[eig.abs().argsort(descending=True)[:20]]
+    got = hessian_spectrum(model, x, y, k=20, tol=0.0, iters=16)
+    torch.testing.assert_close(got, expected, rtol=1e-8, atol=1e-12)
+
+
+def test_hs_columns_of_measure_equal_the_dense_batch_spectrum_per_batch():
+    """ReLU net (exact Lanczos): hs / hs_at_adv = mean |top-20| of the batch-mean Hessian, one value per batch."""
+    from landscape import measure
+    from landscape.attacks import fgsm
+
+    model = _relu_cnn()
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(7, 1, 8, 8, generator=g, dtype=torch.float64)
+    y = torch.arange(7) % 10
+    df = measure(model, x, y, eps=0.05, attack="fgsm", measures=["hs", "hs_at_adv", "eig_top"], batch_size=4)
+    x_adv, _ = fgsm(model, x, y, 0.05)
+    for rows in (slice(0, 4), slice(4, 7)):
+        n = len(range(7)[rows])
+        hs = float(_union_top_k(_full_hessians(model, x[rows], y[rows]), 20).abs().mean())
+        hs_adv = float(_union_top_k(_full_hessians(model, x_adv[rows], y[rows]), 20).abs().mean())
+        assert df["hs"].iloc[rows].tolist() == pytest.approx([hs] * n, rel=1e-8)
+        assert df["hs_at_adv"].iloc[rows].tolist() == pytest.approx([hs_adv] * n, rel=1e-8)
+    assert df["hs"].iloc[0] != df["hs"].iloc[4]  # one value per batch
+    expected = _top_by_magnitude(_full_hessians(model, x, y))
+    np.testing.assert_allclose(df["eig_top"], expected.numpy(), rtol=1e-8)
+
+
+def test_spectrum_validation():
+    model = LinearSoftmax()
+    x, y, _ = _batch(2)
+    with pytest.raises(ValueError, match="k must be"):
+        hessian_spectrum(model, x, y, k=0)
+    with pytest.raises(ValueError, match="k must be"):
+        hessian_spectrum(model, x, y, k=129)
+    with pytest.raises(ValueError, match="tol"):
+        hessian_spectrum(model, x, y, tol=-1.0)
+    with pytest.raises(ValueError, match="iters"):
+        hessian_spectrum(model, x, y, iters=0)

@@ -4,7 +4,7 @@ Every function takes ``(model, x, y, ...)`` and returns per-sample tensors (B,);
 into one DataFrame. See ``docs/measures.md``.
 """
 from . import curvature, first_order, gradients, registry, taylor
-from .curvature import directional_curvature, hvp, top_eigenvalue
+from .curvature import directional_curvature, hessian_spectrum, hvp, top_eigenvalue
 from .first_order import first_order_share
 from .gradients import gradient_norms, input_gradient
 from .registry import DEFAULT_MEASURES, MEASURES
@@ -17,6 +17,6 @@ __all__ = [
     "curvature", "first_order", "gradients", "registry", "taylor",
     "first_order_share",
     "input_gradient", "gradient_norms",
-    "hvp", "directional_curvature", "top_eigenvalue",
+    "hvp", "directional_curvature", "top_eigenvalue", "hessian_spectrum",
     "taylor_gap", "logit_variation", "logit_variation_batch",
 ]

@@ -11,7 +11,7 @@ Columns (one row per sample; see ``docs/internals.md``):
 | ``grad_l1``, ``grad_l2``, ``grad_linf`` | norms of ∇ₓ CE at the clean point (measure ``grad``) |
 | ``curv_adv`` | dᵀH_x d / ‖d‖², d = x_adv − x (0 where d = 0) |
 | ``curv_rand`` | same along a seeded Rademacher direction |
-| ``eig_top`` | largest-magnitude eigenvalue of H_x (power iteration, ``eig_iters`` steps) |
+| ``eig_top`` | largest-magnitude eigenvalue of H_x (batched Lanczos, at most ``eig_iters`` steps) |
 | ``taylor_gap`` | L(x+δ) − L(x) − ∇L(x)ᵀδ with δ = x_adv − x |
 | ``logit_var`` | sum of the top 10 % (at least one) of \\|f(x_adv) − f(x)\\| entries of that sample |
 | ``grad_l1_at_adv``, ... | the same measures evaluated at x_adv (measures ``grad_at_adv``, ``curv_adv_at_adv``, ...) |
@@ -22,7 +22,7 @@ selects :data:`~landscape.measures.registry.DEFAULT_MEASURES`.
 
 ``df.attrs`` records the settings (``eps``, ``attack``, ``steps``, ``step_size``, ``norm``, ``random_start``,
 ``seed``, ``batch_size``, ``eig_iters``, ``dtype``, ``measures``), the Hessian-vector-product method actually
-used (``hvp_method``), how many samples' power iterations did not converge (``eig_unconverged``), the number
+used (``hvp_method``), how many samples' Lanczos runs did not converge (``eig_unconverged``), the number
 of NaN/Inf values in the table (``nonfinite``; a warning is raised when it is not 0; documented undefined
 values such as ``fo_share``'s NaN are counted apart, in ``undefined``).
 """
@@ -109,7 +109,7 @@ def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | 
     """Attack ``x`` and compute the selected input-landscape measures for every sample.
 
     Samples are processed in batches of ``batch_size``; within a batch the measures are exact per sample
-    (the model runs in eval mode). Randomness (PGD start, Rademacher direction, power-iteration start) is
+    (the model runs in eval mode). Randomness (PGD start, Rademacher direction, Lanczos start vectors) is
     drawn from generators seeded by ``(seed, batch index)``, so a result is reproducible for a given
     ``seed`` and ``batch_size``.
 
@@ -131,7 +131,7 @@ def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | 
             :data:`DEFAULT_MEASURES`.
         batch_size: samples per batch. Default 128.
         seed: base seed. Default 0.
-        eig_iters: maximum power iterations for ``eig_top``. Default 20.
+        eig_iters: most Lanczos steps for ``eig_top`` (``hs`` uses at least 60). Default 20.
         progress: show a tqdm progress bar over batches. Default False.
         dtype: compute in this dtype, e.g. ``torch.float64`` for precise curvature (model copied and cast).
         device: compute on this device (model copied there if elsewhere); default the model's device.

@@ -1,0 +1,167 @@
+"""Cost of ``measure`` in units of one input gradient of the same batch, per column, side by side in one run.
+
+For each model the operations below run interleaved (round-robin, ``--repeats`` rounds after a warm-up) and
+the median time of each is divided by the median time of one input gradient (forward + backward of the
+summed per-sample loss) of the same batch:
+
+* ``pgd10``        — the PGD-10 attack alone: the floor of any adversarial table (about 10-11 units);
+* ``base``         — ``measure(measures=[])``: PGD-10, clean loss/gradient, the forward pass at x_adv;
+* ``+<measure>``   — ``measure(measures=[m]) − base`` for every selectable measure (its marginal cost;
+  measures at the clean point share one kept Hessian graph, so their marginal costs overlap);
+* ``default``      — ``measure()`` with the default set; ``all`` — every measure.
+
+The goal (issue 15): the default table within 2x the PGD floor. Writes a CSV with ``--out``; ``--doc FILE``
+regenerates the marked cost block of docs/measures.md from the CSV(s) given with ``--from-csv`` (no
+measurement then).
+
+    python benchmarks/bench_units.py --out units_cpu.csv
+    python benchmarks/bench_units.py --device cuda --batch 128 --repeats 5 --out units_cuda.csv
+    python benchmarks/bench_units.py --from-csv units_cpu.csv units_cuda.csv --doc docs/measures.md
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from landscape import create_model
+from landscape._base import per_sample_loss
+from landscape.attacks import pgd
+from landscape.measures import DEFAULT_MEASURES, MEASURES, measure
+
+CASES = {
+    "small_cnn": ({"in_channels": 1, "num_classes": 10, "input_size": 8}, (1, 8, 8)),
+    "preact_resnet18": ({"num_classes": 10, "in_channels": 3}, (3, 32, 32)),
+}
+EPS = 8 / 255
+BEGIN, END = "<!-- units:begin (benchmarks/bench_units.py --doc) -->", "<!-- units:end -->"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _gradient(model, x, y):
+    xr = x.detach().requires_grad_(True)
+    return torch.autograd.grad(per_sample_loss(model(xr), y).sum(), xr)[0]
+
+
+def operations(model, x, y) -> dict:
+    kw = dict(eps=EPS, steps=10, batch_size=x.shape[0], seed=0)
+    ops = {
+        "gradient": lambda: _gradient(model, x, y),
+        "pgd10": lambda: pgd(model, x, y, EPS, steps=10, seed=0),
+        "base": lambda: measure(model, x, y, measures=[], **kw),
+        "default": lambda: measure(model, x, y, **kw),
+        "all": lambda: measure(model, x, y, measures=list(MEASURES), **kw),
+    }
+    for m in MEASURES:
+        ops[f"+{m}"] = (lambda m=m: measure(model, x, y, measures=[m], **kw))
+    return ops
+
+
+def bench(name: str, *, batch: int, device: torch.device, repeats: int) -> list[dict]:
+    kwargs, shape = CASES[name]
+    torch.manual_seed(0)
+    model = create_model(name, **kwargs).to(device).eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, *shape, generator=g).to(device)
+    y = torch.randint(0, 10, (batch,), generator=g).to(device)
+    ops = operations(model, x, y)
+    for fn in ops.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in ops}
+    for _ in range(repeats):
+        for key, fn in ops.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times[key].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    unit = med["gradient"]
+    label = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    rows = []
+    for key, seconds in med.items():
+        cost = seconds - med["base"] if key.startswith("+") else seconds
+        rows.append({"model": name, "batch": batch, "device": label, "item": key, "seconds": cost,
+                     "units": cost / unit, "default": key[1:] in DEFAULT_MEASURES if key.startswith("+") else None,
+                     "torch": torch.__version__})
+    return rows
+
+
+def markdown(df: pd.DataFrame) -> str:
+    """The cost block for docs/measures.md: one column per (model, device, batch), rows = items."""
+    order = ["pgd10", "base"] + [f"+{m}" for m in MEASURES] + ["default", "all"]
+    names = {"pgd10": "PGD-10 attack alone (the floor)", "base": "base: PGD-10 + clean loss/gradient + x_adv forward",
+             "default": "**default table** (`measure()`)", "all": "all measures"}
+    groups = list(df.groupby(["model", "device", "batch"], sort=False))
+    head = "| | " + " | ".join(f"{m}, batch {b}, {d}" for (m, d, b), _ in groups) + " |"
+    lines = [head, "|---|" + "---|" * len(groups)]
+    for item in order:
+        cells = []
+        for _, g in groups:
+            row = g[g["item"] == item]
+            cells.append(f"{float(row['units'].iloc[0]):.1f}" if len(row) else "")
+        label = names.get(item, f"`{item[1:]}`" + (" (default)" if item[1:] in DEFAULT_MEASURES else ""))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    ratio = []
+    for (m, d, b), g in groups:
+        u = dict(zip(g["item"], g["units"]))
+        ratio.append(f"{m} on {d}: default = {u['default'] / u['pgd10']:.2f}x the PGD-10 floor")
+    torch_versions = ", ".join(sorted(set(df["torch"].astype(str))))
+    return "\n".join(lines) + "\n\n" + "; ".join(ratio) + f" (torch {torch_versions}).\n"
+
+
+def write_doc(doc: Path, block: str) -> None:
+    text = doc.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{doc} has no {BEGIN} ... {END} block")
+    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
+    doc.write_text(pattern.sub(lambda _: f"{BEGIN}\n{block}{END}", text))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch", type=int, default=None, help="default 32 on CPU, 128 on CUDA")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--cases", default="small_cnn,preact_resnet18")
+    p.add_argument("--out", default=None, help="write the table as CSV here")
+    p.add_argument("--from-csv", nargs="+", default=None, help="no measurement: read these CSVs")
+    p.add_argument("--doc", default=None, help="rewrite the marked cost block of this Markdown file")
+    args = p.parse_args(argv)
+    if args.from_csv:
+        df = pd.concat([pd.read_csv(f) for f in args.from_csv], ignore_index=True)
+    else:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        device = torch.device(args.device)
+        batch = args.batch or (128 if device.type == "cuda" else 32)
+        small = [c for c in args.cases.split(",") if c]
+        rows = []
+        for name in small:
+            rows += bench(name, batch=batch if name == "small_cnn" or device.type == "cuda" else min(batch, 8),
+                          device=device, repeats=args.repeats)
+        df = pd.DataFrame(rows)
+        if args.out:
+            df.to_csv(args.out, index=False)
+            print(f"wrote {args.out}")
+    block = markdown(df)
+    print(block)
+    if args.doc:
+        write_doc(Path(args.doc), block)
+        print(f"updated {args.doc}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
