@@ -11,6 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from landscape import create_model, list_models
+import landscape.slices as slices
 from landscape.slices import (CPU_MAX_BYTES, DIRECTIONS, SliceGrid, blocks, bytes_per_point, chunk_size,
                               compute_direction, grid, normalize_direction, orthogonalize, random_direction, slice_1d,
                               slice_2d)
@@ -613,3 +614,18 @@ def test_adversarial_direction_needs_a_positive_eps(tiny_model):
     y = torch.tensor([0, 1])
     with pytest.raises(ValueError, match="needs eps > 0, got eps=0"):
         slice_1d(tiny_model, x, y, "adversarial", grid(0.1, 5), eps=0.0)
+
+
+def test_autocast_slices_are_close_to_float32_and_the_option_is_validated():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    x, y = torch.rand(4, 1, 8, 8), torch.arange(4)
+    alphas = torch.linspace(-0.1, 0.1, 5)
+    ref = slices.slice_1d(model, x, y, "random", alphas, as_frame=False)
+    low = slices.slice_1d(model, x, y, "random", alphas, as_frame=False, autocast="bf16")
+    assert low.loss.dtype == torch.float32
+    # bf16 keeps 8 mantissa bits: a few 1e-3 relative on losses of order 1, and not bit-equal to float32
+    torch.testing.assert_close(low.loss, ref.loss, rtol=2e-2, atol=2e-2)
+    assert not torch.equal(low.loss, ref.loss)
+    with pytest.raises(ValueError, match="unknown autocast 'bf8'"):
+        slices.slice_2d(model, x, y, "random", "random", alphas, alphas, autocast="bf8")

@@ -66,6 +66,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--random-kind", choices=RANDOM_KINDS, default="rademacher")
     g.add_argument("--max-batch", type=positive_int, default=None,
                    help="most grid points per forward pass (default: 4096 on CPU, 65536 on CUDA)")
+    g.add_argument("--autocast", choices=("bf16", "fp16"), default=None,
+                   help="evaluate slice losses in reduced precision (GPU option; default float32)")
     g.add_argument("--epoch", type=int, default=None,
                    help="epoch of the checkpoint, written in the table's epoch column (default: from the file "
                         "name, else the epoch stored in the checkpoint)")
@@ -142,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     coords = slices.grid(radius, args.grid)
     common = dict(normalization=args.normalization, clip=args.clip, eps=args.eps, attack=args.attack,
                   steps=args.steps, step_size=args.step_size, norm=args.norm, kind=args.random_kind, seed=args.seed,
-                  max_batch=args.max_batch, progress=not args.quiet)
+                  max_batch=args.max_batch, progress=not args.quiet, autocast=args.autocast)
     if kind == "2d":
         df = slices.slice_2d(model, x, y, args.dirs[0], args.dirs[1], coords, coords, **common)
     else:
