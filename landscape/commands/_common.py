@@ -210,3 +210,13 @@ def output_dir(path: str | os.PathLike) -> Path:
     if not os.access(out, os.W_OK):
         raise PermissionError(f"output directory {out} is not writable")
     return out
+
+
+def table_out(path: str, formats: tuple[str, ...] = (".parquet", ".csv")) -> Path:
+    """``--out`` for a table file: its suffix is one of ``formats`` and its folder exists."""
+    out = Path(path)
+    if out.suffix.lower() not in formats:
+        raise ValueError(f"--out must end in {' or '.join(formats)}, got {path!r}")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"output folder {out.parent} does not exist")
+    return out

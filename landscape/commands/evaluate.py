@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from landscape._io import atomic_write
-from ._common import add_data_args, add_model_args, eps_value, positive_int
+from ._common import add_data_args, add_model_args, eps_value, positive_int, table_out
 
 HELP = "robust accuracy of checkpoints: clean, PGD-10 (official settings) and AutoAttack (pyautoattack)"
 
@@ -42,14 +42,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--out", required=True, help="output table: .csv or .parquet")
 
 
-def _check_out(path: str) -> Path:
-    out = Path(path)
-    if out.suffix.lower() not in FORMATS:
-        raise ValueError(f"--out must end in {' or '.join(FORMATS)}, got {path!r}")
-    if not out.parent.is_dir():
-        raise FileNotFoundError(f"output folder {out.parent} does not exist")
-    return out
-
 
 def loader(args: argparse.Namespace):
     """``path -> (model, stored epoch)`` with the command's model options (each file read once)."""
@@ -69,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ._common import load_data_from_args
 
-    out = _check_out(args.out)
+    out = table_out(args.out, FORMATS)
     for path in args.checkpoints:
         if not Path(path).is_file():
             raise FileNotFoundError(f"no such checkpoint file: {path}")

@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from landscape._io import atomic_write
-from ._common import add_attack_args, add_data_args, add_model_args, positive_int
+from ._common import add_attack_args, add_data_args, add_model_args, positive_int, table_out
 from ._summary import print_summary
 
 HELP = "per-sample input-landscape measures (gradient norms, curvature, Taylor gap, logit variation) of a checkpoint"
@@ -29,14 +28,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--out", required=True, help="output table: .parquet or .csv")
 
 
-def _check_out(path: str) -> Path:
-    out = Path(path)
-    if out.suffix.lower() not in FORMATS:
-        raise ValueError(f"--out must end in {' or '.join(FORMATS)}, got {path!r}")
-    if not out.parent.is_dir():
-        raise FileNotFoundError(f"output folder {out.parent} does not exist")
-    return out
-
 
 def summary(df) -> str:
     """Means of the numeric columns (accuracies for the correctness columns), one per line."""
@@ -57,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ._common import built_arch, load_data_from_args, load_model_from_args
 
-    out = _check_out(args.out)
+    out = table_out(args.out, FORMATS)
     measures = [m.strip() for m in args.measures.split(",") if m.strip()]
     columns(measures)  # unknown names fail before the model is loaded
     model = load_model_from_args(args, args.checkpoint)

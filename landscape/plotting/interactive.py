@@ -10,7 +10,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from .methods import CURVE_COLUMNS, method_colors, method_of, seed_summary
+from .methods import CURVE_COLUMNS, chosen_measures, method_colors, method_of, seed_summary
 from ._style import shade
 from ._tables import MEASURE_UNITS, accuracy_scale, check_table, measure_label
 
@@ -43,14 +43,7 @@ def interactive_method_measures(table: pd.DataFrame, measures: Sequence[str] | N
                                 split: str = "test", title: str | None = None):
     """As :func:`interactive_method_curves` for the ``<m>_mean`` landscape measures (default: the paper's
     four where present)."""
-    from .measures import DEFAULT_MEASURES, available_measures
-
-    if measures is None:
-        found = available_measures(table)
-        measures = [m for m in found if m in DEFAULT_MEASURES] or found
-    measures = [measures] if isinstance(measures, str) else list(measures)
-    if not measures:
-        raise ValueError("interactive_method_measures: the table has no '<measure>_mean' columns")
+    measures = chosen_measures(table, measures, "interactive_method_measures")
     columns = [f"{m}_mean" for m in measures]
     labels = {f"{m}_mean": f"{measure_label(m, units=False)} ({MEASURE_UNITS.get(m, '')})" for m in measures}
     return _chart(table, columns, labels, {c: 1.0 for c in columns}, split, title)

@@ -123,14 +123,7 @@ def plot_method_measures(table: pd.DataFrame, measures: Sequence[str] | None = N
         measures: default: those of :data:`landscape.plotting.DEFAULT_MEASURES` present, else every one.
         splits, title: as :func:`plot_method_curves`.
     """
-    from .measures import DEFAULT_MEASURES, available_measures
-
-    if measures is None:
-        found = available_measures(table)
-        measures = [m for m in found if m in DEFAULT_MEASURES] or found
-    measures = [measures] if isinstance(measures, str) else list(measures)
-    if not measures:
-        raise ValueError("plot_method_measures: the table has no '<measure>_mean' columns")
+    measures = chosen_measures(table, measures, "plot_method_measures")
     columns = [f"{m}_mean" for m in measures]
     labels = {f"{m}_mean": f"{measure_label(m, units=False)}\n({MEASURE_UNITS.get(m, '')})" for m in measures}
     return _plot_summary(table, columns, labels, {c: 1.0 for c in columns}, splits, title,
@@ -194,3 +187,17 @@ def _plot_summary(table, columns, labels, scale, splits, title, func, star=None)
 
 __all__ = ["CURVE_COLUMNS", "method_colors", "method_of", "plot_method_curves",
            "plot_method_measures", "pool_by_method", "seed_summary", "with_method"]
+
+
+def chosen_measures(table: pd.DataFrame, measures, func: str) -> list[str]:
+    """The measures a per-method figure draws: ``measures`` (a name or names), else the table's default ones
+    (else all it has); ValueError naming ``func`` when there are none."""
+    from .measures import DEFAULT_MEASURES, available_measures
+
+    if measures is None:
+        found = available_measures(table)
+        measures = [m for m in found if m in DEFAULT_MEASURES] or found
+    measures = [measures] if isinstance(measures, str) else list(measures)
+    if not measures:
+        raise ValueError(f"{func}: the table has no '<measure>_mean' columns")
+    return measures
