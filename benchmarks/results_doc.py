@@ -1,8 +1,9 @@
-"""Write the GPU trajectory and slice/autocast numbers of benchmarks/results/*.csv into docs/measures.md.
+"""Write benchmark numbers from benchmarks/results/*.csv into the docs: the GPU trajectory and slice/autocast
+block of docs/measures.md and the performance summary of README.md.
 
 Run after copying a device run's CSVs into benchmarks/results/ (see benchmarks/run_gpu.sh):
 
-    python benchmarks/results_doc.py --doc docs/measures.md
+    python benchmarks/results_doc.py
 """
 from __future__ import annotations
 
@@ -14,6 +15,52 @@ import pandas as pd
 
 RESULTS = Path(__file__).parent / "results"
 BEGIN, END = "<!-- gpu-results:begin (benchmarks/results_doc.py) -->", "<!-- gpu-results:end -->"
+README_BEGIN, README_END = "<!-- performance:begin (benchmarks/results_doc.py) -->", "<!-- performance:end -->"
+
+
+def _units(frame: pd.DataFrame, model: str, item: str) -> float:
+    return float(frame.loc[(frame["model"] == model) & (frame["item"] == item), "units"].iloc[0])
+
+
+def readme_block(results: Path) -> list[str]:
+    """One row per benchmark goal, one column per machine, every number read from the result CSVs."""
+    cpu, gpu = pd.read_csv(results / "units_cpu.csv"), pd.read_csv(results / "units_h200.csv")
+    hs_cpu, hs_gpu = pd.read_csv(results / "hs_cpu.csv"), pd.read_csv(results / "hs_h200.csv")
+    acc = pd.read_csv(results / "measures_accuracy_h200.csv")
+    sl = pd.read_csv(results / "slices_h200.csv")
+    tr = pd.read_csv(results / "trajectory_h200.csv")
+    tv = dict(zip(tr["quantity"], tr["value"]))
+    f32 = acc[acc["dtype"] == "float32"].iloc[0]
+    cpu_name, gpu_name = cpu["device"].iloc[0], gpu["device"].iloc[0]
+
+    def ratio(frame, model):
+        return f"{_units(frame, model, 'default') / _units(frame, model, 'pgd10'):.2f}×"
+
+    def hs(frame, case):
+        r = frame[frame["case"].str.startswith(case)].iloc[0]
+        return f"{r.speedup:.1f}× (batch {r.batch}), {100 * r.rel_diff_lanczos_official:.1f} % apart"
+
+    rows = [
+        f"| benchmark | dev CPU ({cpu_name}, torch {cpu['torch'].iloc[0]}) | {gpu_name} (torch {gpu['torch'].iloc[0]}) |",
+        "|---|---|---|",
+        f"| default `measure()` table ÷ PGD-10 attack, small_cnn (goal ≤ 2×) | {ratio(cpu, 'small_cnn')} | "
+        f"{ratio(gpu, 'small_cnn')} |",
+        f"| same, preact_resnet18 3×32×32 | — | {ratio(gpu, 'preact_resnet18')} |",
+        f"| `eig_top` (Lanczos) in input gradients, small_cnn / preact_resnet18 (goal ≤ 15) | "
+        f"{_units(cpu, 'small_cnn', '+eig_top'):.1f} / — | {_units(gpu, 'small_cnn', '+eig_top'):.1f} / "
+        f"{_units(gpu, 'preact_resnet18', '+eig_top'):.1f} |",
+        f"| `eig_top` relative error vs dense Hessians, median / max (goal 1e-3 / 1e-2) | — | "
+        f"{f32.median_rel_err:.1e} / {f32.max_rel_err:.1e} |",
+        f"| `hs`: Lanczos vs the official deflated power iteration, digits (goal ≥ 10×, within 2 %) | "
+        f"{hs(hs_cpu, 'small_cnn')} | {hs(hs_gpu, 'small_cnn')} |",
+        f"| same, preact_resnet18 | {hs(hs_cpu, 'preact')} | {hs(hs_gpu, 'preact')} |",
+        "| `slice_2d` throughput ÷ raw batched forward, small_cnn / preact_resnet18 (goal ≥ 0.85) | — | "
+        + " / ".join(f"{r.slice / r.forward:.2f}" for r in sl.itertuples()) + " |",
+        f"| trajectory: seconds per preact_resnet18 checkpoint, n = {int(tv['n'])}, default measures + hs | — | "
+        f"{tv['seconds_per_checkpoint']:.2f} s ({100 * tv['waiting_for_reads_share']:.1f} % waiting for reads, "
+        f"{tv['gpu_memory_peak']:.1f} GiB peak) |",
+    ]
+    return rows
 
 
 def trajectory_block(path: Path) -> list[str]:
@@ -48,16 +95,24 @@ def slices_block(path: Path) -> list[str]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--doc", default="docs/measures.md")
+    p.add_argument("--readme", default="README.md")
     p.add_argument("--trajectory", default=str(RESULTS / "trajectory_h200.csv"))
     p.add_argument("--slices", default=str(RESULTS / "slices_h200.csv"))
     args = p.parse_args()
     block = "\n".join([BEGIN, *trajectory_block(Path(args.trajectory)), *slices_block(Path(args.slices)), END])
-    doc = Path(args.doc)
+    _replace(Path(args.doc), BEGIN, END, block, "\n\n## On a GPU\n\n")
+    readme = "\n".join([README_BEGIN, *readme_block(RESULTS), README_END])
+    _replace(Path(args.readme), README_BEGIN, README_END, readme, None)
+
+
+def _replace(doc: Path, begin: str, end: str, block: str, heading: str | None) -> None:
     text = doc.read_text()
-    if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
+    if begin in text:
+        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    elif heading is not None:
+        text = text.rstrip() + heading + block + "\n"
     else:
-        text = text.rstrip() + "\n\n## On a GPU\n\n" + block + "\n"
+        raise SystemExit(f"{doc} has no {begin} marker")
     doc.write_text(text)
     print(f"updated {doc}")
 

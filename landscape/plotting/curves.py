@@ -20,8 +20,8 @@ _GAP_COLOR = PALETTE[4]
 def plot_learning_curves(table: pd.DataFrame, *, loss: bool = True, title: str | None = None) -> Figure:
     """Clean and robust accuracy (and loss) against epoch, one column of panels per run.
 
-    Robust curves are blue, clean orange; test solid, train dashed. The best epoch (first maximum of the
-    robust *test* accuracy) is marked with a dotted line and a star, and the robust-overfitting gap
+    Robust curves are blue, clean orange; test solid, train dashed. The best epoch (highest robust *test*
+    accuracy, the latest epoch on ties) is marked with a dotted line and a star, and the robust-overfitting gap
     (best − last robust test accuracy, in percentage points) is shaded between the best and the last epoch
     and written on the panel.
 

@@ -96,7 +96,7 @@ def plot_method_curves(table: pd.DataFrame, columns: Sequence[str] | None = None
                        splits: Sequence[str] = ("test",), title: str | None = None) -> Figure:
     """Learning curves per method: the mean over seeds with the seeds' min–max band, one panel per column.
 
-    Each method's best epoch (first maximum of its mean robust test accuracy) is starred on the robust
+    Each method's best epoch (highest mean robust test accuracy, the latest epoch on ties) is starred on the robust
     accuracy panel.
 
     Args:

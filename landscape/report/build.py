@@ -99,8 +99,9 @@ def report_context(data: ReportData, figures: list[FigureResult], findings: Find
                                "From claims.csv, written by the study: each claim, the evidence, its value and "
                                "whether it holds by the study's stated rule."),
         "methods": _table(*method_rows(data.diagnoses), table_id="best-last-table",
-                          caption="Best epoch (first maximum of the robust test accuracy) and last epoch of each "
-                                  "run, mean ± sd over the method's runs; RO gap = best − last robust accuracy."),
+                          caption="Best epoch (the official rule: highest robust test accuracy, the latest "
+                                  "epoch on ties; from the training log when present) and last epoch of each run, "
+                                  "mean ± sd over the method's runs; RO gap = best − last robust accuracy."),
         "final_eval": final,
         "findings": findings,
         "findings_images": [{"path": p, "rel": os.path.relpath(p, out).replace(os.sep, "/")}
