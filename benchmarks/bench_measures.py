@@ -136,7 +136,12 @@ def bench_case(name: str, kwargs: dict, shape: tuple[int, ...], *, batch: int, d
     x = torch.rand(batch, *shape, generator=gen).to(device)
     y = torch.randint(0, 10, (batch,), generator=gen).to(device)
     d = torch.randn(batch, *shape, generator=gen).to(device)
-    ops = operations(model, x, y, d)
+    return median_times(operations(model, x, y, d), device, repeats)
+
+
+def median_times(ops: dict, device: torch.device, repeats: int) -> dict[str, float]:
+    """Median seconds of each ``ops`` callable after one warm-up call each, timed round-robin so that every
+    operation sees the same machine load (shared by the benchmarks that report ratios)."""
     for fn in ops.values():  # warm-up (kernel selection, torch.func tracing caches)
         fn()
     _sync(device)

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import re
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -35,17 +33,14 @@ from landscape._base import per_sample_loss
 from landscape.attacks import pgd
 from landscape.measures import DEFAULT_MEASURES, MEASURES, measure
 
+from bench_measures import median_times  # noqa: E402 (benchmarks/ is on sys.path when run as a script)
+
 CASES = {
     "small_cnn": ({"in_channels": 1, "num_classes": 10, "input_size": 8}, (1, 8, 8)),
     "preact_resnet18": ({"num_classes": 10, "in_channels": 3}, (3, 32, 32)),
 }
 EPS = 8 / 255
 BEGIN, END = "<!-- units:begin (benchmarks/bench_units.py --doc) -->", "<!-- units:end -->"
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _gradient(model, x, y):
@@ -74,18 +69,7 @@ def bench(name: str, *, batch: int, device: torch.device, repeats: int) -> list[
     g = torch.Generator().manual_seed(0)
     x = torch.rand(batch, *shape, generator=g).to(device)
     y = torch.randint(0, 10, (batch,), generator=g).to(device)
-    ops = operations(model, x, y)
-    for fn in ops.values():
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in ops}
-    for _ in range(repeats):
-        for key, fn in ops.items():
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            times[key].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = median_times(operations(model, x, y), device, repeats)
     unit = med["gradient"]
     label = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     rows = []
