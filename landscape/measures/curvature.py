@@ -119,7 +119,7 @@ def _warn_fallback(model: nn.Module, exc: BaseException) -> None:
     first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     warnings.warn(f"double backpropagation failed for {type(model).__name__} ({first}); "
                   "using torch.func forward-over-reverse for Hessian-vector products",
-                  RuntimeWarning, stacklevel=4)
+                  RuntimeWarning, stacklevel=5)
 
 
 def _hvp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor,
@@ -159,11 +159,16 @@ class HessianOperator:
             except torch.OutOfMemoryError:
                 raise
             except (RuntimeError, NotImplementedError) as exc:
-                if self.method != "auto":
-                    raise
-                _warn_fallback(self.model, exc)
-                self.method = "func"
+                self._fall_back(exc)
         return self
+
+    def _fall_back(self, exc: BaseException) -> None:
+        """After double backprop failed with ``exc``: re-raise unless ``auto``, else warn once and switch to
+        ``torch.func`` for this operator."""
+        if self.method != "auto":
+            raise exc
+        _warn_fallback(self.model, exc)
+        self.method, self._graph = "func", None
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         """(B, ...) -> (B, ...): row i = ``H_i v_i``, detached."""
@@ -175,10 +180,7 @@ class HessianOperator:
         except torch.OutOfMemoryError:
             raise
         except (RuntimeError, NotImplementedError) as exc:
-            if self.method != "auto":
-                raise
-            _warn_fallback(self.model, exc)
-            self.method, self._graph = "func", None
+            self._fall_back(exc)
             return _hvp_func(self.model, self.x, self.y, v).detach()
         self.method = "double_backprop"
         return hv
