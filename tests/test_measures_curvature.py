@@ -169,12 +169,12 @@ def test_top_eigenvalue_matches_eigvalsh_of_full_hessian(activation):
 
 
 def test_top_eigenvalue_few_iterations_is_a_lower_bound_and_improves():
-    """For a PSD Hessian the Rayleigh quotient increases towards λ_max with more iterations."""
+    """For a PSD Hessian the Lanczos Rayleigh quotient increases towards λ_max with more iterations."""
     model = LinearSoftmax()
     x, y, _ = _batch(4)
     lam_max = torch.linalg.eigvalsh(_full_hessians(model, x, y))[:, -1]
-    v2, _ = top_eigenvalue(model, x, y, iters=2, tol=0.0)
-    v50, _ = top_eigenvalue(model, x, y, iters=50, tol=0.0)
+    v2, _ = top_eigenvalue(model, x, y, iters=2, tol=0.0, solver="lanczos")
+    v50, _ = top_eigenvalue(model, x, y, iters=50, tol=0.0, solver="lanczos")
     assert (v2 <= lam_max * (1 + 1e-12)).all() and (v2 <= v50 * (1 + 1e-12)).all()
     assert ((lam_max - v50) / lam_max).max() < ((lam_max - v2) / lam_max).min()
 
@@ -314,12 +314,14 @@ def _relu_cnn():
     return create_model("small_cnn", width=4).double().eval()
 
 
-def test_lanczos_top_eigenvalue_of_relu_net_is_exact_with_default_settings():
-    """A ReLU net's Hessian has rank <= K-1: Lanczos (at least K steps) finds its top eigenvalue exactly."""
+@pytest.mark.parametrize("solver", ["auto", "lanczos"])
+def test_top_eigenvalue_of_relu_net_is_exact_with_default_settings(solver):
+    """A ReLU net's Hessian has rank <= K-1: Lanczos (at least K steps) finds its top eigenvalue exactly, and
+    so does the Gauss–Newton reduction that ``auto`` picks for it."""
     model = _relu_cnn()
     x, y, _ = _batch(8, seed=4)
     expected = _top_by_magnitude(_full_hessians(model, x, y))
-    values, vectors = top_eigenvalue(model, x, y)
+    values, vectors = top_eigenvalue(model, x, y, solver=solver)
     torch.testing.assert_close(values, expected, rtol=1e-9, atol=0)
     hv = hvp(model, x, y, vectors).flatten(1)
     residual = (hv - values[:, None] * vectors.flatten(1)).norm(dim=1) / values.abs()
@@ -357,15 +359,16 @@ def _union_top_k(hess: torch.Tensor, k: int) -> torch.Tensor:
     return eig[eig.abs().argsort(descending=True)[:k]]
 
 
-@pytest.mark.parametrize("which", ["relu", "softplus", "tanh"])
-def test_hessian_spectrum_equals_top_k_of_dense_per_sample_hessians(which):
+@pytest.mark.parametrize("which, solver", [("relu", "auto"), ("relu", "lanczos"), ("softplus", "auto"),
+                                           ("tanh", "auto")])
+def test_hessian_spectrum_equals_top_k_of_dense_per_sample_hessians(which, solver):
     model = _relu_cnn() if which == "relu" else _smooth_mlp(which, seed=2)
     x, y, _ = _batch(10, seed=7)
     expected = _union_top_k(_full_hessians(model, x, y), 20)
-    got = hessian_spectrum(model, x, y, k=20, tol=1e-6)
+    got = hessian_spectrum(model, x, y, k=20, tol=1e-6, solver=solver)
     assert got.shape == (20,) and got.dtype == torch.float64
     torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-12 * float(expected.abs().max()))
-    default = hessian_spectrum(model, x, y)  # default tol 1e-3: the hs value well within 1e-3
+    default = hessian_spectrum(model, x, y, solver=solver)  # default tol 1e-3: the hs value well within 1e-3
     assert abs(float(default.abs().mean() / expected.abs().mean()) - 1) < 1e-3
 
 
@@ -417,3 +420,7 @@ def test_spectrum_validation():
         hessian_spectrum(model, x, y, tol=-1.0)
     with pytest.raises(ValueError, match="iters"):
         hessian_spectrum(model, x, y, iters=0)
+    with pytest.raises(ValueError, match="unknown solver 'power'"):
+        hessian_spectrum(model, x, y, solver="power")
+    with pytest.raises(ValueError, match="unknown solver"):
+        top_eigenvalue(model, x, y, solver="gn")

@@ -34,8 +34,9 @@ import torch
 import torch.nn as nn
 
 from .._base import check_labels_fit, eval_mode, frozen_params, per_sample_loss
+from .gauss_newton import GaussNewton, factor as _gn_factor, ritz as _gn_ritz
 from .gradients import _check_like, _prepare
-from .lanczos import (Ritz, _krylov, _lanczos, _ritz_pairs, _spectrum_from_ritz, _start,  # noqa: F401
+from .lanczos import (Ritz, _krylov, _lanczos, _merge, _ritz_pairs, _spectrum_from_ritz, _start,  # noqa: F401
                       _top_from_ritz)
 from .spec import STREAM_EIG, STREAM_RAND, BatchContext, MeasureSpec
 
@@ -43,6 +44,11 @@ __all__ = ["HVP_METHODS", "HessianOperator", "hvp", "directional_curvature", "to
 
 HVP_METHODS = ("auto", "double_backprop", "func")
 """Allowed values of ``method=``."""
+EIG_SOLVERS = ("auto", "lanczos")
+"""Allowed values of ``solver=``: ``"auto"`` uses the exact Gauss–Newton spectrum for samples whose logits
+pass the piecewise-linearity test (:mod:`landscape.measures.gauss_newton`) and Lanczos for the others."""
+GN_MAX_CLASSES = 256
+"""Above this many logits the (B, K, D) Jacobian of the Gauss–Newton solver is not formed (Lanczos only)."""
 
 EIG_ITERS = 30
 """Default most Lanczos steps for :func:`top_eigenvalue` (a ReLU net's Hessian needs at most K + 1)."""
@@ -61,6 +67,12 @@ def _check_method(method: str) -> str:
     if method not in HVP_METHODS:
         raise ValueError(f"unknown method {method!r} (allowed: {', '.join(map(repr, HVP_METHODS))})")
     return method
+
+
+def _check_solver(solver: str) -> str:
+    if solver not in EIG_SOLVERS:
+        raise ValueError(f"unknown solver {solver!r} (allowed: {', '.join(map(repr, EIG_SOLVERS))})")
+    return solver
 
 
 # --------------------------------------------------------------------------- Hessian-vector products
@@ -145,6 +157,7 @@ class HessianOperator:
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, method: str = "auto"):
         self.model, self.x, self.y, self.method = model, x, y, method
         self._graph: _Graph | None = None
+        self._gauss_newton: dict[tuple[float, int], GaussNewton] = {}
 
     @property
     def graph(self) -> _Graph | None:
@@ -193,6 +206,22 @@ class HessianOperator:
             return int(self._graph.logits.shape[1])
         with torch.no_grad():
             return int(self.model(self.x[:1]).shape[1])
+
+    def gauss_newton(self, *, tol: float, seed: int) -> GaussNewton:
+        """The batch's Gauss–Newton reduction and its per-sample exactness test (computed once per
+        ``(tol, seed)``, so ``eig_top`` and ``hs`` of one batch share it); the Jacobian comes from the kept
+        graph when there is one."""
+        key = (float(tol), int(seed))
+        if key not in self._gauss_newton:
+            self.build()
+            if self._graph is not None:
+                xr, logits = self._graph.x, self._graph.logits
+            else:
+                with torch.enable_grad():
+                    xr = self.x.detach().requires_grad_(True)
+                    logits = self.model(xr)
+            self._gauss_newton[key] = _gn_factor(xr, logits, self, tol=tol, seed=seed)
+        return self._gauss_newton[key]
 
     def subset(self, index: torch.Tensor) -> "HessianOperator":
         """The operator of the samples ``index`` (a new graph on those samples only, built lazily)."""
@@ -290,23 +319,48 @@ def _check_solver_args(iters, tol) -> None:
 
 
 def _top_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, iters: int, tol: float, seed: int,
-                    method: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
+                    method: str, solver: str = "auto") -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Unchecked core of :func:`top_eigenvalue`; also returns ``info`` (iterations, converged, method, ...)."""
-    ritz = _krylov(HessianOperator(model, x, y, method), x, iters=iters, tol=tol, seed=seed)
+    ritz = _eigen(HessianOperator(model, x, y, method), x, iters=iters, tol=tol, seed=seed, solver=solver)
     values, vectors = _top_from_ritz(ritz, x)
     return values, vectors, _info(ritz)
 
 
 def _info(ritz: Ritz) -> dict:
     return {"iterations": int(ritz.steps.max()), "converged": int(ritz.converged.sum()), "method": ritz.method,
-            "products": ritz.products, "sample_products": ritz.sample_products}
+            "products": ritz.products, "sample_products": ritz.sample_products, "solver": ritz.solver}
+
+
+def _eigen(op: HessianOperator, x: torch.Tensor, *, iters: int, tol: float, seed: int, top: bool = True,
+           k: int | None = None, solver: str = "auto") -> Ritz:
+    """The eigen-solve behind ``eig_top``, ``hs`` and the eigen direction (what ``top``/``k`` ask, as in
+    :func:`~landscape.measures.lanczos._krylov`): with ``solver="auto"`` the samples that pass the
+    Gauss–Newton test get their exact spectrum from the logit Jacobian and only the others run Lanczos."""
+    if solver == "lanczos" or op.classes > GN_MAX_CLASSES:
+        return _krylov(op, x, iters=iters, tol=tol, seed=seed, top=top, k=k)
+    gn = op.gauss_newton(tol=tol, seed=seed)
+    exact = gn.exact
+    if bool(exact.all()):
+        return _gn_ritz(gn, torch.arange(x.shape[0]), op.method)
+    if not bool(exact.any()):
+        return _krylov(op, x, iters=iters, tol=tol, seed=seed, top=top, k=k)
+    done, rest = exact.nonzero().squeeze(1), (~exact).nonzero().squeeze(1)
+    lanczos = _krylov(op.subset(rest.to(x.device)), x[rest.to(x.device)], iters=iters, tol=tol, seed=seed, top=top,
+                      k=k)
+    return _merge(x.shape[0], [(done, _gn_ritz(gn, done, op.method)), (rest, lanczos)])
 
 
 def top_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, iters: int = EIG_ITERS,
-                   tol: float = EIG_TOL, seed: int = 0, method: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
-    """Largest-magnitude eigenvalue of each sample's input Hessian, by batched Lanczos.
+                   tol: float = EIG_TOL, seed: int = 0, method: str = "auto",
+                   solver: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """Largest-magnitude eigenvalue of each sample's input Hessian: exact from the logit Jacobian where the
+    logits are piecewise linear (ReLU nets), else by batched Lanczos.
 
-    Every sample runs Lanczos with full re-orthogonalisation from a seeded Gaussian start; one batched
+    With ``solver="auto"`` (default) the batch's logit Jacobian (K backward passes) gives every sample's
+    Gauss–Newton spectrum, and one Hessian-vector product on a seeded probe tests per sample that the
+    Hessian *is* its Gauss–Newton form (true for piecewise-linear logits, see
+    :mod:`landscape.measures.gauss_newton`); those samples get the exact eigenpair (``iters`` unused), the
+    others, and all samples with ``solver="lanczos"``, run Lanczos. Every sample runs Lanczos with full re-orthogonalisation from a seeded Gaussian start; one batched
     Hessian-vector product per step serves all samples. A sample stops once the estimated error of its
     largest-magnitude Ritz value is at most ``tol`` relative (and the other end of its spectrum cannot
     overtake it); the run ends when every sample has stopped or after ``iters`` steps. The Krylov space
@@ -322,30 +376,33 @@ def top_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, iters:
         tol: relative error goal for the eigenvalue estimate, >= 0 (0 runs all ``iters`` steps). Default 1e-3.
         seed: seeds the start vectors (a ``torch.Generator`` on x's device). Default 0.
         method: Hessian-vector product method, see :func:`hvp`.
+        solver: ``"auto"`` (default) or ``"lanczos"`` (see above).
 
     Returns:
         ``(values, vectors)``: (B,) eigenvalue estimates and (B, ...) unit-norm Ritz vectors with
         ``values[i] ≈ vectors[i]ᵀ H_i vectors[i]`` (equal up to rounding).
     """
-    method = _check_method(method)
+    method, solver = _check_method(method), _check_solver(solver)
     _check_solver_args(iters, tol)
     x, y = _prepare(model, x, y)
     with eval_mode(model), frozen_params(model):
-        values, vectors, _ = _top_eigenvalue(model, x, y, iters=iters, tol=float(tol), seed=seed, method=method)
+        values, vectors, _ = _top_eigenvalue(model, x, y, iters=iters, tol=float(tol), seed=seed, method=method,
+                                             solver=solver)
     return values, vectors
 
 
 def hessian_spectrum(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int = HS_K, *,
                      iters: int = HS_ITERS, tol: float = EIG_TOL, seed: int = 0,
-                     method: str = "auto") -> torch.Tensor:
+                     method: str = "auto", solver: str = "auto") -> torch.Tensor:
     """Top-``k`` eigenvalues (by magnitude) of the input Hessian of the **batch-mean** cross-entropy.
 
     This is the paper's curvature metric ("HS"; Li & Spratling 2023, official evaluation code): the Hessian
     of ``mean_i CE(f(x_i), y_i)`` with respect to the whole batch ``x`` (a (B·D, B·D) matrix). In eval mode
     samples do not interact, so it is block-diagonal with blocks ``H_i / B``, and its spectrum is the union
-    of the per-sample spectra divided by B. Each sample's top of the spectrum is found by batched Lanczos
-    (see :func:`top_eigenvalue`) and the k largest magnitudes of the union are kept; a sample stops as soon as
-    none of its remaining eigenvalues can enter that top-k (so most samples stop after a few steps).
+    of the per-sample spectra divided by B. Each sample's spectrum is exact from its logit Jacobian where the
+    logits are piecewise linear, else the top of it is found by batched Lanczos (see :func:`top_eigenvalue`),
+    and the k largest magnitudes of the union are kept; a Lanczos sample stops as soon as none of its
+    remaining eigenvalues can enter that top-k (so most samples stop after a few steps).
     ``hs = hessian_spectrum(...).abs().mean()``.
 
     Args:
@@ -357,6 +414,7 @@ def hessian_spectrum(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int 
         tol: relative error goal of each kept eigenvalue. Default 1e-3.
         seed: seeds the start vectors. Default 0.
         method: Hessian-vector product method, see :func:`hvp`.
+        solver: ``"auto"`` (default) or ``"lanczos"``, see :func:`top_eigenvalue`.
 
     Returns:
         (k,) float64 tensor of eigenvalues (signed) sorted by decreasing magnitude, on the CPU.
@@ -366,14 +424,14 @@ def hessian_spectrum(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int 
         >>> hessian_spectrum(model, torch.rand(4, 1, 8, 8), torch.arange(4), k=5).shape
         torch.Size([5])
     """
-    method = _check_method(method)
+    method, solver = _check_method(method), _check_solver(solver)
     _check_solver_args(iters, tol)
     x, y = _prepare(model, x, y)
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= x.numel():
         raise ValueError(f"k must be an integer in [1, B·D = {x.numel()}], got {k!r}")
     with eval_mode(model), frozen_params(model):
-        ritz = _krylov(HessianOperator(model, x, y, method), x, iters=iters, tol=float(tol), seed=seed,
-                       top=False, k=k)
+        ritz = _eigen(HessianOperator(model, x, y, method), x, iters=iters, tol=float(tol), seed=seed,
+                      top=False, k=k, solver=solver)
     return _spectrum_from_ritz(ritz, k, x.shape[0])
 
 
@@ -410,20 +468,27 @@ def _curv_rand_measure(ctx: BatchContext) -> dict[str, torch.Tensor]:
     return {"curv_rand": value}
 
 
-def _eig_top_measure(ctx: BatchContext) -> dict[str, torch.Tensor]:
-    op = _operator(ctx)
-    ritz = _krylov(op, ctx.x, iters=ctx.eig_iters, tol=EIG_TOL, seed=ctx.seed_for(STREAM_EIG))
+def _solve(ctx: BatchContext, **kw) -> Ritz:
+    """The eigen-solve of a measure on the batch's shared operator; records the methods used in ``ctx.state``.
+    Once a whole batch failed the Gauss–Newton test (a smooth net), later batches go straight to Lanczos."""
+    ritz = _eigen(_operator(ctx), ctx.x, tol=EIG_TOL, seed=ctx.seed_for(STREAM_EIG),
+                  solver=ctx.state.get("eig_solver_hint", "auto"), **kw)
+    if ritz.solver == "lanczos":
+        ctx.state["eig_solver_hint"] = "lanczos"
     ctx.state["hvp_method"] = ritz.method
+    ctx.state.setdefault("eig_solvers", set()).update(ritz.solver.split("+"))
+    return ritz
+
+
+def _eig_top_measure(ctx: BatchContext) -> dict[str, torch.Tensor]:
+    ritz = _solve(ctx, iters=ctx.eig_iters)
     ctx.state["eig_unconverged"] = ctx.state.get("eig_unconverged", 0) + ctx.x.shape[0] - int(ritz.converged.sum())
     return {"eig_top": _top_from_ritz(ritz, ctx.x)[0]}
 
 
 def _hs_measure(ctx: BatchContext) -> dict[str, torch.Tensor]:
     """The paper's HS of the batch: mean |top-20 eigenvalue| of the batch-mean loss's input Hessian (0-d)."""
-    op = _operator(ctx)
-    ritz = _krylov(op, ctx.x, iters=max(ctx.eig_iters, HS_ITERS), tol=EIG_TOL, seed=ctx.seed_for(STREAM_EIG),
-                   top=False, k=HS_K)
-    ctx.state["hvp_method"] = ritz.method
+    ritz = _solve(ctx, iters=max(ctx.eig_iters, HS_ITERS), top=False, k=HS_K)
     return {"hs": _spectrum_from_ritz(ritz, HS_K, ctx.x.shape[0]).abs().mean()}
 
 
@@ -432,7 +497,8 @@ CURV_ADV = MeasureSpec("curv_adv", ("curv_adv",), _curv_adv_measure, "curvature 
                        default=True, paper="")
 CURV_RAND = MeasureSpec("curv_rand", ("curv_rand",), _curv_rand_measure, "curvature along random direction",
                         _CURV_UNIT, default=True, paper="")
-# eig_top and hs run a Lanczos solve each (about K + 1 products): opt-in, see benchmarks/bench_units.py
+# eig_top and hs share one eigen-solve per batch (the logit Jacobian of a ReLU net: about K backward passes;
+# Lanczos otherwise): opt-in, see benchmarks/bench_units.py
 EIG_TOP = MeasureSpec("eig_top", ("eig_top",), _eig_top_measure, "top Hessian eigenvalue", "nats / unit²",
                       default=False, paper="")
 HS = MeasureSpec("hs", ("hs",), _hs_measure, "mean |top-20 eigenvalue| (HS)", "nats / unit²", per_batch=True,

@@ -29,6 +29,8 @@ class Ritz(NamedTuple):
     converged: (B,) bool, the sample's stopping rule held (or its Krylov space became invariant).
     products: batched operator applications; ``sample_products``: their summed batch sizes.
     method: Hessian-vector product method used.
+    solver: ``"lanczos"``, ``"gauss_newton"`` (:mod:`landscape.measures.gauss_newton`) or both joined by
+        ``"+"`` for a batch whose samples were split between them (:func:`_merge`).
     """
 
     values: torch.Tensor
@@ -40,6 +42,7 @@ class Ritz(NamedTuple):
     products: int
     sample_products: int
     method: str
+    solver: str = "lanczos"
 
 
 def _pick(values: torch.Tensor, mask: torch.Tensor, largest: bool) -> torch.Tensor:
@@ -182,6 +185,25 @@ def _lanczos(op: "HessianOperator", v0: torch.Tensor, *, steps: int,
     vec = torch.einsum("bm,bmd->bd", coef.to(device=dev, dtype=dt), basis)
     vec = vec / vec.norm(dim=1, keepdim=True).clamp_min(torch.finfo(dt).tiny)
     return Ritz(values, errors, top, vec, n_steps, converged, products, sample_products, method)
+
+
+def _merge(b: int, parts: list[tuple[torch.Tensor, Ritz]]) -> Ritz:
+    """One result for B samples from results on disjoint index sets (``parts``: (index (n,), Ritz of n))."""
+    m = max(r.values.shape[1] for _, r in parts)
+    like = parts[0][1].vector
+    values = torch.full((b, m), float("nan"), dtype=torch.float64)
+    errors = torch.full((b, m), float("inf"), dtype=torch.float64)
+    top, steps = torch.zeros(b, dtype=torch.long), torch.zeros(b, dtype=torch.long)
+    converged = torch.zeros(b, dtype=torch.bool)
+    vector = torch.empty(b, like.shape[1], device=like.device, dtype=like.dtype)
+    for index, r in parts:
+        width = r.values.shape[1]
+        values[index, :width], errors[index, :width] = r.values, r.errors
+        top[index], steps[index], converged[index] = r.top, r.steps, r.converged
+        vector[index.to(like.device)] = r.vector
+    solvers = "+".join(dict.fromkeys(r.solver for _, r in parts))
+    return Ritz(values, errors, top, vector, steps, converged, sum(r.products for _, r in parts),
+                sum(r.sample_products for _, r in parts), parts[-1][1].method, solvers)
 
 
 def _start(x: torch.Tensor, seed: int) -> torch.Tensor:

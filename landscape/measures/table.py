@@ -22,7 +22,8 @@ selects :data:`~landscape.measures.registry.DEFAULT_MEASURES`.
 
 ``df.attrs`` records the settings (``eps``, ``attack``, ``steps``, ``step_size``, ``norm``, ``random_start``,
 ``seed``, ``batch_size``, ``eig_iters``, ``dtype``, ``measures``), the Hessian-vector-product method actually
-used (``hvp_method``), how many samples' Lanczos runs did not converge (``eig_unconverged``), the number
+used (``hvp_method``), the eigen-solvers used by ``eig_top``/``hs`` (``eig_solver``: ``gauss_newton``,
+``lanczos`` or both), how many samples' Lanczos runs did not converge (``eig_unconverged``), the number
 of NaN/Inf values in the table (``nonfinite``; a warning is raised when it is not 0; documented undefined
 values such as ``fo_share``'s NaN are counted apart, in ``undefined``).
 """
@@ -197,6 +198,7 @@ def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | 
         "dtype": str(model_dtype(work)).replace("torch.", ""), "measures": names,
         "hvp_method": state["hvp_method"] if uses_hvp else None,
         "eig_unconverged": state["eig_unconverged"] if any(n.startswith("eig") for n in names) else None,
+        "eig_solver": "+".join(sorted(state.get("eig_solvers", ()))) or None,
         "nonfinite": nonfinite, "undefined": undefined,
     })
     if nonfinite:
