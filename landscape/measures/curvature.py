@@ -443,14 +443,23 @@ def _rademacher(shape: torch.Size, seed: int, device: torch.device, dtype: torch
     return torch.randint(0, 2, shape, generator=g, device=device).to(dtype) * 2 - 1
 
 
-def _operator(ctx: BatchContext) -> HessianOperator:
-    """The batch's Hessian operator at ``ctx.x``, built once per point and shared by every curvature measure
-    of the batch (its kept first backward makes each further product one more backward)."""
-    cache = ctx.state.setdefault("cache", {})
-    key = f"hessian_operator_{ctx.point}"
+CLEAN_POINT_MEASURES = ("curv_adv", "curv_rand", "eig_top", "hs")
+"""The measures that build the Hessian operator at the clean point (the table then takes the clean loss,
+logits and gradient from its kept first backward instead of a separate gradient)."""
+
+
+def _shared_operator(model: nn.Module, x: torch.Tensor, y: torch.Tensor, state: dict, point: str) -> HessianOperator:
+    """The batch's Hessian operator at ``point``, built once and kept in ``state["cache"]``, so every curvature
+    measure of the batch shares it (its kept first backward makes each further product one more backward)."""
+    cache = state.setdefault("cache", {})
+    key = f"hessian_operator_{point}"
     if key not in cache:
-        cache[key] = HessianOperator(ctx.model, ctx.x, ctx.y, ctx.state["hvp_method"])
+        cache[key] = HessianOperator(model, x, y, state["hvp_method"])
     return cache[key]
+
+
+def _operator(ctx: BatchContext) -> HessianOperator:
+    return _shared_operator(ctx.model, ctx.x, ctx.y, ctx.state, ctx.point)
 
 
 def _curv_adv_measure(ctx: BatchContext) -> dict[str, torch.Tensor]:

@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from .._base import (check_model_batch, correct_predictions, derive_seed, eval_mode, frozen_params, model_device,
                      model_dtype, per_sample_loss, resolve_device)
 from ..attacks import AttackSettings, run_attack
-from .curvature import HVP_METHODS
+from .curvature import CLEAN_POINT_MEASURES, HVP_METHODS, _shared_operator
 from .gradients import _check_model, _loss_logits_grad
 from .registry import DEFAULT_MEASURES, MEASURES, select
 from .spec import STREAM_ATTACK, BatchContext, MeasureSpec
@@ -75,20 +75,32 @@ def _working_model(model: nn.Module, dtype: torch.dtype | None, device: torch.de
     return copy.deepcopy(model).to(device=want_device, dtype=want_dtype)
 
 
+def _clean_point(model: nn.Module, x: torch.Tensor, y: torch.Tensor, specs: tuple[MeasureSpec, ...],
+                 state: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, logits, grad) at the clean point, detached: taken from the kept first backward of the batch's
+    Hessian operator when a clean-point curvature measure builds it anyway (one input gradient saved; the
+    attack has run by then, so the graph is not held through it), else one plain gradient."""
+    if any(s.name in CLEAN_POINT_MEASURES for s in specs):
+        graph = _shared_operator(model, x, y, state, "clean").build().graph
+        if graph is not None:
+            return graph.loss.detach(), graph.logits.detach(), graph.grad.detach()
+    return _loss_logits_grad(model, x, y)
+
+
 def _measure_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch: int,
                    specs: tuple[MeasureSpec, ...], settings: AttackSettings, seed: int, eig_iters: int,
                    state: dict) -> dict[str, torch.Tensor]:
     """Columns of one batch (model in eval mode, frozen); ``state`` carries the HVP method across batches."""
-    loss, logits, grad = _loss_logits_grad(model, x, y)
     x_adv, delta = run_attack(model, x, y, settings, seed=derive_seed(seed, batch, STREAM_ATTACK))
     with torch.no_grad():
         logits_adv = model(x_adv)
     loss_adv = per_sample_loss(logits_adv, y)
+    state.pop("cache", None)
+    loss, logits, grad = _clean_point(model, x, y, specs, state)
     cols: dict[str, torch.Tensor] = {
         "label": y, "loss_clean": loss, "loss_adv": loss_adv,
         "correct_clean": correct_predictions(logits, y), "correct_adv": correct_predictions(logits_adv, y),
     }
-    state.pop("cache", None)
     ctx = BatchContext(model=model, x=x, y=y, loss=loss, logits=logits, grad=grad, x_adv=x_adv, delta=delta,
                        loss_adv=loss_adv, logits_adv=logits_adv, settings=settings, seed=seed, batch=batch,
                        eig_iters=eig_iters, state=state)
