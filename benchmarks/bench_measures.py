@@ -13,11 +13,17 @@ the median time of each is divided by the median time of one input gradient of t
   ``torch.func.grad`` of a JVP), kept here as the evidence for the library's choice of double backprop;
 * ``hvp (kept graph)``       — one more product on a ``HessianOperator`` whose first backward is kept (what
   every Lanczos step costs);
-* ``eig_top (Lanczos)``      — ``top_eigenvalue`` with its defaults (batched Lanczos, per-sample stopping).
+* ``eig_top (auto)``         — ``top_eigenvalue`` with its defaults (for these ReLU nets: the exact
+  Gauss–Newton reduction from the logit Jacobian, tested per sample by one product);
+* ``eig_top (Lanczos)``      — ``top_eigenvalue(solver="lanczos")`` (batched Lanczos, per-sample stopping).
 
-Then the accuracy of ``eig_top`` (issue 15 goal: <= 15 gradients at <= 1e-3 median / 1e-2 max relative error):
-small_cnn on a digits test batch (``--accuracy-batch``, default 64) against dense per-sample Hessians
-(``torch.autograd.functional.hessian``) of the same model in the same dtype, for float32 and float64.
+Then the accuracy of ``eig_top`` with both solvers (issue 15 goal: <= 15 gradients at <= 1e-3 median / 1e-2
+max relative error): small_cnn on a digits test batch (``--accuracy-batch``, default 64) against dense
+per-sample Hessians (``torch.autograd.functional.hessian``) of the same model in the same dtype, for float32
+and float64. Each sample's reference is computed twice: alone, and inside the batch's forward pass (the
+solvers see the batch: in float32 a batched convolution rounds differently, which can move a pre-activation
+within rounding of 0 across a ReLU kink and so change that sample's Hessian; the in-batch reference shows
+the solver's own error).
 
 Usage: ``python benchmarks/bench_measures.py [--device cpu|cuda] [--batch 32] [--repeats 3] [--threads N]
 [--out results.csv]``. The ratios are printed last, one line per (model, operation).
@@ -33,7 +39,7 @@ import torch
 
 from landscape import create_model
 from landscape._base import per_sample_loss
-from landscape.measures.curvature import HessianOperator, _krylov, _top_from_ritz, directional_curvature, top_eigenvalue
+from landscape.measures.curvature import HessianOperator, _top_from_ritz, directional_curvature, top_eigenvalue
 
 CASES = [
     ("preact_resnet18", {"num_classes": 10, "in_channels": 3}, (3, 32, 32)),
@@ -86,7 +92,8 @@ def operations(model, x, y, d) -> dict[str, Callable[[], object]]:
         "curv fwd-over-fwd": lambda: _fwd_fwd_curvature(model, x, y, d),
         "curv rev-over-fwd": lambda: _rev_fwd_curvature(model, x, y, d),
         "hvp (kept graph)": _kept_product(model, x, y, d),
-        "eig_top (Lanczos)": lambda: top_eigenvalue(model, x, y),
+        "eig_top (auto)": lambda: top_eigenvalue(model, x, y),
+        "eig_top (Lanczos)": lambda: top_eigenvalue(model, x, y, solver="lanczos"),
     }
 
 
@@ -95,10 +102,24 @@ def _kept_product(model, x, y, d) -> Callable[[], object]:
     return lambda: op(d)
 
 
-def eig_accuracy(device: torch.device, batch: int) -> list[dict]:
-    """eig_top (defaults) against dense per-sample Hessians: small_cnn, digits test batch, float32 and float64."""
-    from landscape.data import load_dataset
+def _dense_top(model, xd, yd, i: int, in_batch: bool) -> torch.Tensor:
+    """Largest-magnitude eigenvalue of sample i's dense input Hessian, alone or inside the batch's forward."""
     import torch.nn.functional as F
+
+    def loss(z):
+        zi = z.reshape(1, *xd.shape[1:])
+        if not in_batch:
+            return F.cross_entropy(model(zi), yd[i:i + 1])
+        return F.cross_entropy(model(torch.cat([xd[:i], zi, xd[i + 1:]])), yd, reduction="none")[i]
+
+    eig = torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss, xd[i].flatten()).double())
+    return eig[eig.abs().argmax()]
+
+
+def eig_accuracy(device: torch.device, batch: int) -> list[dict]:
+    """eig_top (both solvers) against dense per-sample Hessians: small_cnn, digits test batch, float32/64."""
+    from landscape.data import load_dataset
+    from landscape.measures.curvature import _eigen
 
     x, y = load_dataset("digits", "test", n=batch)
     out = []
@@ -108,19 +129,19 @@ def eig_accuracy(device: torch.device, batch: int) -> list[dict]:
         for p in model.parameters():
             p.requires_grad_(False)
         xd, yd = x.to(device=device, dtype=dtype), y.to(device)
-        exact = []
-        for i in range(batch):
-            hess = torch.autograd.functional.hessian(
-                lambda z, i=i: F.cross_entropy(model(z.reshape(1, *xd.shape[1:])), yd[i:i + 1]), xd[i].flatten())
-            eig = torch.linalg.eigvalsh(hess.double())
-            exact.append(eig[eig.abs().argmax()])
-        exact = torch.stack(exact).cpu()
-        ritz = _krylov(HessianOperator(model, xd, yd), xd, iters=30, tol=1e-3, seed=0)
-        values = _top_from_ritz(ritz, xd)[0].double().cpu()
-        rel = (values - exact).abs() / exact.abs()
-        out.append({"model": "small_cnn (digits)", "dtype": str(dtype).replace("torch.", ""), "batch": batch,
-                    "median_rel_err": float(rel.median()), "max_rel_err": float(rel.max()),
-                    "lanczos_steps": ritz.products, "hvp_samples_per_sample": ritz.sample_products / batch})
+        refs = {where: torch.stack([_dense_top(model, xd, yd, i, where == "in batch") for i in range(batch)]).cpu()
+                for where in ("alone", "in batch")}
+        for solver in ("auto", "lanczos"):
+            ritz = _eigen(HessianOperator(model, xd, yd), xd, iters=30, tol=1e-3, seed=0, solver=solver)
+            values = _top_from_ritz(ritz, xd)[0].double().cpu()
+            row = {"model": "small_cnn (digits)", "dtype": str(dtype).replace("torch.", ""), "batch": batch,
+                   "solver": ritz.solver}
+            for where, exact in refs.items():
+                rel = (values - exact).abs() / exact.abs()
+                suffix = "" if where == "alone" else "_in_batch"
+                row.update({f"median_rel_err{suffix}": float(rel.median()), f"max_rel_err{suffix}": float(rel.max())})
+            row.update({"lanczos_steps": ritz.products, "hvp_samples_per_sample": ritz.sample_products / batch})
+            out.append(row)
     return out
 
 
@@ -181,8 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: one gradient = {res['gradient'] * 1e3:.2f} ms")
     accuracy = eig_accuracy(device, args.accuracy_batch)
     for r in accuracy:
-        print(f"eig_top accuracy, {r['model']} {r['dtype']}, batch {r['batch']}: median rel. error "
-              f"{r['median_rel_err']:.1e}, max {r['max_rel_err']:.1e} ({r['lanczos_steps']} Lanczos steps, "
+        print(f"eig_top accuracy, {r['model']} {r['dtype']}, batch {r['batch']}, {r['solver']}: median rel. error "
+              f"{r['median_rel_err']:.1e}, max {r['max_rel_err']:.1e} (in batch: {r['median_rel_err_in_batch']:.1e}, "
+              f"{r['max_rel_err_in_batch']:.1e}; {r['lanczos_steps']} Lanczos steps, "
               f"{r['hvp_samples_per_sample']:.1f} products per sample)")
     print("ratios to one input gradient (lower is cheaper):")
     rows = []

@@ -40,6 +40,7 @@ CASES = {
     "preact_resnet18": ({"num_classes": 10, "in_channels": 3}, (3, 32, 32)),
 }
 EPS = 8 / 255
+OLD_CODE = "before 16c7057"  # rows of CSVs written before the commit column: Lanczos eig_top/hs
 BEGIN, END = "<!-- units:begin (benchmarks/bench_units.py --doc) -->", "<!-- units:end -->"
 
 
@@ -62,6 +63,17 @@ def operations(model, x, y) -> dict:
     return ops
 
 
+def _commit() -> str:
+    """The short git commit of the code measured ("" outside a git checkout)."""
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
 def bench(name: str, *, batch: int, device: torch.device, repeats: int) -> list[dict]:
     kwargs, shape = CASES[name]
     torch.manual_seed(0)
@@ -77,7 +89,7 @@ def bench(name: str, *, batch: int, device: torch.device, repeats: int) -> list[
         cost = seconds - med["base"] if key.startswith("+") else seconds
         rows.append({"model": name, "batch": batch, "device": label, "item": key, "seconds": cost,
                      "units": cost / unit, "default": key[1:] in DEFAULT_MEASURES if key.startswith("+") else None,
-                     "torch": torch.__version__})
+                     "torch": torch.__version__, "commit": _commit()})
     return rows
 
 
@@ -86,8 +98,11 @@ def markdown(df: pd.DataFrame) -> str:
     order = ["pgd10", "base"] + [f"+{m}" for m in MEASURES] + ["default", "all"]
     names = {"pgd10": "PGD-10 attack alone (the floor)", "base": "base: PGD-10 + clean loss/gradient + x_adv forward",
              "default": "**default table** (`measure()`)", "all": "all measures"}
-    groups = list(df.groupby(["model", "device", "batch"], sort=False))
-    head = "| | " + " | ".join(f"{m}, batch {b}, {d}" for (m, d, b), _ in groups) + " |"
+    if "commit" not in df:
+        df = df.assign(commit="")
+    df = df.assign(commit=df["commit"].fillna("").astype(str).replace("", OLD_CODE))
+    groups = list(df.groupby(["model", "device", "batch", "commit"], sort=False))
+    head = "| | " + " | ".join(f"{m}, batch {b}, {d}, code {c}" for (m, d, b, c), _ in groups) + " |"
     lines = [head, "|---|" + "---|" * len(groups)]
     for item in order:
         cells = []
@@ -97,9 +112,9 @@ def markdown(df: pd.DataFrame) -> str:
         label = names.get(item, f"`{item[1:]}`" + (" (default)" if item[1:] in DEFAULT_MEASURES else ""))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     ratio = []
-    for (m, d, b), g in groups:
+    for (m, d, b, c), g in groups:
         u = dict(zip(g["item"], g["units"]))
-        ratio.append(f"{m} on {d}: default = {u['default'] / u['pgd10']:.2f}x the PGD-10 floor")
+        ratio.append(f"{m} on {d} (code {c}): default = {u['default'] / u['pgd10']:.2f}x the PGD-10 floor")
     torch_versions = ", ".join(sorted(set(df["torch"].astype(str))))
     return "\n".join(lines) + "\n\n" + "; ".join(ratio) + f" (torch {torch_versions}).\n"
 

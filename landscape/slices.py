@@ -5,7 +5,7 @@ Directions are small pure functions returning (B, ...) tensors, one direction pe
 * ``"adversarial"`` — the PGD (or FGSM) perturbation ``x_adv - x`` of each sample;
 * ``"gradient"`` — the input gradient ∇ₓ CE(f(x), y);
 * ``"random"`` — Rademacher (±1) or Gaussian noise from a seeded ``torch.Generator``;
-* ``"eigen"`` — the top eigenvector of the input Hessian (batched Lanczos).
+* ``"eigen"`` — the top eigenvector of the input Hessian (exact for piecewise-linear nets, else batched Lanczos).
 
 Each direction is then normalised per sample (``"linf"``: ‖d‖∞ = 1, so a radius is in the pixel units of an
 L∞ eps; ``"unit"``: ‖d‖₂ = 1). In 2D the second direction is first made orthogonal to the first (per-sample
@@ -221,9 +221,10 @@ def eigen_direction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, iters
                     seed: int = 0) -> torch.Tensor:
     """(B, ...) top (largest-magnitude) eigenvector of each sample's input Hessian of the loss.
 
-    The Ritz vector of batched Lanczos via ``landscape.measures.curvature.top_eigenvalue`` (at most ``iters``
-    Hessian-vector products per sample, stopping once the eigenvalue's estimated error is below ``tol``
-    relative); the sign of an eigenvector is arbitrary.
+    From ``landscape.measures.curvature.top_eigenvalue``: exact from the logit Jacobian where the logits are
+    piecewise linear, else the Ritz vector of batched Lanczos (at most ``iters`` Hessian-vector products per
+    sample, stopping once the eigenvalue's estimated error is below ``tol`` relative); the sign of an
+    eigenvector is arbitrary.
     """
     from landscape.measures.curvature import top_eigenvalue
 

@@ -15,7 +15,7 @@ Nothing is assumed about the model: the form is **tested per sample** with one e
 on a seeded Gaussian probe v. The neglected term is ``R_i = Σ_k (∂L/∂z_k) ∇²z_k``; since ``E‖R v‖² =
 ‖R‖_F² ‖v‖²/D`` for Gaussian v, ``bound = √D ‖H v − JᵀAJ v‖ / ‖v‖`` estimates ‖R‖_F ≥ ‖R‖₂, which by Weyl's
 inequality bounds how far any eigenvalue of H moves from that of JᵀAJ. A sample is accepted when
-``bound ≤ max(tol, 1000·eps(dtype)) · |λ_top|`` (the second term is rounding: float32 products agree to
+``bound ≤ max(tol, min(1000·eps(dtype), 1e-2)) · |λ_top|`` (the second term is rounding: float32 products agree to
 about 1e-6 relative); a smooth network (softplus, GELU, tanh, attention) fails the test and its samples
 are left to Lanczos. One probe is a randomised test: a neglected term whose only large direction is nearly
 orthogonal to v is underestimated, by a factor that is rarely above 10 (``|N(0,1)| < 0.1`` has probability 8 %).
@@ -31,7 +31,9 @@ from .lanczos import Ritz
 __all__ = ["GaussNewton", "factor", "ritz"]
 
 ROUNDING = 1000
-"""The acceptance threshold is at least this many machine epsilons of the dtype (relative to |λ_top|)."""
+"""The acceptance threshold is at least this many machine epsilons of the dtype (relative to |λ_top|)..."""
+MAX_ROUNDING = 1e-2
+"""... but never above this (bfloat16/float16 models: their rounding would otherwise accept anything)."""
 
 
 class GaussNewton(NamedTuple):
@@ -109,17 +111,19 @@ def factor(x: torch.Tensor, logits: torch.Tensor, product: Callable[[torch.Tenso
     v = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     hv = product(v).flatten(1).double()
     jv = torch.einsum("bkd,bd->bk", jac, v.flatten(1)).double()
-    gnv = torch.einsum("bkd,bk->bd", jac.double(), torch.einsum("bkl,bl->bk", a.to(jv.device), jv))
+    ajv = torch.einsum("bkl,bl->bk", a.to(jv.device), jv).to(jac.dtype)
+    gnv = torch.einsum("bkd,bk->bd", jac, ajv).double()
     dim = v[0].numel()
     bound = ((hv - gnv).norm(dim=1) * dim ** 0.5 / v.flatten(1).norm(dim=1).double()).cpu()
-    threshold = max(float(tol), ROUNDING * torch.finfo(x.dtype).eps) * values.abs().amax(1)
+    threshold = max(float(tol), min(ROUNDING * torch.finfo(x.dtype).eps, MAX_ROUNDING)) * values.abs().amax(1)
     exact = finite & (bound <= threshold)
     return GaussNewton(jac, values, half @ vecs, bound, exact)
 
 
 def ritz(gn: GaussNewton, index: torch.Tensor, method: str) -> Ritz:
     """The samples ``index`` of ``gn`` as a :class:`~landscape.measures.lanczos.Ritz` result: exact values
-    (errors = the probe bound), the unit eigenvector of the largest-magnitude value, no Lanczos steps."""
+    (errors = the probe bound), the unit eigenvector of the largest-magnitude value, no Lanczos steps (the
+    one product counted is the probe)."""
     values = gn.values[index]
     top = values.abs().argmax(1)
     coef = gn.coef[index].gather(2, top[:, None, None].expand(-1, values.shape[1], 1))[:, :, 0]
@@ -128,4 +132,4 @@ def ritz(gn: GaussNewton, index: torch.Tensor, method: str) -> Ritz:
     vec = vec / vec.norm(dim=1, keepdim=True).clamp_min(torch.finfo(vec.dtype).tiny)
     n = index.numel()
     return Ritz(values, gn.bound[index, None].expand_as(values).clone(), top, vec,
-                torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.bool), 0, 0, method, "gauss_newton")
+                torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.bool), 1, n, method, "gauss_newton")
