@@ -160,9 +160,10 @@ def bench_case(name: str, kwargs: dict, shape: tuple[int, ...], *, batch: int, d
     return median_times(operations(model, x, y, d), device, repeats)
 
 
-def median_times(ops: dict, device: torch.device, repeats: int) -> dict[str, float]:
-    """Median seconds of each ``ops`` callable after one warm-up call each, timed round-robin so that every
-    operation sees the same machine load (shared by the benchmarks that report ratios)."""
+def round_times(ops: dict, device: torch.device, repeats: int) -> dict[str, list[float]]:
+    """Seconds of each ``ops`` callable in each of ``repeats`` rounds, after one warm-up call each, timed
+    round-robin so that every operation sees the same machine load (shared by the benchmarks that report
+    ratios; pair the rounds to difference two operations)."""
     for fn in ops.values():  # warm-up (kernel selection, torch.func tracing caches)
         fn()
     _sync(device)
@@ -174,7 +175,12 @@ def median_times(ops: dict, device: torch.device, repeats: int) -> dict[str, flo
             fn()
             _sync(device)
             times[key].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
+
+
+def median_times(ops: dict, device: torch.device, repeats: int) -> dict[str, float]:
+    """Median seconds of each ``ops`` callable over :func:`round_times`."""
+    return {k: statistics.median(v) for k, v in round_times(ops, device, repeats).items()}
 
 
 def main(argv: list[str] | None = None) -> int:

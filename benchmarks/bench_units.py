@@ -6,8 +6,9 @@ summed per-sample loss) of the same batch:
 
 * ``pgd10``        — the PGD-10 attack alone: the floor of any adversarial table (about 10-11 units);
 * ``base``         — ``measure(measures=[])``: PGD-10, clean loss/gradient, the forward pass at x_adv;
-* ``+<measure>``   — ``measure(measures=[m]) − base`` for every selectable measure (its marginal cost;
-  measures at the clean point share one kept Hessian graph, so their marginal costs overlap);
+* ``+<measure>``   — ``measure(measures=[m]) − base`` for every selectable measure, the median over rounds of
+  the difference within a round (its marginal cost; measures at the clean point share one kept Hessian
+  graph, so their marginal costs overlap);
 * ``default``      — ``measure()`` with the default set; ``all`` — every measure.
 
 The goal (issue 15): the default table within 2x the PGD floor. Writes a CSV with ``--out``; ``--doc FILE``
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -33,7 +35,7 @@ from landscape._base import per_sample_loss
 from landscape.attacks import pgd
 from landscape.measures import DEFAULT_MEASURES, MEASURES, measure
 
-from bench_measures import median_times  # noqa: E402 (benchmarks/ is on sys.path when run as a script)
+from bench_measures import round_times  # noqa: E402 (benchmarks/ is on sys.path when run as a script)
 
 CASES = {
     "small_cnn": ({"in_channels": 1, "num_classes": 10, "input_size": 8}, (1, 8, 8)),
@@ -81,7 +83,12 @@ def bench(name: str, *, batch: int, device: torch.device, repeats: int) -> list[
     g = torch.Generator().manual_seed(0)
     x = torch.rand(batch, *shape, generator=g).to(device)
     y = torch.randint(0, 10, (batch,), generator=g).to(device)
-    med = median_times(operations(model, x, y), device, repeats)
+    times = round_times(operations(model, x, y), device, repeats)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    # a measure's marginal cost: the median over rounds of (its table - the base table) in the same round,
+    # which cancels the slow drifts of a shared machine that a difference of two medians keeps
+    med.update({k: statistics.median(t - b for t, b in zip(v, times["base"])) + med["base"]
+                for k, v in times.items() if k.startswith("+")})
     unit = med["gradient"]
     label = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     rows = []

@@ -23,7 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--measures", default=",".join(DEFAULT_MEASURES),
                    help=f"comma-separated names from {','.join(MEASURES)} "
                         f"(default: {','.join(DEFAULT_MEASURES)})")
-    g.add_argument("--eig-iters", type=positive_int, default=20, help="most Lanczos steps for eig_top (default 20)")
+    g.add_argument("--eig-iters", type=positive_int, default=20,
+                   help="most Lanczos steps for eig_top on smooth nets (ReLU nets: exact, no steps; default 20)")
     g.add_argument("--float64", action="store_true", help="compute in float64 (precise curvature; slower)")
     g.add_argument("--out", required=True, help="output table: .parquet or .csv")
 

@@ -11,7 +11,7 @@ Columns (one row per sample; see ``docs/internals.md``):
 | ``grad_l1``, ``grad_l2``, ``grad_linf`` | norms of ∇ₓ CE at the clean point (measure ``grad``) |
 | ``curv_adv`` | dᵀH_x d / ‖d‖², d = x_adv − x (0 where d = 0) |
 | ``curv_rand`` | same along a seeded Rademacher direction |
-| ``eig_top`` | largest-magnitude eigenvalue of H_x (batched Lanczos, at most ``eig_iters`` steps) |
+| ``eig_top`` | largest-magnitude eigenvalue of H_x (exact for piecewise-linear nets, else batched Lanczos of at most ``eig_iters`` steps) |
 | ``taylor_gap`` | L(x+δ) − L(x) − ∇L(x)ᵀδ with δ = x_adv − x |
 | ``logit_var`` | sum of the top 10 % (at least one) of \\|f(x_adv) − f(x)\\| entries of that sample |
 | ``grad_l1_at_adv``, ... | the same measures evaluated at x_adv (measures ``grad_at_adv``, ``curv_adv_at_adv``, ...) |
@@ -144,7 +144,8 @@ def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | 
             :data:`DEFAULT_MEASURES`.
         batch_size: samples per batch. Default 128.
         seed: base seed. Default 0.
-        eig_iters: most Lanczos steps for ``eig_top`` (``hs`` uses at least 60). Default 20.
+        eig_iters: most Lanczos steps for ``eig_top`` (``hs`` uses at least 60) where the Gauss–Newton
+            solver does not apply (smooth nets, see :mod:`landscape.measures.gauss_newton`). Default 20.
         progress: show a tqdm progress bar over batches. Default False.
         dtype: compute in this dtype, e.g. ``torch.float64`` for precise curvature (model copied and cast).
         device: compute on this device (model copied there if elsewhere); default the model's device.

@@ -56,10 +56,12 @@ def _logit_variation(logits_clean: torch.Tensor, logits_adv: torch.Tensor, top: 
 
 
 def _taylor_gap(model: nn.Module, x: torch.Tensor, y: torch.Tensor, delta: torch.Tensor, *,
-                loss: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    """Unchecked core given the clean loss (B,) and gradient (B, ...); model in eval mode, frozen."""
-    with torch.no_grad():
-        loss_moved = per_sample_loss(model(x + delta), y)
+                loss: torch.Tensor, grad: torch.Tensor, loss_moved: torch.Tensor | None = None) -> torch.Tensor:
+    """Unchecked core given the clean loss (B,) and gradient (B, ...) (and the loss at ``x + delta`` when it
+    is known); model in eval mode, frozen."""
+    if loss_moved is None:
+        with torch.no_grad():
+            loss_moved = per_sample_loss(model(x + delta), y)
     return loss_moved - loss - (grad * delta).flatten(1).sum(1)
 
 
@@ -141,7 +143,10 @@ def logit_variation_batch(logits_clean: torch.Tensor, logits_adv: torch.Tensor, 
 # ------------------------------------------------------------------------------- registry entries
 
 def _taylor_gap_measure(ctx: BatchContext) -> dict[str, torch.Tensor]:
-    return {"taylor_gap": _taylor_gap(ctx.model, ctx.x, ctx.y, ctx.delta, loss=ctx.loss, grad=ctx.grad)}
+    # at the clean point x + delta is x_adv, whose loss the table has (one forward saved)
+    moved = ctx.loss_adv if ctx.point == "clean" else None
+    return {"taylor_gap": _taylor_gap(ctx.model, ctx.x, ctx.y, ctx.delta, loss=ctx.loss, grad=ctx.grad,
+                                      loss_moved=moved)}
 
 
 def _logit_var_measure(ctx: BatchContext) -> dict[str, torch.Tensor]:
