@@ -201,18 +201,6 @@ def markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_doc(doc: str, block: str) -> None:
-    import re
-    from pathlib import Path
-
-    path = Path(doc)
-    text = path.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{doc} has no {BEGIN} ... {END} block")
-    path.write_text(re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: f"{BEGIN}\n{block}{END}", text,
-                           flags=re.S))
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu")
@@ -229,7 +217,11 @@ def main(argv: list[str] | None = None) -> int:
         block = markdown(pd.concat([pd.read_csv(f) for f in args.from_csv], ignore_index=True))
         print(block)
         if args.doc:
-            write_doc(args.doc, block)
+            from pathlib import Path
+
+            from bench_units import write_doc  # noqa: E402 (benchmarks/ is on sys.path when run as a script)
+
+            write_doc(Path(args.doc), block, BEGIN, END)
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -45,6 +46,39 @@ CASES = [
     ("preact_resnet18", {"num_classes": 10, "in_channels": 3}, (3, 32, 32)),
     ("small_cnn", {"in_channels": 1, "num_classes": 10, "input_size": 8}, (1, 8, 8)),
 ]
+
+
+DOC_BEGIN, DOC_END = "<!-- curvature-cost:begin (benchmarks/bench_measures.py --doc) -->", "<!-- curvature-cost:end -->"
+COLUMNS = ["curv (auto)", "curv (func)", "finite differences", "hvp (kept graph)", "eig_top (auto)",
+           "eig_top (Lanczos)"]
+
+
+def commit() -> str:
+    """The short git commit of the code measured ("" outside a git checkout)."""
+    import subprocess
+    from pathlib import Path
+
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def markdown(df) -> str:
+    """The cost block of docs/measures.md: one row per (model, batch, device, code), ratios to one gradient.
+    CSVs from before the commit column hold the Lanczos-only code, whose ``eig_top (Lanczos)`` was the default."""
+    if "commit" not in df:
+        df = df.assign(commit="")
+    df = df.assign(commit=df["commit"].fillna("").astype(str).replace("", "before 16c7057"))
+    lines = ["| model, batch | device | code | one gradient | " + " | ".join(COLUMNS) + " |",
+             "|---|---|---|---|" + "---|" * len(COLUMNS)]
+    for (model, batch, device, code), g in df.groupby(["model", "batch", "device", "commit"], sort=False):
+        u = dict(zip(g["operation"], g["units"]))
+        ms = 1e3 * float(g.loc[g["operation"] == "gradient", "seconds"].iloc[0])
+        cells = [f"{u[c]:.2f}×" if c in u else "" for c in COLUMNS]
+        lines.append(f"| {model}, {batch} | {device} | {code} | {ms:.1f} ms | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _sync(device: torch.device) -> None:
@@ -192,7 +226,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", default=",".join(c[0] for c in CASES), help="comma-separated model names")
     parser.add_argument("--accuracy-batch", type=int, default=64, help="digits batch for the eig_top accuracy")
     parser.add_argument("--out", default=None, help="write the ratios and the accuracy as CSV here")
+    parser.add_argument("--from-csv", nargs="+", default=None, help="no measurement: read these CSVs (for --doc)")
+    parser.add_argument("--doc", default=None, help="rewrite the marked cost block of this Markdown file")
     args = parser.parse_args(argv)
+    if args.from_csv:
+        import pandas as pd
+        from bench_units import write_doc
+
+        block = markdown(pd.concat([pd.read_csv(f) for f in args.from_csv], ignore_index=True))
+        print(block)
+        if args.doc:
+            write_doc(Path(args.doc), block, DOC_BEGIN, DOC_END)
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -210,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in accuracy:
         print(f"eig_top accuracy, {r['model']} {r['dtype']}, batch {r['batch']}, {r['solver']}: median rel. error "
               f"{r['median_rel_err']:.1e}, max {r['max_rel_err']:.1e} (in batch: {r['median_rel_err_in_batch']:.1e}, "
-              f"{r['max_rel_err_in_batch']:.1e}; {r['lanczos_steps']} Lanczos steps, "
+              f"{r['max_rel_err_in_batch']:.1e}; {r['lanczos_steps']} batched products, "
               f"{r['hvp_samples_per_sample']:.1f} products per sample)")
     print("ratios to one input gradient (lower is cheaper):")
     rows = []
@@ -219,12 +264,14 @@ def main(argv: list[str] | None = None) -> int:
             if key != "gradient":
                 print(f"  {name:<16} {key:<24} {seconds / res['gradient']:6.2f}x")
             rows.append({"model": name, "operation": key, "seconds": seconds,
-                         "units": seconds / res["gradient"], "device": label, "batch": args.batch})
+                         "units": seconds / res["gradient"], "device": label, "batch": args.batch,
+                         "torch": torch.__version__, "commit": commit()})
     if args.out:
         import pandas as pd
 
         pd.DataFrame(rows).to_csv(args.out, index=False)
-        pd.DataFrame(accuracy).assign(device=label).to_csv(args.out.replace(".csv", "_accuracy.csv"), index=False)
+        pd.DataFrame(accuracy).assign(device=label, commit=commit()).to_csv(
+            args.out.replace(".csv", "_accuracy.csv"), index=False)
         print(f"wrote {args.out}")
     return 0
 

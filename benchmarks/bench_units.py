@@ -35,7 +35,7 @@ from landscape._base import per_sample_loss
 from landscape.attacks import pgd
 from landscape.measures import DEFAULT_MEASURES, MEASURES, measure
 
-from bench_measures import round_times  # noqa: E402 (benchmarks/ is on sys.path when run as a script)
+from bench_measures import commit, round_times  # noqa: E402 (benchmarks/ is on sys.path when run as a script)
 
 CASES = {
     "small_cnn": ({"in_channels": 1, "num_classes": 10, "input_size": 8}, (1, 8, 8)),
@@ -65,17 +65,6 @@ def operations(model, x, y) -> dict:
     return ops
 
 
-def _commit() -> str:
-    """The short git commit of the code measured ("" outside a git checkout)."""
-    import subprocess
-
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return ""
-
-
 def bench(name: str, *, batch: int, device: torch.device, repeats: int) -> list[dict]:
     kwargs, shape = CASES[name]
     torch.manual_seed(0)
@@ -96,7 +85,7 @@ def bench(name: str, *, batch: int, device: torch.device, repeats: int) -> list[
         cost = seconds - med["base"] if key.startswith("+") else seconds
         rows.append({"model": name, "batch": batch, "device": label, "item": key, "seconds": cost,
                      "units": cost / unit, "default": key[1:] in DEFAULT_MEASURES if key.startswith("+") else None,
-                     "torch": torch.__version__, "commit": _commit()})
+                     "torch": torch.__version__, "commit": commit()})
     return rows
 
 
@@ -126,12 +115,13 @@ def markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n\n" + "; ".join(ratio) + f" (torch {torch_versions}).\n"
 
 
-def write_doc(doc: Path, block: str) -> None:
+def write_doc(doc: Path, block: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replace the text between the ``begin`` and ``end`` markers of ``doc`` by ``block``."""
     text = doc.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{doc} has no {BEGIN} ... {END} block")
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
-    doc.write_text(pattern.sub(lambda _: f"{BEGIN}\n{block}{END}", text))
+    if begin not in text or end not in text:
+        raise SystemExit(f"{doc} has no {begin} ... {end} block")
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+    doc.write_text(pattern.sub(lambda _: f"{begin}\n{block}{end}", text))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,15 +22,33 @@ def _units(frame: pd.DataFrame, model: str, item: str) -> float:
     return float(frame.loc[(frame["model"] == model) & (frame["item"] == item), "units"].iloc[0])
 
 
+def _code(frame: pd.DataFrame) -> str:
+    """The commit a result CSV was measured with (CSVs from before the commit column: the Lanczos code)."""
+    if "commit" in frame and frame["commit"].notna().any():
+        return str(frame["commit"].dropna().iloc[0])
+    return "before 16c7057"
+
+
+def _accuracy(frame: pd.DataFrame) -> str:
+    """eig_top's float32 error against dense Hessians, median / max, for the default solver."""
+    f32 = frame[frame["dtype"] == "float32"]
+    if "solver" in f32:
+        f32 = f32[f32["solver"] != "lanczos"] if (f32["solver"] != "lanczos").any() else f32
+    r = f32.iloc[0]
+    text = f"{r.median_rel_err:.1e} / {r.max_rel_err:.1e}"
+    if "max_rel_err_in_batch" in f32:
+        text += f" ({r.median_rel_err_in_batch:.1e} / {r.max_rel_err_in_batch:.1e} in-batch)"
+    return text + f", {r.get('solver', 'lanczos')}"
+
+
 def readme_block(results: Path) -> list[str]:
     """One row per benchmark goal, one column per machine, every number read from the result CSVs."""
     cpu, gpu = pd.read_csv(results / "units_cpu.csv"), pd.read_csv(results / "units_h200.csv")
     hs_cpu, hs_gpu = pd.read_csv(results / "hs_cpu.csv"), pd.read_csv(results / "hs_h200.csv")
-    acc = pd.read_csv(results / "measures_accuracy_h200.csv")
+    acc_cpu, acc_gpu = pd.read_csv(results / "measures_accuracy_cpu.csv"), pd.read_csv(results / "measures_accuracy_h200.csv")
     sl = pd.read_csv(results / "slices_h200.csv")
     tr = pd.read_csv(results / "trajectory_h200.csv")
     tv = dict(zip(tr["quantity"], tr["value"]))
-    f32 = acc[acc["dtype"] == "float32"].iloc[0]
     cpu_name, gpu_name = cpu["device"].iloc[0], gpu["device"].iloc[0]
 
     def ratio(frame, model):
@@ -38,20 +56,22 @@ def readme_block(results: Path) -> list[str]:
 
     def hs(frame, case):
         r = frame[frame["case"].str.startswith(case)].iloc[0]
-        return f"{r.speedup:.1f}× (batch {r.batch}), {100 * r.rel_diff_lanczos_official:.1f} % apart"
+        solver = r["solver"] if "solver" in r and isinstance(r["solver"], str) else "lanczos"
+        return f"{r.speedup:.1f}× (batch {r.batch}, {solver}), {100 * r.rel_diff_lanczos_official:.1f} % apart"
 
     rows = [
-        f"| benchmark | dev CPU ({cpu_name}, torch {cpu['torch'].iloc[0]}) | {gpu_name} (torch {gpu['torch'].iloc[0]}) |",
+        f"| benchmark | dev CPU ({cpu_name}, torch {cpu['torch'].iloc[0]}, code {_code(cpu)}) | "
+        f"{gpu_name} (torch {gpu['torch'].iloc[0]}, code {_code(gpu)}) |",
         "|---|---|---|",
         f"| default `measure()` table ÷ PGD-10 attack, small_cnn (goal ≤ 2×) | {ratio(cpu, 'small_cnn')} | "
         f"{ratio(gpu, 'small_cnn')} |",
-        f"| same, preact_resnet18 3×32×32 | — | {ratio(gpu, 'preact_resnet18')} |",
-        f"| `eig_top` (Lanczos) in input gradients, small_cnn / preact_resnet18 (goal ≤ 15) | "
-        f"{_units(cpu, 'small_cnn', '+eig_top'):.1f} / — | {_units(gpu, 'small_cnn', '+eig_top'):.1f} / "
-        f"{_units(gpu, 'preact_resnet18', '+eig_top'):.1f} |",
-        f"| `eig_top` relative error vs dense Hessians, median / max (goal 1e-3 / 1e-2) | — | "
-        f"{f32.median_rel_err:.1e} / {f32.max_rel_err:.1e} |",
-        f"| `hs`: Lanczos vs the official deflated power iteration, digits (goal ≥ 10×, within 2 %) | "
+        f"| same, preact_resnet18 3×32×32 | {ratio(cpu, 'preact_resnet18')} | {ratio(gpu, 'preact_resnet18')} |",
+        f"| `eig_top` in input gradients, small_cnn / preact_resnet18 (goal ≤ 15) | "
+        f"{_units(cpu, 'small_cnn', '+eig_top'):.1f} / {_units(cpu, 'preact_resnet18', '+eig_top'):.1f} | "
+        f"{_units(gpu, 'small_cnn', '+eig_top'):.1f} / {_units(gpu, 'preact_resnet18', '+eig_top'):.1f} |",
+        f"| `eig_top` float32 relative error vs dense Hessians, median / max (goal 1e-3 / 1e-2) | "
+        f"{_accuracy(acc_cpu)} | {_accuracy(acc_gpu)} |",
+        f"| `hs` vs the official deflated power iteration, digits (goal ≥ 10×, within 2 %) | "
         f"{hs(hs_cpu, 'small_cnn')} | {hs(hs_gpu, 'small_cnn')} |",
         f"| same, preact_resnet18 | {hs(hs_cpu, 'preact')} | {hs(hs_gpu, 'preact')} |",
         "| `slice_2d` throughput ÷ raw batched forward, small_cnn / preact_resnet18 (goal ≥ 0.85) | — | "

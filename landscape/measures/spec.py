@@ -37,7 +37,7 @@ class BatchContext:
         loss_adv, logits_adv: (B,), (B, K) at ``x_adv``.
         settings: the :class:`landscape.attacks.AttackSettings` that made ``x_adv``.
         seed, batch: base seed and batch index; :meth:`seed_for` derives a stream's seed from them.
-        eig_iters: most Lanczos steps for eigenvalue measures.
+        eig_iters: most Lanczos steps for eigenvalue measures (smooth nets; see measures.gauss_newton).
         state: shared, mutable: ``hvp_method`` (the HVP method in use; measures update it after a
             fallback), ``eig_unconverged`` (count), and a cache of derived tensors.
         point: ``"clean"`` or ``"adv"`` (the point ``x`` stands for).
