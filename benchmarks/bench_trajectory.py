@@ -11,7 +11,11 @@ measures, side by side in one run:
 
 Prints wall times (fastest of ``--repeats``, variants interleaved), the 2-vs-1-worker speed-up, the
 per-checkpoint cost relative to ``direct`` (which includes loading each checkpoint twice, hashing it and
-writing its result) and the one-off start-up of the process executor's worker server. Run: ``python benchmarks/bench_trajectory.py``.
+writing its result) and the one-off start-up of the process executor's worker server. ``--out`` writes the
+table as CSV; ``--from-csv FILE --doc docs/trajectory.md`` writes the throughput block of the docs from it.
+
+    python benchmarks/bench_trajectory.py --n 300 --repeats 3 --out benchmarks/results/trajectory_cpu.csv
+    python benchmarks/bench_trajectory.py --from-csv benchmarks/results/trajectory_cpu.csv --doc docs/trajectory.md
 """
 from __future__ import annotations
 
@@ -38,6 +42,31 @@ def make_checkpoints(folder: Path, count: int, arch: str, arch_kwargs: dict) -> 
     return paths
 
 
+DOC_BEGIN, DOC_END = "<!-- throughput:begin (benchmarks/bench_trajectory.py --doc) -->", "<!-- throughput:end -->"
+LABELS = {"direct": "direct: load one checkpoint + `measure` on both splits", "serial": "`serial`",
+          "process-1": "`process`, 1 worker × all threads", "process-1x1": "`process`, 1 worker × 1 thread",
+          "process-2": "`process`, 2 workers × threads // 2"}
+
+
+def markdown(df) -> str:
+    """The throughput block of docs/trajectory.md from the CSV of a run."""
+    r0 = df.iloc[0]
+    lines = [f"{int(r0.checkpoints)} × {r0.arch} checkpoints, n = {int(r0.n)} per split, PGD-{int(r0.steps)}, "
+             f"measures `{r0.measures}`, fastest of {int(r0.repeats)} interleaved repeats, on {r0.machine} "
+             f"(torch {r0.torch}, code {r0.commit}):", "",
+             "| run | wall s | s / checkpoint | × one direct `measure` |", "|---|---|---|---|"]
+    direct = float(df.loc[df["run"] == "direct", "seconds"].iloc[0])
+    for r in df.itertuples():
+        per = r.seconds if r.run == "direct" else r.seconds / r.checkpoints
+        lines.append(f"| {LABELS.get(r.run, r.run)} | {r.seconds:.2f} | {per:.2f} | {per / direct:.2f} |")
+    start = float(df["startup"].iloc[0])
+    best = dict(zip(df["run"], df["seconds"]))
+    lines += ["", f"Process-executor start-up, once per run: {start:.2f} s. Two workers against one: "
+              f"{best['process-1'] / best['process-2']:.2f}× (one worker with all threads), "
+              f"{best['process-1x1'] / best['process-2']:.2f}× (one single-threaded worker)."]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoints", type=int, default=10)
@@ -46,7 +75,20 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--measures", default="grad,curv_adv,taylor_gap,logit_var")
     p.add_argument("--repeats", type=int, default=2, help="repeat each timing (interleaved) and keep the fastest")
+    p.add_argument("--out", default=None, help="write the table as CSV here")
+    p.add_argument("--from-csv", default=None, help="no measurement: read this CSV (for --doc)")
+    p.add_argument("--doc", default=None, help="rewrite the marked throughput block of this Markdown file")
     args = p.parse_args()
+    if args.from_csv:
+        import pandas as pd
+
+        from bench_units import write_doc  # noqa: E402 (benchmarks/ is on sys.path when run as a script)
+
+        block = markdown(pd.read_csv(args.from_csv))
+        print(block)
+        if args.doc:
+            write_doc(Path(args.doc), block, DOC_BEGIN, DOC_END)
+        return
 
     from landscape import measure
     from landscape.checkpoints import load_model
@@ -112,6 +154,17 @@ def main() -> None:
     print(f"process executor start-up (once per run, not in the times above): {t_start:.2f} s")
     print(f"speed-up process-2 vs process-1: {best['process-1'] / best['process-2']:.2f}x; "
           f"vs process-1x1 (1 thread per worker in both): {best['process-1x1'] / best['process-2']:.2f}x")
+    if args.out:
+        import pandas as pd
+
+        from bench_measures import commit  # noqa: E402
+
+        machine = f"{os.cpu_count()}-core CPU, {torch.get_num_threads()} torch threads"
+        pd.DataFrame([{"run": name, "seconds": t, "checkpoints": k, "arch": args.arch, "n": args.n,
+                       "steps": args.steps, "measures": ",".join(measures), "repeats": args.repeats,
+                       "startup": t_start, "machine": machine, "torch": torch.__version__, "commit": commit()}
+                      for name, t in best.items()]).to_csv(args.out, index=False)
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
