@@ -301,6 +301,7 @@ def findings_figure(out: Path, variants, seeds, cfg: dict):
     sharper and would flatten the AT curves. Only the epochs analysed in every run are used.
     """
     from .plotting import plot_measures
+    from .plotting.methods import method_colors
 
     parts = []
     for v in variants:
@@ -316,7 +317,9 @@ def findings_figure(out: Path, variants, seeds, cfg: dict):
     table = table[table["epoch"].isin(grid)]
     measures = [m for m in ("grad_l1", "curv_adv", "taylor_gap", "logit_var") if f"{m}_mean" in table.columns]
     seeds_text = f"mean over {len(seeds)} seeds" if len(seeds) > 1 else f"seed {seeds[0]}"
-    return plot_measures(table, measures, splits=("test",), band=False,
+    # the report orders methods as it finds their folders (alphabetically) and colours them in that order
+    colors = method_colors(sorted(variants))
+    return plot_measures(table, measures, splits=("test",), band=False, colors=colors,
                          title=f"Test-set landscape measures ({seeds_text}; dotted: best epoch)")
 
 

@@ -128,6 +128,22 @@ def test_measures_default_to_the_papers_measures_and_reject_unknown():
     assert P.available_measures(trajectory()) == ["grad_l1", "curv_adv"]
 
 
+def test_measures_take_given_colours_for_lines_and_legend_so_figures_agree():
+    from landscape.plotting.methods import method_colors
+
+    colors = method_colors(["advlc", "at"])  # another order than the table's: advlc first
+    fig = P.plot_measures(trajectory(), ["grad_l1"], splits=["test"], colors=colors)
+    ax = [a for a in fig.axes if a.get_visible()][0]
+    expect = trajectory()
+    for run in ("at", "advlc"):
+        line = lines_by_style(ax, colors[run], "-")[0]
+        rows = expect[(expect.run == run) & (expect.split == "test")]
+        np.testing.assert_allclose(line.get_ydata(), rows["grad_l1_mean"].to_numpy())
+    legend = {t.get_text(): h for leg in fig.legends for t, h in zip(leg.get_texts(), leg.legend_handles)}
+    assert mpl.colors.same_color(legend["advlc"].get_color(), colors["advlc"])
+    assert not mpl.colors.same_color(colors["advlc"], P.PALETTE[1])  # really overridden (advlc is 2nd here)
+
+
 # ------------------------------------------------------------------------------------------ slices
 
 def slices_1d() -> pd.DataFrame:

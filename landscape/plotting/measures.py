@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import pandas as pd
 from matplotlib.figure import Figure
@@ -26,7 +26,7 @@ def available_measures(table: pd.DataFrame) -> list[str]:
 
 def plot_measures(table: pd.DataFrame, measures: Sequence[str] | None = None, *,
                   splits: Sequence[str] = ("test", "train"), band: bool | None = None, mark_best: bool = True,
-                  title: str | None = None) -> Figure:
+                  title: str | None = None, colors: Mapping | None = None) -> Figure:
     """One panel per measure: its per-epoch mean (with the q10–q90 band over samples) for each run.
 
     Runs are overlaid in distinct colours (e.g. PGD-AT vs AT+AdvLC); runs of one method named
@@ -45,6 +45,8 @@ def plot_measures(table: pd.DataFrame, measures: Sequence[str] | None = None, *,
             Default None: shade when at most 2 runs are overlaid, so more runs stay readable.
         mark_best: mark each run's best epoch.
         title: optional figure title.
+        colors: ``{run: colour}`` for some or all runs, overriding the automatic ones (e.g. the report's
+            per-method colours from :func:`landscape.plotting.methods.method_colors`, so figures agree).
 
     Returns:
         The Figure (one panel per measure, up to 3 per row; 4 measures as 2 x 2).
@@ -71,7 +73,7 @@ def plot_measures(table: pd.DataFrame, measures: Sequence[str] | None = None, *,
         raise ValueError(f"{func}: no rows with split in {list(splits)}; "
                          f"table has {sorted(set(table['split'].astype(str)))}")
     runs = runs_of(table)
-    styles = run_styles(runs)
+    styles = {r: st._replace(color=(colors or {}).get(r, st.color)) for r, st in run_styles(runs).items()}
     colors = {r: st.color for r, st in styles.items()}
     if band is None:
         band = len(runs) <= 2

@@ -14,13 +14,12 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from ._style import PALETTE, SPLIT_STYLES, new_figure, run_group, style
+from ._style import _GROUP_ORDER, PALETTE, SPLIT_STYLES, new_figure, run_group, style
 from ._tables import accuracy_scale, best_and_last, check_table, measure_label, MEASURE_UNITS
 
 #: Columns of :func:`plot_method_curves` by default, with their axis labels.
 CURVE_COLUMNS = {"acc_adv": "robust accuracy (%)", "acc_clean": "clean accuracy (%)",
                  "loss_adv": "robust loss (CE, nats)"}
-_GROUP_ORDER = (0, 1, 2, 4, 3, 5, 7, 9, 8, 6)  # as run_styles: blue, orange, green, pink, ...
 
 
 def method_of(run) -> str:
