@@ -214,15 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--doc", default=None, help="rewrite the marked hs block of this Markdown file")
     args = p.parse_args(argv)
     if args.from_csv:
-        block = markdown(pd.concat([pd.read_csv(f) for f in args.from_csv], ignore_index=True))
-        print(block)
-        if args.doc:
-            from pathlib import Path
+        from bench_units import doc_from_csvs  # noqa: E402 (benchmarks/ is on sys.path when run as a script)
 
-            from bench_units import write_doc  # noqa: E402 (benchmarks/ is on sys.path when run as a script)
-
-            write_doc(Path(args.doc), block, BEGIN, END)
-        return 0
+        return doc_from_csvs(args.from_csv, markdown, args.doc, BEGIN, END)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.cifar_batch is None:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -230,14 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--doc", default=None, help="rewrite the marked cost block of this Markdown file")
     args = parser.parse_args(argv)
     if args.from_csv:
-        import pandas as pd
-        from bench_units import write_doc
+        from bench_units import doc_from_csvs
 
-        block = markdown(pd.concat([pd.read_csv(f) for f in args.from_csv], ignore_index=True))
-        print(block)
-        if args.doc:
-            write_doc(Path(args.doc), block, DOC_BEGIN, DOC_END)
-        return 0
+        return doc_from_csvs(args.from_csv, markdown, args.doc, DOC_BEGIN, DOC_END)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -80,14 +80,9 @@ def main() -> None:
     p.add_argument("--doc", default=None, help="rewrite the marked throughput block of this Markdown file")
     args = p.parse_args()
     if args.from_csv:
-        import pandas as pd
+        from bench_units import doc_from_csvs  # noqa: E402 (benchmarks/ is on sys.path when run as a script)
 
-        from bench_units import write_doc  # noqa: E402 (benchmarks/ is on sys.path when run as a script)
-
-        block = markdown(pd.read_csv(args.from_csv))
-        print(block)
-        if args.doc:
-            write_doc(Path(args.doc), block, DOC_BEGIN, DOC_END)
+        doc_from_csvs([args.from_csv], markdown, args.doc, DOC_BEGIN, DOC_END)
         return
 
     from landscape import measure

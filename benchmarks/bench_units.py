@@ -115,6 +115,17 @@ def markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n\n" + "; ".join(ratio) + f" (torch {torch_versions}).\n"
 
 
+def doc_from_csvs(csvs: list[str], markdown_fn, doc: str | None, begin: str, end: str) -> int:
+    """The ``--from-csv ... [--doc FILE]`` mode of the benchmarks: print ``markdown_fn`` of the concatenated
+    CSVs and, with ``doc``, write it between the markers of that file."""
+    block = markdown_fn(pd.concat([pd.read_csv(f) for f in csvs], ignore_index=True))
+    print(block)
+    if doc:
+        write_doc(Path(doc), block, begin, end)
+        print(f"updated {doc}")
+    return 0
+
+
 def write_doc(doc: Path, block: str, begin: str = BEGIN, end: str = END) -> None:
     """Replace the text between the ``begin`` and ``end`` markers of ``doc`` by ``block``."""
     text = doc.read_text()
