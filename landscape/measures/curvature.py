@@ -220,7 +220,7 @@ class HessianOperator:
                 with torch.enable_grad():
                     xr = self.x.detach().requires_grad_(True)
                     logits = self.model(xr)
-            self._gauss_newton[key] = _gn_factor(xr, logits, self, tol=tol, seed=seed)
+            self._gauss_newton[key] = _gn_factor(xr, logits, self.y, tol=tol, seed=seed)
         return self._gauss_newton[key]
 
     def subset(self, index: torch.Tensor) -> "HessianOperator":
@@ -357,11 +357,12 @@ def top_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, iters:
     logits are piecewise linear (ReLU nets), else by batched Lanczos.
 
     With ``solver="auto"`` (default) the batch's logit Jacobian (K backward passes) gives every sample's
-    Gauss–Newton spectrum, and one Hessian-vector product on a seeded probe tests per sample that the
-    Hessian *is* its Gauss–Newton form (true for piecewise-linear logits, see
-    :mod:`landscape.measures.gauss_newton`); those samples get the exact eigenpair (``iters`` unused), the
-    others, and all samples with ``solver="lanczos"``, run Lanczos. Every sample runs Lanczos with full re-orthogonalisation from a seeded Gaussian start; one batched
-    Hessian-vector product per step serves all samples. A sample stops once the estimated error of its
+    Gauss–Newton spectrum, and the logit-curvature term the form leaves out is measured per sample on two
+    seeded probes and the top eigenvector (exactly 0 for piecewise-linear logits, see
+    :mod:`landscape.measures.gauss_newton`); samples where it is within ``tol`` get the exact eigenpair
+    (``iters`` unused), the others, and all samples with ``solver="lanczos"``, run Lanczos: each sample
+    with full re-orthogonalisation from a seeded Gaussian start, one batched Hessian-vector product per
+    step serving all samples. A sample stops once the estimated error of its
     largest-magnitude Ritz value is at most ``tol`` relative (and the other end of its spectrum cannot
     overtake it); the run ends when every sample has stopped or after ``iters`` steps. The Krylov space
     captures both ends of the spectrum, so negative eigenvalues of smooth nets are found as well. ReLU nets
@@ -479,11 +480,13 @@ def _curv_rand_measure(ctx: BatchContext) -> dict[str, torch.Tensor]:
 
 def _solve(ctx: BatchContext, **kw) -> Ritz:
     """The eigen-solve of a measure on the batch's shared operator; records the methods used in ``ctx.state``.
-    Once a whole batch failed the Gauss–Newton test (a smooth net), later batches go straight to Lanczos."""
-    ritz = _eigen(_operator(ctx), ctx.x, tol=EIG_TOL, seed=ctx.seed_for(STREAM_EIG),
-                  solver=ctx.state.get("eig_solver_hint", "auto"), **kw)
-    if ritz.solver == "lanczos":
-        ctx.state["eig_solver_hint"] = "lanczos"
+    Once every sample of a batch failed the Gauss–Newton test on measured logit curvature (a smooth net;
+    NaN samples do not count), later batches go straight to Lanczos."""
+    op, seed = _operator(ctx), ctx.seed_for(STREAM_EIG)
+    ritz = _eigen(op, ctx.x, tol=EIG_TOL, seed=seed, solver=ctx.state.get("eig_solver_hint", "auto"), **kw)
+    gn = op._gauss_newton.get((EIG_TOL, seed))
+    if gn is not None and not bool(gn.exact.any()) and bool(torch.isfinite(gn.bound).any()):
+        ctx.state["eig_solver_hint"] = "lanczos"  # logit curvature measured (not NaN samples): a smooth net
     ctx.state["hvp_method"] = ritz.method
     ctx.state.setdefault("eig_solvers", set()).update(ritz.solver.split("+"))
     return ritz

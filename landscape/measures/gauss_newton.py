@@ -11,29 +11,33 @@ M_i with eigenvalue λ gives the eigenvector ``J_iᵀ A_i^½ u`` (norm √λ) of
 sample costs the K backward passes of the logit Jacobian, where Lanczos spends at least K Hessian-vector
 products (each one more backward through a double-backward graph) on the same rank-(K−1) matrix.
 
-Nothing is assumed about the model: the form is **tested per sample** with one exact Hessian-vector product
-on a seeded Gaussian probe v. The neglected term is ``R_i = Σ_k (∂L/∂z_k) ∇²z_k``; since ``E‖R v‖² =
-‖R‖_F² ‖v‖²/D`` for Gaussian v, ``bound = √D ‖H v − JᵀAJ v‖ / ‖v‖`` estimates ‖R‖_F ≥ ‖R‖₂, which by Weyl's
-inequality bounds how far any eigenvalue of H moves from that of JᵀAJ. A sample is accepted when
-``bound ≤ max(tol, min(1000·eps(dtype), 1e-2)) · |λ_top|`` (the second term is rounding: float32 products agree to
-about 1e-6 relative); a smooth network (softplus, GELU, tanh, attention) fails the test and its samples
-are left to Lanczos. One probe is a randomised test: a neglected term whose only large direction is nearly
-orthogonal to v is underestimated, by a factor that is rarely above 10 (``|N(0,1)| < 0.1`` has probability 8 %).
+Nothing is assumed about the model: the neglected term ``R_i = Σ_k c_k ∇²z_k`` (c = ∂L/∂z = p − e_y held
+fixed) is **measured per sample**, as ``R v = ∇ₓ(v · ∇ₓ(cᵀz))``, one double backward per vector, which is
+exactly 0 for piecewise-linear logits (the test cannot be fooled by rounding, unlike a comparison of Hv with
+JᵀAJv, which loses its digits to cancellation at confident samples). It is applied to two seeded Gaussian
+probes and to the top eigenvector u found. For Gaussian v, ``E‖R v‖² = ‖R‖_F² ‖v‖²/D``, so
+``√D ‖R v‖ / ‖v‖`` estimates ‖R‖_F ≥ ‖R‖₂, which by Weyl's inequality bounds how far any eigenvalue of H
+moves from that of JᵀAJ; ``‖R u‖`` is the residual ‖H u − λ u‖, so an eigenvalue of H lies within it of λ.
+A sample is accepted when the largest of the three is at most ``tol · |λ_top|``; a smooth network (softplus,
+GELU, SiLU, tanh, attention) fails and its samples are left to Lanczos. The probes are a randomised test: a
+neglected term of rank one, σ·wwᵀ, is seen as σ·|N(0,1)| by each, so both miss a term 10× over the tolerance
+with probability about 0.6 % (and the residual of u must still pass).
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 
 from .lanczos import Ritz
 
-__all__ = ["GaussNewton", "factor", "ritz"]
+__all__ = ["GaussNewton", "factor", "ritz", "logit_jacobian", "output_hessian", "logit_curvature_products"]
 
-ROUNDING = 1000
-"""The acceptance threshold is at least this many machine epsilons of the dtype (relative to |λ_top|)..."""
-MAX_ROUNDING = 1e-2
-"""... but never above this (bfloat16/float16 models: their rounding would otherwise accept anything)."""
+PROBES = 2
+"""Gaussian probes of the neglected logit-curvature term per sample (besides the top eigenvector)."""
+JACOBIAN_CHUNK = 16
+"""Classes back-propagated together by the batched Jacobian (bounds its activation-gradient memory)."""
 
 
 class GaussNewton(NamedTuple):
@@ -41,14 +45,15 @@ class GaussNewton(NamedTuple):
 
     jacobian: (B, K, D) logit Jacobians in x's dtype and device.
     values: (B, K) float64 eigenvalues of ``M_i`` (ascending; those of H_i beside D − K zeros).
-    coef: (B, K, K) float64 ``A_i^½ U_i`` (columns: the Jacobian coefficients of the eigenvectors of H_i).
-    bound: (B,) float64 probe estimate of how far H_i is from its Gauss–Newton form (see module docstring).
+    vector: (B, D) unit eigenvector of the largest-magnitude value, in x's dtype and device (any unit vector
+        where H_i = 0).
+    bound: (B,) float64 measured size of the neglected term (see the module docstring).
     exact: (B,) bool, the sample passed the test: its spectrum here is H_i's.
     """
 
     jacobian: torch.Tensor
     values: torch.Tensor
-    coef: torch.Tensor
+    vector: torch.Tensor
     bound: torch.Tensor
     exact: torch.Tensor
 
@@ -57,18 +62,22 @@ def logit_jacobian(x: torch.Tensor, logits: torch.Tensor, *, batched: bool | Non
     """(B, K, D) Jacobian of the logits (B, K) with respect to the leaf ``x`` (B, ...) of their graph.
 
     Samples do not interact (eval mode), so back-propagating the one-hot of class k for every sample at once
-    gives row k of every J_i: K backward passes, batched into one (``is_grads_batched``) on accelerators,
-    where the larger batch is faster, and one at a time on the CPU, where it is not (and needs no vmap rule
-    for every operator); ``batched`` overrides that choice. The graph is retained for further products.
+    gives row k of every J_i: K backward passes, batched (``is_grads_batched``, :data:`JACOBIAN_CHUNK` classes
+    at a time) on accelerators, where the larger batch is faster, and one at a time on the CPU, where it is
+    not (and needs no vmap rule for every operator); ``batched`` overrides that choice. The graph is retained
+    for further products.
     """
     k = logits.shape[1]
     eye = torch.eye(k, device=logits.device, dtype=logits.dtype)
     with torch.enable_grad():
         if batched if batched is not None else x.device.type != "cpu":
             try:
-                (jac,) = torch.autograd.grad(logits, x, grad_outputs=eye[:, None, :].expand(k, *logits.shape),
-                                             retain_graph=True, is_grads_batched=True)
-                return jac.flatten(2).transpose(0, 1).contiguous()
+                parts = [torch.autograd.grad(logits, x, grad_outputs=eye[c:c + JACOBIAN_CHUNK, None, :].expand(
+                    -1, *logits.shape), retain_graph=True, is_grads_batched=True)[0]
+                    for c in range(0, k, JACOBIAN_CHUNK)]
+                return torch.cat(parts).flatten(2).transpose(0, 1).contiguous()
+            except torch.OutOfMemoryError:
+                raise
             except (RuntimeError, NotImplementedError):  # an operator without a batching rule
                 pass
         rows = [torch.autograd.grad(logits, x, grad_outputs=eye[c].expand_as(logits), retain_graph=True)[0]
@@ -88,16 +97,41 @@ def _sqrt_psd(a: torch.Tensor) -> torch.Tensor:
     return (u * w.clamp_min(0).sqrt()[:, None, :]) @ u.transpose(1, 2)
 
 
-def factor(x: torch.Tensor, logits: torch.Tensor, product: Callable[[torch.Tensor], torch.Tensor], *,
-           tol: float, seed: int) -> GaussNewton:
+def logit_curvature_products(x: torch.Tensor, logits: torch.Tensor, c: torch.Tensor, vectors: list[torch.Tensor],
+                             *, batched: bool | None = None) -> list[torch.Tensor]:
+    """``R v = ∇ₓ(v · ∇ₓ(cᵀz))`` for each (B, ...) vector v: the logit-curvature part of the input Hessian,
+    ``Σ_k c_k ∇²z_k v`` per sample, with the (B, K) weights ``c`` held fixed. Exactly zero (not rounding)
+    for piecewise-linear logits. Batched into one double backward on accelerators (like
+    :func:`logit_jacobian`; ``batched`` overrides). The graph of ``logits`` is retained."""
+    with torch.enable_grad():
+        (g,) = torch.autograd.grad(logits, x, grad_outputs=c.detach(), retain_graph=True, create_graph=True)
+        if not g.requires_grad:  # the logits are affine in x
+            return [torch.zeros_like(v) for v in vectors]
+        if batched if batched is not None else x.device.type != "cpu":  # one batched double backward
+            try:
+                (r,) = torch.autograd.grad(g, x, grad_outputs=torch.stack(vectors), retain_graph=True,
+                                           allow_unused=True, is_grads_batched=True)
+                return [torch.zeros_like(v) for v in vectors] if r is None else list(r.detach().unbind(0))
+            except torch.OutOfMemoryError:
+                raise
+            except (RuntimeError, NotImplementedError):
+                pass
+        out = []
+        for v in vectors:
+            (r,) = torch.autograd.grad(g, x, grad_outputs=v, retain_graph=True, allow_unused=True)
+            out.append(torch.zeros_like(v) if r is None else r.detach())
+    return out
+
+
+def factor(x: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, *, tol: float, seed: int) -> GaussNewton:
     """The Gauss–Newton reduction of a batch and its per-sample test (see the module docstring).
 
     Args:
         x: (B, ...) the input leaf of ``logits``' graph (``requires_grad``).
-        logits: (B, K) logits of ``x`` with their graph.
-        product: the exact Hessian-vector product ``(B, ...) -> (B, ...)`` of the same batch.
-        tol: relative eigenvalue accuracy a sample must reach to be accepted (floored at rounding).
-        seed: seeds the Gaussian probe.
+        logits: (B, K) logits of ``x`` with their graph (retained).
+        y: (B,) labels.
+        tol: relative eigenvalue accuracy a sample must reach to be accepted.
+        seed: seeds the Gaussian probes.
     """
     jac = logit_jacobian(x, logits)
     a = output_hessian(logits).cpu()  # the K×K algebra runs in float64 on the CPU
@@ -107,29 +141,33 @@ def factor(x: torch.Tensor, logits: torch.Tensor, product: Callable[[torch.Tenso
     a = torch.where(finite[:, None, None], a, torch.zeros_like(a))
     half = _sqrt_psd(a)
     values, vecs = torch.linalg.eigh(half @ torch.where(finite[:, None, None], gram, torch.zeros_like(gram)) @ half)
+    top = values.abs().argmax(1)
+    coef = (half @ vecs).gather(2, top[:, None, None].expand(-1, values.shape[1], 1))[:, :, 0]
+    vec = torch.einsum("bkd,bk->bd", jac, coef.to(device=jac.device, dtype=jac.dtype))
+    norm = vec.norm(dim=1, keepdim=True)
+    fill = torch.full_like(vec, vec.shape[1] ** -0.5)  # H_i = 0: every unit vector is an eigenvector
+    vec = torch.where(norm > 0, vec / norm.clamp_min(torch.finfo(vec.dtype).tiny), fill)
+
     generator = torch.Generator(device=x.device).manual_seed(int(seed))
-    v = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    hv = product(v).flatten(1).double()
-    jv = torch.einsum("bkd,bd->bk", jac, v.flatten(1)).double()
-    ajv = torch.einsum("bkl,bl->bk", a.to(jv.device), jv).to(jac.dtype)
-    gnv = torch.einsum("bkd,bk->bd", jac, ajv).double()
-    dim = v[0].numel()
-    bound = ((hv - gnv).norm(dim=1) * dim ** 0.5 / v.flatten(1).norm(dim=1).double()).cpu()
-    threshold = max(float(tol), min(ROUNDING * torch.finfo(x.dtype).eps, MAX_ROUNDING)) * values.abs().amax(1)
-    exact = finite & (bound <= threshold)
-    return GaussNewton(jac, values, half @ vecs, bound, exact)
+    probes = [torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) for _ in range(PROBES)]
+    c = logits.detach().softmax(1) - F.one_hot(y, logits.shape[1]).to(logits.dtype)
+    products = logit_curvature_products(x, logits, c, [*probes, vec.view(x.shape)])
+    dim = vec.shape[1]
+    sizes = [(r.flatten(1).double().norm(dim=1) * dim ** 0.5 / v.flatten(1).double().norm(dim=1))
+             for r, v in zip(products, probes)]
+    sizes.append(products[-1].flatten(1).double().norm(dim=1))  # the residual ‖H u − λ u‖ of the unit u
+    bound = torch.stack(sizes, 1).amax(1).cpu()
+    bound = torch.where(finite, bound, torch.full_like(bound, float("nan")))  # nothing measured on NaN samples
+    exact = finite & (bound <= float(tol) * values.abs().amax(1))
+    return GaussNewton(jac, values, vec, bound, exact)
 
 
 def ritz(gn: GaussNewton, index: torch.Tensor, method: str) -> Ritz:
     """The samples ``index`` of ``gn`` as a :class:`~landscape.measures.lanczos.Ritz` result: exact values
-    (errors = the probe bound), the unit eigenvector of the largest-magnitude value, no Lanczos steps (the
-    one product counted is the probe)."""
+    (errors = the measured bound), the unit eigenvector of the largest-magnitude value, no Lanczos steps (the
+    products counted are the test's)."""
     values = gn.values[index]
-    top = values.abs().argmax(1)
-    coef = gn.coef[index].gather(2, top[:, None, None].expand(-1, values.shape[1], 1))[:, :, 0]
-    jac = gn.jacobian[index.to(gn.jacobian.device)]
-    vec = torch.einsum("bkd,bk->bd", jac, coef.to(device=jac.device, dtype=jac.dtype))
-    vec = vec / vec.norm(dim=1, keepdim=True).clamp_min(torch.finfo(vec.dtype).tiny)
     n = index.numel()
-    return Ritz(values, gn.bound[index, None].expand_as(values).clone(), top, vec,
-                torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.bool), 1, n, method, "gauss_newton")
+    return Ritz(values, gn.bound[index, None].expand_as(values).clone(), values.abs().argmax(1),
+                gn.vector[index.to(gn.vector.device)], torch.zeros(n, dtype=torch.long),
+                torch.ones(n, dtype=torch.bool), PROBES + 1, (PROBES + 1) * n, method, "gauss_newton")
