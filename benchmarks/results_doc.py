@@ -45,7 +45,8 @@ def readme_block(results: Path) -> list[str]:
     """One row per benchmark goal, one column per machine, every number read from the result CSVs."""
     cpu, gpu = pd.read_csv(results / "units_cpu.csv"), pd.read_csv(results / "units_h200.csv")
     hs_cpu, hs_gpu = pd.read_csv(results / "hs_cpu.csv"), pd.read_csv(results / "hs_h200.csv")
-    acc_cpu, acc_gpu = pd.read_csv(results / "measures_accuracy_cpu.csv"), pd.read_csv(results / "measures_accuracy_h200.csv")
+    acc_cpu = pd.read_csv(results / "measures_accuracy_cpu.csv")
+    acc_gpu = pd.read_csv(results / "measures_accuracy_h200.csv")
     sl = pd.read_csv(results / "slices_h200.csv")
     tr = pd.read_csv(results / "trajectory_h200.csv")
     tv = dict(zip(tr["quantity"], tr["value"]))

@@ -157,7 +157,7 @@ class HessianOperator:
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, method: str = "auto"):
         self.model, self.x, self.y, self.method = model, x, y, method
         self._graph: _Graph | None = None
-        self._gauss_newton: dict[tuple[float, int], GaussNewton] = {}
+        self._gauss_newton: dict[tuple[float, int], GaussNewton | None] = {}
 
     @property
     def graph(self) -> _Graph | None:
@@ -201,26 +201,31 @@ class HessianOperator:
     @property
     def classes(self) -> int:
         """K, the number of logits (from the kept graph, else one forward pass of one sample)."""
-        self.build()
         if self._graph is not None:
             return int(self._graph.logits.shape[1])
         with torch.no_grad():
             return int(self.model(self.x[:1]).shape[1])
 
-    def gauss_newton(self, *, tol: float, seed: int) -> GaussNewton:
+    def gauss_newton(self, *, tol: float, seed: int) -> GaussNewton | None:
         """The batch's Gauss–Newton reduction and its per-sample exactness test (computed once per
         ``(tol, seed)``, so ``eig_top`` and ``hs`` of one batch share it); the Jacobian comes from the kept
-        graph when there is one."""
+        graph's forward pass when there is one, else from a forward pass of its own (none is built for
+        this: Lanczos builds it only if some sample fails the test). None when the model's backward cannot
+        be differentiated again (the test needs a double backward): then Lanczos serves every sample."""
         key = (float(tol), int(seed))
         if key not in self._gauss_newton:
-            self.build()
-            if self._graph is not None:
-                xr, logits = self._graph.x, self._graph.logits
-            else:
-                with torch.enable_grad():
-                    xr = self.x.detach().requires_grad_(True)
-                    logits = self.model(xr)
-            self._gauss_newton[key] = _gn_factor(xr, logits, self.y, tol=tol, seed=seed)
+            try:
+                if self._graph is not None:
+                    xr, logits = self._graph.x, self._graph.logits
+                else:
+                    with torch.enable_grad():
+                        xr = self.x.detach().requires_grad_(True)
+                        logits = self.model(xr)
+                self._gauss_newton[key] = _gn_factor(xr, logits, self.y, tol=tol, seed=seed)
+            except torch.OutOfMemoryError:
+                raise
+            except (RuntimeError, NotImplementedError):
+                self._gauss_newton[key] = None
         return self._gauss_newton[key]
 
     def subset(self, index: torch.Tensor) -> "HessianOperator":
@@ -339,15 +344,15 @@ def _eigen(op: HessianOperator, x: torch.Tensor, *, iters: int, tol: float, seed
     if solver == "lanczos" or op.classes > GN_MAX_CLASSES:
         return _krylov(op, x, iters=iters, tol=tol, seed=seed, top=top, k=k)
     gn = op.gauss_newton(tol=tol, seed=seed)
-    exact = gn.exact
-    if bool(exact.all()):
-        return _gn_ritz(gn, torch.arange(x.shape[0]), op.method)
-    if not bool(exact.any()):
+    if gn is None or not bool(gn.exact.any()):
         return _krylov(op, x, iters=iters, tol=tol, seed=seed, top=top, k=k)
-    done, rest = exact.nonzero().squeeze(1), (~exact).nonzero().squeeze(1)
+    # the test's products are double backwards whatever op's method
+    if bool(gn.exact.all()):
+        return _gn_ritz(gn, torch.arange(x.shape[0]), "double_backprop")
+    done, rest = gn.exact.nonzero().squeeze(1), (~gn.exact).nonzero().squeeze(1)
     lanczos = _krylov(op.subset(rest.to(x.device)), x[rest.to(x.device)], iters=iters, tol=tol, seed=seed, top=top,
                       k=k)
-    return _merge(x.shape[0], [(done, _gn_ritz(gn, done, op.method)), (rest, lanczos)])
+    return _merge(x.shape[0], [(done, _gn_ritz(gn, done, "double_backprop")), (rest, lanczos)])
 
 
 def top_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, iters: int = EIG_ITERS,
@@ -484,9 +489,10 @@ def _solve(ctx: BatchContext, **kw) -> Ritz:
     NaN samples do not count), later batches go straight to Lanczos."""
     op, seed = _operator(ctx), ctx.seed_for(STREAM_EIG)
     ritz = _eigen(op, ctx.x, tol=EIG_TOL, seed=seed, solver=ctx.state.get("eig_solver_hint", "auto"), **kw)
-    gn = op._gauss_newton.get((EIG_TOL, seed))
-    if gn is not None and not bool(gn.exact.any()) and bool(torch.isfinite(gn.bound).any()):
-        ctx.state["eig_solver_hint"] = "lanczos"  # logit curvature measured (not NaN samples): a smooth net
+    key = (EIG_TOL, seed)
+    gn = op._gauss_newton.get(key)
+    if key in op._gauss_newton and (gn is None or (not bool(gn.exact.any()) and bool(torch.isfinite(gn.bound).any()))):
+        ctx.state["eig_solver_hint"] = "lanczos"  # no test possible, or curvature measured on all but NaN samples
     ctx.state["hvp_method"] = ritz.method
     ctx.state.setdefault("eig_solvers", set()).update(ritz.solver.split("+"))
     return ritz

@@ -102,11 +102,17 @@ def logit_curvature_products(x: torch.Tensor, logits: torch.Tensor, c: torch.Ten
     """``R v = ∇ₓ(v · ∇ₓ(cᵀz))`` for each (B, ...) vector v: the logit-curvature part of the input Hessian,
     ``Σ_k c_k ∇²z_k v`` per sample, with the (B, K) weights ``c`` held fixed. Exactly zero (not rounding)
     for piecewise-linear logits. Batched into one double backward on accelerators (like
-    :func:`logit_jacobian`; ``batched`` overrides). The graph of ``logits`` is retained."""
+    :func:`logit_jacobian`; ``batched`` overrides). The graph of ``logits`` is retained.
+
+    Raises:
+        RuntimeError: ``∇ₓ(cᵀz)`` does not depend on x (affine logits cannot be told from a backward that
+            detaches; the caller then uses Lanczos, whose kept graph detects the latter).
+    """
     with torch.enable_grad():
         (g,) = torch.autograd.grad(logits, x, grad_outputs=c.detach(), retain_graph=True, create_graph=True)
-        if not g.requires_grad:  # the logits are affine in x
-            return [torch.zeros_like(v) for v in vectors]
+        if not g.requires_grad:  # affine logits, or a backward that detaches: no way to tell them apart here
+            raise RuntimeError("the logit gradient does not depend on the input (affine logits or a detached "
+                               "backward): the Gauss–Newton test cannot run")
         if batched if batched is not None else x.device.type != "cpu":  # one batched double backward
             try:
                 (r,) = torch.autograd.grad(g, x, grad_outputs=torch.stack(vectors), retain_graph=True,
