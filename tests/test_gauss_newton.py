@@ -285,3 +285,20 @@ def test_logit_curvature_products_equal_the_hessian_minus_its_gauss_newton_form(
     xr2 = x.clone().requires_grad_(True)
     zero = gn_module.logit_curvature_products(xr2, relu(xr2), c, vs, batched=batched)
     assert all((r == 0).all() for r in zero)
+
+
+def test_func_hvp_method_is_kept_across_batches_when_the_gauss_newton_solver_serves(monkeypatch):
+    """The test's double backwards never change the table's Hessian-vector-product method."""
+    import landscape.measures.curvature as curvature
+
+    built = []
+    real = curvature._gradient_graph
+    monkeypatch.setattr(curvature, "_gradient_graph", lambda *a: built.append(1) or real(*a))
+    x, y = _batch(9, seed=14)
+    df = measure(_relu_cnn(), x, y, eps=0.05, attack="fgsm", measures=["curv_rand", "eig_top"], batch_size=3,
+                 hvp_method="func")
+    assert df.attrs["hvp_method"] == "func" and df.attrs["eig_solver"] == "gauss_newton" and built == []
+    auto = measure(_relu_cnn(), x, y, eps=0.05, attack="fgsm", measures=["eig_top"], batch_size=3)
+    assert auto.attrs["hvp_method"] == "double_backprop"
+    torch.testing.assert_close(torch.tensor(df["eig_top"].to_numpy()), torch.tensor(auto["eig_top"].to_numpy()),
+                               rtol=1e-10, atol=0)

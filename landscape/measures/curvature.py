@@ -211,7 +211,8 @@ class HessianOperator:
         ``(tol, seed)``, so ``eig_top`` and ``hs`` of one batch share it); the Jacobian comes from the kept
         graph's forward pass when there is one, else from a forward pass of its own (none is built for
         this: Lanczos builds it only if some sample fails the test). None when the model's backward cannot
-        be differentiated again (the test needs a double backward): then Lanczos serves every sample."""
+        be differentiated again (the test needs a double backward) or the Jacobian does not fit in memory:
+        then Lanczos serves every sample."""
         key = (float(tol), int(seed))
         if key not in self._gauss_newton:
             try:
@@ -222,8 +223,11 @@ class HessianOperator:
                         xr = self.x.detach().requires_grad_(True)
                         logits = self.model(xr)
                 self._gauss_newton[key] = _gn_factor(xr, logits, self.y, tol=tol, seed=seed)
-            except torch.OutOfMemoryError:
-                raise
+            except torch.OutOfMemoryError:  # the (B, K, D) Jacobian did not fit: Lanczos needs less for large K
+                del xr, logits
+                if self.x.is_cuda:
+                    torch.cuda.empty_cache()
+                self._gauss_newton[key] = None
             except (RuntimeError, NotImplementedError):
                 self._gauss_newton[key] = None
         return self._gauss_newton[key]
@@ -346,13 +350,12 @@ def _eigen(op: HessianOperator, x: torch.Tensor, *, iters: int, tol: float, seed
     gn = op.gauss_newton(tol=tol, seed=seed)
     if gn is None or not bool(gn.exact.any()):
         return _krylov(op, x, iters=iters, tol=tol, seed=seed, top=top, k=k)
-    # the test's products are double backwards whatever op's method
     if bool(gn.exact.all()):
-        return _gn_ritz(gn, torch.arange(x.shape[0]), "double_backprop")
+        return _gn_ritz(gn, torch.arange(x.shape[0]), op.method)
     done, rest = gn.exact.nonzero().squeeze(1), (~gn.exact).nonzero().squeeze(1)
     lanczos = _krylov(op.subset(rest.to(x.device)), x[rest.to(x.device)], iters=iters, tol=tol, seed=seed, top=top,
                       k=k)
-    return _merge(x.shape[0], [(done, _gn_ritz(gn, done, "double_backprop")), (rest, lanczos)])
+    return _merge(x.shape[0], [(done, _gn_ritz(gn, done, op.method)), (rest, lanczos)])
 
 
 def top_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, iters: int = EIG_ITERS,
@@ -386,7 +389,8 @@ def top_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, iters:
 
     Returns:
         ``(values, vectors)``: (B,) eigenvalue estimates and (B, ...) unit-norm Ritz vectors with
-        ``values[i] ≈ vectors[i]ᵀ H_i vectors[i]`` (equal up to rounding).
+        ``values[i] ≈ vectors[i]ᵀ H_i vectors[i]`` (equal up to rounding for Lanczos and ReLU nets; within
+        ``tol·|λ|`` for a smooth sample accepted by the Gauss–Newton test).
     """
     method, solver = _check_method(method), _check_solver(solver)
     _check_solver_args(iters, tol)
@@ -417,7 +421,8 @@ def hessian_spectrum(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int 
         y: (B,) integer labels.
         k: number of eigenvalues, 1 <= k <= B·D. Default 20 (the official evaluation's).
         iters: most Lanczos steps per sample. Default 60.
-        tol: relative error goal of each kept eigenvalue. Default 1e-3.
+        tol: relative error goal of each kept eigenvalue (for samples taken by the Gauss–Newton solver:
+            every eigenvalue of the sample within ``tol`` times its largest). Default 1e-3.
         seed: seeds the start vectors. Default 0.
         method: Hessian-vector product method, see :func:`hvp`.
         solver: ``"auto"`` (default) or ``"lanczos"``, see :func:`top_eigenvalue`.
@@ -493,7 +498,8 @@ def _solve(ctx: BatchContext, **kw) -> Ritz:
     gn = op._gauss_newton.get(key)
     if key in op._gauss_newton and (gn is None or (not bool(gn.exact.any()) and bool(torch.isfinite(gn.bound).any()))):
         ctx.state["eig_solver_hint"] = "lanczos"  # no test possible, or curvature measured on all but NaN samples
-    ctx.state["hvp_method"] = ritz.method
+    if "lanczos" in ritz.solver:  # Lanczos's products may have switched method; the test's never do
+        ctx.state["hvp_method"] = ritz.method
     ctx.state.setdefault("eig_solvers", set()).update(ritz.solver.split("+"))
     return ritz
 

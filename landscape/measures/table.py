@@ -81,8 +81,11 @@ def _clean_point(model: nn.Module, x: torch.Tensor, y: torch.Tensor, specs: tupl
     Hessian operator when a clean-point curvature measure builds it anyway (one input gradient saved; the
     attack has run by then, so the graph is not held through it), else one plain gradient."""
     if any(s.name in CLEAN_POINT_MEASURES for s in specs):
-        graph = _shared_operator(model, x, y, state, "clean").build().graph
+        op = _shared_operator(model, x, y, state, "clean").build()
+        graph = op.graph
         if graph is not None:
+            if state["hvp_method"] == "auto":  # the graph built: double backpropagation works here (measures
+                state["hvp_method"] = "double_backprop"  # record a later fallback when a product fails)
             return graph.loss.detach(), graph.logits.detach(), graph.grad.detach()
     return _loss_logits_grad(model, x, y)
 
