@@ -171,18 +171,20 @@ def test_measure_table_shares_one_factor_between_eig_top_and_hs_and_remembers_a_
     assert only_grad.attrs["eig_solver"] is None
 
 
+class PoisonedRelu(nn.Module):
+    """The ReLU CNN with NaN logits for every sample whose first pixel is above 0.5."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = _relu_cnn()
+
+    def forward(self, x):
+        bad = (x.flatten(1)[:, :1] > 0.5).to(x.dtype)
+        return self.net(x) * torch.where(bad > 0, torch.full_like(bad, float("nan")), torch.ones_like(bad))
+
+
 def test_nan_sample_is_left_to_lanczos_and_stays_nan():
-    class Poisoned(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = _relu_cnn()
-
-        def forward(self, x):
-            bad = x.flatten(1)[:, :1] > 0.5
-            return self.net(x) * torch.where(bad, torch.full_like(bad, float("nan"), dtype=x.dtype),
-                                             torch.ones_like(bad, dtype=x.dtype))
-
-    model = Poisoned().eval()
+    model = PoisonedRelu().eval()
     x, y = _batch(4, seed=10)
     x[:, 0, 0, 0] = torch.tensor([0.1, 0.9, 0.2, 0.3], dtype=torch.float64)
     gn = HessianOperator(model, x, y).gauss_newton(tol=1e-3, seed=0)
@@ -249,21 +251,12 @@ def test_a_sample_with_zero_hessian_gets_a_unit_vector():
 
 
 def test_nan_batch_does_not_switch_a_relu_table_to_lanczos():
-    class PoisonFirst(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = _relu_cnn()
-
-        def forward(self, x):
-            bad = (x.flatten(1)[:, :1] > 0.5).to(x.dtype)
-            return self.net(x) * torch.where(bad > 0, torch.full_like(bad, float("nan")), torch.ones_like(bad))
-
     x, y = _batch(4, seed=12)
     x[:, 0, 0, 0] = torch.tensor([0.9, 0.1, 0.2, 0.3], dtype=torch.float64)
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # the NaN sample is reported as such
-        df = measure(PoisonFirst().eval(), x, y, eps=0.05, attack="fgsm", measures=["eig_top"], batch_size=1)
+        df = measure(PoisonedRelu().eval(), x, y, eps=0.05, attack="fgsm", measures=["eig_top"], batch_size=1)
     assert df.attrs["eig_solver"] == "gauss_newton+lanczos"  # Lanczos for the NaN sample only
     assert df["eig_top"].isna().tolist() == [True, False, False, False]
 
