@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 
 from .._base import check_labels_fit, eval_mode, frozen_params, per_sample_loss
-from .gauss_newton import GaussNewton, factor as _gn_factor, ritz as _gn_ritz
+from .gauss_newton import GaussNewton, factor as _gn_factor, ritz as _gn_ritz, rules_out as _gn_rules_out
 from .gradients import _check_like, _prepare
 from .lanczos import (Ritz, _krylov, _lanczos, _merge, _ritz_pairs, _spectrum_from_ritz, _start,  # noqa: F401
                       _top_from_ritz)
@@ -215,6 +215,7 @@ class HessianOperator:
         then Lanczos serves every sample."""
         key = (float(tol), int(seed))
         if key not in self._gauss_newton:
+            xr = logits = None
             try:
                 if self._graph is not None:
                     xr, logits = self._graph.x, self._graph.logits
@@ -224,7 +225,7 @@ class HessianOperator:
                         logits = self.model(xr)
                 self._gauss_newton[key] = _gn_factor(xr, logits, self.y, tol=tol, seed=seed)
             except torch.OutOfMemoryError:  # the (B, K, D) Jacobian did not fit: Lanczos needs less for large K
-                del xr, logits
+                xr = logits = None  # free the forward graph before Lanczos builds its own
                 if self.x.is_cuda:
                     torch.cuda.empty_cache()
                 self._gauss_newton[key] = None
@@ -495,9 +496,8 @@ def _solve(ctx: BatchContext, **kw) -> Ritz:
     op, seed = _operator(ctx), ctx.seed_for(STREAM_EIG)
     ritz = _eigen(op, ctx.x, tol=EIG_TOL, seed=seed, solver=ctx.state.get("eig_solver_hint", "auto"), **kw)
     key = (EIG_TOL, seed)
-    gn = op._gauss_newton.get(key)
-    if key in op._gauss_newton and (gn is None or (not bool(gn.exact.any()) and bool(torch.isfinite(gn.bound).any()))):
-        ctx.state["eig_solver_hint"] = "lanczos"  # no test possible, or curvature measured on all but NaN samples
+    if key in op._gauss_newton and _gn_rules_out(op._gauss_newton[key]):  # the test ran and ruled it out
+        ctx.state["eig_solver_hint"] = "lanczos"
     if "lanczos" in ritz.solver:  # Lanczos's products may have switched method; the test's never do
         ctx.state["hvp_method"] = ritz.method
     ctx.state.setdefault("eig_solvers", set()).update(ritz.solver.split("+"))

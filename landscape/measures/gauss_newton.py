@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from .lanczos import Ritz
 
-__all__ = ["GaussNewton", "factor", "ritz", "logit_jacobian", "output_hessian", "logit_curvature_products"]
+__all__ = ["GaussNewton", "factor", "ritz", "rules_out", "logit_jacobian", "output_hessian", "logit_curvature_products"]
 
 PROBES = 2
 """Gaussian probes of the neglected logit-curvature term per sample (besides the top eigenvector)."""
@@ -58,31 +58,41 @@ class GaussNewton(NamedTuple):
     exact: torch.Tensor
 
 
-def logit_jacobian(x: torch.Tensor, logits: torch.Tensor, *, batched: bool | None = None) -> torch.Tensor:
-    """(B, K, D) Jacobian of the logits (B, K) with respect to the leaf ``x`` (B, ...) of their graph.
+def _vjps(output: torch.Tensor, x: torch.Tensor, cotangents: torch.Tensor, batched: bool | None) -> torch.Tensor:
+    """(m, B, ...) gradients of ``output`` with respect to the leaf ``x``, one per cotangent of ``cotangents``
+    (m, *output.shape) (zeros where ``output`` does not reach ``x``). Batched (``is_grads_batched``,
+    :data:`JACOBIAN_CHUNK` at a time) on accelerators, where the larger batch is faster, and one at a time
+    on the CPU, where it is not (and needs no vmap rule for every operator); ``batched`` overrides that
+    choice. The graph of ``output`` is retained."""
+    def grads(cot: torch.Tensor, many: bool) -> torch.Tensor:
+        (r,) = torch.autograd.grad(output, x, grad_outputs=cot, retain_graph=True, allow_unused=True,
+                                   is_grads_batched=many)
+        shape = (cot.shape[0], *x.shape) if many else x.shape
+        return torch.zeros(shape, device=x.device, dtype=x.dtype) if r is None else r.detach()
 
-    Samples do not interact (eval mode), so back-propagating the one-hot of class k for every sample at once
-    gives row k of every J_i: K backward passes, batched (``is_grads_batched``, :data:`JACOBIAN_CHUNK` classes
-    at a time) on accelerators, where the larger batch is faster, and one at a time on the CPU, where it is
-    not (and needs no vmap rule for every operator); ``batched`` overrides that choice. The graph is retained
-    for further products.
-    """
-    k = logits.shape[1]
-    eye = torch.eye(k, device=logits.device, dtype=logits.dtype)
     with torch.enable_grad():
         if batched if batched is not None else x.device.type != "cpu":
             try:
-                parts = [torch.autograd.grad(logits, x, grad_outputs=eye[c:c + JACOBIAN_CHUNK, None, :].expand(
-                    -1, *logits.shape), retain_graph=True, is_grads_batched=True)[0]
-                    for c in range(0, k, JACOBIAN_CHUNK)]
-                return torch.cat(parts).flatten(2).transpose(0, 1).contiguous()
+                return torch.cat([grads(cotangents[c:c + JACOBIAN_CHUNK], True)
+                                  for c in range(0, cotangents.shape[0], JACOBIAN_CHUNK)])
             except torch.OutOfMemoryError:
                 raise
             except (RuntimeError, NotImplementedError):  # an operator without a batching rule
                 pass
-        rows = [torch.autograd.grad(logits, x, grad_outputs=eye[c].expand_as(logits), retain_graph=True)[0]
-                for c in range(k)]
-    return torch.stack(rows, 1).flatten(2)
+        return torch.stack([grads(cot, False) for cot in cotangents])
+
+
+def logit_jacobian(x: torch.Tensor, logits: torch.Tensor, *, batched: bool | None = None) -> torch.Tensor:
+    """(B, K, D) Jacobian of the logits (B, K) with respect to the leaf ``x`` (B, ...) of their graph.
+
+    Samples do not interact (eval mode), so back-propagating the one-hot of class k for every sample at once
+    gives row k of every J_i: K backward passes (see :func:`_vjps` for ``batched``). The graph is retained
+    for further products.
+    """
+    k = logits.shape[1]
+    eye = torch.eye(k, device=logits.device, dtype=logits.dtype)
+    jac = _vjps(logits, x, eye[:, None, :].expand(k, *logits.shape), batched)  # (K, B, ...)
+    return jac.flatten(2).transpose(0, 1).contiguous()
 
 
 def output_hessian(logits: torch.Tensor) -> torch.Tensor:
@@ -101,8 +111,8 @@ def logit_curvature_products(x: torch.Tensor, logits: torch.Tensor, c: torch.Ten
                              *, batched: bool | None = None) -> list[torch.Tensor]:
     """``R v = ∇ₓ(v · ∇ₓ(cᵀz))`` for each (B, ...) vector v: the logit-curvature part of the input Hessian,
     ``Σ_k c_k ∇²z_k v`` per sample, with the (B, K) weights ``c`` held fixed. Exactly zero (not rounding)
-    for piecewise-linear logits. Batched into one double backward on accelerators (like
-    :func:`logit_jacobian`; ``batched`` overrides). The graph of ``logits`` is retained.
+    for piecewise-linear logits. Batched into one double backward on accelerators (see :func:`_vjps` for
+    ``batched``). The graph of ``logits`` is retained.
 
     Raises:
         RuntimeError: ``∇ₓ(cᵀz)`` does not depend on x (affine logits cannot be told from a backward that
@@ -113,20 +123,7 @@ def logit_curvature_products(x: torch.Tensor, logits: torch.Tensor, c: torch.Ten
         if not g.requires_grad:  # affine logits, or a backward that detaches: no way to tell them apart here
             raise RuntimeError("the logit gradient does not depend on the input (affine logits or a detached "
                                "backward): the Gauss–Newton test cannot run")
-        if batched if batched is not None else x.device.type != "cpu":  # one batched double backward
-            try:
-                (r,) = torch.autograd.grad(g, x, grad_outputs=torch.stack(vectors), retain_graph=True,
-                                           allow_unused=True, is_grads_batched=True)
-                return [torch.zeros_like(v) for v in vectors] if r is None else list(r.detach().unbind(0))
-            except torch.OutOfMemoryError:
-                raise
-            except (RuntimeError, NotImplementedError):
-                pass
-        out = []
-        for v in vectors:
-            (r,) = torch.autograd.grad(g, x, grad_outputs=v, retain_graph=True, allow_unused=True)
-            out.append(torch.zeros_like(v) if r is None else r.detach())
-    return out
+    return list(_vjps(g, x, torch.stack(vectors), batched).unbind(0))
 
 
 def factor(x: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, *, tol: float, seed: int) -> GaussNewton:
@@ -166,6 +163,12 @@ def factor(x: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, *, tol: float
     bound = torch.where(finite, bound, torch.full_like(bound, float("nan")))  # nothing measured on NaN samples
     exact = finite & (bound <= float(tol) * values.abs().amax(1))
     return GaussNewton(jac, values, vec, bound, exact)
+
+
+def rules_out(gn: GaussNewton | None) -> bool:
+    """True when the test could not run (``None``) or every sample it could measure failed it (NaN samples
+    aside): a smooth model, whose later batches can go straight to Lanczos."""
+    return gn is None or (not bool(gn.exact.any()) and bool(torch.isfinite(gn.bound).any()))
 
 
 def ritz(gn: GaussNewton, index: torch.Tensor, method: str) -> Ritz:
