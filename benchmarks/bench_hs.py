@@ -39,6 +39,8 @@ import torch.nn.functional as F
 from landscape import create_model
 from landscape.measures.curvature import hessian_spectrum
 
+from bench_units import add_doc_options, doc_from_csvs  # noqa: E402 (benchmarks/ is on sys.path as a script)
+
 K_TOP = 20
 BEGIN, END = "<!-- hs:begin -->", "<!-- hs:end -->"
 
@@ -210,12 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=1, help="interleaved timing rounds, best kept (default 1)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default=None, help="write the table as CSV here")
-    p.add_argument("--from-csv", nargs="+", default=None, help="no measurement: read these CSVs (for --doc)")
-    p.add_argument("--doc", default=None, help="rewrite the marked hs block of this Markdown file")
+    add_doc_options(p, "hs")
     args = p.parse_args(argv)
     if args.from_csv:
-        from bench_units import doc_from_csvs  # noqa: E402 (benchmarks/ is on sys.path when run as a script)
-
         return doc_from_csvs(args.from_csv, markdown, args.doc, BEGIN, END)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -225,12 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", default=",".join(c[0] for c in CASES), help="comma-separated model names")
     parser.add_argument("--accuracy-batch", type=int, default=64, help="digits batch for the eig_top accuracy")
     parser.add_argument("--out", default=None, help="write the ratios and the accuracy as CSV here")
-    parser.add_argument("--from-csv", nargs="+", default=None, help="no measurement: read these CSVs (for --doc)")
-    parser.add_argument("--doc", default=None, help="rewrite the marked cost block of this Markdown file")
+    from bench_units import add_doc_options, doc_from_csvs  # (bench_units imports this module at its top)
+
+    add_doc_options(parser, "cost")
     args = parser.parse_args(argv)
     if args.from_csv:
-        from bench_units import doc_from_csvs
-
         return doc_from_csvs(args.from_csv, markdown, args.doc, DOC_BEGIN, DOC_END)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from bench_units import add_doc_options, doc_from_csvs  # noqa: E402 (benchmarks/ is on sys.path as a script)
+
 
 def make_checkpoints(folder: Path, count: int, arch: str, arch_kwargs: dict) -> list[Path]:
     from landscape import create_model
@@ -76,13 +78,10 @@ def main() -> None:
     p.add_argument("--measures", default="grad,curv_adv,taylor_gap,logit_var")
     p.add_argument("--repeats", type=int, default=2, help="repeat each timing (interleaved) and keep the fastest")
     p.add_argument("--out", default=None, help="write the table as CSV here")
-    p.add_argument("--from-csv", default=None, help="no measurement: read this CSV (for --doc)")
-    p.add_argument("--doc", default=None, help="rewrite the marked throughput block of this Markdown file")
+    add_doc_options(p, "throughput")
     args = p.parse_args()
     if args.from_csv:
-        from bench_units import doc_from_csvs  # noqa: E402 (benchmarks/ is on sys.path when run as a script)
-
-        doc_from_csvs([args.from_csv], markdown, args.doc, DOC_BEGIN, DOC_END)
+        doc_from_csvs(args.from_csv, markdown, args.doc, DOC_BEGIN, DOC_END)
         return
 
     from landscape import measure

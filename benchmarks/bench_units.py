@@ -115,6 +115,12 @@ def markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n\n" + "; ".join(ratio) + f" (torch {torch_versions}).\n"
 
 
+def add_doc_options(parser: argparse.ArgumentParser, block: str) -> None:
+    """``--from-csv`` and ``--doc``, the options of :func:`doc_from_csvs`, for a benchmark's parser."""
+    parser.add_argument("--from-csv", nargs="+", default=None, help="no measurement: read these CSVs (for --doc)")
+    parser.add_argument("--doc", default=None, help=f"rewrite the marked {block} block of this Markdown file")
+
+
 def doc_from_csvs(csvs: list[str], markdown_fn, doc: str | None, begin: str, end: str) -> int:
     """The ``--from-csv ... [--doc FILE]`` mode of the benchmarks: print ``markdown_fn`` of the concatenated
     CSVs and, with ``doc``, write it between the markers of that file."""
@@ -143,8 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--cases", default="small_cnn,preact_resnet18")
     p.add_argument("--out", default=None, help="write the table as CSV here")
-    p.add_argument("--from-csv", nargs="+", default=None, help="no measurement: read these CSVs")
-    p.add_argument("--doc", default=None, help="rewrite the marked cost block of this Markdown file")
+    add_doc_options(p, "cost")
     args = p.parse_args(argv)
     if args.from_csv:
         df = pd.concat([pd.read_csv(f) for f in args.from_csv], ignore_index=True)
