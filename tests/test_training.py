@@ -127,17 +127,23 @@ def test_trajectory_analysis_consumes_the_checkpoints(tmp_path):
     assert set(table["split"]) == {"train", "test"}
 
 
-def test_resume_after_interruption_gives_the_same_weights(tmp_path, monkeypatch):
-    full, full_metrics = _train(tmp_path, name="full", method="at_advlc", epochs=3, label_noise=0.2)
-
+def _interrupt_epoch(monkeypatch, at: int):
+    """Make training raise KeyboardInterrupt when it starts epoch ``at``; returns the real epoch function."""
     real = training._train_epoch
 
-    def crash_in_epoch_3(*args, epoch, **kw):
-        if epoch == 3:
+    def crash(*args, epoch: int, **kw):
+        if epoch == at:
             raise KeyboardInterrupt
         return real(*args, epoch=epoch, **kw)
 
-    monkeypatch.setattr(training, "_train_epoch", crash_in_epoch_3)
+    monkeypatch.setattr(training, "_train_epoch", crash)
+    return real
+
+
+def test_resume_after_interruption_gives_the_same_weights(tmp_path, monkeypatch):
+    full, full_metrics = _train(tmp_path, name="full", method="at_advlc", epochs=3, label_noise=0.2)
+
+    real = _interrupt_epoch(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         _train(tmp_path, name="cut", method="at_advlc", epochs=3, label_noise=0.2)
     assert [e for e, _ in list_checkpoints(tmp_path / "cut")] == [1, 2]
@@ -411,14 +417,7 @@ def test_augmented_drop_last_run_resumes_bitwise(tmp_path, monkeypatch):
     kw = dict(method="at_advlc", epochs=3, augment="crop", crop_pad=1, drop_last=True, batch_size=20,
               random_start=False, clean_first=True, swa_start=2)
     full, _ = _train(tmp_path, name="full", **kw)
-    real = training._train_epoch
-
-    def crash(*args, epoch, **k):
-        if epoch == 3:
-            raise KeyboardInterrupt
-        return real(*args, epoch=epoch, **k)
-
-    monkeypatch.setattr(training, "_train_epoch", crash)
+    real = _interrupt_epoch(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         _train(tmp_path, name="cut", **kw)
     monkeypatch.setattr(training, "_train_epoch", real)
