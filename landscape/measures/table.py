@@ -84,8 +84,9 @@ def _clean_point(model: nn.Module, x: torch.Tensor, y: torch.Tensor, specs: tupl
         op = _shared_operator(model, x, y, state, "clean").build()
         graph = op.graph
         if graph is not None:
-            if state["hvp_method"] == "auto":  # the graph built: double backpropagation works here (measures
-                state["hvp_method"] = "double_backprop"  # record a later fallback when a product fails)
+            # the graph built, so double backpropagation works here (a measure records a later fallback)
+            if state["hvp_method"] == "auto":
+                state["hvp_method"] = "double_backprop"
             return graph.loss.detach(), graph.logits.detach(), graph.grad.detach()
     return _loss_logits_grad(model, x, y)
 
