@@ -142,6 +142,8 @@ def test_measures_take_given_colours_for_lines_and_legend_so_figures_agree():
     legend = {t.get_text(): h for leg in fig.legends for t, h in zip(leg.get_texts(), leg.legend_handles)}
     assert mpl.colors.same_color(legend["advlc"].get_color(), colors["advlc"])
     assert not mpl.colors.same_color(colors["advlc"], P.PALETTE[1])  # really overridden (advlc is 2nd here)
+    with pytest.raises(TypeError, match="plot_measures: colors must be a mapping"):
+        P.plot_measures(trajectory(), ["grad_l1"], colors=["red", "blue"])
 
 
 # ------------------------------------------------------------------------------------------ slices

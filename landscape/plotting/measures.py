@@ -53,6 +53,8 @@ def plot_measures(table: pd.DataFrame, measures: Sequence[str] | None = None, *,
     """
     func = "plot_measures"
     check_table(table, ["epoch", "split"], func)
+    if colors is not None and not isinstance(colors, Mapping):
+        raise TypeError(f"{func}: colors must be a mapping {{run: colour}}, got {type(colors).__name__}")
     if isinstance(measures, str):
         measures = [measures]
     if measures is None:
