@@ -116,7 +116,7 @@ def gauss_newton_reference(model, x, y, k: int = K_TOP) -> torch.Tensor:
 
 
 def _digits(n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    from landscape.data import load_dataset
+    from landscape.datasets import load_dataset
 
     x, y = load_dataset("digits", "test", n=n)
     return x.to(device), y.to(device)

@@ -151,7 +151,7 @@ def _dense_top(model, xd, yd, i: int, in_batch: bool) -> torch.Tensor:
 
 def eig_accuracy(device: torch.device, batch: int) -> list[dict]:
     """eig_top (both solvers) against dense per-sample Hessians: small_cnn, digits test batch, float32/64."""
-    from landscape.data import load_dataset
+    from landscape.datasets import load_dataset
     from landscape.measures.curvature import _eigen
 
     x, y = load_dataset("digits", "test", n=batch)

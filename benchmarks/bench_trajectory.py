@@ -86,7 +86,7 @@ def main() -> None:
 
     from landscape import measure
     from landscape.checkpoints import load_model
-    from landscape.data import load_dataset
+    from landscape.datasets import load_dataset
     from landscape.trajectory import analyse_trajectory
 
     measures = args.measures.split(",")

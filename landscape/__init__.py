@@ -11,7 +11,7 @@ import importlib
 from ._base import LandscapeError
 from .attacks import fgsm, pgd
 from .checkpoints import CheckpointError, load_checkpoint, load_model, save_checkpoint
-from .data import DataError, load_dataset
+from .datasets import DataError, load_dataset
 from .diagnose import diagnose
 from .measures import MEASURES, measure
 from .models import Normalized, create_model, list_models

@@ -118,7 +118,7 @@ def run_dir(out: Path, variant: str, seed: int) -> Path:
 # ------------------------------------------------------------------------------------------------- train
 def train_one(out: Path, variant: str, seed: int, cfg: dict, *, progress: bool) -> Path:
     """Train (or finish training) one variant/seed into ``out/<variant>/s<seed>``."""
-    from .data import load_dataset
+    from .datasets import load_dataset
     from .training import seeded_model, train
 
     arch_kwargs = dict(hidden=tuple(cfg["hidden"]))
@@ -171,7 +171,7 @@ def slice_one(folder: Path, seed: int, cfg: dict) -> None:
     labels them. Skipped when both files exist for the same epochs.
     """
     from .checkpoints import load_model
-    from .data import load_dataset
+    from .datasets import load_dataset
     from .diagnose import diagnose
     from .slices import grid, slice_1d, slice_2d
     from .training import checkpoint_path

@@ -117,7 +117,7 @@ def prepare_data(data, *, label_noise: float = 0.0, num_classes: int, seed: int 
     Args:
         data: pair of splits; ``x`` (N, ...) in [0,1] (float or uint8), ``y`` (N,) integer labels.
         label_noise: fraction ``p`` in [0, 1) of training labels replaced by a different class
-            (symmetric noise, :func:`landscape.data.add_label_noise`, seeded by ``seed``). Test labels are
+            (symmetric noise, :func:`landscape.datasets.add_label_noise`, seeded by ``seed``). Test labels are
             never changed.
         num_classes: number of classes K (labels must be < K).
         seed: seeds the label noise.
@@ -138,7 +138,7 @@ def prepare_data(data, *, label_noise: float = 0.0, num_classes: int, seed: int 
     if top >= num_classes:
         raise ValueError(f"label {top} is out of range for a model with {num_classes} classes")
     if label_noise:
-        from .data import add_label_noise
+        from .datasets import add_label_noise
 
         y_tr = add_label_noise(y_tr, label_noise, num_classes, seed)
     return (x_tr, y_tr), (x_te, y_te)

@@ -12,7 +12,7 @@ import torch
 from sklearn.datasets import load_digits
 
 from landscape import LandscapeError
-from landscape.data import (
+from landscape.datasets import (
     DataError, DatasetInfo, add_label_noise, data_root, dataset_info, list_datasets, load_dataset,
     stratified_indices,
 )

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from landscape.checkpoints import load_model
 from landscape.cli import main as cli_main
 from landscape.claims import CLAIM_COLUMNS
-from landscape.data import load_dataset
+from landscape.datasets import load_dataset
 from landscape import study
 
 METHODS = list(study.DEFAULT_VARIANTS)

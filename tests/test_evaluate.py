@@ -19,7 +19,7 @@ HIDDEN = (32,)
 @pytest.fixture(scope="module")
 def digits():
     """A clean-trained MLP on digits (accurate, not robust) and 30 stratified test samples."""
-    from landscape.data import load_dataset
+    from landscape.datasets import load_dataset
 
     x_tr, y_tr = load_dataset("digits", "train")
     x, y = load_dataset("digits", "test", n=30)
@@ -141,7 +141,7 @@ def _evaluate_argv(paths, out, *, n, eps, extra=()):
 
 
 def test_evaluate_command_one_row_per_checkpoint(digits, tmp_path, capsys):
-    from landscape.data import load_dataset
+    from landscape.datasets import load_dataset
 
     model, _, _ = digits
     paths = _checkpoints(tmp_path, model, [1, 2])

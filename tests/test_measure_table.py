@@ -21,7 +21,7 @@ ALL_COLUMNS = ["sample", "label", "loss_clean", "loss_adv", "correct_clean", "co
 
 @pytest.fixture(scope="module")
 def digits():
-    from landscape.data import load_dataset
+    from landscape.datasets import load_dataset
 
     x_tr, y_tr = load_dataset("digits", "train")
     x_te, y_te = load_dataset("digits", "test", n=60)

@@ -546,7 +546,7 @@ def digits_checkpoint(tmp_path_factory):
 
 def test_cli_slice_2d_writes_parquet_and_png(digits_checkpoint, tmp_path, capsys):
     from landscape.cli import main
-    from landscape.data import load_dataset
+    from landscape.datasets import load_dataset
 
     ckpt, model = digits_checkpoint
     rc = main(["slice", str(ckpt), "--arch", "small_cnn", "--arch-arg", "width=4", "--data", "digits",

@@ -115,7 +115,7 @@ def test_train_split_metrics_use_the_noisy_labels(tmp_path):
 
 
 def test_trajectory_analysis_consumes_the_checkpoints(tmp_path):
-    from landscape.data import load_dataset
+    from landscape.datasets import load_dataset
     from landscape.trajectory import analyse_trajectory
 
     data = (load_dataset("digits", "train", n=40), load_dataset("digits", "test", n=40))

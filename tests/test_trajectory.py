@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from landscape import LandscapeError, create_model
 from landscape.cli import main
 from landscape import trajectory
-from landscape.data import load_dataset
+from landscape.datasets import load_dataset
 from landscape.runs import best_last_epochs
 from landscape.trajectory import store, worker
 from landscape.trajectory import (
@@ -222,7 +222,7 @@ def test_unknown_arch_and_empty_dir(tmp_path):
 def test_table_matches_direct_evaluation(tmp_path):
     from landscape import measure
     from landscape.checkpoints import load_model
-    from landscape.data import load_dataset
+    from landscape.datasets import load_dataset
 
     d = make_run(tmp_path, epochs=(1, 2, 3))
     (d / "notes.json").write_text("{}")

@@ -8,7 +8,7 @@ metadata; see ``keys``. ``load_model`` builds the wiring the file was trained wi
 layout or its keys; a stderr note where only a default could be taken); see ``load``.
 
 Modules: ``keys`` (key rewriting, layouts, wiring inference), ``formats`` (sniffing and the readers),
-``safe_pickle`` (restricted unpickling, shared with ``landscape.data``), ``load``, ``save``.
+``safe_pickle`` (restricted unpickling, shared with ``landscape.datasets``), ``load``, ``save``.
 """
 from .formats import TORCH_EXTENSIONS
 from .keys import (ARCH_KEY, ENTRIES, OFFICIAL_KEYS, PREFIXES, WRAPPER_KEYS, read_epoch, require_tensors,

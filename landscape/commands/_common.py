@@ -114,7 +114,7 @@ def add_attack_args(p: argparse.ArgumentParser, *, default_eps: float = 0.1) -> 
 def model_kwargs(args: argparse.Namespace) -> dict:
     """Constructor kwargs: --arch-arg, then --num-classes, then what the dataset implies for the arguments the
     constructor takes (``landscape.models.data_kwargs``: num_classes, in_channels, input_size, input_shape)."""
-    from landscape.data import dataset_info
+    from landscape.datasets import dataset_info
     from landscape.models import data_kwargs
 
     kwargs = dict(args.arch_arg)
@@ -131,7 +131,7 @@ def model_kwargs(args: argparse.Namespace) -> dict:
 
 
 def normalization(args: argparse.Namespace) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
-    from landscape.data import dataset_info
+    from landscape.datasets import dataset_info
 
     if args.normalize in (None, "none"):
         return None, None
@@ -172,7 +172,7 @@ def check_input_shape(model, data: str, path: str | os.PathLike) -> None:
     import torch
 
     from landscape._base import model_device, model_dtype
-    from landscape.data import dataset_info
+    from landscape.datasets import dataset_info
 
     shape = tuple(dataset_info(data).input_shape)
     probe = torch.zeros((1, *shape), device=model_device(model), dtype=model_dtype(model))
@@ -195,7 +195,7 @@ def warn_trusted(path) -> None:
 
 
 def load_data_from_args(args: argparse.Namespace, split: str | None = None):
-    from landscape.data import load_dataset
+    from landscape.datasets import load_dataset
 
     return load_dataset(args.data, split or args.split, root=args.data_root, n=args.n, seed=args.seed)
 

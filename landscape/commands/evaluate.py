@@ -100,7 +100,7 @@ def run_final_eval(args: argparse.Namespace, table, out_dir) -> None:
     """Run the final evaluation when asked (``--final-eval``); prints the rows and where they went."""
     if getattr(args, "final_eval", "none") == "none":
         return
-    from landscape.data import load_dataset
+    from landscape.datasets import load_dataset
     from landscape.diagnose import read_training_log
     from landscape.evaluate import final_eval
 

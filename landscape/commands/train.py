@@ -104,7 +104,7 @@ def train_kwargs(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from landscape._base import resolve_device
-    from landscape.data import load_dataset
+    from landscape.datasets import load_dataset
     from landscape.diagnose import diagnose
     from landscape.models import Normalized
     from landscape.training import seeded_model, train

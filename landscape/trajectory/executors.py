@@ -110,7 +110,7 @@ def mp_context() -> multiprocessing.context.BaseContext:
     """
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["landscape.trajectory", "landscape.checkpoints", "landscape.data",
+        ctx.set_forkserver_preload(["landscape.trajectory", "landscape.checkpoints", "landscape.datasets",
                                     "landscape.measures"])
         return ctx
     return multiprocessing.get_context("spawn")

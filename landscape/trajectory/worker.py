@@ -35,7 +35,7 @@ def one_line(exc: BaseException) -> str:
 @functools.lru_cache(maxsize=4)
 def load_split(data: str, split: str, root: str | None, n: int | None, seed: int):
     """The (x, y) subset of one split, on CPU, read once per process."""
-    from ..data import load_dataset
+    from ..datasets import load_dataset
 
     return load_dataset(data, split, root=root, n=n, seed=seed)
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from landscape.checkpoints import load as load_module
 from landscape.cli import main
-from landscape.data import load_dataset
+from landscape.datasets import load_dataset
 
 from . import published as pub
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from landscape.cli import main
-from landscape.data import load_dataset
+from landscape.datasets import load_dataset
 
 NET = textwrap.dedent('''
     import torch.nn as nn
