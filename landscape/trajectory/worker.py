@@ -20,7 +20,7 @@ from .._base import LandscapeError
 from .settings import TrajectorySettings
 from .store import CheckpointResult, file_fingerprint, stat_key
 
-__all__ = ["CheckpointRead", "Prefetcher", "analyse_checkpoint", "clear_data_cache", "load_split",
+__all__ = ["CheckpointRead", "Prefetcher", "analyse_checkpoint", "clear_data_cache", "evidence_batch", "load_split",
            "one_line", "read_checkpoint", "weights_digest"]
 
 
@@ -44,6 +44,14 @@ def load_split(data: str, split: str, root: str | None, n: int | None, seed: int
 def _on_device(data: str, split: str, root: str | None, n: int | None, seed: int, device: str):
     x, y = load_split(data, split, root, n, seed)
     return x.to(device), y.to(device)
+
+
+def evidence_batch(settings: TrajectorySettings, size: int = 128):
+    """Up to ``size`` labelled samples of the evaluated data, on CPU: what the wiring decision by evidence
+    (clean accuracy of each candidate wiring) is taken on."""
+    split = "test" if "test" in settings.splits else settings.splits[0]
+    x, y = load_split(settings.data, split, settings.data_root, settings.n, settings.seed)
+    return x[:size], y[:size]
 
 
 def clear_data_cache() -> None:
