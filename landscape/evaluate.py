@@ -23,10 +23,13 @@ from typing import Callable, Sequence
 import pandas as pd
 import torch
 import torch.nn as nn
+from torch.utils.data import Dataset
 
 from ._base import check_model_batch, derive_seed, eval_mode, frozen_params, model_device, model_dtype
 from ._io import atomic_write
 from .attacks import AttackSettings, _check_eps, _check_norm, run_attack
+from .datasets import open_dataset
+from .datasets.stream import batches
 from .runs import run_file
 
 __all__ = ["EVAL_ATTACKS", "AUTOATTACK_VERSIONS", "FINAL_EVAL_FILE", "autoattack_correct", "pgd_correct",
@@ -143,13 +146,27 @@ def autoattack_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, ep
         return _predict_correct(work, x_adv.to(x32.device), y, batch_size)
 
 
-def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, attack: str = "pgd", eps: float,
+_CHUNK = 4096  # samples decoded at a time when x is a Dataset: memory follows the chunk, not the dataset
+
+
+def _chunks(x, y, batch_size: int):
+    """``[(x, y)]`` for tensors; chunks of a Dataset, decoded as they are used."""
+    if isinstance(x, Dataset):
+        if y is not None:
+            raise TypeError("y must be None when x is a Dataset (its items carry the labels)")
+        ds = open_dataset(x)
+        return batches(ds, max(batch_size, _CHUNK))
+    return [(x, y)]
+
+
+def evaluate_model(model: nn.Module, x: torch.Tensor | Dataset, y: torch.Tensor | None = None, *, attack: str = "pgd", eps: float,
                    norm: str = "linf", pgd: AttackSettings | None = None, version: str = "standard",
                    aa_attacks: Sequence[str] | None = None, batch_size: int = 256, seed: int = 0) -> dict:
     """Clean, PGD and (with ``attack="autoattack"``) AutoAttack accuracy of one model.
 
     Args:
-        model: classifier. x: (N, ...) in [0,1]. y: (N,) labels.
+        model: classifier. x: (N, ...) in [0,1], or a ``torch.utils.data.Dataset`` of (image, label) pairs
+            (decoded 4096 samples at a time). y: (N,) labels; None for a Dataset.
         attack: ``"pgd"`` or ``"autoattack"`` (which also reports PGD).
         eps, norm: the threat model (eps in [0,1] pixel units).
         pgd: the PGD attack; default ``AttackSettings.official(eps, norm=norm)``.
@@ -168,16 +185,22 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, attack
         raise TypeError(f"pgd must be an AttackSettings, got {type(pgd).__name__}")
     if pgd.eps != eps or pgd.norm != norm:
         raise ValueError(f"the PGD settings (eps={pgd.eps:g}, {pgd.norm}) differ from eps={eps:g}, norm={norm}")
-    x, y = check_model_batch(model, x, y, unit_box=True)
-    with eval_mode(model):
-        clean = _predict_correct(model, x, y, batch_size)
-    n = int(x.shape[0])
-    row = {"n": n, "acc_clean": int(clean.sum()) / n,
-           "acc_pgd": int(pgd_correct(model, x, y, settings=pgd, batch_size=batch_size, seed=seed).sum()) / n}
+    counts = {"n": 0, "acc_clean": 0, "acc_pgd": 0, "acc_autoattack": 0}
+    for xc, yc in _chunks(x, y, batch_size):
+        xc, yc = check_model_batch(model, xc, yc, unit_box=True)
+        xc, yc = xc.to(model_device(model)), yc.to(model_device(model))
+        with eval_mode(model):
+            counts["acc_clean"] += int(_predict_correct(model, xc, yc, batch_size).sum())
+        counts["acc_pgd"] += int(pgd_correct(model, xc, yc, settings=pgd, batch_size=batch_size, seed=seed).sum())
+        if attack == "autoattack":
+            counts["acc_autoattack"] += int(autoattack_correct(model, xc, yc, eps=eps, norm=norm, version=version,
+                                                               attacks=aa_attacks, seed=seed,
+                                                               batch_size=batch_size).sum())
+        counts["n"] += int(xc.shape[0])
+    n = counts["n"]
+    row = {"n": n, "acc_clean": counts["acc_clean"] / n, "acc_pgd": counts["acc_pgd"] / n}
     if attack == "autoattack":
-        aa = autoattack_correct(model, x, y, eps=eps, norm=norm, version=version, attacks=aa_attacks, seed=seed,
-                                batch_size=batch_size)
-        row["acc_autoattack"] = int(aa.sum()) / n
+        row["acc_autoattack"] = counts["acc_autoattack"] / n
     setting = pgd.to_dict()
     row.update({"eps": eps, "norm": norm, "pgd_steps": setting["steps"], "pgd_step_size": setting["step_size"],
                 "pgd_random_start": setting["random_start"], "seed": int(seed)})
@@ -202,8 +225,11 @@ def evaluate_checkpoints(checkpoints: Sequence[str | os.PathLike], load: Callabl
     rows = []
     for path in tqdm(list(checkpoints), desc="evaluate", unit="ckpt", disable=not progress):
         model, epoch = load(str(path))
-        rows.append({"checkpoint": str(path), "epoch": epoch,
-                     **evaluate_model(model, x.to(model_device(model)), y.to(model_device(model)), **kwargs)})
+        if isinstance(x, torch.Tensor):
+            xd, yd = x.to(model_device(model)), y.to(model_device(model))
+        else:
+            xd, yd = x, y
+        rows.append({"checkpoint": str(path), "epoch": epoch, **evaluate_model(model, xd, yd, **kwargs)})
     table = pd.DataFrame(rows)
     table["epoch"] = table["epoch"].astype("Int64")
     return table

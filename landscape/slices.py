@@ -42,6 +42,7 @@ import torch.nn as nn
 from .chunking import (ACTIVATION_FACTOR, CPU_MAX_BATCH, CPU_MAX_BYTES, CUDA_MAX_BATCH, INPUT_COPIES,  # noqa: F401
                        _probe, _tensor_bytes, blocks, bytes_per_point, chunk_size, default_max_batch,
                        default_max_bytes)
+from .datasets import as_tensors
 from ._base import (check_labels_fit, check_model_batch, correct_predictions, eval_mode, logit_margin, model_device,
                     per_sample_loss)
 
@@ -364,7 +365,7 @@ def _radius(*coords: torch.Tensor) -> float:
     return float(max(c.abs().max() for c in coords))
 
 
-def slice_1d(model: nn.Module, x: torch.Tensor, y: torch.Tensor, direction: str | torch.Tensor, alphas, *,
+def slice_1d(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, direction: str | torch.Tensor, alphas, *,
              normalization: str | None = "linf", clip: bool = False, eps: float | None = None,
              attack: str = "pgd", steps: int = 10, step_size: float | None = None, norm: str = "linf",
              kind: str = "rademacher", iters: int = 20, seed: int = 0, max_batch: int | None = None,
@@ -374,8 +375,9 @@ def slice_1d(model: nn.Module, x: torch.Tensor, y: torch.Tensor, direction: str 
 
     Args:
         model: classifier returning (B, K) logits; evaluated in eval mode (its mode is restored).
-        x: (B, ...) inputs in [0,1] (moved to the model's device).
-        y: (B,) integer labels.
+        x: (B, ...) inputs in [0,1] (moved to the model's device), or a ``torch.utils.data.Dataset`` of
+            (image, label) pairs (decoded whole: slice a few samples).
+        y: (B,) integer labels; None for a Dataset.
         direction: a name in ``DIRECTIONS`` (computed here) or a (B, ...) / (...) tensor.
         alphas: (A,) coordinates along the direction, e.g. ``grid(0.1, 51)``.
         normalization: ``"linf"`` (default; ‖d‖∞ = 1, so ``a`` is in L∞ pixel units), ``"unit"``
@@ -407,6 +409,7 @@ def slice_1d(model: nn.Module, x: torch.Tensor, y: torch.Tensor, direction: str 
         ValueError: unknown direction/normalization, bad shapes, empty or non-finite alphas, bad labels.
         TypeError: wrong argument types.
     """
+    x, y = as_tensors(x, y)
     _autocast(autocast)
     x, y, device = _prepare(model, x, y, max_batch, max_bytes, normalization, clip)
     alphas = _coords(alphas, "alphas")
@@ -435,7 +438,7 @@ def slice_1d(model: nn.Module, x: torch.Tensor, y: torch.Tensor, direction: str 
     return df
 
 
-def slice_2d(model: nn.Module, x: torch.Tensor, y: torch.Tensor, d1: str | torch.Tensor, d2: str | torch.Tensor,
+def slice_2d(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, d1: str | torch.Tensor, d2: str | torch.Tensor,
              alphas, betas, *, orthogonal: bool = True, normalization: str | None = "linf", clip: bool = False,
              eps: float | None = None, attack: str = "pgd", steps: int = 10, step_size: float | None = None,
              norm: str = "linf", kind: str = "rademacher", iters: int = 20, seed: int = 0,
@@ -456,6 +459,7 @@ def slice_2d(model: nn.Module, x: torch.Tensor, y: torch.Tensor, d1: str | torch
         ``loss``, ``correct``, ``margin``; ``df.attrs`` as in ``slice_1d`` plus ``orthogonal``.
         With ``as_frame=False``: ``SliceGrid`` of (B, A, Bt) tensors.
     """
+    x, y = as_tensors(x, y)
     _autocast(autocast)
     x, y, device = _prepare(model, x, y, max_batch, max_bytes, normalization, clip)
     alphas, betas = _coords(alphas, "alphas"), _coords(betas, "betas")

@@ -34,7 +34,9 @@ import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.data import Dataset
 
+from .datasets import add_label_noise, as_tensors, load_dataset
 from ._base import LandscapeError, check_batch, derive_seed, eval_mode, model_device, model_dtype, set_mode
 from ._io import atomic_write, atomic_write_text
 from .runs import run_file
@@ -138,8 +140,6 @@ def prepare_data(data, *, label_noise: float = 0.0, num_classes: int, seed: int 
     if top >= num_classes:
         raise ValueError(f"label {top} is out of range for a model with {num_classes} classes")
     if label_noise:
-        from .datasets import add_label_noise
-
         y_tr = add_label_noise(y_tr, label_noise, num_classes, seed)
     return (x_tr, y_tr), (x_te, y_te)
 
@@ -385,7 +385,9 @@ def train(model: nn.Module, data, *, method: str = "pgd_at", eps: float = 0.1, s
     Args:
         model: classifier mapping (B, ...) inputs in [0,1] to (B, K) logits (e.g. ``seeded_model("mlp",
             seed)``); trained in place on its own device.
-        data: ``((x_train, y_train), (x_test, y_test))``, x (N, ...) in [0,1], y (N,) integer labels.
+        data: ``((x_train, y_train), (x_test, y_test))``, x (N, ...) in [0,1], y (N,) integer labels; or a
+            dataset name / ``"file.py:fn"`` (``landscape.datasets``; both splits read); or ``(train, test)`` torch
+            Datasets. Training holds both splits in memory.
         method: one of :data:`METHODS` (:mod:`landscape.objectives`). Default ``pgd_at``.
         eps: radius in [0,1] pixel units, for training attacks and evaluation. Default 0.1.
         steps: PGD steps for training attacks. Default 7.
@@ -461,6 +463,9 @@ def train(model: nn.Module, data, *, method: str = "pgd_at", eps: float = 0.1, s
     if settings["step_size"] is None:
         settings["step_size"] = 2.5 * eps / steps
     settings = {k: float(v) if isinstance(v, float) else v for k, v in settings.items()}
+    if isinstance(data, str) and dataset is None:
+        dataset = data
+    data = _splits(data)
     num_classes = _num_classes(model, data)
     (x_tr, y_tr), (x_te, y_te) = prepare_data(data, label_noise=label_noise, num_classes=num_classes, seed=seed)
     if augment != "none" and x_tr.dim() != 4:
@@ -526,6 +531,16 @@ def _best_epoch(rows: list[dict]) -> int | None:
     """Epoch of the highest test PGD accuracy among metrics rows (latest on ties), None without rows."""
     test = [(r["acc_adv"], r["epoch"]) for r in rows if r["split"] == "test"]
     return int(max(test)[1]) if test else None
+
+
+def _splits(data):
+    """``((x_train, y_train), (x_test, y_test))`` tensors from those tensors, a dataset name or ``file.py:fn``
+    (both splits read), or a pair ``(train, test)`` of torch Datasets (decoded into memory)."""
+    if isinstance(data, str):
+        return load_dataset(data, "train"), load_dataset(data, "test")
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(d, Dataset) for d in data):
+        return as_tensors(data[0]), as_tensors(data[1])
+    return data
 
 
 def _num_classes(model: nn.Module, data) -> int:

@@ -210,7 +210,7 @@ def test_cli_writes_table_and_prints_means(checkpoint, tmp_path, capsys, digits,
                "--measures", "grad,logit_var", "--attack", "fgsm", "--eps", "0.05"])
     assert rc == 0
     df = pd.read_parquet(out) if ext == "parquet" else pd.read_csv(out)
-    assert list(df.columns) == ALL_COLUMNS[:9] + ["logit_var"] and len(df) == 60
+    assert list(df.columns) == ALL_COLUMNS[:9] + ["logit_var", "eps"] and len(df) == 60
     model, x, y = digits
     direct = measure(model, x, y, eps=0.05, attack="fgsm", measures=["grad", "logit_var"])
     np.testing.assert_allclose(df["grad_l1"], direct["grad_l1"], rtol=1e-6)

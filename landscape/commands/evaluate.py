@@ -36,22 +36,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("evaluation")
     g.add_argument("--attack", default="pgd", choices=["pgd", "autoattack"],
                    help="pgd: clean + PGD accuracy; autoattack: also AutoAttack (slow)")
-    g.add_argument("--eps", type=eps_value, default=8 / 255, help="radius in [0,1] pixel units (default 8/255)")
+    g.add_argument("--eps", type=eps_value, default=None,
+                   help="radius in [0,1] pixel units (default: the dataset's: 8/255 for CIFAR, SVHN, Tiny-ImageNet "
+                        "and image folders, 0.1 for digits)")
     g.add_argument("--norm", default="linf", choices=["linf", "l2"])
     add_eval_attack_args(g)
     g.add_argument("--out", required=True, help="output table: .csv or .parquet")
 
 
 
-def loader(args: argparse.Namespace):
-    """``path -> (model, stored epoch)`` with the command's model options (each file read once)."""
+def loader(args: argparse.Namespace, data=None):
+    """``path -> (model, stored epoch)`` with the command's model options (each file read once); ``data`` is the
+    evaluated dataset (its facts and first batch go to the model loader)."""
     from landscape.checkpoints import load_checkpoint
 
     from ._common import load_model_from_args
 
     def load(path: str):
         ckpt = load_checkpoint(path, trusted=args.trust_checkpoint, entry=getattr(args, "checkpoint_entry", None))
-        return load_model_from_args(args, ckpt), ckpt.epoch
+        return load_model_from_args(args, ckpt, data=data), ckpt.epoch
 
     return load
 
@@ -59,14 +62,15 @@ def loader(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from landscape.evaluate import evaluate_checkpoints
 
-    from ._common import load_data_from_args
+    from ._common import dataset_from_args, eps_text, resolve_eps
 
     out = table_out(args.out, FORMATS)
     for path in args.checkpoints:
         if not Path(path).is_file():
             raise FileNotFoundError(f"no such checkpoint file: {path}")
-    x, y = load_data_from_args(args)
-    table = evaluate_checkpoints(args.checkpoints, loader(args), x, y, progress=not args.quiet,
+    data = dataset_from_args(args)
+    resolve_eps(args, data.info)
+    table = evaluate_checkpoints(args.checkpoints, loader(args, data), data, None, progress=not args.quiet,
                                  attack=args.attack, eps=args.eps, norm=args.norm,
                                  pgd=pgd_settings(args, args.eps, args.norm), version=args.aa_version,
                                  batch_size=args.batch_size, seed=args.seed)
@@ -80,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     for rec in table.to_dict("records"):
         print(f"{Path(rec['checkpoint']).name}: " + ", ".join(
             f"{c} {rec[c]}" if c == "epoch" else f"{c} {100 * rec[c]:.1f}%" for c in shown))
-    print(f"wrote {out}")
+    print(f"wrote {out} ({len(data)} samples of {args.data} {args.split}, {eps_text(args)})")
     return 0
 
 
@@ -100,12 +104,13 @@ def run_final_eval(args: argparse.Namespace, table, out_dir) -> None:
     """Run the final evaluation when asked (``--final-eval``); prints the rows and where they went."""
     if getattr(args, "final_eval", "none") == "none":
         return
-    from landscape.datasets import load_dataset
     from landscape.diagnose import read_training_log
     from landscape.evaluate import final_eval
 
-    x, y = load_dataset(args.data, "test", root=args.data_root, n=args.final_eval_n, seed=args.seed)
-    result = final_eval(table, out_dir, loader(args), x, y, log=read_training_log(table=table),
+    from ._common import dataset_from_args
+
+    data = dataset_from_args(args, "test", n=args.final_eval_n or "all")
+    result = final_eval(table, out_dir, loader(args, data), data, None, log=read_training_log(table=table),
                         attack=args.final_eval, eps=args.eps, norm=args.norm,
                         pgd=pgd_settings(args, args.eps, args.norm), version=args.aa_version,
                         batch_size=args.batch_size, seed=args.seed)

@@ -34,7 +34,7 @@ def summary(df) -> str:
     """Means of the numeric columns (accuracies for the correctness columns), one per line."""
     lines = [f"{len(df)} samples"]
     for col in df.columns:
-        if col in ("sample", "label"):
+        if col in ("sample", "label", "eps"):
             continue
         name = col.replace("correct_", "acc_")
         lines.append(f"  {name:<12} {float(df[col].mean()):.6g}")
@@ -47,18 +47,20 @@ def run(args: argparse.Namespace) -> int:
     from landscape import measure
     from landscape.measures.table import columns
 
-    from ._common import built_arch, load_data_from_args, load_model_from_args
+    from ._common import built_arch, dataset_from_args, eps_text, load_model_from_args, resolve_eps
 
     out = table_out(args.out, FORMATS)
     measures = [m.strip() for m in args.measures.split(",") if m.strip()]
     columns(measures)  # unknown names fail before the model is loaded
-    model = load_model_from_args(args, args.checkpoint)
-    x, y = load_data_from_args(args)
-    df = measure(model, x, y, eps=args.eps, attack=args.attack, steps=args.steps, step_size=args.step_size,
+    data = dataset_from_args(args)
+    resolve_eps(args, data.info)
+    model = load_model_from_args(args, args.checkpoint, data=data)
+    df = measure(model, data, eps=args.eps, attack=args.attack, steps=args.steps, step_size=args.step_size,
                  norm=args.norm, measures=measures, batch_size=args.batch_size, seed=args.seed,
                  eig_iters=args.eig_iters, progress=not args.quiet,
-                 dtype=torch.float64 if args.float64 else None, device=args.device)
+                 dtype=torch.float64 if args.float64 else None, device=args.device, workers=args.data_workers)
     df.attrs.update(checkpoint=str(args.checkpoint), arch=built_arch(model, args), data=args.data, split=args.split)
+    df["eps"] = args.eps  # the table records the radius it was measured at
     if out.suffix.lower() == ".csv":
         atomic_write(out, lambda tmp: df.to_csv(tmp, index=False))
     else:
@@ -66,5 +68,6 @@ def run(args: argparse.Namespace) -> int:
     print(summary(df))
     if df.attrs.get("nonfinite"):
         print(f"warning: {df.attrs['nonfinite']} NaN/Inf values in the table")
-    print_summary("measure", [(out, len(df))])
+    print_summary("measure", [(out, len(df))], details=[f"{len(df)} samples of {args.data} {args.split}, "
+                                                         f"{built_arch(model, args)}, {eps_text(args)}"])
     return 0

@@ -76,10 +76,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "`landscape report` reads; rows of other checkpoints already there are kept")
 
 
-def _select(x, y, index: list[int]):
-    if index[-1] >= len(y):
-        raise ValueError(f"--index {index[-1]} is out of range: the {len(y)} loaded samples are 0..{len(y) - 1}")
-    return x[index], y[index]
+def _select(data, index: list[int]):
+    """The samples ``index`` of ``data`` (a dataset subset) as tensors; only those are decoded."""
+    from landscape.datasets import Subset, materialize
+
+    if index[-1] >= len(data):
+        raise ValueError(f"--index {index[-1]} is out of range: the {len(data)} loaded samples are "
+                         f"0..{len(data) - 1}")
+    return materialize(Subset(data, index), workers=0)
 
 
 def _epoch(args) -> int | None:
@@ -126,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     from landscape.plotting import plot_slices_1d, plot_surface, save_figure
     from landscape.runs import run_file
 
-    from ._common import built_arch, load_data_from_args, load_model_from_args, output_dir
+    from ._common import built_arch, dataset_from_args, eps_text, load_model_from_args, output_dir, resolve_eps
     from ._summary import print_summary
 
     kind = args.kind or ("2d" if len(args.dirs) == 2 else "1d")  # 1, 3 or 4 directions: 1D lines
@@ -135,12 +139,14 @@ def run(args: argparse.Namespace) -> int:
     if len(set(args.dirs)) != len(args.dirs):
         raise ValueError(f"--dirs lists a direction twice: {' '.join(args.dirs)}")
     index = parse_index(args.index)
+    data = dataset_from_args(args)
+    resolve_eps(args, data.info)
     radius = args.radius if args.radius is not None else args.eps
     if not radius > 0:
         raise ValueError("--radius must be > 0 (or give --eps > 0 to use as the radius)")
     out = output_dir(args.out)
-    model = load_model_from_args(args, args.checkpoint)
-    x, y = _select(*load_data_from_args(args), index)
+    model = load_model_from_args(args, args.checkpoint, data=data)
+    x, y = _select(data, index)
     coords = slices.grid(radius, args.grid)
     common = dict(normalization=args.normalization, clip=args.clip, eps=args.eps, attack=args.attack,
                   steps=args.steps, step_size=args.step_size, norm=args.norm, kind=args.random_kind, seed=args.seed,
@@ -174,6 +180,6 @@ def run(args: argparse.Namespace) -> int:
     print_summary("slice", [(path, len(table)), png], details=[
         f"{len(df):,} new points ({len(index)} samples, {args.grid} per axis, radius {radius:g}, epoch "
         f"{df['epoch'].iloc[0] if pd.notna(df['epoch'].iloc[0]) else 'unknown'}); mean loss at the centre "
-        f"{centre:.4f}, max {df['loss'].max():.4f}"] + ([f"kept {kept:,} rows of other checkpoints in {path.name}"]
+        f"{centre:.4f}, max {df['loss'].max():.4f}", eps_text(args)] + ([f"kept {kept:,} rows of other checkpoints in {path.name}"]
                                                        if kept else []))
     return 0

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import (add_attack_args, add_data_args, add_model_args, model_kwargs, non_negative_float, normalization,
+from ._common import (add_attack_args, add_data_args, add_model_args, data_info, eps_text, model_kwargs,
+                      resolve_eps, non_negative_float, normalization,
                       output_dir, positive_float, positive_int)
 from ._summary import print_summary
 
@@ -32,14 +33,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                 "re-running the same command resumes")
     add_model_args(p)
     add_data_args(p, default_n=None)
-    add_attack_args(p, default_eps=None)
+    add_attack_args(p)
     for action in p._actions:  # shared options whose meaning is specific here
         if action.dest == "split":
             action.help = argparse.SUPPRESS  # training always uses the train split, evaluation both
         elif action.dest == "n":
             action.help = "evaluate on a fixed random subset of this many samples per split (default: all)"
         elif action.dest == "eps":
-            action.help = "radius in [0,1] pixel units of training and evaluation attacks (default 0.1)"
+            action.help = ("radius in [0,1] pixel units of training and evaluation attacks (default: --preset's, "
+                           "else the dataset's: 0.1 for digits, 8/255 for image sets)")
         elif action.dest == "steps":
             action.help = "PGD steps of the training attack (default 7)"
         elif action.dest == "batch_size":
@@ -115,16 +117,22 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--trust-checkpoint does not apply to training (checkpoints are written, not read)")
     if args.checkpoint_entry is not None:
         raise ValueError("--checkpoint-entry does not apply to training (checkpoints are written, not read)")
+    if args.arch is None:
+        raise ValueError("landscape train needs --arch (a registered name, or path/to/file.py:ClassName)")
     out = output_dir(args.out)
-    kwargs = model_kwargs(args)
+    info = data_info(args)
+    kwargs = model_kwargs(args, info)
     model = seeded_model(args.arch, args.seed, **kwargs)
     mean, std = normalization(args)
     if mean is not None:
         model = Normalized(model, mean, std)
     model = model.to(resolve_device(args.device))
-    data = (load_dataset(args.data, "train", root=args.data_root, n=args.train_n, seed=args.seed),
-            load_dataset(args.data, "test", root=args.data_root, seed=args.seed))
+    options = dict(args.data_arg)
+    data = (load_dataset(args.data, "train", root=args.data_root, n=args.train_n, seed=args.seed, **options),
+            load_dataset(args.data, "test", root=args.data_root, seed=args.seed, **options))
     kw = train_kwargs(args)
+    if "eps" not in kw:
+        kw["eps"] = resolve_eps(args, info)
     metrics = train(model, data, method=args.method, seed=args.seed, out_dir=out, eval_n=args.n, arch=args.arch,
                     arch_kwargs=kwargs, dataset=args.data, normalize=args.normalize, progress=not args.quiet, **kw)
     print(f"train: {args.method} for {kw.get('epochs', 150)} epochs -> {out} (model_eNNN.pt, metrics.csv, "
@@ -133,5 +141,6 @@ def run(args: argparse.Namespace) -> int:
     from landscape.runs import run_file
 
     print_summary("train", [(out / run_file("metrics"), len(metrics)), out / run_file("settings")],
-                  details=[f"{len(list(out.glob('model_e*.pt')))} checkpoint(s) model_eNNN.pt in {out}"])
+                  details=[f"{len(list(out.glob('model_e*.pt')))} checkpoint(s) model_eNNN.pt in {out}",
+                           eps_text(args) if getattr(args, "eps_from", None) else f"eps {kw['eps']:.6g}"])
     return 0

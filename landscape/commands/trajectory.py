@@ -8,6 +8,8 @@ from ._common import (
     add_attack_args,
     add_data_args,
     add_model_args,
+    data_info,
+    eps_text,
     model_kwargs,
     normalization,
     output_dir,
@@ -33,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run directory to write (re-running it resumes)")
     add_model_args(p)
     add_data_args(p)
-    add_attack_args(p, default_eps=0.1)
+    add_attack_args(p)
     for action in p._actions:  # the shared --split means "only this split" here
         if action.dest == "split":
             action.help = "measure only this split (shorthand for --splits SPLIT)"
@@ -83,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--checkpoint-entry applies to one checkpoint (measure, slice, evaluate); a trajectory reads "
                          "the 'last' entry of {'last', 'best'} files")
     splits = [args.split] if args.split is not None else (args.splits or ["train", "test"])
+    args.eps_given = args.eps
     mean, std = normalization(args)
     if args.trust_checkpoint:
         warn_trusted(" ".join(args.checkpoints))
@@ -91,19 +94,23 @@ def run(args: argparse.Namespace) -> int:
     _notes_as_one_line()
     table = analyse_trajectory(
         source, args.arch, args.data, out_dir=out, measures=args.measures, n=args.n, eps=args.eps,
+        data_args=dict(args.data_arg),
         steps=args.steps, step_size=args.step_size, norm=args.norm, attack=args.attack, splits=splits,
         executor=args.executor, workers=args.workers, threads=args.threads, ray_address=args.ray_address,
-        arch_kwargs=model_kwargs(args), mean=mean, std=std, trusted=args.trust_checkpoint, seed=args.seed,
+        arch_kwargs=model_kwargs(args, data_info(args)), mean=mean, std=std, trusted=args.trust_checkpoint, seed=args.seed,
         batch_size=args.batch_size, data_root=args.data_root, device=args.device, run=args.run,
         progress=not args.quiet)
     a = table.attrs
     total = a["computed"] + a["reused"]
     print(f"trajectory: {total} checkpoint(s) ({a['computed']} computed, {a['reused']} reused), "
           f"{a['failed']} failed -> {out / 'trajectory.parquet'}")
+    args.eps = table.attrs["eps"]
+    if args.eps_given is None:
+        args.eps_from = args.data
     from landscape.runs import run_file
 
     print_summary("trajectory", [(out / run_file("trajectory"), len(table))]
-                  + [p for p in (out / run_file("diagnosis"),) if p.exists()])
+                  + [p for p in (out / run_file("diagnosis"),) if p.exists()], details=[eps_text(args)])
     ok = table[table["error"].isna()]
     if len(ok) and "test" in set(ok["split"]):
         print(diagnose(table, log=read_training_log(table=table)).summary())

@@ -20,7 +20,7 @@ from .stream import batches, materialize
 from .subsets import add_label_noise, select, stratified_indices
 
 __all__ = [
-    "ArrayDataset", "DataError", "DatasetInfo", "LabelledDataset", "Subset", "add_label_noise", "batches",
+    "ArrayDataset", "DataError", "DatasetInfo", "LabelledDataset", "Subset", "add_label_noise", "as_tensors", "batches",
     "data_root", "dataset_info", "list_datasets", "load_dataset", "materialize", "open_dataset",
     "register_dataset", "select", "stratified_indices",
 ]
@@ -57,3 +57,11 @@ def load_dataset(data: Any, split: str = "test", *, root: str | os.PathLike | No
         raise TypeError(f"n must be an int, 'all' or None, got {n!r}")
     ds = select(open_dataset(data, split, root=root, **options), n, seed)
     return materialize(ds)
+
+
+def as_tensors(x: Any, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(x, y)`` unchanged for tensors; a ``Dataset`` (or anything :func:`open_dataset` takes, with its test
+    split) decoded whole, for the APIs that hold their samples in memory (slices, training)."""
+    if isinstance(x, torch.Tensor) or y is not None:
+        return x, y
+    return materialize(open_dataset(x))

@@ -48,8 +48,26 @@ def batches(ds: LabelledDataset, batch_size: int, *, workers: int | None = None)
     workers = default_workers(ds) if workers is None else workers
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers,
                         persistent_workers=False, prefetch_factor=2 if workers else None)
-    for x, y in loader:
-        yield x, y.to(torch.int64)
+    try:
+        for x, y in loader:
+            yield x, y.to(torch.int64)
+    except DataError as exc:
+        original = _from_worker(exc)
+        if original is exc:
+            raise
+        raise original from None
+
+
+def _from_worker(exc: DataError) -> DataError:
+    """The one-line error a worker process raised: the DataLoader re-raises it in this process with a message
+    of "Caught DataError in DataLoader worker process k." followed by the worker's whole traceback."""
+    text = str(exc)
+    if not text.startswith("Caught "):
+        return exc
+    kind = type(exc)
+    prefix = f"{kind.__module__}.{kind.__qualname__}: "  # the traceback's last line: "module.Class: message"
+    lines = [line for line in text.splitlines() if line.startswith(prefix)]
+    return kind(lines[-1][len(prefix):]) if lines else exc
 
 
 def materialize(ds: LabelledDataset, *, batch_size: int = 256, workers: int | None = None

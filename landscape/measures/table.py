@@ -37,11 +37,14 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .._base import (check_model_batch, correct_predictions, derive_seed, eval_mode, frozen_params, model_device,
                      model_dtype, per_sample_loss, resolve_device)
 from ..attacks import AttackSettings, run_attack
+from ..datasets import open_dataset
+from ..datasets.stream import batches
 from .curvature import CLEAN_POINT_MEASURES, HVP_METHODS, _shared_operator
 from .gradients import _check_model, _loss_logits_grad
 from .registry import DEFAULT_MEASURES, MEASURES, select
@@ -117,12 +120,13 @@ def _measure_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch:
     return cols
 
 
-def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | None = None, attack: str = "pgd",
+def measure(model: nn.Module, x: torch.Tensor | Dataset, y: torch.Tensor | None = None, *, eps: float | None = None, attack: str = "pgd",
             steps: int = 10, step_size: float | None = None, norm: str = "linf", random_start: bool = True,
             settings: AttackSettings | None = None,
             measures: str | Iterable[str] | None = None, batch_size: int = 128, seed: int = 0,
             eig_iters: int = 20, progress: bool = False, dtype: torch.dtype | None = None,
-            device: torch.device | str | None = None, hvp_method: str = "auto") -> pd.DataFrame:
+            device: torch.device | str | None = None, hvp_method: str = "auto",
+            workers: int | None = None) -> pd.DataFrame:
     """Attack ``x`` and compute the selected input-landscape measures for every sample.
 
     Samples are processed in batches of ``batch_size``; within a batch the measures are exact per sample
@@ -133,8 +137,11 @@ def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | 
     Args:
         model: classifier mapping (B, ...) inputs in [0,1] to (B, K) logits. Never modified: its mode is
             restored, no ``.grad`` is left, and a copy is used when ``dtype``/``device`` differ from its own.
-        x: (N, ...) inputs in [0,1] (uint8 scaled by 1/255).
-        y: (N,) integer labels.
+        x: (N, ...) inputs in [0,1] (uint8 scaled by 1/255), or a ``torch.utils.data.Dataset`` of
+            ``(image, label)`` pairs (e.g. ``landscape.datasets.open_dataset(...)``), decoded batch by batch
+            (peak memory follows ``batch_size``, not the dataset; the numbers equal those of the same samples
+            given as tensors).
+        y: (N,) integer labels; None when ``x`` is a Dataset.
         eps: attack radius in [0,1] pixel units (8/255 = 0.0314; values above 1 are refused).
         attack: ``"pgd"`` (default) or ``"fgsm"``.
         steps: PGD steps. Default 10.
@@ -150,10 +157,12 @@ def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | 
         seed: base seed. Default 0.
         eig_iters: most Lanczos steps for ``eig_top`` (``hs`` uses at least 60) where the Gauss–Newton
             solver does not apply (smooth nets, see :mod:`landscape.measures.gauss_newton`). Default 20.
-        progress: show a tqdm progress bar over batches. Default False.
+        progress: show a tqdm progress bar (images/s). Default False.
         dtype: compute in this dtype, e.g. ``torch.float64`` for precise curvature (model copied and cast).
         device: compute on this device (model copied there if elsewhere); default the model's device.
         hvp_method: Hessian-vector product method, see :func:`landscape.measures.curvature.hvp`.
+        workers: DataLoader worker processes decoding a Dataset ``x``; default: none for arrays in memory, up
+            to 4 for datasets that decode files.
 
     Returns:
         DataFrame with the columns of :func:`columns` (``sample``, ``label``, losses, correctness, then the
@@ -182,21 +191,24 @@ def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | 
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(f"dtype must be a floating torch.dtype such as torch.float64, got {dtype!r}")
     work = _working_model(model, dtype, device)
-    x, y = check_model_batch(work, x, y, unit_box=True)
+    stream, total = _batches(work, x, y, batch_size, workers)
 
     dev = model_device(work)
     parts: list[dict[str, np.ndarray]] = []
     state: dict = {"hvp_method": hvp_method, "eig_unconverged": 0}
-    starts = range(0, x.shape[0], batch_size)
-    with eval_mode(work), frozen_params(work):
-        for batch, start in enumerate(tqdm(starts, desc="measure", unit="batch", disable=not progress)):
-            xb = x[start:start + batch_size].to(dev).contiguous()
-            yb = y[start:start + batch_size].to(dev)
+    start = 0
+    with eval_mode(work), frozen_params(work), tqdm(total=total, desc="measure", unit="img", unit_scale=True,
+                                                    disable=not progress, leave=False) as bar:
+        for batch, (xb, yb) in enumerate(stream):
+            xb, yb = check_model_batch(work, xb, yb, unit_box=True)
+            xb, yb = xb.to(dev).contiguous(), yb.to(dev)
             cols = _measure_batch(work, xb, yb, batch=batch, specs=specs, settings=settings, seed=seed,
                                   eig_iters=eig_iters, state=state)
             part = {"sample": np.arange(start, start + xb.shape[0], dtype=np.int64)}
             part.update({k: v.detach().cpu().numpy() for k, v in cols.items()})
             parts.append(part)
+            start += xb.shape[0]
+            bar.update(xb.shape[0])
 
     names = [s.name for s in specs]
     table_columns = columns(names)
@@ -222,6 +234,19 @@ def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | 
         warnings.warn(f"measure: {nonfinite} NaN/Inf values in the result table (see df.attrs['nonfinite']); "
                       "try dtype=torch.float64", RuntimeWarning, stacklevel=2)
     return df
+
+
+def _batches(model: nn.Module, x, y, batch_size: int, workers: int | None):
+    """(iterator of (x, y) batches, number of samples) for tensors or a Dataset."""
+    if isinstance(x, Dataset):
+        if y is not None:
+            raise TypeError("y must be None when x is a Dataset (its items carry the labels)")
+        ds = open_dataset(x)
+        if len(ds) == 0:
+            raise ValueError("the dataset is empty")
+        return batches(ds, batch_size, workers=workers), len(ds)
+    x, y = check_model_batch(model, x, y, unit_box=True)  # whole-tensor checks before any work
+    return ((x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)), x.shape[0]
 
 
 def _attack_settings(settings: AttackSettings | None, **loose) -> AttackSettings:

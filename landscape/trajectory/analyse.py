@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .._base import resolve_device
+from ..datasets import ArrayDataset, open_dataset
 from ..runs import run_file
 from . import executors, worker
 from .assemble import assemble, diagnosis_json
@@ -20,6 +23,29 @@ from .store import CheckpointResult, clean_stale_tmp, load_cached, result_metada
     write_parquet
 
 __all__ = ["analyse_trajectory"]
+
+
+def _data_source(data: Any, splits: Sequence[str]) -> tuple[str, dict | None]:
+    """``(name for the settings, {split: LabelledDataset} held in memory or None)``.
+
+    A name or ``file.py:fn`` is read by each worker itself; data the caller holds travels with the settings and
+    is named by a digest of its source, shape and labels (so a resumed run recognises it)."""
+    if isinstance(data, str):
+        return data, None
+    given = dict(data) if isinstance(data, Mapping) else {"test": data}
+    missing = [s for s in splits if s not in given]
+    if missing:
+        raise ValueError(f"no {' or '.join(missing)} data given: pass data={{'train': ..., 'test': ...}} or "
+                         f"splits={list(given)}")
+    held = {split: open_dataset(given[split], split) for split in splits}
+    h = hashlib.blake2b(digest_size=8)
+    for split, ds in held.items():
+        h.update(f"{split}|{type(ds).__name__}|{ds.source}|{ds.info.input_shape}|".encode())
+        h.update(np.ascontiguousarray(ds.targets).tobytes())
+        if isinstance(ds, ArrayDataset):  # images in memory: their bytes too
+            x = ds.x.numpy() if hasattr(ds.x, "numpy") else ds.x
+            h.update(np.ascontiguousarray(x).tobytes())
+    return f"in-memory:{h.hexdigest()}", held
 
 
 def _default_run_name(discovery: Discovery) -> str:
@@ -37,15 +63,16 @@ def _note_optimizer_states(discovery: Discovery) -> None:
                       TrajectoryWarning, stacklevel=3)
 
 
-def analyse_trajectory(paths_or_dir: str | os.PathLike | Sequence[str | os.PathLike], arch: str,
-                       data: str = "digits", *, out_dir: str | os.PathLike,
-                       measures: Sequence[str] | None = None, n: int | None = 500, eps: float = 0.1,
+def analyse_trajectory(paths_or_dir: str | os.PathLike | Sequence[str | os.PathLike], arch: str | None = None,
+                       data: Any = "digits", *, out_dir: str | os.PathLike,
+                       measures: Sequence[str] | None = None, n: int | str | None = 500, eps: float | None = None,
                        steps: int = 10, step_size: float | None = None, norm: str = "linf",
                        attack: str = "pgd", splits: Sequence[str] = SPLITS, executor: str = "serial",
                        workers: int | None = None, ray_address: str | None = None, arch_kwargs: dict | None = None,
                        mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                        trusted: bool = False, seed: int = 0, batch_size: int = 128,
-                       data_root: str | os.PathLike | None = None, device: str = "cpu", run: str | None = None,
+                       data_root: str | os.PathLike | None = None, data_args: dict | None = None,
+                       device: str = "cpu", run: str | None = None,
                        threads: int | None = None, retry_delay: float = 1.0,
                        progress: bool = True) -> pd.DataFrame:
     """Measure every checkpoint of a run and write a resumable run directory.
@@ -55,13 +82,17 @@ def analyse_trajectory(paths_or_dir: str | os.PathLike | Sequence[str | os.PathL
             (``opt_12.pth``) are skipped with one note; best-model copies (``model_best.pth``) are matched to
             the epoch they hold (``attrs["markers"]``) instead of being measured.
         arch: registered architecture (``landscape.list_models()``); ``arch_kwargs`` go to its constructor.
-        data: dataset name (``digits``, ``cifar10``, ``cifar100``); ``data_root`` for the local CIFAR files.
+        data: a dataset name (``landscape.datasets.list_datasets()``: digits, cifar10, cifar100, svhn,
+            tiny-imagenet, imagefolder, npz) read from ``data_root`` with options ``data_args``; your own function
+            as ``"path/to/file.py:fn"`` (process and Ray workers import it themselves); or data you hold:
+            ``(x, y)`` tensors or a torch ``Dataset`` (the test split), or ``{"train": ..., "test": ...}``.
         out_dir: run directory to write (created); results already there with a matching fingerprint are
             reused.
         measures: measure names (``landscape.measures.MEASURES``); None = ``measure``'s default.
-        n: samples per split (deterministic stratified subset; None = all).
+        n: samples per split (deterministic stratified subset; None or ``"all"`` = all, streamed batch by batch
+            when it does not fit in memory).
         eps, steps, step_size, norm, attack: the attack used by the measures (eps in [0, 1] pixel units;
-            the default 0.1 suits digits, use 8/255 for CIFAR).
+            default: the dataset's, 8/255 for the image sets and 0.1 for digits).
         splits: which of ``("train", "test")`` to measure.
         executor: ``"serial"``, ``"process"`` (local worker processes) or ``"ray"``.
         workers: parallel workers (process and ray executors); default one per GPU for
@@ -98,18 +129,24 @@ def analyse_trajectory(paths_or_dir: str | os.PathLike | Sequence[str | os.PathL
 
     executors.check_executor(executor)
     check_run_options(workers, threads)
+    name, held = _data_source(data, splits)
+    if eps is None:  # the dataset's default radius; opening reads only file lists and labels
+        first = held[next(iter(held))] if held else open_dataset(name, "test" if "test" in splits else splits[0],
+                                                                  root=data_root, **dict(data_args or {}))
+        eps = first.info.eps
     settings = TrajectorySettings.create(
-        arch, data=data, arch_kwargs=arch_kwargs, measures=measures, n=n, splits=splits, attack=attack, eps=eps,
-        steps=steps, step_size=step_size, norm=norm, mean=mean, std=std, seed=seed, batch_size=batch_size,
-        data_root=data_root, device=device, trusted=trusted)
-    create_model(arch, **dict(settings.arch_kwargs))  # unknown name or bad arguments: fail before the run starts
+        arch, data=name, arch_kwargs=arch_kwargs, data_args=data_args, measures=measures, n=n, splits=splits,
+        attack=attack, eps=eps, steps=steps, step_size=step_size, norm=norm, mean=mean, std=std, seed=seed,
+        batch_size=batch_size, data_root=data_root, device=device, trusted=trusted, data_obj=held)
+    if arch is not None:  # unknown name or bad arguments: fail before the run starts
+        create_model(arch, **dict(settings.arch_kwargs))
     discovery = discover_checkpoints(paths_or_dir)
     if executor == "ray":
         executors.import_ray()
     else:  # a Ray driver may lack the workers' GPUs, so only local runs check the device up front
         resolve_device(device)
     for split in settings.splits:  # unknown dataset or missing files: a user error before the run starts
-        worker.load_split(settings.data, split, settings.data_root, settings.n, settings.seed)
+        worker.open_split(settings, split)
     _note_optimizer_states(discovery)
 
     out = Path(out_dir)
@@ -172,5 +209,5 @@ def analyse_trajectory(paths_or_dir: str | os.PathLike | Sequence[str | os.PathL
                 "computed": len(todo), "reused": reused}, out / run_file("settings"))
     write_json(diagnosis_json(table), out / run_file("diagnosis"))
     table.attrs.update(report)
-    table.attrs.update({"computed": len(todo), "reused": reused, "out_dir": str(out)})
+    table.attrs.update({"computed": len(todo), "reused": reused, "out_dir": str(out), "eps": settings.eps})
     return table

@@ -81,9 +81,10 @@ class TrajectorySettings:
     Validated on construction (``ValueError``/``TypeError`` naming the bad value and the allowed ones).
     """
 
-    arch: str
+    arch: str | None
     data: str = "digits"
     arch_kwargs: tuple[tuple[str, Any], ...] = ()
+    data_args: tuple[tuple[str, Any], ...] = ()
     measures: tuple[str, ...] | None = None
     n: int | None = 500
     splits: tuple[str, ...] = SPLITS
@@ -99,10 +100,16 @@ class TrajectorySettings:
     data_root: str | None = None
     device: str = "cpu"
     trusted: bool = False  # how to unpickle, not what is computed: left out of the fingerprint
+    # data held by the caller ({split: LabelledDataset}); ``data`` then names it by a digest of its labels,
+    # shape and source, which the fingerprint stores instead
+    data_obj: Any = dataclasses.field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.arch, str):
-            raise TypeError(f"arch must be a registered architecture name, got {type(self.arch).__name__}")
+        if self.arch is not None and not isinstance(self.arch, str):
+            raise TypeError(f"arch must be a registered architecture name or None (the files record it), got "
+                            f"{type(self.arch).__name__}")
+        if not isinstance(self.data, str):
+            raise TypeError(f"data must be a dataset name or 'file.py:fn', got {type(self.data).__name__}")
         splits = self.splits
         if isinstance(splits, str) or not splits:
             raise ValueError(f"splits must be a non-empty sequence of 'train'/'test', got {splits!r}")
@@ -113,7 +120,7 @@ class TrajectorySettings:
         check_attack(self.attack, self.eps, self.steps, self.step_size, self.norm, self.measures)
 
     @classmethod
-    def create(cls, arch: str, *, arch_kwargs: dict | None = None, measures: Sequence[str] | None = None,
+    def create(cls, arch: str, *, arch_kwargs: dict | None = None, data_args: dict | None = None, measures: Sequence[str] | None = None,
                splits: Sequence[str] = SPLITS, eps: float = 0.1, step_size: float | None = None,
                mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                data_root: str | os.PathLike | None = None, device: str = "cpu", seed: int = 0,
@@ -124,7 +131,11 @@ class TrajectorySettings:
             raise TypeError(f"measures must be a list of names, got the string {measures!r}")
         if isinstance(eps, bool) or not isinstance(eps, (int, float)):
             raise TypeError(f"eps must be a number, got {type(eps).__name__}")
+        n = rest.pop("n", 500)
+        if isinstance(n, str) and n.lower() == "all":
+            n = None
         return cls(arch=arch, arch_kwargs=tuple(sorted(dict(arch_kwargs or {}).items())),
+                   data_args=tuple(sorted(dict(data_args or {}).items())), n=n,
                    measures=None if measures is None else tuple(measures),
                    splits=splits if isinstance(splits, str) else tuple(splits), eps=float(eps),
                    step_size=None if step_size is None else float(step_size),
@@ -134,8 +145,8 @@ class TrajectorySettings:
                    seed=int(seed), **rest)
 
     def fingerprint(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d.pop("trusted")
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("trusted", "data_obj")}
         d["arch_kwargs"] = dict(self.arch_kwargs)
+        d["data_args"] = dict(self.data_args)
         d["format"] = RESULT_FORMAT
         return json_normal(d)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
-import functools
 import hashlib
 import time
 from pathlib import Path
@@ -32,32 +31,65 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-@functools.lru_cache(maxsize=4)
-def load_split(data: str, split: str, root: str | None, n: int | None, seed: int):
-    """The (x, y) subset of one split, on CPU, read once per process."""
-    from ..datasets import load_dataset
-
-    return load_dataset(data, split, root=root, n=n, seed=seed)
+#: Evaluation data up to this many bytes (float32) is decoded once per process and kept on the device across
+#: checkpoints; larger data is streamed batch by batch for every checkpoint (memory follows the batch).
+KEEP_BYTES = 1 << 30
 
 
-@functools.lru_cache(maxsize=4)
-def _on_device(data: str, split: str, root: str | None, n: int | None, seed: int, device: str):
-    x, y = load_split(data, split, root, n, seed)
-    return x.to(device), y.to(device)
+def _data_key(s: TrajectorySettings, split: str) -> tuple:
+    return (s.data, s.data_args, split, s.data_root, s.n, s.seed, id(s.data_obj) if s.data_obj else None)
+
+
+_OPENED: dict[tuple, Any] = {}
+_ON_DEVICE: dict[tuple, Any] = {}
+
+
+def open_split(s: TrajectorySettings, split: str):
+    """The evaluated samples of one split (a ``LabelledDataset``, nothing decoded), opened once per process."""
+    from ..datasets import open_dataset, select
+
+    key = _data_key(s, split)
+    if key not in _OPENED:
+        if s.data_obj is not None:
+            if split not in s.data_obj:
+                raise ValueError(f"no {split} data was given (given: {', '.join(s.data_obj)})")
+            ds = s.data_obj[split]
+        else:
+            ds = open_dataset(s.data, split, root=s.data_root, **dict(s.data_args))
+        _OPENED[key] = select(ds, s.n, s.seed)
+    return _OPENED[key]
+
+
+def load_split(s: TrajectorySettings, split: str, device: str):
+    """``(x, y)`` on ``device`` decoded once per process when the split fits :data:`KEEP_BYTES`, else the
+    dataset itself (``measure`` then streams it)."""
+    from ..datasets.stream import materialize, nbytes
+
+    key = (*_data_key(s, split), device)
+    if key not in _ON_DEVICE:
+        ds = open_split(s, split)
+        if nbytes(ds) > KEEP_BYTES:
+            return ds
+        x, y = materialize(ds)
+        _ON_DEVICE[key] = (x.to(device), y.to(device))
+    return _ON_DEVICE[key]
 
 
 def evidence_batch(settings: TrajectorySettings, size: int = 128):
     """Up to ``size`` labelled samples of the evaluated data, on CPU: what the wiring decision by evidence
     (clean accuracy of each candidate wiring) is taken on."""
+    from ..datasets import Subset
+    from ..datasets.stream import materialize
+
     split = "test" if "test" in settings.splits else settings.splits[0]
-    x, y = load_split(settings.data, split, settings.data_root, settings.n, settings.seed)
-    return x[:size], y[:size]
+    ds = open_split(settings, split)
+    return materialize(Subset(ds, range(min(size, len(ds)))), workers=0)
 
 
 def clear_data_cache() -> None:
     """Drop the cached evaluation data (and its device copies)."""
-    _on_device.cache_clear()
-    load_split.cache_clear()
+    _ON_DEVICE.clear()
+    _OPENED.clear()
 
 
 def weights_digest(state_dict: dict[str, Any]) -> str:
@@ -150,7 +182,8 @@ def _measure(ckpt, s: TrajectorySettings, device: str) -> pd.DataFrame:
     model = load_model(ckpt, s.arch, mean=s.mean, std=s.std, device=device, **dict(s.arch_kwargs))
     frames = []
     for split in s.splits:
-        x, y = _on_device(s.data, split, s.data_root, s.n, s.seed, device)
+        data = load_split(s, split, device)
+        x, y = data if isinstance(data, tuple) else (data, None)
         df = measure(model, x, y, eps=s.eps, attack=s.attack, steps=s.steps, step_size=s.step_size, norm=s.norm,
                      measures=list(s.measures) if s.measures else None, batch_size=s.batch_size, seed=s.seed)
         df.insert(0, "split", split)
