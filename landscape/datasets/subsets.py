@@ -54,7 +54,7 @@ def select(ds: LabelledDataset, n: int | str | None = None, seed: int = 0) -> La
         raise TypeError(f"n must be an int, 'all' or None, got {n!r}")
     if not 1 <= n <= len(ds):
         raise ValueError(f"n must be between 1 and {len(ds)} (the size of {ds.info.name} at {ds.source or 'hand'}), "
-                         f"got {n}")
+                         f"got {n} (CLI: --n all takes every sample)")
     if n == len(ds):
         return ds
     return Subset(ds, stratified_indices(ds.targets, int(n), seed))
