@@ -36,7 +36,7 @@ def _alternating_split(y: np.ndarray) -> tuple[list[int], list[int]]:
 # ---------------------------------------------------------------------------------------------- registry
 
 def test_list_and_info():
-    assert list_datasets() == ["cifar10", "cifar100", "digits"]
+    assert list_datasets() == ["cifar10", "cifar100", "digits", "imagefolder", "npz", "svhn", "tiny-imagenet"]
     assert dataset_info("cifar10") == DatasetInfo("cifar10", 10, (3, 32, 32), (0.4914, 0.4822, 0.4465),
                                                   (0.2471, 0.2435, 0.2616))
     assert dataset_info("CIFAR100") == DatasetInfo("cifar100", 100, (3, 32, 32), (0.5071, 0.4865, 0.4409),

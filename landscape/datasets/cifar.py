@@ -6,7 +6,7 @@ an unpickler that only builds numpy arrays, lists, dicts and bytes. Nothing is e
 """
 from __future__ import annotations
 
-import math
+import functools
 import pickle
 import zipfile
 from pathlib import Path
@@ -16,6 +16,7 @@ import numpy as np
 
 from ..checkpoints.safe_pickle import ArrayUnpickler, Refused
 from ._base import ENV_VAR, ArrayDataset, DataError, DatasetInfo, check_arrays, labels_array, to_nchw
+from ._files import check_npz_member
 from ._registry import register_dataset
 
 __all__ = ["INFO", "open_cifar"]
@@ -98,28 +99,6 @@ def _read_pickle_split(name: str, folder: Path, split: str) -> tuple[np.ndarray,
     return np.concatenate(xs), np.concatenate(ys)
 
 
-
-
-def _check_npz_member(path: Path, zf: zipfile.ZipFile, key: str) -> None:
-    """Check an ``.npy`` member's declared shape against its stored size before numpy allocates it."""
-    info = zf.getinfo(f"{key}.npy")
-    if info.compress_type != zipfile.ZIP_STORED and info.file_size > 1100 * info.compress_size + 1024:
-        raise DataError(f"{path}: member {key} declares {info.file_size} bytes from {info.compress_size} (corrupt)")
-    with zf.open(info) as f:
-        try:
-            version = np.lib.format.read_magic(f)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, _, dtype = read_header(f)
-        except Exception as exc:
-            raise DataError(f"{path}: corrupt array {key} ({exc})") from None
-    if dtype.hasobject:
-        raise DataError(f"{path}: array {key} holds Python objects; only numeric arrays are read")
-    if math.prod(shape) * dtype.itemsize > info.file_size:
-        raise DataError(f"{path}: array {key} declares shape {shape} ({math.prod(shape) * dtype.itemsize} bytes) but "
-                        f"holds {info.file_size} bytes (truncated or corrupt)")
-
-
 def _read_npz_split(name: str, path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     xk, yk = f"x_{split}", f"y_{split}"
     try:
@@ -127,8 +106,8 @@ def _read_npz_split(name: str, path: Path, split: str) -> tuple[np.ndarray, np.n
             members = {m[:-4] for m in zf.namelist() if m.endswith(".npy")}
             if xk not in members or yk not in members:
                 raise DataError(f"{path}: needs arrays {xk} and {yk}, found: {', '.join(sorted(members)) or 'none'}")
-            _check_npz_member(path, zf, xk)
-            _check_npz_member(path, zf, yk)
+            check_npz_member(path, zf, xk)
+            check_npz_member(path, zf, yk)
         with np.load(path, allow_pickle=False) as npz:
             x, y = npz[xk], npz[yk]
     except DataError:
@@ -157,5 +136,4 @@ def _layouts(name: str) -> str:
 
 
 for _name in INFO:
-    register_dataset(_name, lambda split, root, _n=_name: open_cifar(_n, split, root), info=INFO[_name],
-                     layouts=_layouts(_name))
+    register_dataset(_name, functools.partial(open_cifar, _name), info=INFO[_name], layouts=_layouts(_name))

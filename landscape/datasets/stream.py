@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 from typing import Iterator
 
@@ -25,7 +26,7 @@ def decodes(ds: LabelledDataset) -> bool:
 
 def default_workers(ds: LabelledDataset) -> int:
     """Worker processes for ``batches``: 0 for arrays in memory, else up to 4 (one core left to the model)."""
-    if not decodes(ds):
+    if not decodes(ds) or multiprocessing.current_process().daemon:  # a pool worker may not have children
         return 0
     return max(0, min(4, (os.cpu_count() or 1) - 1))
 
@@ -52,10 +53,14 @@ def batches(ds: LabelledDataset, batch_size: int, *, workers: int | None = None)
         for x, y in loader:
             yield x, y.to(torch.int64)
     except DataError as exc:
-        original = _from_worker(exc)
-        if original is exc:
+        error = _from_worker(exc)
+        if error is exc:
             raise
-        raise original from None
+        # torch's re-raise leaves a reference cycle through this traceback that keeps the loader's iterator, and
+        # so its worker processes, alive until a garbage collection, which then waits for them (seconds):
+        # dropping the traceback frees the iterator now and shuts the workers down at once
+        exc.__traceback__ = None
+        raise error from None
 
 
 def _from_worker(exc: DataError) -> DataError:

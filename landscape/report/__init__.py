@@ -14,7 +14,7 @@ A figure whose table is missing is skipped with a note in the report, never an e
 """
 from ..runs import RunFiles, best_last_epochs, find_runs, load_tables, read_table_file
 from .build import Findings, build_report, load_findings, report_context
-from .datasets import ReportData, load_runs
+from .data import ReportData, load_runs
 from .tables import correlation_rows, diagnosis_rows, findings_rows, method_rows, versions
 
 __all__ = ["Findings", "ReportData", "RunFiles", "best_last_epochs", "build_report", "correlation_rows",

@@ -12,7 +12,7 @@ from typing import Any
 import jinja2
 
 from .._io import atomic_write_text
-from .datasets import ReportData, StudyTable, findings_images, load_runs, load_study_table
+from .data import ReportData, StudyTable, findings_images, load_runs, load_study_table
 from .figures import FigureResult, plotly_js, render_figures
 from .tables import (claims_rows, correlation_rows, diagnosis_rows, final_eval_rows, findings_rows, method_rows,
                      versions)

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from ..runs import RUN_FILES
-from .datasets import ReportData
+from .data import ReportData
 
 
 @dataclasses.dataclass
