@@ -29,22 +29,13 @@ from landscape.checkpoints import save_checkpoint
 from landscape.cli import main
 from landscape.models import create_model
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+from .readme import table_rows
+
 SMALL = ["--n", "all", "--measures", "grad", "--steps", "1", "--batch-size", "8", "--quiet"]
 PIL = pytest.importorskip("PIL.Image")
 
 
-def _rows() -> dict[str, str]:
-    section = README.read_text().split("## Your data", 1)[1].split("\n## ", 1)[0]
-    rows = {}
-    for line in section.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 3 and cells[2].startswith("`landscape "):
-            rows[cells[0]] = cells[2].strip("`")
-    return rows
-
-
-ROWS = _rows()
+ROWS = table_rows("Your data")
 
 
 def _opt(argv: list[str], name: str) -> str | None:

@@ -26,25 +26,13 @@ from landscape.cli import main
 from landscape.datasets import load_dataset
 
 from . import published as pub
+from .readme import table_rows
 
-README = Path(__file__).resolve().parents[2] / "README.md"
 SMALL = ["--n", "2", "--measures", "grad", "--steps", "1", "--batch-size", "2", "--quiet"]
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)
 
 
-def _table_rows() -> dict[str, str]:
-    """``{first cell: command}`` of the table under "## Your checkpoints"."""
-    text = README.read_text()
-    section = text.split("## Your checkpoints", 1)[1].split("\n## ", 1)[0]
-    rows = {}
-    for line in section.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 3 and cells[2].startswith("`landscape "):
-            rows[cells[0]] = cells[2].strip("`")
-    return rows
-
-
-ROWS = _table_rows()
+ROWS = table_rows("Your checkpoints")
 
 
 def _row(prefix: str) -> str:
