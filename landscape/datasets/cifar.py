@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import numpy as np
 
 from ..checkpoints.safe_pickle import ArrayUnpickler, Refused
 from ._base import ENV_VAR, ArrayDataset, DataError, DatasetInfo, check_arrays, labels_array, to_nchw
-from ._files import check_npz_member
+from ._files import read_npz_arrays
 from ._registry import register_dataset
 
 __all__ = ["INFO", "open_cifar"]
@@ -100,20 +99,7 @@ def _read_pickle_split(name: str, folder: Path, split: str) -> tuple[np.ndarray,
 
 
 def _read_npz_split(name: str, path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    xk, yk = f"x_{split}", f"y_{split}"
-    try:
-        with zipfile.ZipFile(path) as zf:
-            members = {m[:-4] for m in zf.namelist() if m.endswith(".npy")}
-            if xk not in members or yk not in members:
-                raise DataError(f"{path}: needs arrays {xk} and {yk}, found: {', '.join(sorted(members)) or 'none'}")
-            check_npz_member(path, zf, xk)
-            check_npz_member(path, zf, yk)
-        with np.load(path, allow_pickle=False) as npz:
-            x, y = npz[xk], npz[yk]
-    except DataError:
-        raise
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as exc:
-        raise DataError(f"{path}: unreadable .npz ({type(exc).__name__}: {exc})") from None
+    x, y = read_npz_arrays(path, (f"x_{split}", f"y_{split}"))
     return x, labels_array(y, len(x), path)
 
 
