@@ -71,10 +71,9 @@ def make_cifar_npz(path: Path, n: int, device: str, seed: int = 0) -> None:
 
 def measure_names() -> tuple[list[str] | None, str]:
     """The default measures, plus ``hs`` when the library has it; and a note on what was chosen."""
-    from landscape.measures import MEASURES, curvature
-    from landscape.measures import table
+    from landscape.measures import MEASURES, curvature, registry
 
-    default = getattr(table, "DEFAULT_MEASURES", None)
+    default = getattr(registry, "DEFAULT_MEASURES", None)
     if not hasattr(curvature, "hessian_spectrum"):
         return None, "hs skipped: landscape.measures.curvature.hessian_spectrum does not exist in this version"
     if "hs" not in MEASURES:

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 from landscape import create_model, measure
 from landscape.measures import gauss_newton as gn_module
-from landscape.measures.curvature import (HessianOperator, _top_eigenvalue, hessian_spectrum, hvp,
-                                          top_eigenvalue)
+from landscape.measures.curvature import (HessianOperator, _gauss_newton, _top_eigenvalue, hessian_spectrum,
+                                          hvp, top_eigenvalue)
 
 
 def _relu_cnn() -> nn.Module:
@@ -72,7 +72,7 @@ def test_reduced_spectrum_is_the_dense_hessian_spectrum_of_a_relu_net():
     model = _relu_cnn()
     x, y = _batch(6, seed=3)
     op = HessianOperator(model, x, y)
-    gn = op.gauss_newton(tol=1e-3, seed=0)
+    gn = _gauss_newton(op, tol=1e-3, seed=0)
     assert gn.exact.all() and gn.values.shape == (6, 10)
     dense = torch.linalg.eigvalsh(_dense(model, x, y))  # (6, 64) ascending
     scale = float(dense.abs().max())
@@ -97,7 +97,7 @@ def test_top_eigenpair_of_a_relu_net_is_exact_and_uses_no_lanczos_step(method):
 def test_smooth_net_fails_the_test_and_gets_the_lanczos_answer():
     model = _softplus_mlp()
     x, y = _batch(6, seed=5)
-    gn = HessianOperator(model, x, y).gauss_newton(tol=1e-3, seed=0)
+    gn = _gauss_newton(HessianOperator(model, x, y), tol=1e-3, seed=0)
     assert not gn.exact.any()
     auto, _, info = _top_eigenvalue(model, x, y, iters=64, tol=1e-8, seed=0, method="auto")
     lanczos, _, _ = _top_eigenvalue(model, x, y, iters=64, tol=1e-8, seed=0, method="auto", solver="lanczos")
@@ -110,7 +110,7 @@ def test_probe_bound_tracks_the_size_of_the_neglected_logit_curvature():
     """bound = √D‖(H − JᵀAJ)v‖/‖v‖ estimates ‖H − JᵀAJ‖_F (the Weyl bound on any eigenvalue's shift)."""
     model = _softplus_mlp()
     x, y = _batch(12, seed=6)
-    gn = HessianOperator(model, x, y).gauss_newton(tol=1e-3, seed=0)
+    gn = _gauss_newton(HessianOperator(model, x, y), tol=1e-3, seed=0)
     jac = gn.jacobian
     a = gn_module.output_hessian(model(x))
     gauss = jac.transpose(1, 2) @ a @ jac
@@ -127,7 +127,7 @@ def test_mixed_batch_splits_between_the_solvers_and_every_sample_is_exact():
     model = Mixed().eval()
     x, y = _batch(8, seed=7)
     x[:, 0, 0, 0] = torch.tensor([0.1, 0.9, 0.2, 0.8, 0.3, 0.7, 0.4, 0.6], dtype=torch.float64)
-    gn = HessianOperator(model, x, y).gauss_newton(tol=1e-3, seed=0)
+    gn = _gauss_newton(HessianOperator(model, x, y), tol=1e-3, seed=0)
     assert gn.exact.tolist() == [True, False] * 4
     values, vectors, info = _top_eigenvalue(model, x, y, iters=64, tol=1e-10, seed=0, method="auto")
     assert info["solver"] == "gauss_newton+lanczos"
@@ -187,7 +187,7 @@ def test_nan_sample_is_left_to_lanczos_and_stays_nan():
     model = PoisonedRelu().eval()
     x, y = _batch(4, seed=10)
     x[:, 0, 0, 0] = torch.tensor([0.1, 0.9, 0.2, 0.3], dtype=torch.float64)
-    gn = HessianOperator(model, x, y).gauss_newton(tol=1e-3, seed=0)
+    gn = _gauss_newton(HessianOperator(model, x, y), tol=1e-3, seed=0)
     assert gn.exact.tolist() == [True, False, True, True]
     values, _ = top_eigenvalue(model, x, y)
     assert torch.isnan(values[1]) and torch.isfinite(values[[0, 2, 3]]).all()
@@ -208,7 +208,7 @@ def test_confident_float32_samples_are_accepted_and_exact():
     with torch.no_grad():
         y = model(x).argmax(1)
         assert float((1 - model(x).softmax(1).amax(1)).median()) < 1e-2  # really confident
-    gn = HessianOperator(model, x, y).gauss_newton(tol=1e-3, seed=0)
+    gn = _gauss_newton(HessianOperator(model, x, y), tol=1e-3, seed=0)
     assert gn.exact.all() and (gn.bound == 0).all()
     values, _ = top_eigenvalue(model, x, y)
     import copy
@@ -222,7 +222,7 @@ def test_nearly_relu_softplus_samples_accepted_only_within_tolerance():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.Softplus(beta=1000), nn.Linear(64, 10)).double().eval()
     x, y = _batch(80, seed=5)
-    gn = HessianOperator(model, x, y).gauss_newton(tol=1e-3, seed=0)
+    gn = _gauss_newton(HessianOperator(model, x, y), tol=1e-3, seed=0)
     assert 0 < int(gn.exact.sum()) < 80  # both kinds present
     dense = _dense(model, x, y)
     rel = (gn.values.abs().amax(1) - _top(dense).abs()).abs() / _top(dense).abs()
@@ -282,11 +282,11 @@ def test_logit_curvature_products_equal_the_hessian_minus_its_gauss_newton_form(
 
 def test_func_hvp_method_is_kept_across_batches_when_the_gauss_newton_solver_serves(monkeypatch):
     """The test's double backwards never change the table's Hessian-vector-product method."""
-    import landscape.measures.curvature as curvature
+    from landscape.measures import _autograd
 
     built = []
-    real = curvature._gradient_graph
-    monkeypatch.setattr(curvature, "_gradient_graph", lambda *a: built.append(1) or real(*a))
+    real = _autograd.gradient_graph
+    monkeypatch.setattr(_autograd, "gradient_graph", lambda *a: built.append(1) or real(*a))
     x, y = _batch(9, seed=14)
     df = measure(_relu_cnn(), x, y, eps=0.05, attack="fgsm", measures=["curv_rand", "eig_top"], batch_size=3,
                  hvp_method="func")

@@ -222,7 +222,7 @@ def test_auto_uses_double_backprop_where_torch_func_fails():
 
 
 def test_auto_falls_back_to_torch_func_with_a_warning(monkeypatch):
-    from landscape.measures import curvature
+    from landscape.measures import _autograd
 
     calls = []
 
@@ -230,7 +230,7 @@ def test_auto_falls_back_to_torch_func_with_a_warning(monkeypatch):
         calls.append(1)
         raise RuntimeError("derivative for some_op_backward is not implemented")
 
-    monkeypatch.setattr(curvature, "_gradient_graph", broken)
+    monkeypatch.setattr(_autograd, "gradient_graph", broken)
     model = _smooth_mlp()
     x, y, v = _batch(2)
     with pytest.warns(RuntimeWarning, match="some_op_backward.*torch.func"):
@@ -331,7 +331,8 @@ def test_top_eigenvalue_of_relu_net_is_exact_with_default_settings(solver):
 @pytest.mark.parametrize("activation", ["softplus", "tanh"])
 def test_lanczos_meets_its_tolerance_on_smooth_nets_and_stops_early(activation):
     """Indefinite full-rank Hessians: default tol 1e-3 gives errors well below 1e-3, in far fewer than D steps."""
-    from landscape.measures.curvature import HessianOperator, _krylov, _top_from_ritz
+    from landscape.measures.curvature import HessianOperator
+    from landscape.measures.lanczos import _krylov, _top_from_ritz
 
     model = _smooth_mlp(activation, seed=3)
     x, y, _ = _batch(12, seed=5)

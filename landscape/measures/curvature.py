@@ -18,7 +18,9 @@ Two exact ways to compute ``Hv`` are available (``method=``):
 Double backpropagation is the default because it measured faster: one directional curvature cost
 2.5–3.3 input gradients with it and 4.1–11 with ``torch.func`` (preact_resnet18 at 32×32 and small_cnn at
 8×8, batch 32, on an H100 and on 8 CPU threads; ``benchmarks/bench_measures.py``, numbers in
-``docs/measures.md``). Both are exact and agree to rounding (tested).
+``docs/measures.md``). Both are exact and agree to rounding (tested). The operator behind them,
+:class:`HessianOperator`, is shared plumbing defined in :mod:`landscape.measures._autograd` (the measure table
+uses it too); this module is its public face and adds the eigen-solves on top of it.
 
 ReLU networks are piecewise linear, so their logits have zero second derivative almost everywhere and the
 whole input curvature comes from the softmax/cross-entropy: ``H = Jᵀ (diag(p) − ppᵀ) J`` with J the
@@ -27,23 +29,17 @@ the logit curvature terms and can have negative eigenvalues.
 """
 from __future__ import annotations
 
-import warnings
-from typing import Callable, NamedTuple
-
 import torch
 import torch.nn as nn
 
-from .._base import check_labels_fit, eval_mode, frozen_params, per_sample_loss
+from .._base import eval_mode, frozen_params
+from ._autograd import HessianOperator, check_like, check_method, prepare, shared_operator
 from .gauss_newton import GaussNewton, factor as _gn_factor, ritz as _gn_ritz, rules_out as _gn_rules_out
-from .gradients import _check_like, _prepare
-from .lanczos import (Ritz, _krylov, _lanczos, _merge, _ritz_pairs, _spectrum_from_ritz, _start,  # noqa: F401
-                      _top_from_ritz)
+from .lanczos import Ritz, _krylov, _merge, _spectrum_from_ritz, _top_from_ritz
 from .spec import STREAM_EIG, STREAM_RAND, BatchContext, MeasureSpec
 
-__all__ = ["HVP_METHODS", "HessianOperator", "hvp", "directional_curvature", "top_eigenvalue", "hessian_spectrum"]
+__all__ = ["HessianOperator", "hvp", "directional_curvature", "top_eigenvalue", "hessian_spectrum"]
 
-HVP_METHODS = ("auto", "double_backprop", "func")
-"""Allowed values of ``method=``."""
 EIG_SOLVERS = ("auto", "lanczos")
 """Allowed values of ``solver=``: ``"auto"`` uses the exact Gauss–Newton spectrum for samples whose logits
 pass the piecewise-linearity test (:mod:`landscape.measures.gauss_newton`) and Lanczos for the others."""
@@ -63,12 +59,6 @@ HS_ITERS = 60
 # --------------------------------------------------------------------------- validation
 
 
-def _check_method(method: str) -> str:
-    if method not in HVP_METHODS:
-        raise ValueError(f"unknown method {method!r} (allowed: {', '.join(map(repr, HVP_METHODS))})")
-    return method
-
-
 def _check_solver(solver: str) -> str:
     if solver not in EIG_SOLVERS:
         raise ValueError(f"unknown solver {solver!r} (allowed: {', '.join(map(repr, EIG_SOLVERS))})")
@@ -76,62 +66,7 @@ def _check_solver(solver: str) -> str:
 
 
 # --------------------------------------------------------------------------- Hessian-vector products
-
-
-def _summed_loss(model: nn.Module, y: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    def loss(x: torch.Tensor) -> torch.Tensor:
-        logits = model(x)
-        check_labels_fit(logits, y)
-        return per_sample_loss(logits, y).sum()
-
-    return loss
-
-
-def _hvp_func(model: nn.Module, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Forward-over-reverse: d/dt ∇L(x + t v) at t=0, via ``torch.func.jvp(torch.func.grad(L))``."""
-    _, hv = torch.func.jvp(torch.func.grad(_summed_loss(model, y)), (x,), (v,))
-    return hv
-
-
-class _Graph(NamedTuple):
-    """The first backward pass kept differentiable: input leaf, per-sample losses, logits, gradient."""
-
-    x: torch.Tensor
-    loss: torch.Tensor
-    logits: torch.Tensor
-    grad: torch.Tensor
-
-
-def _gradient_graph(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> _Graph:
-    """∇ₓ of the summed loss with ``create_graph=True``: every later ``∇ₓ(gradᵀv)`` is one more backward."""
-    with torch.enable_grad():
-        xr = x.detach().requires_grad_(True)
-        logits = model(xr)
-        check_labels_fit(logits, y)
-        loss = per_sample_loss(logits, y)
-        (grad,) = torch.autograd.grad(loss.sum(), xr, create_graph=True)
-    if not grad.requires_grad:  # the cross-entropy gradient always depends on x: a detached backward
-        raise RuntimeError("the model's input gradient is not differentiable (its backward is detached)")
-    return _Graph(xr, loss, logits, grad)
-
-
-def _product(graph: _Graph, v: torch.Tensor) -> torch.Tensor:
-    """Reverse-over-reverse on a kept graph: ∇ₓ (gradᵀv), the graph retained for the next product."""
-    with torch.enable_grad():
-        (hv,) = torch.autograd.grad(graph.grad, graph.x, grad_outputs=v, retain_graph=True)
-    return hv.detach()
-
-
-def _hvp_double_backprop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Reverse-over-reverse: ∇ₓ (∇ₓL · v) with ``create_graph=True``."""
-    return _product(_gradient_graph(model, x, y), v)
-
-
-def _warn_fallback(model: nn.Module, exc: BaseException) -> None:
-    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    warnings.warn(f"double backpropagation failed for {type(model).__name__} ({first}); "
-                  "using torch.func forward-over-reverse for Hessian-vector products",
-                  RuntimeWarning, stacklevel=5)
+# (the operator itself, HessianOperator, is the shared plumbing of landscape/measures/_autograd.py)
 
 
 def _hvp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor,
@@ -141,101 +76,32 @@ def _hvp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor,
     return op(v), op.method
 
 
-class HessianOperator:
-    """The per-sample input Hessians of one batch as a batched linear map ``v ↦ (H_i v_i)_i``.
-
-    With double backpropagation the first backward pass (which also yields the loss, logits and input
-    gradient at ``x``, see :attr:`graph`) is built once and kept, so every further product costs one more
-    backward through it: about 1.3–1.9 input gradients instead of 2.2–3.3 for a product built from scratch
-    (``benchmarks/bench_measures.py``). With ``torch.func`` every product is computed afresh. ``"auto"``
-    tries double backpropagation on the first product and falls back to ``torch.func`` with a warning.
-
-    Unchecked: the model must be in eval mode with frozen parameters, ``x``/``y`` validated. Holding the
-    operator holds the graph (activation memory of one double-backward batch); drop it to free it.
-    """
-
-    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, method: str = "auto"):
-        self.model, self.x, self.y, self.method = model, x, y, method
-        self._graph: _Graph | None = None
-        self._gauss_newton: dict[tuple[float, int], GaussNewton | None] = {}
-
-    @property
-    def graph(self) -> _Graph | None:
-        """The kept first backward pass (double backpropagation only; built by the first product)."""
-        return self._graph
-
-    def build(self) -> "HessianOperator":
-        """Build the kept graph now (double backpropagation); a no-op for ``torch.func``."""
-        if self.method != "func" and self._graph is None:
-            try:
-                self._graph = _gradient_graph(self.model, self.x, self.y)
-            except torch.OutOfMemoryError:
-                raise
-            except (RuntimeError, NotImplementedError) as exc:
-                self._fall_back(exc)
-        return self
-
-    def _fall_back(self, exc: BaseException) -> None:
-        """After double backprop failed with ``exc``: re-raise unless ``auto``, else warn once and switch to
-        ``torch.func`` for this operator."""
-        if self.method != "auto":
-            raise exc
-        _warn_fallback(self.model, exc)
-        self.method, self._graph = "func", None
-
-    def __call__(self, v: torch.Tensor) -> torch.Tensor:
-        """(B, ...) -> (B, ...): row i = ``H_i v_i``, detached."""
-        self.build()
-        if self.method == "func":
-            return _hvp_func(self.model, self.x, self.y, v).detach()
+def _gauss_newton(op: HessianOperator, *, tol: float, seed: int) -> GaussNewton | None:
+    """The batch's Gauss–Newton reduction and its per-sample exactness test (computed once per operator and
+    ``(tol, seed)``, so ``eig_top`` and ``hs`` of one batch share it); the Jacobian comes from the operator's
+    kept graph's forward pass when there is one, else from a forward pass of its own (none is built for
+    this: Lanczos builds it only if some sample fails the test). None when the model's backward cannot
+    be differentiated again (the test needs a double backward) or the Jacobian does not fit in memory:
+    then Lanczos serves every sample."""
+    key = ("gauss_newton", float(tol), int(seed))
+    if key not in op.derived:
+        xr = logits = None
         try:
-            hv = _product(self._graph, v)
-        except torch.OutOfMemoryError:
-            raise
-        except (RuntimeError, NotImplementedError) as exc:
-            self._fall_back(exc)
-            return _hvp_func(self.model, self.x, self.y, v).detach()
-        self.method = "double_backprop"
-        return hv
-
-    @property
-    def classes(self) -> int:
-        """K, the number of logits (from the kept graph, else one forward pass of one sample)."""
-        if self._graph is not None:
-            return int(self._graph.logits.shape[1])
-        with torch.no_grad():
-            return int(self.model(self.x[:1]).shape[1])
-
-    def gauss_newton(self, *, tol: float, seed: int) -> GaussNewton | None:
-        """The batch's Gauss–Newton reduction and its per-sample exactness test (computed once per
-        ``(tol, seed)``, so ``eig_top`` and ``hs`` of one batch share it); the Jacobian comes from the kept
-        graph's forward pass when there is one, else from a forward pass of its own (none is built for
-        this: Lanczos builds it only if some sample fails the test). None when the model's backward cannot
-        be differentiated again (the test needs a double backward) or the Jacobian does not fit in memory:
-        then Lanczos serves every sample."""
-        key = (float(tol), int(seed))
-        if key not in self._gauss_newton:
-            xr = logits = None
-            try:
-                if self._graph is not None:
-                    xr, logits = self._graph.x, self._graph.logits
-                else:
-                    with torch.enable_grad():
-                        xr = self.x.detach().requires_grad_(True)
-                        logits = self.model(xr)
-                self._gauss_newton[key] = _gn_factor(xr, logits, self.y, tol=tol, seed=seed)
-            except torch.OutOfMemoryError:  # the (B, K, D) Jacobian did not fit: Lanczos needs less for large K
-                xr = logits = None  # free the forward graph before Lanczos builds its own
-                if self.x.is_cuda:
-                    torch.cuda.empty_cache()
-                self._gauss_newton[key] = None
-            except (RuntimeError, NotImplementedError):
-                self._gauss_newton[key] = None
-        return self._gauss_newton[key]
-
-    def subset(self, index: torch.Tensor) -> "HessianOperator":
-        """The operator of the samples ``index`` (a new graph on those samples only, built lazily)."""
-        return HessianOperator(self.model, self.x[index], self.y[index], self.method)
+            if op.graph is not None:
+                xr, logits = op.graph.x, op.graph.logits
+            else:
+                with torch.enable_grad():
+                    xr = op.x.detach().requires_grad_(True)
+                    logits = op.model(xr)
+            op.derived[key] = _gn_factor(xr, logits, op.y, tol=tol, seed=seed)
+        except torch.OutOfMemoryError:  # the (B, K, D) Jacobian did not fit: Lanczos needs less for large K
+            xr = logits = None  # free the forward graph before Lanczos builds its own
+            if op.x.is_cuda:
+                torch.cuda.empty_cache()
+            op.derived[key] = None
+        except (RuntimeError, NotImplementedError):
+            op.derived[key] = None
+    return op.derived[key]
 
 
 def hvp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, *,
@@ -263,9 +129,9 @@ def hvp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, *,
         >>> hvp(model, x, y, torch.randn(2, 1, 8, 8)).shape
         torch.Size([2, 1, 8, 8])
     """
-    method = _check_method(method)
-    x, y = _prepare(model, x, y)
-    v = _check_like(v, x, "v")
+    method = check_method(method)
+    x, y = prepare(model, x, y)
+    v = check_like(v, x, "v")
     with eval_mode(model), frozen_params(model):
         return _hvp(model, x, y, v, method)[0]
 
@@ -312,9 +178,9 @@ def directional_curvature(model: nn.Module, x: torch.Tensor, y: torch.Tensor, d:
     Returns:
         (B,) tensor of curvatures (same dtype as the model), detached.
     """
-    method = _check_method(method)
-    x, y = _prepare(model, x, y)
-    d = _check_like(d, x, "d")
+    method = check_method(method)
+    x, y = prepare(model, x, y)
+    d = check_like(d, x, "d")
     with eval_mode(model), frozen_params(model):
         return _directional_curvature(model, x, y, d, method)[0]
 
@@ -348,7 +214,7 @@ def _eigen(op: HessianOperator, x: torch.Tensor, *, iters: int, tol: float, seed
     Gauss–Newton test get their exact spectrum from the logit Jacobian and only the others run Lanczos."""
     if solver == "lanczos" or op.classes > GN_MAX_CLASSES:
         return _krylov(op, x, iters=iters, tol=tol, seed=seed, top=top, k=k)
-    gn = op.gauss_newton(tol=tol, seed=seed)
+    gn = _gauss_newton(op, tol=tol, seed=seed)
     if gn is None or not bool(gn.exact.any()):
         return _krylov(op, x, iters=iters, tol=tol, seed=seed, top=top, k=k)
     if bool(gn.exact.all()):
@@ -393,9 +259,9 @@ def top_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, iters:
         ``values[i] ≈ vectors[i]ᵀ H_i vectors[i]`` (equal up to rounding for Lanczos and ReLU nets; within
         ``tol·|λ|`` for a smooth sample accepted by the Gauss–Newton test).
     """
-    method, solver = _check_method(method), _check_solver(solver)
+    method, solver = check_method(method), _check_solver(solver)
     _check_solver_args(iters, tol)
-    x, y = _prepare(model, x, y)
+    x, y = prepare(model, x, y)
     with eval_mode(model), frozen_params(model):
         values, vectors, _ = _top_eigenvalue(model, x, y, iters=iters, tol=float(tol), seed=seed, method=method,
                                              solver=solver)
@@ -436,9 +302,9 @@ def hessian_spectrum(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int 
         >>> hessian_spectrum(model, torch.rand(4, 1, 8, 8), torch.arange(4), k=5).shape
         torch.Size([5])
     """
-    method, solver = _check_method(method), _check_solver(solver)
+    method, solver = check_method(method), _check_solver(solver)
     _check_solver_args(iters, tol)
-    x, y = _prepare(model, x, y)
+    x, y = prepare(model, x, y)
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= x.numel():
         raise ValueError(f"k must be an integer in [1, B·D = {x.numel()}], got {k!r}")
     with eval_mode(model), frozen_params(model):
@@ -455,23 +321,8 @@ def _rademacher(shape: torch.Size, seed: int, device: torch.device, dtype: torch
     return torch.randint(0, 2, shape, generator=g, device=device).to(dtype) * 2 - 1
 
 
-CLEAN_POINT_MEASURES = ("curv_adv", "curv_rand", "eig_top", "hs")
-"""The measures that build the Hessian operator at the clean point (the table then takes the clean loss,
-logits and gradient from its kept first backward instead of a separate gradient)."""
-
-
-def _shared_operator(model: nn.Module, x: torch.Tensor, y: torch.Tensor, state: dict, point: str) -> HessianOperator:
-    """The batch's Hessian operator at ``point``, built once and kept in ``state["cache"]``, so every curvature
-    measure of the batch shares it (its kept first backward makes each further product one more backward)."""
-    cache = state.setdefault("cache", {})
-    key = f"hessian_operator_{point}"
-    if key not in cache:
-        cache[key] = HessianOperator(model, x, y, state["hvp_method"])
-    return cache[key]
-
-
 def _operator(ctx: BatchContext) -> HessianOperator:
-    return _shared_operator(ctx.model, ctx.x, ctx.y, ctx.state, ctx.point)
+    return shared_operator(ctx.model, ctx.x, ctx.y, ctx.state, ctx.point)
 
 
 def _curv_adv_measure(ctx: BatchContext) -> dict[str, torch.Tensor]:
@@ -495,8 +346,8 @@ def _solve(ctx: BatchContext, **kw) -> Ritz:
     NaN samples do not count), later batches go straight to Lanczos."""
     op, seed = _operator(ctx), ctx.seed_for(STREAM_EIG)
     ritz = _eigen(op, ctx.x, tol=EIG_TOL, seed=seed, solver=ctx.state.get("eig_solver_hint", "auto"), **kw)
-    key = (EIG_TOL, seed)
-    if key in op._gauss_newton and _gn_rules_out(op._gauss_newton[key]):  # the test ran and ruled it out
+    key = ("gauss_newton", EIG_TOL, seed)
+    if key in op.derived and _gn_rules_out(op.derived[key]):  # the test ran and ruled it out
         ctx.state["eig_solver_hint"] = "lanczos"
     if "lanczos" in ritz.solver:  # Lanczos's products may have switched method; the test's never do
         ctx.state["hvp_method"] = ritz.method
@@ -518,12 +369,13 @@ def _hs_measure(ctx: BatchContext) -> dict[str, torch.Tensor]:
 
 _CURV_UNIT = "dᵀHd/‖d‖², nats / unit²"
 CURV_ADV = MeasureSpec("curv_adv", ("curv_adv",), _curv_adv_measure, "curvature along adv. direction", _CURV_UNIT,
-                       default=True, paper="")
+                       default=True, paper="", hessian=True)
 CURV_RAND = MeasureSpec("curv_rand", ("curv_rand",), _curv_rand_measure, "curvature along random direction",
-                        _CURV_UNIT, default=True, paper="")
+                        _CURV_UNIT, default=True, paper="", hessian=True)
 # eig_top and hs share one eigen-solve per batch (the logit Jacobian of a ReLU net: about K backward passes;
 # Lanczos otherwise): opt-in, see benchmarks/bench_units.py
 EIG_TOP = MeasureSpec("eig_top", ("eig_top",), _eig_top_measure, "top Hessian eigenvalue", "nats / unit²",
-                      default=False, paper="")
+                      default=False, paper="", hessian=True, counters=("eig_unconverged",))
 HS = MeasureSpec("hs", ("hs",), _hs_measure, "mean |top-20 eigenvalue| (HS)", "nats / unit²", per_batch=True,
-                 paper="HS: mean |top-20 eigenvalue| of the batch-mean loss's input Hessian (official evaluation)")
+                 paper="HS: mean |top-20 eigenvalue| of the batch-mean loss's input Hessian (official evaluation)",
+                 hessian=True)

@@ -26,7 +26,7 @@ import torch.nn as nn
 
 from .._base import eval_mode, frozen_params, per_sample_loss
 from ..attacks import _check_eps, _check_norm
-from .gradients import _check_like, _loss_logits_grad, _prepare
+from ._autograd import check_like, loss_logits_grad, prepare
 from .spec import BatchContext, MeasureSpec
 
 __all__ = ["FO_SHARE", "MIN_INCREASE", "first_order_share"]
@@ -77,10 +77,10 @@ def first_order_share(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv:
     norm = _check_norm(norm).value
     if isinstance(min_increase, bool) or not isinstance(min_increase, (int, float)) or not min_increase > 0:
         raise ValueError(f"min_increase must be a number > 0, got {min_increase!r}")
-    x, y = _prepare(model, x, y)
-    x_adv = _check_like(x_adv, x, "x_adv")
+    x, y = prepare(model, x, y)
+    x_adv = check_like(x_adv, x, "x_adv")
     with eval_mode(model), frozen_params(model):
-        loss, _, grad = _loss_logits_grad(model, x, y)
+        loss, _, grad = loss_logits_grad(model, x, y)
         with torch.no_grad():
             loss_adv = per_sample_loss(model(x_adv), y)
     return _first_order_share(grad, loss, loss_adv, eps=eps, norm=norm, min_increase=float(min_increase))

@@ -9,58 +9,14 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .._base import check_batch, check_labels_fit, eval_mode, frozen_params, model_dtype, per_sample_loss
+from .._base import eval_mode, frozen_params
+from ._autograd import loss_logits_grad, prepare
 from .spec import BatchContext, MeasureSpec
 
 __all__ = ["NORMS", "GRAD", "input_gradient", "gradient_norms"]
 
 NORMS = ("grad_l1", "grad_l2", "grad_linf")
 """Keys of :func:`gradient_norms` (and column names of the measure table)."""
-
-
-def _check_model(model: nn.Module) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-
-
-def _prepare(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None,
-             *, need_labels: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Validate the model and batch; return x (contiguous, detached, in the model's dtype) and y on x's device."""
-    _check_model(model)
-    x, y = check_batch(x, y, dtype=model_dtype(model))
-    if y is None:
-        if need_labels:
-            raise TypeError("labels y are required")
-        return x.detach().contiguous(), None
-    return x.detach().contiguous(), y.to(x.device)
-
-
-def _check_like(t: torch.Tensor, x: torch.Tensor, name: str) -> torch.Tensor:
-    """``t`` as a contiguous detached tensor of x's shape, dtype and device (NaN/Inf refused)."""
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if not t.is_floating_point():
-        raise TypeError(f"{name} must be floating point, got {t.dtype}")
-    if t.shape != x.shape:
-        raise ValueError(f"{name} must have the shape of x {tuple(x.shape)}, got {tuple(t.shape)}")
-    if not torch.isfinite(t).all():
-        raise ValueError(f"{name} contains NaN/Inf values")
-    return t.detach().to(device=x.device, dtype=x.dtype).contiguous()
-
-
-def _loss_logits_grad(model: nn.Module, x: torch.Tensor,
-                      y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Unchecked core: ``(loss (B,), logits (B, K), grad (B, ...))`` at ``x``, all detached.
-
-    The model must already be in eval mode with frozen parameters.
-    """
-    with torch.enable_grad():
-        xr = x.detach().requires_grad_(True)
-        logits = model(xr)
-        check_labels_fit(logits, y)
-        loss = per_sample_loss(logits, y)
-        (grad,) = torch.autograd.grad(loss.sum(), xr)
-    return loss.detach(), logits.detach(), grad.detach()
 
 
 def _norms(grad: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -85,9 +41,9 @@ def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.
         >>> input_gradient(model, torch.rand(2, 1, 8, 8), torch.tensor([0, 1])).shape
         torch.Size([2, 1, 8, 8])
     """
-    x, y = _prepare(model, x, y)
+    x, y = prepare(model, x, y)
     with eval_mode(model), frozen_params(model):
-        return _loss_logits_grad(model, x, y)[2]
+        return loss_logits_grad(model, x, y)[2]
 
 
 def gradient_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:

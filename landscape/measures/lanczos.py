@@ -1,13 +1,17 @@
 """Batched Lanczos on per-sample input Hessians: the Krylov eigen-solver behind ``eig_top``, ``hs`` and the
-eigen direction of slices (see :mod:`landscape.measures.curvature` for the operator and the measures)."""
+eigen direction of slices (see :mod:`landscape.measures.curvature` for the measures and
+:mod:`landscape.measures._autograd` for the operator)."""
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import torch
 
-# ``op`` below is a curvature.HessianOperator (or any callable (B, ...) -> (B, ...) with its ``subset``
-# interface); it is not imported, so the solver sits below the measures that use it.
+if TYPE_CHECKING:
+    from ._autograd import HessianOperator
+
+# ``op`` below is an _autograd.HessianOperator (or any callable (B, ...) -> (B, ...) with its ``subset``
+# interface); the solver sits below the measures that use it and needs nothing else of theirs.
 # Batched Lanczos: every sample i builds its own Krylov basis q_0, q_1, ... of H_i from a seeded Gaussian
 # start, all samples sharing one batched Hessian-vector product per step. The basis is fully
 # re-orthogonalised (classical Gram–Schmidt applied twice, "twice is enough"), so the Ritz values of the

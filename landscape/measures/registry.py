@@ -1,11 +1,14 @@
 """The registry of measures: one :class:`~landscape.measures.spec.MeasureSpec` per selectable name.
 
-It drives the measure table (which columns, computed by which function), the CLI's ``--measures``
-choices and the plot labels and units. **Adding a measure** = one new file under ``landscape/measures/``
-defining ``fn(ctx: BatchContext) -> {column: tensor}`` and a ``MeasureSpec``, plus one line in
-:data:`SPECS` below. ``at_adv(spec)`` registers the same measure evaluated at the adversarial point.
+It drives the measure table (which columns, computed by which function, with which needs), the CLI's
+``--measures`` choices and the plot labels and units. **Adding a measure** = one new file under
+``landscape/measures/`` defining ``fn(ctx: BatchContext) -> {column: tensor}`` and a ``MeasureSpec`` that
+declares what it needs (``point``, ``hessian``, ``per_batch``, ``counters``; the table reads these, never
+the names), plus one line in :data:`SPECS` below (worked example: ``docs/measures.md``, "Adding a measure").
+``at_adv(spec)`` registers the same measure evaluated at the adversarial point.
 
-The order of :data:`SPECS` is the column order of the table.
+The order of :data:`SPECS` is the column order of the table. :func:`get`, :func:`select` and the column
+helpers read :data:`SPECS` when called; :data:`MEASURES` and :data:`DEFAULT_MEASURES` are its names at import.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from typing import Iterable
 from . import curvature, first_order, gradients, taylor
 from .spec import MeasureSpec, at_adv
 
-__all__ = ["SPECS", "MEASURES", "DEFAULT_MEASURES", "get", "select", "column_labels", "column_units"]
+__all__ = ["SPECS", "MEASURES", "DEFAULT_MEASURES", "get", "select", "column_labels", "column_units", "counters"]
 
 SPECS: tuple[MeasureSpec, ...] = (
     gradients.GRAD,
@@ -32,11 +35,15 @@ SPECS: tuple[MeasureSpec, ...] = (
     at_adv(curvature.HS),
 )
 
-_BY_NAME = {s.name: s for s in SPECS}
-if len(_BY_NAME) != len(SPECS):
-    raise RuntimeError("two registered measures share a name")
 
-MEASURES: tuple[str, ...] = tuple(_BY_NAME)
+def _by_name() -> dict[str, MeasureSpec]:
+    by_name = {s.name: s for s in SPECS}
+    if len(by_name) != len(SPECS):
+        raise RuntimeError("two registered measures share a name")
+    return by_name
+
+
+MEASURES: tuple[str, ...] = tuple(_by_name())
 """Every selectable measure name, in column order."""
 
 DEFAULT_MEASURES: tuple[str, ...] = tuple(s.name for s in SPECS if s.default)
@@ -46,10 +53,11 @@ floor (``benchmarks/bench_units.py``); ``eig_top``, ``hs`` and the rest are opt-
 
 def get(name: str) -> MeasureSpec:
     """The spec registered as ``name`` (ValueError naming the allowed names otherwise)."""
+    by_name = _by_name()
     try:
-        return _BY_NAME[name]
+        return by_name[name]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown measure {name!r} (allowed: {', '.join(MEASURES)})") from None
+        raise ValueError(f"unknown measure {name!r} (allowed: {', '.join(by_name)})") from None
 
 
 def select(measures: str | Iterable[str] | None) -> tuple[MeasureSpec, ...]:
@@ -65,9 +73,10 @@ def select(measures: str | Iterable[str] | None) -> tuple[MeasureSpec, ...]:
         names = [m.strip() for m in measures.split(",") if m.strip()]
     else:
         names = list(measures)
-    unknown = [m for m in names if m not in _BY_NAME]
+    by_name = _by_name()
+    unknown = [m for m in names if m not in by_name]
     if unknown:
-        raise ValueError(f"unknown measure(s) {', '.join(map(repr, unknown))} (allowed: {', '.join(MEASURES)})")
+        raise ValueError(f"unknown measure(s) {', '.join(map(repr, unknown))} (allowed: {', '.join(by_name)})")
     return tuple(s for s in SPECS if s.name in names)
 
 
@@ -79,3 +88,9 @@ def column_labels() -> dict[str, str]:
 def column_units() -> dict[str, str]:
     """``{column: unit}`` of every registered column."""
     return {c: u for s in SPECS for c, u in s.units.items()}
+
+
+def counters() -> tuple[str, ...]:
+    """Every counter a registered measure declares (``MeasureSpec.counters``), in registry order: the
+    ``df.attrs`` keys the table always writes (None where no selected measure declares them)."""
+    return tuple(dict.fromkeys(c for s in SPECS for c in s.counters))

@@ -1,11 +1,13 @@
-"""What a measure is to the table: :class:`MeasureSpec` (name, columns, function, label, unit) and the
-:class:`BatchContext` its function reads.
+"""What a measure is to the table: :class:`MeasureSpec` (name, columns, function, label, unit, and what it
+needs) and the :class:`BatchContext` its function reads.
 
 A measure function takes one :class:`BatchContext` (a batch already attacked, with its clean loss, logits
 and input gradient) and returns ``{column: tensor}``: a (B,) tensor per sample, or a 0-d tensor for a
 per-batch quantity (``per_batch=True``; the table repeats it on every row of its batch). Everything a
-measure needs that is costly (the gradient at ``x_adv``) is computed once per batch on first use and shared.
-The registry of specs is :mod:`landscape.measures.registry`.
+measure needs that is costly (the gradient at ``x_adv``, the batch's Hessian operator) is computed once per
+batch on first use and shared. The spec *declares* those needs (``point``, ``hessian``, ``per_batch``,
+``counters``) and the table reads the declarations, never the names. The registry of specs is
+:mod:`landscape.measures.registry`.
 """
 from __future__ import annotations
 
@@ -17,8 +19,12 @@ import torch.nn as nn
 
 from .._base import derive_seed
 from ..attacks import AttackSettings
+from ._autograd import loss_logits_grad
 
-__all__ = ["BatchContext", "MeasureSpec", "at_adv", "STREAM_ATTACK", "STREAM_RAND", "STREAM_EIG"]
+__all__ = ["BatchContext", "MeasureSpec", "at_adv", "POINTS", "STREAM_ATTACK", "STREAM_RAND", "STREAM_EIG"]
+
+POINTS = ("clean", "adv")
+"""The points a measure can be evaluated at: the clean inputs or the adversarial ones."""
 
 # independent random streams of one batch (see BatchContext.seed_for); fixed so tables stay reproducible
 STREAM_ATTACK, STREAM_RAND, STREAM_EIG = 0, 1, 2
@@ -64,6 +70,10 @@ class BatchContext:
         """Seed of an independent random stream of this batch (the same at the clean and the adversarial point)."""
         return derive_seed(self.seed, self.batch, stream)
 
+    def at(self, point: str) -> "BatchContext":
+        """This batch seen from ``point`` (``"clean"``: as built; ``"adv"``: :meth:`at_adv`)."""
+        return self.at_adv() if point == "adv" else self
+
     def at_adv(self) -> "BatchContext":
         """This batch seen from ``x_adv``: ``x``, ``loss``, ``logits``, ``grad`` are those at the adversarial
         point (the gradient computed once per batch and cached); ``delta`` keeps the attack direction."""
@@ -71,9 +81,7 @@ class BatchContext:
             return self
         cached = self.state.setdefault("cache", {})
         if "grad_adv" not in cached:
-            from .gradients import _loss_logits_grad
-
-            cached["grad_adv"] = _loss_logits_grad(self.model, self.x_adv, self.y)[2]
+            cached["grad_adv"] = loss_logits_grad(self.model, self.x_adv, self.y)[2]
         return dataclasses.replace(self, x=self.x_adv, loss=self.loss_adv, logits=self.logits_adv,
                                    grad=cached["grad_adv"], point="adv")
 
@@ -83,7 +91,7 @@ MeasureFn = Callable[[BatchContext], Mapping[str, torch.Tensor]]
 
 @dataclasses.dataclass(frozen=True)
 class MeasureSpec:
-    """One selectable measure.
+    """One selectable measure: what it is, and what it needs from the table.
 
     Attributes:
         name: the name users select (``--measures NAME``).
@@ -96,6 +104,16 @@ class MeasureSpec:
             is left out of the ``nonfinite`` count.
         paper: the paper's quantity it corresponds to (shown in docs), or "" for the toolkit's own.
         default: part of the default selection (``measures=None``).
+        point: where it is evaluated, ``"clean"`` (x) or ``"adv"`` (x_adv): the table hands ``fn`` the batch
+            seen from that point (:meth:`BatchContext.at`); :func:`at_adv` sets it.
+        hessian: it takes Hessian-vector products at its point, through the batch's shared operator
+            (:func:`landscape.measures._autograd.shared_operator`). The table then reports the method used
+            (``df.attrs["hvp_method"]``), and when one such measure is at the clean point it builds that
+            operator first and takes the clean loss, logits and gradient from its kept first backward (one
+            input gradient saved).
+        counters: names of table-wide counts the measure adds to in ``ctx.state`` (e.g. ``eig_unconverged``);
+            ``df.attrs`` reports each (0 when nothing was added) when a selected measure declares it, else
+            None.
     """
 
     name: str
@@ -107,10 +125,17 @@ class MeasureSpec:
     undefined_ok: bool = False
     paper: str = ""
     default: bool = False
+    point: str = "clean"
+    hessian: bool = False
+    counters: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.name or not self.columns:
             raise ValueError(f"a measure needs a name and at least one column, got {self.name!r}, {self.columns!r}")
+        if self.point not in POINTS:
+            raise ValueError(f"measure {self.name!r}: point must be one of {POINTS}, got {self.point!r}")
+        if isinstance(self.counters, str):
+            raise TypeError(f"measure {self.name!r}: counters must be a tuple of names, got {self.counters!r}")
         for field in ("label", "unit"):
             value = getattr(self, field)
             if not isinstance(value, str) and len(value) != len(self.columns):
@@ -133,7 +158,8 @@ class MeasureSpec:
 
 
 def at_adv(spec: MeasureSpec, *, default: bool = False) -> MeasureSpec:
-    """The same measure evaluated at the adversarial point ``x_adv``: name and columns get ``_at_adv``.
+    """The same measure evaluated at the adversarial point ``x_adv``: name and columns get ``_at_adv``,
+    ``point`` is ``"adv"``, the other needs are ``spec``'s.
 
     The derived function calls ``spec.fn`` on :meth:`BatchContext.at_adv`, so a measure of the clean point's
     gradient or Hessian becomes the same quantity at ``x_adv`` (directions such as ``delta`` and the random
@@ -146,4 +172,5 @@ def at_adv(spec: MeasureSpec, *, default: bool = False) -> MeasureSpec:
              else tuple(f"{lab} at x_adv" for lab in spec.label))
     paper = f"{spec.paper}, evaluated at x_adv" if spec.paper else ""
     return MeasureSpec(f"{spec.name}_at_adv", tuple(f"{c}_at_adv" for c in spec.columns), fn, label, spec.unit,
-                       per_batch=spec.per_batch, undefined_ok=spec.undefined_ok, paper=paper, default=default)
+                       per_batch=spec.per_batch, undefined_ok=spec.undefined_ok, paper=paper, default=default,
+                       point="adv", hessian=spec.hessian, counters=spec.counters)

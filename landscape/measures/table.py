@@ -18,7 +18,12 @@ Columns (one row per sample; see ``docs/internals.md``):
 | ``fo_share`` | eps·‖∇ₓL‖_* / (L(x_adv) − L(x)), NaN where the increase is < 1e-4 nats |
 
 The selectable measures and their columns come from :mod:`landscape.measures.registry`; ``measures=None``
-selects :data:`~landscape.measures.registry.DEFAULT_MEASURES`.
+selects :data:`~landscape.measures.registry.DEFAULT_MEASURES`. What a measure needs is read from its
+:class:`~landscape.measures.spec.MeasureSpec`, never from its name: ``point`` (the batch is handed to it seen
+from x or x_adv), ``hessian`` (the clean loss/logits/gradient come from the kept first backward of the
+clean-point Hessian operator when such a measure is at the clean point; ``hvp_method`` is reported),
+``per_batch`` (a 0-d value repeated on the batch's rows), ``counters`` (``df.attrs`` counts such as
+``eig_unconverged``) and ``undefined_ok`` (NaN counted in ``undefined``, not ``nonfinite``).
 
 ``df.attrs`` records the settings (``eps``, ``attack``, ``steps``, ``step_size``, ``norm``, ``random_start``,
 ``seed``, ``batch_size``, ``eig_iters``, ``dtype``, ``measures``), the Hessian-vector-product method actually
@@ -45,23 +50,15 @@ from .._base import (check_model_batch, correct_predictions, derive_seed, eval_m
 from ..attacks import AttackSettings, run_attack
 from ..datasets import open_dataset
 from ..datasets.stream import batches
-from .curvature import CLEAN_POINT_MEASURES, HVP_METHODS, _shared_operator
-from .gradients import _check_model, _loss_logits_grad
-from .registry import DEFAULT_MEASURES, MEASURES, select
+from ._autograd import HVP_METHODS, check_model, loss_logits_grad, shared_operator
+from .registry import counters, select
 from .spec import STREAM_ATTACK, BatchContext, MeasureSpec
-from .taylor import LOGIT_TOP  # noqa: F401 -- re-exported for callers of the old location
 
-__all__ = ["MEASURES", "DEFAULT_MEASURES", "ATTACKS", "measure", "columns"]
+__all__ = ["ATTACKS", "measure", "columns"]
 
 ATTACKS = ("pgd", "fgsm")
 BASE_COLUMNS = ("sample", "label", "loss_clean", "loss_adv", "correct_clean", "correct_adv")
 _BOOL_COLUMNS = ("correct_clean", "correct_adv")
-_HVP_MEASURES = ("curv", "eig", "hs")  # name prefixes of measures that use Hessian-vector products
-
-
-def _check_measures(measures: str | Iterable[str] | None) -> tuple[str, ...]:
-    """Normalise ``measures`` (None = the defaults, a comma-separated string or names) to registry order."""
-    return tuple(s.name for s in select(measures))
 
 
 def columns(measures: str | Iterable[str] | None = None) -> list[str]:
@@ -81,17 +78,18 @@ def _working_model(model: nn.Module, dtype: torch.dtype | None, device: torch.de
 def _clean_point(model: nn.Module, x: torch.Tensor, y: torch.Tensor, specs: tuple[MeasureSpec, ...],
                  state: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, logits, grad) at the clean point, detached: taken from the kept first backward of the batch's
-    Hessian operator when a clean-point curvature measure builds it anyway (one input gradient saved; the
-    attack has run by then, so the graph is not held through it), else one plain gradient."""
-    if any(s.name in CLEAN_POINT_MEASURES for s in specs):
-        op = _shared_operator(model, x, y, state, "clean").build()
+    Hessian operator when a measure that declares ``hessian`` at the clean point builds it anyway (one input
+    gradient saved; the attack has run by then, so the graph is not held through it), else one plain
+    gradient."""
+    if any(s.hessian and s.point == "clean" for s in specs):
+        op = shared_operator(model, x, y, state, "clean").build()
         graph = op.graph
         if graph is not None:
             # the graph built, so double backpropagation works here (a measure records a later fallback)
             if state["hvp_method"] == "auto":
                 state["hvp_method"] = "double_backprop"
             return graph.loss.detach(), graph.logits.detach(), graph.grad.detach()
-    return _loss_logits_grad(model, x, y)
+    return loss_logits_grad(model, x, y)
 
 
 def _measure_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch: int,
@@ -112,7 +110,7 @@ def _measure_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch:
                        loss_adv=loss_adv, logits_adv=logits_adv, settings=settings, seed=seed, batch=batch,
                        eig_iters=eig_iters, state=state)
     for spec in specs:
-        out = spec.fn(ctx)
+        out = spec.fn(ctx.at(spec.point))
         for c in spec.columns:
             value = out[c].detach()
             cols[c] = value.expand(x.shape[0]) if value.dim() == 0 else value  # per-batch: one value per row
@@ -151,8 +149,8 @@ def measure(model: nn.Module, x: torch.Tensor | Dataset, y: torch.Tensor | None 
         settings: the attack as one :class:`~landscape.attacks.AttackSettings` (e.g.
             ``AttackSettings.official(8/255)``), instead of ``eps``/``attack``/``steps``/``step_size``/
             ``norm``/``random_start`` (give one or the other).
-        measures: names from :data:`MEASURES` (a list or a comma-separated string); None =
-            :data:`DEFAULT_MEASURES`.
+        measures: names from :data:`~landscape.measures.registry.MEASURES` (a list or a comma-separated
+            string); None = :data:`~landscape.measures.registry.DEFAULT_MEASURES`.
         batch_size: samples per batch. Default 128.
         seed: base seed. Default 0.
         eig_iters: most Lanczos steps for ``eig_top`` (``hs`` uses at least 60) where the Gauss–Newton
@@ -179,7 +177,7 @@ def measure(model: nn.Module, x: torch.Tensor | Dataset, y: torch.Tensor | None 
         >>> list(df.columns)[-3:]
         ['grad_l1', 'grad_l2', 'grad_linf']
     """
-    _check_model(model)
+    check_model(model)
     specs = select(measures)
     settings = _attack_settings(settings, eps=eps, attack=attack, steps=steps, step_size=step_size, norm=norm,
                                 random_start=random_start)
@@ -195,7 +193,8 @@ def measure(model: nn.Module, x: torch.Tensor | Dataset, y: torch.Tensor | None 
 
     dev = model_device(work)
     parts: list[dict[str, np.ndarray]] = []
-    state: dict = {"hvp_method": hvp_method, "eig_unconverged": 0}
+    counted = tuple(dict.fromkeys(c for s in specs for c in s.counters))
+    state: dict = {"hvp_method": hvp_method, **{c: 0 for c in counted}}
     start = 0
     with eval_mode(work), frozen_params(work), tqdm(total=total, desc="measure", unit="img", unit_scale=True,
                                                     disable=not progress, leave=False) as bar:
@@ -221,12 +220,12 @@ def measure(model: nn.Module, x: torch.Tensor | Dataset, y: torch.Tensor | None 
     checked = [c for c in df.select_dtypes(include="floating").columns if c not in undefined_cols]
     nonfinite = int((~np.isfinite(df[checked].to_numpy())).sum())
     undefined = int(df[undefined_cols].isna().to_numpy().sum()) if undefined_cols else 0
-    uses_hvp = any(n.startswith(_HVP_MEASURES) for n in names)
+    uses_hvp = any(s.hessian for s in specs)
     df.attrs.update({
         **settings.to_dict(), "seed": int(seed), "batch_size": batch_size, "eig_iters": eig_iters,
         "dtype": str(model_dtype(work)).replace("torch.", ""), "measures": names,
         "hvp_method": state["hvp_method"] if uses_hvp else None,
-        "eig_unconverged": state["eig_unconverged"] if any(n.startswith("eig") for n in names) else None,
+        **{c: state[c] if c in counted else None for c in counters()},
         "eig_solver": "+".join(sorted(state.get("eig_solvers", ()))) or None,
         "nonfinite": nonfinite, "undefined": undefined,
     })

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from .._base import eval_mode, frozen_params, per_sample_loss
-from .gradients import _check_like, _loss_logits_grad, _prepare
+from ._autograd import check_like, loss_logits_grad, prepare
 from .spec import BatchContext, MeasureSpec
 
 __all__ = ["LOGIT_TOP", "LOGIT_VAR", "TAYLOR_GAP", "taylor_gap", "logit_variation", "logit_variation_batch"]
@@ -81,10 +81,10 @@ def taylor_gap(model: nn.Module, x: torch.Tensor, y: torch.Tensor, delta: torch.
     Returns:
         (B,) tensor of gaps (0 where δ_i = 0), detached.
     """
-    x, y = _prepare(model, x, y)
-    delta = _check_like(delta, x, "delta")
+    x, y = prepare(model, x, y)
+    delta = check_like(delta, x, "delta")
     with eval_mode(model), frozen_params(model):
-        loss, _, grad = _loss_logits_grad(model, x, y)
+        loss, _, grad = loss_logits_grad(model, x, y)
         return _taylor_gap(model, x, y, delta, loss=loss, grad=grad)
 
 
@@ -106,8 +106,8 @@ def logit_variation(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, *, t
         (B,) tensor, >= 0, detached.
     """
     top = _check_top(top)
-    x, _ = _prepare(model, x, None, need_labels=False)
-    x_adv = _check_like(x_adv, x, "x_adv")
+    x, _ = prepare(model, x, None, need_labels=False)
+    x_adv = check_like(x_adv, x, "x_adv")
     with eval_mode(model), frozen_params(model), torch.no_grad():
         return _logit_variation(model(x), model(x_adv), top)
 
