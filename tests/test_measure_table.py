@@ -176,7 +176,7 @@ def test_validation(tiny_model):
     with pytest.raises(ValueError, match=r"\[0,1\]"):
         measure(tiny_model, x * 3, y, eps=0.1)
     with pytest.raises(TypeError, match="dtype"):
-        measure(tiny_model, x, y, eps=0.1, dtype="float64")
+        measure(tiny_model, x, y, eps=0.1, dtype=torch.int64)
 
 
 def test_progress_bar_shows_only_when_asked(tiny_model, capsys):
@@ -378,3 +378,20 @@ def test_a_new_measure_is_one_spec_and_one_registry_line(tiny_model, monkeypatch
     for start in (0, 3, 6):
         rows = df.iloc[start:start + 3]
         np.testing.assert_allclose(rows["batch_loss"], rows["loss_clean"].mean(), rtol=1e-6)
+
+
+def test_measure_settings_whole_equal_loose(tiny_model):
+    from landscape.measures.settings import MeasureSettings
+
+    x, y = torch.rand(10, 1, 8, 8), torch.arange(10)
+    opts = MeasureSettings(measures=("grad", "curv_adv"), batch_size=4, seed=3, eig_iters=5, dtype="float64")
+    whole = measure(tiny_model, x, y, eps=0.1, options=opts)
+    loose = measure(tiny_model, x, y, eps=0.1, measures=["grad", "curv_adv"], batch_size=4, seed=3, eig_iters=5,
+                    dtype=torch.float64)
+    pd.testing.assert_frame_equal(whole, loose, check_exact=True)
+    assert whole.attrs == loose.attrs and whole.attrs["dtype"] == "float64"
+    with pytest.raises(ValueError, match="batch_size"):
+        measure(tiny_model, x, y, eps=0.1, options=opts, batch_size=8)
+    with pytest.raises(ValueError, match="unknown measure"):
+        MeasureSettings(measures=("gradd",))
+    assert MeasureSettings(measures="curv_adv,grad").measures == ("grad", "curv_adv")  # registry order

@@ -50,7 +50,8 @@ from .._base import (check_model_batch, correct_predictions, derive_seed, eval_m
 from ..attacks import AttackSettings, run_attack
 from ..datasets import open_dataset
 from ..datasets.stream import batches
-from ._autograd import HVP_METHODS, check_model, loss_logits_grad, shared_operator
+from ._autograd import check_model, loss_logits_grad, shared_operator
+from .settings import MeasureSettings
 from .registry import counters, select
 from .spec import STREAM_ATTACK, BatchContext, MeasureSpec
 
@@ -124,7 +125,7 @@ def measure(model: nn.Module, x: torch.Tensor | Dataset, y: torch.Tensor | None 
             measures: str | Iterable[str] | None = None, batch_size: int = 128, seed: int = 0,
             eig_iters: int = 20, progress: bool = False, dtype: torch.dtype | None = None,
             device: torch.device | str | None = None, hvp_method: str = "auto",
-            workers: int | None = None) -> pd.DataFrame:
+            workers: int | None = None, options: MeasureSettings | None = None) -> pd.DataFrame:
     """Attack ``x`` and compute the selected input-landscape measures for every sample.
 
     Samples are processed in batches of ``batch_size``; within a batch the measures are exact per sample
@@ -161,6 +162,9 @@ def measure(model: nn.Module, x: torch.Tensor | Dataset, y: torch.Tensor | None 
         hvp_method: Hessian-vector product method, see :func:`landscape.measures.curvature.hvp`.
         workers: DataLoader worker processes decoding a Dataset ``x``; default: none for arrays in memory, up
             to 4 for datasets that decode files.
+        options: ``measures``, ``batch_size``, ``seed``, ``eig_iters``, ``hvp_method`` and ``dtype`` as one
+            :class:`~landscape.measures.settings.MeasureSettings` (give one or the other), as ``settings``
+            does for the attack.
 
     Returns:
         DataFrame with the columns of :func:`columns` (``sample``, ``label``, losses, correctness, then the
@@ -178,23 +182,19 @@ def measure(model: nn.Module, x: torch.Tensor | Dataset, y: torch.Tensor | None 
         ['grad_l1', 'grad_l2', 'grad_linf']
     """
     check_model(model)
-    specs = select(measures)
+    opts = MeasureSettings.from_loose(options, measures=measures, batch_size=batch_size, seed=seed,
+                                      eig_iters=eig_iters, hvp_method=hvp_method, dtype=dtype)
+    specs = select(opts.measures)
     settings = _attack_settings(settings, eps=eps, attack=attack, steps=steps, step_size=step_size, norm=norm,
                                 random_start=random_start)
-    for name, value in (("batch_size", batch_size), ("eig_iters", eig_iters)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    if hvp_method not in HVP_METHODS:
-        raise ValueError(f"unknown hvp_method {hvp_method!r} (allowed: {', '.join(HVP_METHODS)})")
-    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-        raise TypeError(f"dtype must be a floating torch.dtype such as torch.float64, got {dtype!r}")
+    batch_size, seed, eig_iters, dtype = opts.batch_size, opts.seed, opts.eig_iters, opts.torch_dtype
     work = _working_model(model, dtype, device)
     stream, total = _batches(work, x, y, batch_size, workers)
 
     dev = model_device(work)
     parts: list[dict[str, np.ndarray]] = []
     counted = tuple(dict.fromkeys(c for s in specs for c in s.counters))
-    state: dict = {"hvp_method": hvp_method, **{c: 0 for c in counted}}
+    state: dict = {"hvp_method": opts.hvp_method, **{c: 0 for c in counted}}
     start = 0
     with eval_mode(work), frozen_params(work), tqdm(total=total, desc="measure", unit="img", unit_scale=True,
                                                     disable=not progress, leave=False) as bar:
