@@ -18,8 +18,9 @@ Definitions (``split`` is the evaluation split, ``"test"`` by default):
   accuracy p measured on n samples (1 point when the table has no ``n``);
 * **train–test gap** — train minus test robust accuracy at the last epoch, in points;
 * **correlations** — Spearman and Pearson correlation, across the epochs from the best one on, of each
-  measure ``<m>_mean`` (of each split) with the test robust loss ``loss_adv``; fewer than 3 epochs give NaN
-  (with a note).
+  measure ``<m>_mean`` (of each split) with the test robust loss ``loss_adv``, over the epochs where both are
+  finite; fewer than 3 such epochs or a constant series give NaN (with a note). The Spearman ρ is
+  :func:`spearman`, which the study's claims and the measure-vs-loss scatter use too.
 
 A table with one epoch gives its measures and train–test gap only; a table whose ``run`` column holds
 several runs goes to :func:`diagnose_runs` (one diagnosis per run).
@@ -40,7 +41,7 @@ from ._base import LandscapeError
 from .runs import run_file
 
 __all__ = ["MIN_EPOCHS_FOR_CORRELATION", "BEST_RULE", "BestEpoch", "Diagnosis", "best_epoch", "best_index",
-           "diagnose", "diagnose_runs", "read_table", "read_training_log"]
+           "diagnose", "diagnose_runs", "read_table", "read_training_log", "spearman"]
 
 MIN_EPOCHS_FOR_CORRELATION = 3
 _REQUIRED = ("epoch", "split", "acc_adv")
@@ -341,20 +342,53 @@ def onset_epoch(epochs: np.ndarray, acc: np.ndarray, best_index: int, threshold:
     return onset
 
 
-def _correlate(a: np.ndarray, b: np.ndarray) -> tuple[float, float, int, str | None]:
+def _finite_pairs(x, y) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"correlation needs two sequences of the same length, got {a.shape} and {b.shape}")
+    ok = np.isfinite(a) & np.isfinite(b)
+    return a[ok], b[ok]
+
+
+def _undefined(a: np.ndarray, b: np.ndarray) -> str | None:
+    """Why a correlation of the finite pairs ``a, b`` is NaN, or None when it is defined."""
+    if len(a) < MIN_EPOCHS_FOR_CORRELATION:
+        return f"fewer than {MIN_EPOCHS_FOR_CORRELATION} epochs"
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return "constant series"
+    return None
+
+
+def spearman(x, y) -> float:
+    """Spearman's rank correlation of two equal-length sequences (ties get average ranks), over the pairs
+    where both values are finite; NaN with fewer than :data:`MIN_EPOCHS_FOR_CORRELATION` such pairs or a
+    constant sequence.
+
+    The one Spearman ρ of the package: the diagnosis' correlations, the study's ``rho_curv_share`` (the
+    claims table) and the measure-vs-loss scatter all use it.
+    """
     from scipy import stats
 
-    ok = np.isfinite(a) & np.isfinite(b)
-    a, b = a[ok], b[ok]
-    if len(a) < MIN_EPOCHS_FOR_CORRELATION:
-        return float("nan"), float("nan"), len(a), f"fewer than {MIN_EPOCHS_FOR_CORRELATION} epochs"
-    if np.ptp(a) == 0 or np.ptp(b) == 0:
-        return float("nan"), float("nan"), len(a), "constant series"
+    a, b = _finite_pairs(x, y)
+    if _undefined(a, b):
+        return float("nan")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        rho = float(stats.spearmanr(a, b).statistic)
+        return float(stats.spearmanr(a, b).statistic)
+
+
+def _correlate(a: np.ndarray, b: np.ndarray) -> tuple[float, float, int, str | None]:
+    """``(spearman, pearson, pairs used, why NaN or None)`` over the finite pairs."""
+    from scipy import stats
+
+    a, b = _finite_pairs(a, b)
+    why = _undefined(a, b)
+    if why:
+        return float("nan"), float("nan"), len(a), why
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         r = float(stats.pearsonr(a, b).statistic)
-    return rho, r, len(a), None
+    return spearman(a, b), r, len(a), None
 
 
 def diagnose(table: pd.DataFrame, *, split: str = "test", threshold: float | None = None,

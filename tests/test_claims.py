@@ -1,12 +1,12 @@
-"""The claims rule on hand-made per-run summaries; Spearman against scipy."""
+"""The claims rule on hand-made per-run summaries; their Markdown and the study's ± formatter."""
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import spearmanr
 
-from landscape.claims import CLAIM_COLUMNS, claims_table, effect, spearman, verdict
+from landscape.study._format import pm
+from landscape.study.claims import CLAIM_COLUMNS, claims_markdown, claims_table, effect, verdict
 
 
 def test_verdict_two_standard_errors_in_the_predicted_direction():
@@ -66,13 +66,24 @@ def test_missing_variants_are_reported_not_guessed():
     assert math.isnan(advlc["value"])
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_spearman_matches_scipy_with_ties(seed):
-    g = np.random.default_rng(seed)
-    x, y = g.integers(0, 5, 12).astype(float), g.normal(size=12)
-    assert spearman(x, y) == pytest.approx(spearmanr(x, y)[0])
+def test_pm_one_rule_for_every_table():
+    assert pm(2.345, 0.5) == "2.3 ± 0.5" and pm(2.345, 0.5, 2) == "2.35 ± 0.50"
+    assert pm(7.6, math.nan, 0) == "8"  # one seed: no spread
+    assert pm(-0.04, 0.01) == "0.0 ± 0.0" and pm(-0.004, math.nan, 2) == "0.00"  # never "-0.0"
+    assert pm(-1.25, 0.5, 1) == "-1.2 ± 0.5"
+    assert pm(math.nan, 1.0) == "–" and pm(math.inf, 1.0, missing="n/a") == "n/a"
+    assert pm(1.0, 0.25, 2, label="se") == "1.00 ± 0.25 (se)" and pm(1.0, math.nan, label="se") == "1.0"
 
 
-def test_spearman_needs_three_finite_pairs():
-    assert math.isnan(spearman([1.0, 2.0, np.nan], [3.0, 1.0, 2.0]))
-    assert math.isnan(spearman([1.0, 1.0, 1.0], [3.0, 1.0, 2.0]))
+def test_claims_evidence_and_markdown_format_with_pm():
+    runs = pd.DataFrame(dict(variant="pgd_at", seed=[0, 1, 2], gap=[8.0, 9.0, 10.0],
+                             rho_curv_share=[-0.8, -0.9, -0.75]))
+    table = claims_table(runs)
+    by_claim = table.set_index("claim")
+    assert by_claim.loc["1. RO occurs under PGD-AT", "evidence"].endswith(": 9.0 ± 0.6 (se), 3 seed(s)")
+    rho = by_claim.filter(like="3.", axis=0).iloc[0]
+    assert rho["evidence"].endswith(": -0.82 ± 0.04 (se), 3 seed(s)")
+    md = claims_markdown(table.assign(value=[9.0, -0.001, np.nan, 1, 2, 3, 4, 5]))
+    lines = md.splitlines()
+    assert lines[:2] == ["| claim | evidence | value | holds |", "|---|---|---|---|"] and len(lines) == 10
+    assert "| 9.00 | **yes** |" in lines[2] and "| 0.00 |" in lines[3] and "| – |" in lines[4]

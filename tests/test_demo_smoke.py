@@ -6,11 +6,11 @@ import torch.nn.functional as F
 
 from landscape.checkpoints import load_model
 from landscape.cli import main as cli_main
-from landscape.claims import CLAIM_COLUMNS
 from landscape.datasets import load_dataset
-from landscape import study
+from landscape.study import experiments, findings
+from landscape.study.claims import CLAIM_COLUMNS
 
-METHODS = list(study.DEFAULT_VARIANTS)
+METHODS = list(experiments.DEFAULT_VARIANTS)
 
 
 @pytest.fixture(scope="module")
@@ -25,13 +25,13 @@ def demo_dir(tmp_path_factory):
 
 
 def test_epoch_selection_hand_values():
-    d = study
+    d = experiments
     assert d.epochs_to_analyse(150, 10, 42) == [1, 10, 20, 30, 40, 42, 50, 60, 70, 80, 90, 100, 110, 120, 130,
                                                 140, 150]
     assert d.epochs_to_analyse(6, 3, 3) == [1, 3, 6]
     metrics = pd.DataFrame(dict(epoch=[1, 1, 2, 2, 3, 3], split=["train", "test"] * 3,
                                 acc_adv=[0.9, 0.2, 0.9, 0.5, 0.9, 0.5]))
-    assert d.best_epoch(metrics) == 3  # test split only; the latest epoch on ties (official rule)
+    assert findings.log_best_epoch(metrics) == 3  # test split only; the latest epoch on ties (official rule)
 
 
 def test_demo_writes_report_and_every_run(demo_dir):
@@ -106,7 +106,7 @@ def test_demo_rerun_reuses_everything(demo_dir):
     threads = torch.get_num_threads()
     try:
         # serial this time (the first run used 2 processes); nothing is retrained
-        assert study.main(["--quick", "--quiet", "--no-report", "--jobs", "1", "--out", str(demo_dir)]) == 0
+        assert experiments.main(["--quick", "--quiet", "--no-report", "--jobs", "1", "--out", str(demo_dir)]) == 0
     finally:
         torch.set_num_threads(threads)
     assert (demo_dir / "pgd_at" / "s0" / "model_e006.pt").stat().st_mtime_ns == mtime

@@ -16,6 +16,7 @@ from landscape.diagnose import (
     diagnose_runs,
     onset_epoch,
     read_table,
+    spearman,
 )
 
 # test robust accuracy per epoch 1..10: best at epoch 4 (0.45); epoch 6 dips 1.5 points below the best but
@@ -118,6 +119,43 @@ def test_correlation_needs_three_epochs():
     d = diagnose(make_table(acc, acc, measure=[1, 2, 3, 4, 5]))
     assert d.correlations["spearman"].isna().all() and (d.correlations["n"] == 2).all()
     assert any("fewer than 3 epochs" in note for note in d.notes)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_spearman_matches_scipy_with_ties(seed):
+    g = np.random.default_rng(seed)
+    x, y = g.integers(0, 5, 12).astype(float), g.normal(size=12)
+    assert spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic)
+    assert spearman(pd.Series(x), list(y)) == spearman(x, y)  # any sequence
+
+
+def test_spearman_uses_the_finite_pairs_only():
+    x, y = [1.0, 2.0, np.nan, 4.0, 5.0, 6.0], [2.0, 1.0, 9.0, np.inf, 4.0, 3.0]
+    assert spearman(x, y) == pytest.approx(stats.spearmanr([1, 2, 5, 6], [2, 1, 4, 3]).statistic)
+    assert math.isnan(spearman([1.0, 2.0, np.nan], [3.0, 1.0, 2.0]))  # 2 finite pairs
+    assert math.isnan(spearman([1.0, 1.0, 1.0], [3.0, 1.0, 2.0]))  # constant
+    with pytest.raises(ValueError, match="same length"):
+        spearman([1, 2, 3], [1, 2])
+
+
+def test_scatter_rho_is_the_diagnosis_rho():
+    """The measure-vs-loss figure's ρ (the report passes each run's best epoch as ``since``) is the
+    diagnosis' ρ of that measure with the test robust loss: same epochs, same pairs, same function."""
+    from landscape.plotting import epoch_pairs, plot_measure_vs_loss
+
+    loss = [3.0, 2.0, 1.5, 1.0, 1.1, 1.3, 1.2, 1.6, 1.8, 2.5]
+    measure = [1.0, 1.5, 2.0, 0.4, 0.5, np.nan, 0.5, 0.7, 0.2, 0.9]  # a tie, a missing epoch, not monotone
+    table = make_table(loss=loss, measure=measure)
+    d = diagnose(table, threshold=1.0)
+    rec = d.correlations.set_index(["measure", "split"]).loc[("grad_l1", "test")]
+    pairs = epoch_pairs(table, "grad_l1")
+    used = pairs[pairs["epoch"] >= d.best_epoch]
+    assert spearman(used["x"], used["y"]) == rec["spearman"] and len(used) == rec["n"] == 6
+    ax = plot_measure_vs_loss(table, "grad_l1", since=d.best_epoch)
+    assert f"Spearman ρ = {rec['spearman']:.2f} (epochs ≥ {d.best_epoch})" in ax.get_title()
+    import matplotlib.pyplot as plt
+
+    plt.close(ax.figure)
 
 
 def test_single_epoch_gives_measures_and_train_test_gap_only():

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from landscape.docblocks import DOCUMENTS, RESULTS_DIR, publish, render_blocks, replace_blocks, stale_files
+from landscape.study.docblocks import DOCUMENTS, RESULTS_DIR, publish, render_blocks, replace_blocks, stale_files
 
 ROOT = Path(__file__).resolve().parents[1]
 

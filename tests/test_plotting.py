@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 
 from landscape import plotting as P
 from landscape.cli import main
+from landscape.diagnose import spearman
 from landscape.testing import synthetic_tables
 
 # Robust test accuracy per epoch 1..6: best at epoch 3 (0.50), last 0.40 -> RO gap 10.0 points.
@@ -318,8 +319,8 @@ def test_epoch_pairs_and_spearman_against_the_rank_formula(tmp_path):
     # hand reference: rho = 1 - 6 sum d^2 / (n (n^2 - 1)) for untied ranks
     x, y = np.array([1.0, 2, 3, 4, 5]), np.array([2.0, 1, 4, 3, 5])
     d = np.argsort(np.argsort(x)) - np.argsort(np.argsort(y))
-    assert P.spearman(x, y) == pytest.approx(1 - 6 * (d ** 2).sum() / (5 * 24))
-    assert np.isnan(P.spearman([1, 2], [3, 4])) and np.isnan(P.spearman([1, 1, 1], [1, 2, 3]))
+    assert spearman(x, y) == pytest.approx(1 - 6 * (d ** 2).sum() / (5 * 24))
+    assert np.isnan(spearman([1, 2], [3, 4])) and np.isnan(spearman([1, 1, 1], [1, 2, 3]))
 
 
 def test_measure_vs_loss_scatter_legend_has_rho_per_run(tmp_path):
@@ -328,14 +329,14 @@ def test_measure_vs_loss_scatter_legend_has_rho_per_run(tmp_path):
     assert isinstance(ax, Axes)
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     y = 2.0 - 0.1 * np.arange(1, 7) + 0.05 * np.arange(1, 7) ** 2  # same loss for both runs
-    rho = P.spearman(np.arange(6), y)
+    rho = spearman(np.arange(6), y)
     assert legend == [f"at: Spearman ρ = {rho:.2f} (n = 6)", f"advlc: Spearman ρ = {rho:.2f} (n = 6)"]
     assert "curvature" in ax.get_xlabel() and ax.get_ylabel() == "robust test loss (CE, nats)"
     offsets = [c.get_offsets() for c in ax.collections if len(c.get_offsets())][0]  # first run's points
     np.testing.assert_allclose(offsets[:, 0], 10.0 * np.arange(1, 7))
     assert_real_png(png_of(ax, tmp_path))
     single = P.plot_measure_vs_loss(trajectory(("at",)), "grad_l1", measure_split="train")
-    assert f"Spearman ρ = {P.spearman(np.arange(6), y):.2f}" in single.get_title()
+    assert f"Spearman ρ = {spearman(np.arange(6), y):.2f}" in single.get_title()
     with pytest.raises(ValueError, match="statistic"):
         P.plot_measure_vs_loss(table, statistic="max")
 
@@ -348,9 +349,9 @@ def test_measure_vs_loss_rho_from_a_given_epoch_on():
     table.loc[test, "loss_adv"] = np.tile(y, 2)
     ax = P.plot_measure_vs_loss(table, "curv_adv", since={"at": 3, "advlc": 1})
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert legend == [f"at: Spearman ρ = {P.spearman(e[2:], y[2:]):.2f} (epochs ≥ 3, n = 4)",
-                      f"advlc: Spearman ρ = {P.spearman(e, y):.2f} (epochs ≥ 1, n = 6)"]
-    assert P.spearman(e[2:], y[2:]) == pytest.approx(1.0) and P.spearman(e, y) < 1.0  # the window matters
+    assert legend == [f"at: Spearman ρ = {spearman(e[2:], y[2:]):.2f} (epochs ≥ 3, n = 4)",
+                      f"advlc: Spearman ρ = {spearman(e, y):.2f} (epochs ≥ 1, n = 6)"]
+    assert spearman(e[2:], y[2:]) == pytest.approx(1.0) and spearman(e, y) < 1.0  # the window matters
     faded = [c for c in ax.collections if len(c.get_offsets()) == 2][0]  # epochs 1-2 of "at"
     np.testing.assert_allclose(faded.get_offsets()[:, 0], [10.0, 20.0])
 

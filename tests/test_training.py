@@ -466,8 +466,8 @@ def test_train_cli_preset_with_explicit_overrides(tmp_path, capsys):
     assert exc.value.code == 2 and "official_cifar10" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("module", ["training", "objectives", "protocol", "augmentation", "regularizers", "study",
-                                    "claims", "docblocks", "_version"])
+@pytest.mark.parametrize("module", ["training", "objectives", "protocol", "augmentation", "regularizers",
+                                    "study/experiments", "study/claims", "study/docblocks", "_version"])
 def test_module_does_not_import_the_package_root(module):
     """Library modules import siblings only (``from .x import y``), never ``landscape`` itself."""
     import ast

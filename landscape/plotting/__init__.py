@@ -7,7 +7,7 @@ kind that ``landscape plot``, the report and the recipes draw.
 """
 from ._style import CMAP, PALETTE, save_figure, style
 from ._tables import label_epochs
-from .correlation import epoch_pairs, plot_measure_vs_loss, spearman
+from .correlation import epoch_pairs, plot_measure_vs_loss
 from .curves import plot_learning_curves
 from .distributions import plot_distributions
 from .first_order import plot_first_order_share
@@ -22,5 +22,5 @@ __all__ = [
     "figure_spec", "interactive_method_curves", "interactive_method_measures", "label_epochs", "method_of",
     "plot_contour", "plot_distributions", "plot_first_order_share", "plot_learning_curves", "plot_measure_vs_loss", "plot_measures",
     "plot_method_curves", "plot_method_measures", "plot_slices_1d", "plot_surface", "plot_surface_3d",
-    "pool_by_method", "register", "save_figure", "seed_summary", "spearman", "style", "surface_grid",
+    "pool_by_method", "register", "save_figure", "seed_summary", "style", "surface_grid",
 ]

@@ -9,8 +9,8 @@ from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.lines import Line2D
-from scipy import stats
 
+from ..diagnose import spearman
 from ._style import CMAP, MARKERS, new_axes, run_styles, style  # noqa: F401 - MARKERS kept importable here
 from ._tables import check_choice, check_table, measure_label, rows_of_run, runs_of
 
@@ -51,14 +51,6 @@ def epoch_pairs(table: pd.DataFrame, measure: str, *, loss: str = "loss_adv", me
     return out[["run", "epoch", "x", "y"]]
 
 
-def spearman(x, y) -> float:
-    """Spearman's rank correlation (ties averaged); NaN with fewer than 3 points or a constant input."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return float("nan")
-    return float(stats.spearmanr(x, y).statistic)
-
-
 def plot_measure_vs_loss(table: pd.DataFrame, measure: str = "curv_adv", *, loss: str = "loss_adv",
                          measure_split: str = "test", loss_split: str = "test", statistic: str = "mean",
                          since: int | Mapping | None = None, ax: Axes | None = None) -> Axes:
@@ -66,8 +58,9 @@ def plot_measure_vs_loss(table: pd.DataFrame, measure: str = "curv_adv", *, loss
 
     Points are coloured by epoch (colour bar) and joined in epoch order; each run has its own marker and edge
     colour (runs ``<method>/<seed>`` share the method's colour, one shade and marker per seed), and its
-    Spearman ρ over epochs is in the legend below the axes (and the title, for a single run). A new figure
-    grows with the legend, so the axes keep their size however many runs there are.
+    Spearman ρ over epochs (:func:`landscape.diagnose.spearman`, the function of the diagnosis) is in the
+    legend below the axes (and the title, for a single run). A new figure grows with the legend, so the axes
+    keep their size however many runs there are.
 
     Args:
         table, measure, loss, measure_split, loss_split, statistic: see :func:`epoch_pairs`.
@@ -131,4 +124,4 @@ def plot_measure_vs_loss(table: pd.DataFrame, measure: str = "curv_adv", *, loss
     return ax
 
 
-__all__ = ["epoch_pairs", "plot_measure_vs_loss", "spearman"]
+__all__ = ["epoch_pairs", "plot_measure_vs_loss"]

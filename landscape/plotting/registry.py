@@ -176,7 +176,8 @@ for _spec in (
                "is the clean input.", title="2D loss surfaces, best vs last", best_last=True),
     FigureSpec("scatter", _scatter, ("trajectory",),
                "Test mean of a landscape measure against the robust test loss, one point per epoch; Spearman ρ "
-               "per run over the epochs from its best one on (as in the diagnosis), earlier epochs faded.",
+               "per run over the epochs from its best one on, earlier epochs faded: the diagnosis' ρ of that "
+               "measure with the robust test loss (same epochs, same function).",
                title="Measure vs robust test loss", stem="measure_vs_loss"),
     FigureSpec("first_order_share", _first_order, ("trajectory",),
                "Curvature (left) and the first-order share of the adversarial loss increase, eps·‖∇ₓL‖ / "

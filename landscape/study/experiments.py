@@ -19,7 +19,8 @@ Pipeline (``landscape demo --out runs/demo``; ``python -m landscape.study`` is t
 3. **slices**: 1D and 2D loss slices at the best and last epoch of ``pgd_at`` and ``at_advlc`` (first seed);
 4. **findings and claims**: per variant, mean ± sd over seeds of the best/last test PGD accuracy and their
    gap (``findings.csv``, ``findings_runs.csv``, ``findings.md``), and one row per claim of the paper's
-   abstract with a noise-aware verdict (``claims.csv``, :mod:`landscape.claims`);
+   abstract with a noise-aware verdict (``claims.csv``, :mod:`landscape.study.findings`,
+   :mod:`landscape.study.claims`);
 5. **report**: ``report.html`` (:func:`landscape.report.build_report`) and ``figures/findings_measures.png``.
 
 Setting (default): MLP 64-256-256-10 (ReLU), 300-sample stratified training subset with 20 % symmetric label
@@ -38,7 +39,8 @@ and the per-epoch evaluation on a 300-sample subset of the test split rather tha
 evaluates the whole test set; here that evaluation dominated the demo's time and took it past 5 minutes on
 2 cores).
 
-Every stage skips work already on disk, so an interrupted study continues where it stopped.
+Every stage skips work already on disk, so an interrupted study continues where it stopped. ``--readme RUN_DIR``
+publishes a finished run's tables into the documents instead (:mod:`landscape.study.docblocks`).
 """
 from __future__ import annotations
 
@@ -52,15 +54,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from ._version import __version__
-from .claims import claims_table, spearman
-from .runs import run_file
+from .._version import __version__
+from ..runs import run_file
+from .claims import claims_markdown, claims_table
+from .findings import findings_markdown, findings_table, log_best_epoch, run_dir
 
-__all__ = ["VARIANTS", "DEFAULT_VARIANTS", "MEASURES", "study_config", "run_dir", "best_epoch", "epochs_to_analyse", "run_job",
-           "run_summary", "findings_table", "findings_markdown", "claims_markdown", "first_order_share",
+__all__ = ["VARIANTS", "DEFAULT_VARIANTS", "STUDY_MEASURES", "study_config", "epochs_to_analyse", "run_job",
            "provenance", "main"]
 
 #: study variants: name -> keyword arguments of :func:`landscape.training.train`.
@@ -78,12 +79,10 @@ VARIANTS = {
 DEFAULT_VARIANTS = ("standard", "standard_gradreg", "pgd_at", "at_clean_half", "at_advlc", "at_gradreg")
 #: variants evaluated at the small eps too (RO of standard training shows there).
 SMALL_EPS_VARIANTS = ("standard", "standard_gradreg")
-#: landscape measures computed along each trajectory.
-MEASURES = ("grad", "curv_adv", "taylor_gap", "logit_var")
+#: landscape measures (names of :data:`landscape.measures.MEASURES`) computed along each trajectory.
+STUDY_MEASURES = ("grad", "curv_adv", "taylor_gap", "logit_var")
 #: variants whose loss slices (first seed only) go into the report.
 SLICED = ("pgd_at", "at_advlc")
-#: trajectory columns reported at the best and the last epoch.
-FINDING_MEASURES = {"grad_l1_mean": "grad_l1", "curv_adv_mean": "curv_adv"}
 
 
 def study_config(*, quick: bool = False, epochs: int | None = None, every: int | None = None,
@@ -100,26 +99,22 @@ def study_config(*, quick: bool = False, epochs: int | None = None, every: int |
         analysis_n=20 if quick else 300, analysis_steps=2 if quick else 10,
         every=every or (3 if quick else 10),
         slice_n=4 if quick else 32, slice_grid=9 if quick else 41,
-        measures=_available(["grad", "curv_adv", "fo_share"] if quick else [*MEASURES, "fo_share"]),
+        measures=_available(["grad", "curv_adv", "fo_share"] if quick else [*STUDY_MEASURES, "fo_share"]),
     )
 
 
 def _available(measures: list[str]) -> list[str]:
     """``measures`` less those this version of :mod:`landscape.measures` does not have (``fo_share`` is new)."""
-    from .measures import MEASURES as known
+    from ..measures import MEASURES as known
 
     return [m for m in measures if m in known]
-
-
-def run_dir(out: Path, variant: str, seed: int) -> Path:
-    return Path(out) / variant / f"s{seed}"
 
 
 # ------------------------------------------------------------------------------------------------- train
 def train_one(out: Path, variant: str, seed: int, cfg: dict, *, progress: bool) -> Path:
     """Train (or finish training) one variant/seed into ``out/<variant>/s<seed>``."""
-    from .datasets import load_dataset
-    from .training import seeded_model, train
+    from ..datasets import load_dataset
+    from ..training import seeded_model, train
 
     arch_kwargs = dict(hidden=tuple(cfg["hidden"]))
     data = (load_dataset("digits", "train", n=cfg["train_n"], seed=seed), load_dataset("digits", "test"))
@@ -134,14 +129,6 @@ def train_one(out: Path, variant: str, seed: int, cfg: dict, *, progress: bool) 
 
 
 # -------------------------------------------------------------------------------------------- trajectory
-def best_epoch(metrics: pd.DataFrame) -> int:
-    """Best epoch of ``metrics.csv`` by the official rule (highest test PGD accuracy, latest on ties):
-    :func:`landscape.diagnose.best_epoch` — the same epoch whose checkpoint training keeps."""
-    from .diagnose import best_epoch as official_best
-
-    return int(official_best(None, log=metrics).epoch)
-
-
 def epochs_to_analyse(epochs: int, every: int, best: int) -> list[int]:
     """Every ``every``-th epoch, the first, the best and the last (sorted, unique) — the kept checkpoints."""
     return sorted({1, best, epochs, *range(every, epochs + 1, every)})
@@ -149,11 +136,11 @@ def epochs_to_analyse(epochs: int, every: int, best: int) -> list[int]:
 
 def analyse_one(folder: Path, seed: int, cfg: dict, *, progress: bool) -> pd.DataFrame:
     """Trajectory analysis of the kept checkpoints of one run into ``folder/analysis``."""
-    from .training import checkpoint_path
-    from .trajectory import analyse_trajectory
+    from ..training import checkpoint_path
+    from ..trajectory import analyse_trajectory
 
     metrics = pd.read_csv(folder / run_file("metrics"))
-    chosen = epochs_to_analyse(cfg["epochs"], cfg["every"], best_epoch(metrics))
+    chosen = epochs_to_analyse(cfg["epochs"], cfg["every"], log_best_epoch(metrics))
     return analyse_trajectory(
         [checkpoint_path(folder, e) for e in chosen], "mlp", "digits", out_dir=folder / "analysis",
         arch_kwargs=dict(hidden=tuple(cfg["hidden"])), measures=cfg["measures"], n=cfg["analysis_n"],
@@ -170,11 +157,11 @@ def slice_one(folder: Path, seed: int, cfg: dict) -> None:
     are the epochs that :func:`landscape.diagnose.diagnose` finds in the trajectory table, so the report
     labels them. Skipped when both files exist for the same epochs.
     """
-    from .checkpoints import load_model
-    from .datasets import load_dataset
-    from .diagnose import diagnose
-    from .slices import grid, slice_1d, slice_2d
-    from .training import checkpoint_path
+    from ..checkpoints import load_model
+    from ..datasets import load_dataset
+    from ..diagnose import diagnose
+    from ..slices import grid, slice_1d, slice_2d
+    from ..training import checkpoint_path
 
     analysis = folder / "analysis"
     d = diagnose(pd.read_parquet(analysis / run_file("trajectory")), log=pd.read_csv(folder / run_file("metrics")))
@@ -202,106 +189,15 @@ def slice_one(folder: Path, seed: int, cfg: dict) -> None:
         tmp.replace(paths[key])
 
 
-# ---------------------------------------------------------------------------------------------- findings
-def first_order_share(traj: pd.DataFrame, eps: float) -> pd.Series:
-    """Per-epoch first-order share of the adversarial loss increase, ``eps·‖∇ₓL‖₁ / (L(x_adv) − L(x))``.
-
-    Uses the median of the per-sample ``fo_share`` measure (:mod:`landscape.measures.first_order`, NaN where
-    the loss barely rises) when the trajectory has it; otherwise the ratio of the split means ``eps · grad_l1_mean / (loss_adv − loss_clean)`` (NaN where the increase
-    is not positive), which needs only the ``grad`` measure.
-    """
-    if "fo_share_median" in traj.columns:
-        return traj["fo_share_median"].astype(float)
-    rise = (traj["loss_adv"] - traj["loss_clean"]).astype(float)
-    return (eps * traj["grad_l1_mean"] / rise.where(rise > 0)).astype(float)
-
-
-def run_summary(folder: Path, eps: float | None = None) -> dict:
-    """One run's best/last test PGD accuracy (in %, from every epoch of ``metrics.csv``; best by the
-    official rule), the same at the small eps when evaluated, its test measures at the best and the last
-    epoch, and the Spearman ρ between curvature and the first-order share from the best epoch on (from
-    ``analysis/trajectory.parquet``)."""
-    metrics = pd.read_csv(folder / run_file("metrics"))
-    test = metrics[metrics["split"] == "test"].sort_values("epoch")
-    best = best_epoch(metrics)
-    last = int(test["epoch"].iloc[-1])
-    row = dict(best_epoch=best, best=100 * float(test["acc_adv"].max()),
-               last=100 * float(test["acc_adv"].iloc[-1]))
-    row["gap"] = row["best"] - row["last"]
-    row["clean_last"] = 100 * float(test["acc_clean"].iloc[-1])
-    if "acc_adv_small" in test.columns:
-        row["best_small"] = 100 * float(test["acc_adv_small"].max())
-        row["last_small"] = 100 * float(test["acc_adv_small"].iloc[-1])
-        row["gap_small"] = row["best_small"] - row["last_small"]
-    traj_path = folder / "analysis" / run_file("trajectory")
-    if traj_path.is_file():
-        traj = pd.read_parquet(traj_path)
-        traj = traj[(traj["split"] == "test") & traj["error"].isna()].set_index("epoch").sort_index()
-        for column, name in FINDING_MEASURES.items():
-            if column in traj.columns:
-                for tag, epoch in (("best", best), ("last", last)):
-                    row[f"{name}_{tag}"] = float(traj[column].get(epoch, np.nan))
-        if eps is not None and {"curv_adv_mean", "grad_l1_mean"} <= set(traj.columns):
-            after = traj[traj.index >= best]
-            row["rho_curv_share"] = spearman(after["curv_adv_mean"], first_order_share(after, eps))
-    return row
-
-
-def findings_table(out: Path, variants, seeds, eps: float | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(per-run rows, per-variant mean/sd) over the seeds."""
-    rows = [dict(variant=v, seed=s, **run_summary(run_dir(out, v, s), eps)) for v in variants for s in seeds]
-    runs = pd.DataFrame(rows)
-    values = [c for c in runs.columns if c not in ("variant", "seed")]
-    agg = runs.groupby("variant", sort=False)[values].agg(["mean", "std"])
-    agg.columns = [f"{a}_{b}" for a, b in agg.columns]
-    agg.insert(0, "seeds", runs.groupby("variant", sort=False).size())
-    return runs, agg.reset_index()
-
-
-def _pm(mean: float, sd: float, digits: int) -> str:
-    if not math.isfinite(mean):
-        return "–"
-    return f"{mean:.{digits}f}" + (f" ± {sd:.{digits}f}" if math.isfinite(sd) else "")
-
-
-def findings_markdown(agg: pd.DataFrame) -> str:
-    """Markdown table of :func:`findings_table`'s per-variant summary (mean ± sd over seeds)."""
-    head = ["variant", "seeds", "best PGD acc (%)", "best epoch", "last PGD acc (%)", "best − last (points)",
-            "best − last at small eps", "last clean acc (%)", "grad ‖∇ₓL‖₁ best → last", "curv_adv best → last"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in agg.to_dict("records"):
-        cells = [r["variant"], str(r["seeds"]), _pm(r["best_mean"], r["best_std"], 1),
-                 _pm(r["best_epoch_mean"], r["best_epoch_std"], 0), _pm(r["last_mean"], r["last_std"], 1),
-                 _pm(r["gap_mean"], r["gap_std"], 1),
-                 _pm(r.get("gap_small_mean", math.nan), r.get("gap_small_std", math.nan), 1),
-                 _pm(r["clean_last_mean"], r["clean_last_std"], 1)]
-        for name in FINDING_MEASURES.values():
-            if f"{name}_best_mean" in r:
-                cells.append(f"{_pm(r[f'{name}_best_mean'], r[f'{name}_best_std'], 3)} → "
-                             f"{_pm(r[f'{name}_last_mean'], r[f'{name}_last_std'], 3)}")
-            else:
-                cells.append("–")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def claims_markdown(claims: pd.DataFrame) -> str:
-    """Markdown table of a claims table (``claim | evidence | value | holds``)."""
-    lines = ["| claim | evidence | value | holds |", "|---|---|---|---|"]
-    for r in claims.to_dict("records"):
-        value = "–" if not math.isfinite(r["value"]) else f"{r['value'] + 0.0:.2f}".replace("-0.00", "0.00")
-        lines.append(f"| {r['claim']} | {r['evidence']} | {value} | **{r['holds']}** |")
-    return "\n".join(lines) + "\n"
-
-
+# ---------------------------------------------------------------------------------------------- figure
 def findings_figure(out: Path, variants, seeds, cfg: dict):
     """Test-split measures vs epoch, one line per adversarially trained variant (mean over seeds).
 
     The standard-training variants are left out: their non-robust landscape is an order of magnitude
     sharper and would flatten the AT curves. Only the epochs analysed in every run are used.
     """
-    from .plotting import plot_measures
-    from .plotting.methods import method_colors
+    from ..plotting import plot_measures
+    from ..plotting.methods import method_colors
 
     parts = []
     for v in variants:
@@ -444,12 +340,12 @@ def main(argv=None) -> int:
     if fig is not None:
         import matplotlib.pyplot as plt
 
-        from .plotting import save_figure
+        from ..plotting import save_figure
 
         save_figure(fig, out / "figures" / "findings_measures", formats=("png",))
         plt.close(fig)
     if not args.no_report:
-        from .report import build_report
+        from ..report import build_report
 
         title = f"Robust overfitting on digits ({'clean' if args.clean else '20% label noise'})"
         html = build_report(out, out, progress=progress, title=title)
@@ -463,7 +359,3 @@ def main(argv=None) -> int:
     log(table)
     log(f"done in {total:.0f} s (training + trajectories {t_runs:.0f} s, {args.jobs} process(es))")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

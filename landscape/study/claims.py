@@ -8,7 +8,8 @@ Li & Spratling (2023) claim that robust overfitting (RO)
 4. is mitigated by AdvLC, with the best robustness among similar regularisers.
 
 :func:`claims_table` turns the per-run summary of a study (one row per variant and seed, see
-:func:`landscape.study.run_summary`) into one row per testable statement: ``claim, evidence, value, holds``.
+:func:`landscape.study.findings.run_summary`) into one row per testable statement: ``claim, evidence, value,
+holds``; :func:`claims_markdown` renders such a table.
 
 **Rule.** Every statement is an effect ``d`` whose sign the claim predicts (a gap > 0, a difference of gaps
 > 0, a correlation < 0). With ``n`` seeds per variant, ``se`` is the standard error from the seed spread
@@ -23,7 +24,9 @@ import math
 import numpy as np
 import pandas as pd
 
-__all__ = ["CLAIM_COLUMNS", "K_SE", "verdict", "effect", "claims_table", "spearman"]
+from ._format import pm
+
+__all__ = ["CLAIM_COLUMNS", "K_SE", "verdict", "effect", "claims_table", "claims_markdown"]
 
 CLAIM_COLUMNS = ["claim", "evidence", "value", "holds"]
 #: the effect must exceed this many standard errors.
@@ -58,30 +61,6 @@ def effect(runs: pd.DataFrame, column: str, a: str, b: str | None = None) -> tup
         return ma, sa, na
     mb, sb, nb = _stats(runs.loc[runs["variant"] == b, column]) if column in runs else (math.nan, math.nan, 0)
     return ma - mb, math.sqrt(sa ** 2 + sb ** 2), min(na, nb)
-
-
-def spearman(x, y) -> float:
-    """Spearman rank correlation of two equal-length sequences (average ranks for ties); NaN below 3
-    finite pairs or for a constant sequence."""
-    frame = pd.DataFrame({"x": np.asarray(x, dtype=float), "y": np.asarray(y, dtype=float)})
-    frame = frame[np.isfinite(frame["x"]) & np.isfinite(frame["y"])]
-    if len(frame) < 3:
-        return math.nan
-    rx, ry = frame["x"].rank(), frame["y"].rank()
-    if rx.std() == 0 or ry.std() == 0:
-        return math.nan
-    return float(np.corrcoef(rx, ry)[0, 1])
-
-
-def _num(v: float, digits: int) -> str:
-    text = f"{v:.{digits}f}"
-    return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.0"
-
-
-def _pm(mean: float, se: float, digits: int = 1) -> str:
-    if not math.isfinite(mean):
-        return "n/a"
-    return _num(mean, digits) + (f" ± {_num(se, digits)} (se)" if math.isfinite(se) else "")
 
 
 # (claim, column, variant a, variant b or None, predicted sign, evidence template)
@@ -121,9 +100,18 @@ def claims_table(runs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for claim, column, a, b, sign, text in _STATEMENTS:
         value, se, n = effect(runs, column, a, b)
-        detail = f"{text}: {_pm(value, se, 2 if column.startswith('rho') else 1)}, {n} seed(s)"
+        shown = pm(value, se, 2 if column.startswith("rho") else 1, missing="n/a", label="se")
+        detail = f"{text}: {shown}, {n} seed(s)"
         if n == 0:
             detail = f"{text}: not measured (variant(s) {a}{', ' + b if b else ''} not in this study)"
         holds = verdict(value, se, sign=sign, n=n)
         rows.append(dict(claim=claim, evidence=detail, value=round(value, 6) + 0.0, holds=holds))
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
+
+
+def claims_markdown(claims: pd.DataFrame) -> str:
+    """Markdown table of a claims table (``claim | evidence | value | holds``)."""
+    lines = ["| claim | evidence | value | holds |", "|---|---|---|---|"]
+    for r in claims.to_dict("records"):
+        lines.append(f"| {r['claim']} | {r['evidence']} | {pm(r['value'], digits=2)} | **{r['holds']}** |")
+    return "\n".join(lines) + "\n"

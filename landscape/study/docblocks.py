@@ -10,7 +10,10 @@ A Markdown file marks each generated part::
 ``findings_runs.csv`` and the provenance from ``study.json``) into ``docs/results/`` and rewrites every
 marked block of ``README.md`` and ``docs/findings.md`` from those copies; :func:`stale_files` re-renders the
 blocks from the committed copies and lists the files whose text differs (the test suite asserts none does).
-Rendering is a pure function of the committed CSVs, so publishing twice changes nothing.
+Rendering is a pure function of the committed CSVs, so publishing twice changes nothing: the blocks are
+:func:`~landscape.study.claims.claims_markdown` and :func:`~landscape.study.findings.findings_markdown` of
+those tables (this module never imports the pipeline, :mod:`landscape.study.experiments`, which calls
+:func:`publish` for ``--readme``).
 
 Command: ``python -m landscape.study --readme runs/demo`` (in the repository root).
 """
@@ -23,6 +26,10 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+
+from ._format import pm
+from .claims import claims_markdown
+from .findings import findings_markdown
 
 __all__ = ["RESULTS_DIR", "DOCUMENTS", "RESULT_FILES", "render_blocks", "replace_blocks", "publish",
            "stale_files"]
@@ -37,12 +44,6 @@ _BLOCK = re.compile(r"(<!-- BEGIN generated:(?P<name>[\w-]+) -->\n)(?P<body>.*?)
                     re.S)
 
 
-def _pm(mean: float, sd: float, digits: int = 1) -> str:
-    if not math.isfinite(mean):
-        return "–"
-    return f"{mean:.{digits}f}" + (f" ± {sd:.{digits}f}" if math.isfinite(sd) else "")
-
-
 def _summary_table(agg: pd.DataFrame) -> str:
     """The README's compact per-variant table (mean ± sd over seeds)."""
     head = ["variant", "seeds", "best PGD acc (%)", "last PGD acc (%)", "best − last (points)",
@@ -50,9 +51,9 @@ def _summary_table(agg: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in agg.to_dict("records"):
         lines.append("| " + " | ".join([
-            r["variant"], str(int(r["seeds"])), _pm(r["best_mean"], r["best_std"]), _pm(r["last_mean"], r["last_std"]),
-            f"**{_pm(r['gap_mean'], r['gap_std'])}**",
-            _pm(r.get("gap_small_mean", math.nan), r.get("gap_small_std", math.nan))]) + " |")
+            r["variant"], str(int(r["seeds"])), pm(r["best_mean"], r["best_std"]), pm(r["last_mean"], r["last_std"]),
+            f"**{pm(r['gap_mean'], r['gap_std'])}**",
+            pm(r.get("gap_small_mean", math.nan), r.get("gap_small_std", math.nan))]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -71,8 +72,6 @@ def _provenance_text(meta: dict) -> str:
 
 def render_blocks(results_dir: str | Path) -> dict[str, str]:
     """Every generated block's text, from the summary tables in ``results_dir``."""
-    from .study import claims_markdown, findings_markdown
-
     results = Path(results_dir)
     claims = pd.read_csv(results / "claims.csv")
     agg = pd.read_csv(results / "findings.csv")
