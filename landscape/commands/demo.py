@@ -9,7 +9,7 @@ HELP = "train the study's variants on digits with label noise, analyse them, wri
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from landscape.study import DEFAULT_VARIANTS, VARIANTS
+    from landscape.study.experiments import DEFAULT_VARIANTS, VARIANTS
 
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED", help="seeds (default: 0 1 2)")
@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from landscape.study import main
+    from landscape.study.experiments import main
 
     argv = ["--out", str(args.out)]
     if args.seeds:
