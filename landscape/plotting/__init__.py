@@ -12,13 +12,13 @@ from .curves import plot_learning_curves
 from .distributions import plot_distributions
 from .first_order import plot_first_order_share
 from .interactive import interactive_method_curves, interactive_method_measures
-from .measures import DEFAULT_MEASURES, available_measures, plot_measures
+from .measures import PLOTTED_MEASURES, available_measures, plot_measures
 from .methods import method_of, plot_method_curves, plot_method_measures, pool_by_method, seed_summary
 from .registry import FIGURES, FigureSpec, figure_spec, register
 from .slices import plot_contour, plot_slices_1d, plot_surface, plot_surface_3d, surface_grid
 
 __all__ = [
-    "CMAP", "DEFAULT_MEASURES", "FIGURES", "FigureSpec", "PALETTE", "available_measures", "epoch_pairs",
+    "CMAP", "PLOTTED_MEASURES", "FIGURES", "FigureSpec", "PALETTE", "available_measures", "epoch_pairs",
     "figure_spec", "interactive_method_curves", "interactive_method_measures", "label_epochs", "method_of",
     "plot_contour", "plot_distributions", "plot_first_order_share", "plot_learning_curves", "plot_measure_vs_loss", "plot_measures",
     "plot_method_curves", "plot_method_measures", "plot_slices_1d", "plot_surface", "plot_surface_3d",

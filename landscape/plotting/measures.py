@@ -13,7 +13,7 @@ from ._style import SPLIT_STYLES, new_figure, run_styles, style
 from ._tables import MEASURE_UNITS, best_and_last, check_table, measure_label, rows_of_run, runs_of
 
 #: The paper's four diagnostics, drawn by default when their ``*_mean`` columns exist.
-DEFAULT_MEASURES = ("grad_l1", "curv_adv", "taylor_gap", "logit_var")
+PLOTTED_MEASURES = ("grad_l1", "curv_adv", "taylor_gap", "logit_var")
 _NOT_MEASURES = {"acc_clean", "acc_adv", "loss_clean", "loss_adv", "n", "epoch", "nonfinite"}
 
 
@@ -21,7 +21,7 @@ def available_measures(table: pd.DataFrame) -> list[str]:
     """Measures with a ``<m>_mean`` column in a trajectory table, defaults first."""
     found = [c[: -len("_mean")] for c in table.columns if c.endswith("_mean")]
     found = [m for m in found if m not in _NOT_MEASURES]
-    return [m for m in DEFAULT_MEASURES if m in found] + [m for m in found if m not in DEFAULT_MEASURES]
+    return [m for m in PLOTTED_MEASURES if m in found] + [m for m in found if m not in PLOTTED_MEASURES]
 
 
 def plot_measures(table: pd.DataFrame, measures: Sequence[str] | None = None, *,
@@ -39,7 +39,7 @@ def plot_measures(table: pd.DataFrame, measures: Sequence[str] | None = None, *,
         table: trajectory table with ``epoch``, ``split`` and ``<m>_mean`` for each measure ``m``; optional
             ``<m>_q10``/``<m>_q90`` (band), ``run`` (overlaid), ``acc_adv`` (best-epoch mark).
         measures: measure names (``grad_l1``, ``curv_adv``, ``taylor_gap``, ``logit_var``, ``grad_l2``,
-            ``eig_top``, ...). Default: those of :data:`DEFAULT_MEASURES` present, else every ``*_mean``.
+            ``eig_top``, ...). Default: those of :data:`PLOTTED_MEASURES` present, else every ``*_mean``.
         splits: which splits to draw, any of ``test``/``train``.
         band: shade the q10–q90 band where the quantile columns exist (around the first split drawn only).
             Default None: shade when at most 2 runs are overlaid, so more runs stay readable.
@@ -58,7 +58,7 @@ def plot_measures(table: pd.DataFrame, measures: Sequence[str] | None = None, *,
     if isinstance(measures, str):
         measures = [measures]
     if measures is None:
-        measures = [m for m in available_measures(table) if m in DEFAULT_MEASURES] or available_measures(table)
+        measures = [m for m in available_measures(table) if m in PLOTTED_MEASURES] or available_measures(table)
         if not measures:
             raise ValueError(f"{func}: table has no '<measure>_mean' columns; columns are {list(table.columns)}")
     measures = list(measures)
@@ -147,4 +147,4 @@ def _legend(fig: Figure, runs, styles, splits, *, band: bool, best: bool) -> Non
     fig.legend(handles=handles, loc="outside lower center", ncols=len(groups) + 1, frameon=False)
 
 
-__all__ = ["DEFAULT_MEASURES", "available_measures", "plot_measures"]
+__all__ = ["PLOTTED_MEASURES", "available_measures", "plot_measures"]

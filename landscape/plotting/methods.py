@@ -119,7 +119,7 @@ def plot_method_measures(table: pd.DataFrame, measures: Sequence[str] | None = N
 
     Args:
         table: trajectory table with ``<m>_mean`` columns; ``run`` = ``<method>/<seed>``.
-        measures: default: those of :data:`landscape.plotting.DEFAULT_MEASURES` present, else every one.
+        measures: default: those of :data:`landscape.plotting.PLOTTED_MEASURES` present, else every one.
         splits, title: as :func:`plot_method_curves`.
     """
     measures = chosen_measures(table, measures, "plot_method_measures")
@@ -191,11 +191,11 @@ __all__ = ["CURVE_COLUMNS", "method_colors", "method_of", "plot_method_curves",
 def chosen_measures(table: pd.DataFrame, measures, func: str) -> list[str]:
     """The measures a per-method figure draws: ``measures`` (a name or names), else the table's default ones
     (else all it has); ValueError naming ``func`` when there are none."""
-    from .measures import DEFAULT_MEASURES, available_measures
+    from .measures import PLOTTED_MEASURES, available_measures
 
     if measures is None:
         found = available_measures(table)
-        measures = [m for m in found if m in DEFAULT_MEASURES] or found
+        measures = [m for m in found if m in PLOTTED_MEASURES] or found
     measures = [measures] if isinstance(measures, str) else list(measures)
     if not measures:
         raise ValueError(f"{func}: the table has no '<measure>_mean' columns")
