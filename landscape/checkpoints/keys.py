@@ -2,11 +2,13 @@
 
 * ``unwrap_state_dict`` / ``strip_prefixes`` / ``require_tensors`` / ``read_epoch``: the weights and metadata.
 * ``select_entry``: zoo files holding ``{'last': sd, 'best': sd}``.
-* ``layout_of`` / ``arch_record``: which training code wrote the file (the AdvLC repo's dict, Rice et al.'s
-  ``model_best.pth``, a bare state dict, ...) and the architecture record the project's own files carry.
+* ``layout_of`` / ``arch_record`` / ``find_module``: which training code wrote the file (the AdvLC repo's dict
+  and its SWA file, Rice et al.'s ``model_best.pth``, a bare state dict, a whole pickled model, ...) and the
+  architecture record the project's own files carry.
 * ``split_normalization``: mean/std stored with the weights (``Normalized``'s ``mean``/``std`` + ``model.*``, or
   the ``mu``/``sigma`` buffers of RobustBench / Wong et al. models).
-* ``infer_wiring``: the exact registered wiring for a requested family name, from the record, layout and keys.
+* ``infer_wiring`` / ``merge_kwargs``: the exact registered wiring for a requested family name, from the record,
+  layout and keys (and shapes), and the constructor arguments it implies under the caller's own.
 """
 from __future__ import annotations
 
@@ -21,12 +23,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..models import family, is_spec, list_models, model_info
+from ..models import ARCH_ATTR, Normalized, family, is_spec, list_models, model_info
 
 __all__ = [
-    "ARCH_KEY", "ENTRIES", "OFFICIAL_KEYS", "PREFIXES", "WRAPPER_KEYS", "Wiring", "arch_record", "infer_wiring",
-    "layout_of", "read_epoch", "require_tensors", "scalar", "select_entry", "split_normalization", "strip_prefix",
-    "strip_prefixes", "unwrap_state_dict",
+    "ARCH_KEY", "ENTRIES", "OFFICIAL_KEYS", "PREFIXES", "SWA_KEYS", "WRAPPER_KEYS", "Wiring", "arch_record",
+    "find_module", "infer_wiring", "layout_of", "merge_kwargs", "module_record", "read_epoch", "require_tensors",
+    "scalar", "select_entry", "split_normalization", "strip_prefix", "strip_prefixes", "unwrap_state_dict",
 ]
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net")
@@ -39,6 +41,10 @@ ARCH_KEY = "arch"
 """Entry holding ``{"name": exact wiring or spec, "kwargs": {...}}``, written by ``save_checkpoint``."""
 ENTRIES = ("last", "best")
 """Zoo files (e.g. RobustBench's Andriushchenko2020Understanding) hold both; ``last`` is the default."""
+SWA_KEYS = ("state_dict", "num", "best_acc", "best_pgd", "best_fgm")
+"""The AdvLC repo's SWA file ``<id>_swa_end`` (and its copy ``<id>_swa_pgd``): ``swa_model.state_dict()`` of the
+same network as ``<id>_end`` (a plain model: no ``module.`` prefix, no ``n_averaged``), the number of averaged
+models and the SWA model's best accuracies."""
 RICE_KEYS = ("state_dict", "test_robust_acc")
 """Rice et al.'s ``model_best.pth`` / ``model_val.pth``: the state dict plus test/validation numbers."""
 
@@ -177,10 +183,11 @@ def layout_of(obj: Any) -> str:
 
     Returns:
         ``"landscape"`` (has an ``ARCH_KEY`` record), ``"advlc"`` (the AdvLC repo's ``OFFICIAL_KEYS`` dict),
-        ``"rice"`` (Rice et al.'s ``model_best.pth``), ``"module"`` (a whole pickled model), ``"bare"`` (the state
-        dict itself) or ``"wrapped"`` (any other wrapper).
+        ``"advlc_swa"`` (the AdvLC repo's SWA file, ``SWA_KEYS``), ``"rice"`` (Rice et al.'s ``model_best.pth``),
+        ``"module"`` (a whole pickled model, also under a wrapper key such as ``{'model': net}``), ``"bare"``
+        (the state dict itself) or ``"wrapped"`` (any other wrapper).
     """
-    if isinstance(obj, nn.Module):
+    if find_module(obj) is not None:
         return "module"
     if not isinstance(obj, Mapping):
         return "bare"
@@ -189,11 +196,35 @@ def layout_of(obj: Any) -> str:
     keys = set(obj)
     if keys >= set(OFFICIAL_KEYS):
         return "advlc"
+    if keys >= set(SWA_KEYS):
+        return "advlc_swa"
     if keys >= set(RICE_KEYS):
         return "rice"
     if not any(isinstance(obj.get(k), (Mapping, nn.Module)) for k in WRAPPER_KEYS):
         return "bare"
     return "wrapped"
+
+
+def find_module(obj: Any) -> nn.Module | None:
+    """The whole pickled ``nn.Module`` in ``obj`` (itself, or under ``WRAPPER_KEYS`` as ``unwrap_state_dict``
+    follows them), else None."""
+    for _ in range(_MAX_NESTING):
+        if isinstance(obj, nn.Module):
+            return obj
+        if not isinstance(obj, Mapping):
+            return None
+        inner = next((k for k in WRAPPER_KEYS if isinstance(obj.get(k), (Mapping, nn.Module))), None)
+        if inner is None:
+            return None
+        obj = obj[inner]
+    return None
+
+
+def module_record(module: nn.Module | None) -> dict[str, Any] | None:
+    """The architecture record a pickled model built by ``create_model`` carries (``landscape_arch``, on the model
+    or inside ``Normalized``), else None."""
+    inner = module.model if isinstance(module, Normalized) else module
+    return arch_record({ARCH_KEY: getattr(inner, ARCH_ATTR, None)}) if inner is not None else None
 
 
 def arch_record(obj: Any) -> dict[str, Any] | None:
@@ -251,38 +282,69 @@ class Wiring:
 
     Attributes:
         name: exact registered name (or the user spec / requested name unchanged).
-        kwargs: constructor arguments the file implies (e.g. ``sub_block1=True``), below the caller's own.
+        kwargs: constructor arguments the file implies (e.g. ``sub_block1=True``, a WRN's ``depth``), below the
+            caller's own (``merge_kwargs``).
         note: a line the loader prints on stderr: the keys fit several wirings and a default was taken, or
             the caller's choice contradicts the file's layout; ``None`` when the file decided.
+        candidates: when the keys fit several wirings of a family: all of them, ``name`` (the default) first, for a
+            decision by evidence; else ``()``.
+        family: the family name that was asked for, else None.
     """
 
     name: str
     kwargs: dict = field(default_factory=dict)
     note: str | None = None
+    candidates: tuple[str, ...] = ()
+    family: str | None = None
 
 
-_LAYOUT_TEXT = {"advlc": "the AdvLC repo's checkpoint layout", "rice": "Rice et al.'s model_best.pth layout"}
+_LAYOUT_TEXT = {"advlc": "the AdvLC repo's checkpoint layout", "advlc_swa": "the AdvLC repo's SWA checkpoint layout",
+                "rice": "Rice et al.'s model_best.pth layout"}
 
 
-def infer_wiring(requested: str, keys: Sequence[str], layout: str, record: Mapping[str, Any] | None) -> Wiring:
+def _shapes(keys: Sequence[str] | Mapping[str, Any]) -> dict[str, tuple[int, ...] | None]:
+    """``{name: shape}`` from a state dict (tensors or shapes), or ``{name: None}`` from a list of names."""
+    if not isinstance(keys, Mapping):
+        return {k: None for k in keys}
+    return {k: (tuple(v.shape) if hasattr(v, "shape") else (tuple(v) if v is not None else None))
+            for k, v in keys.items()}
+
+
+def merge_kwargs(requested: str, inferred: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """Constructor arguments: what the file implies, overridden by what the caller gave (a caller's alias, e.g. the
+    AdvLC repo's ``width``, replaces the inferred ``widen_factor``)."""
+    fam = None if is_spec(requested) else (family(requested) or (family(model_info(requested).family)
+                                                                  if model_info(requested).family else None))
+    aliases = fam.aliases if fam is not None else {}
+    dropped = {aliases[k] for k in given if k in aliases}
+    return {**{k: v for k, v in inferred.items() if k not in dropped}, **given}
+
+
+def infer_wiring(requested: str, keys: Sequence[str] | Mapping[str, Any], layout: str,
+                 record: Mapping[str, Any] | None) -> Wiring:
     """The exact wiring to build for ``requested`` given what the file says.
 
-    Rules, first match wins: a user spec is taken as given; an architecture record in the file decides (a
-    contradicting exact name is an error); a family asks its ``infer`` rule (keys and layout), and an ambiguous
-    answer yields the default with a note naming the alternative; an exact name is taken as asked, with a note
-    when the file's layout points to another member of its family.
+    Rules, first match wins: a user spec is taken as given (with the record's arguments when the file records
+    that spec); an architecture record in the file decides (a
+    contradicting exact name is an error); a family asks its ``infer`` rule (keys, shapes and layout), and an
+    ambiguous answer yields the default with a note naming the alternative and ``candidates`` listing all wirings
+    that fit (the loader may decide among them by evidence); an exact name is taken as asked (with the arguments
+    its family's rule reads from the keys when that rule points to it), with a note when the file's layout points
+    to another member of its family.
 
     Args:
         requested: what the caller asked for (registered name, family or spec).
-        keys: the state dict's keys (after unwrapping and prefix stripping).
+        keys: the state dict (after unwrapping and prefix stripping), ``{name: shape}``, or only its key names
+            (then nothing is read from shapes).
         layout: ``layout_of`` the file.
         record: ``arch_record`` of the file, or None.
 
     Raises:
         ValueError: the file records an architecture that contradicts ``requested``.
     """
-    if is_spec(requested):
-        return Wiring(requested)
+    if is_spec(requested):  # a user class: the record's arguments when it records this class
+        same = record is not None and record["name"] == requested
+        return Wiring(requested, dict(record["kwargs"]) if same else {})
     fam = family(requested)
     info = None if fam else model_info(requested)  # unknown names fail here
     if record is not None and record["name"] in list_models():  # older or user-class records: not binding
@@ -292,15 +354,21 @@ def infer_wiring(requested: str, keys: Sequence[str], layout: str, record: Mappi
             return Wiring(rec, dict(record["kwargs"]))
         raise ValueError(f"the file records architecture {rec}, not {requested}; pass --arch {rec} "
                          f"(or load_model(path, {rec!r}))")
+    shapes = _shapes(keys)
     if fam is not None:
-        name, extra, ambiguous = fam.infer(list(keys), layout)
-        if ambiguous:
-            return Wiring(name, extra, f"its keys fit several {fam.name} wirings; using "
-                          f"{name} ({model_info(name).source}); {fam.hint}")
-        return Wiring(name, extra)
+        name, extra, answer = fam.infer(shapes, layout)
+        others = fam.alternatives(name, answer)
+        if others:
+            return Wiring(name, dict(extra), f"its keys fit several {fam.name} wirings; using "
+                          f"{name} ({model_info(name).source}); {fam.hint}", (name, *others), fam.name)
+        return Wiring(name, dict(extra), family=fam.name)
     if info.family is not None:
-        inferred, _, ambiguous = family(info.family).infer(list(keys), layout)
-        if not ambiguous and inferred != requested and layout in _LAYOUT_TEXT:
+        member_of = family(info.family)
+        inferred, extra, answer = member_of.infer(shapes, layout)
+        others = member_of.alternatives(inferred, answer)
+        if inferred == requested:
+            return Wiring(requested, dict(extra))
+        if not others and layout in _LAYOUT_TEXT:
             return Wiring(requested, {}, f"{_LAYOUT_TEXT[layout]} belongs to {inferred}, but "
                           f"{requested} was asked for; using {requested}")
     return Wiring(requested)

@@ -1,10 +1,17 @@
-"""Loading: a file into a ``Checkpoint``, and a checkpoint into the exact architecture it was trained with."""
+"""Loading: a file into a ``Checkpoint``, and a checkpoint into the exact architecture it was trained with.
+
+Notes on stderr (``landscape: note: ...``, once per process and key) that ``load_model`` has to say are held back
+until the model has loaded: an error stands alone on its line, without notes it makes moot.
+"""
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import inspect
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 import torch.nn as nn
@@ -12,14 +19,16 @@ import torch.nn as nn
 from .._base import resolve_device
 from ..models import (ARCH_ATTR, Normalized, create_model, import_architecture, is_spec, kwargs_text, list_models,
                       model_info)
+from .evidence import accuracy_text, check_evidence, correct, pick
 from .formats import as_path, one_line, read_file
-from .keys import (ARCH_KEY, arch_record, infer_wiring, layout_of, read_epoch, require_tensors, select_entry,
-                   split_normalization, strip_prefixes, unwrap_state_dict)
+from .keys import (ARCH_KEY, Wiring, arch_record, find_module, infer_wiring, layout_of, merge_kwargs, module_record,
+                   read_epoch, require_tensors, select_entry, split_normalization, strip_prefixes, unwrap_state_dict)
 from .record import Checkpoint, CheckpointError
 
 __all__ = ["load_checkpoint", "load_model", "load_state_dict"]
 
 _NOTES_SHOWN: set[str] = set()
+_HELD: contextvars.ContextVar[list | None] = contextvars.ContextVar("landscape_held_notes", default=None)
 
 
 def load_checkpoint(path: str | os.PathLike, *, trusted: bool = False, entry: str | None = None) -> Checkpoint:
@@ -33,7 +42,8 @@ def load_checkpoint(path: str | os.PathLike, *, trusted: bool = False, entry: st
             (RobustBench's choice), named in ``Checkpoint.entry`` and in a stderr note.
 
     Returns:
-        ``Checkpoint(path, state_dict, epoch, meta, format, layout, arch, entry)``; tensors on CPU.
+        ``Checkpoint(path, state_dict, epoch, meta, format, layout, arch, entry, module)``; tensors on CPU. A whole
+        pickled ``nn.Module`` (``trusted=True`` only) is kept as ``module`` (layout ``"module"``).
 
     Raises:
         CheckpointError: missing/empty/truncated/corrupt file, a pickle that needs code to load (with
@@ -52,7 +62,8 @@ def load_checkpoint(path: str | os.PathLike, *, trusted: bool = False, entry: st
     try:
         raw, chosen = select_entry(raw, entry)
         layout = layout_of(raw)
-        record = arch_record(raw) or arch_record(meta)
+        module = find_module(raw)
+        record = arch_record(raw) or arch_record(meta) or module_record(module)
         state_dict, wrapper_meta = unwrap_state_dict(raw)
         state_dict = require_tensors(strip_prefixes(state_dict))
     except ValueError as exc:
@@ -64,7 +75,7 @@ def load_checkpoint(path: str | os.PathLike, *, trusted: bool = False, entry: st
     epoch = read_epoch(meta)
     meta.pop("epoch", None)
     return Checkpoint(path=path, state_dict=state_dict, epoch=epoch, meta=meta, format=fmt, layout=layout,
-                      arch=record, entry=chosen)
+                      arch=record, entry=chosen, module=module)
 
 
 def load_state_dict(path: str | os.PathLike, *, trusted: bool = False) -> dict[str, torch.Tensor]:
@@ -73,11 +84,34 @@ def load_state_dict(path: str | os.PathLike, *, trusted: bool = False) -> dict[s
 
 
 def _note(text: str, *, key: str) -> None:
-    """Print ``landscape: note: text`` on stderr once per process and ``key``."""
+    """Print ``landscape: note: text`` on stderr once per process and ``key`` (held back inside ``_held_notes``)."""
+    held = _HELD.get()
+    if held is not None:
+        held.append((text, key))
+        return
     if key in _NOTES_SHOWN:
         return
     _NOTES_SHOWN.add(key)
     print(f"landscape: note: {text}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _held_notes() -> Iterator[None]:
+    """Hold the notes said inside; print them when the block succeeds, drop them when it raises."""
+    outer = _HELD.get() is not None
+    token = _HELD.set([] if not outer else _HELD.get())
+    try:
+        yield
+    except BaseException:
+        if not outer:
+            _HELD.reset(token)
+        raise
+    if outer:
+        return
+    held = _HELD.get()
+    _HELD.reset(token)
+    for text, key in held:
+        _note(text, key=key)
 
 
 def _fmt_keys(keys: list[str], n: int = 3) -> str:
@@ -98,10 +132,11 @@ def _mismatch_hint(model: nn.Module, mismatched: list[tuple[str, tuple, tuple]])
     return ""
 
 
-def _load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], path: Path, what: str) -> None:
-    """Strictly load ``state_dict`` into ``model``, or raise one CheckpointError listing what does not fit."""
+def _misfit(model: nn.Module, state_dict: dict[str, torch.Tensor], path: Path, what: str,
+            subject: str = "checkpoint") -> None:
+    """Raise one CheckpointError listing the keys of ``state_dict`` missing from, extra to or shaped unlike
+    ``model``'s (``num_batches_tracked`` that older files lack is added to ``state_dict``); nothing when all fit."""
     target = model.state_dict()
-    state_dict = dict(state_dict)
     for key, value in target.items():  # checkpoints from before BatchNorm counted its batches
         if key.endswith("num_batches_tracked") and key not in state_dict:
             state_dict[key] = torch.zeros_like(value)
@@ -118,17 +153,23 @@ def _load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], path: P
         if mismatched:
             shown = [f"{k} checkpoint {list(g)} vs model {list(w)}" for k, g, w in mismatched]
             parts.append(f"{len(mismatched)} shape mismatches: {_fmt_keys(shown)}")
-        raise CheckpointError(f"{path}: checkpoint does not fit {what}: {'; '.join(parts)}"
+        raise CheckpointError(f"{path}: {subject} does not fit {what}: {'; '.join(parts)}"
                               f"{_mismatch_hint(model, mismatched)}")
+
+
+def _load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], path: Path, what: str) -> None:
+    """Strictly load ``state_dict`` into ``model``, or raise one CheckpointError listing what does not fit."""
+    state_dict = dict(state_dict)
+    _misfit(model, state_dict, path, what)
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: cannot load weights into {what} ({one_line(exc)})") from None
 
 
-def load_model(path: str | os.PathLike | Checkpoint, arch: str | nn.Module | Callable[..., nn.Module], *,
-               trusted: bool = False, mean=None, std=None, device: str | torch.device = "cpu",
-               entry: str | None = None, **arch_kwargs) -> nn.Module:
+def load_model(path: str | os.PathLike | Checkpoint, arch: str | nn.Module | Callable[..., nn.Module] | None = None,
+               *, trusted: bool = False, mean=None, std=None, device: str | torch.device = "cpu",
+               entry: str | None = None, evidence=None, **arch_kwargs) -> nn.Module:
     """Build the architecture and load the checkpoint at ``path`` into it, with the wiring the file was trained with.
 
     Args:
@@ -137,29 +178,45 @@ def load_model(path: str | os.PathLike | Checkpoint, arch: str | nn.Module | Cal
 
             * a registered name (``landscape.list_models()``). A family name (``preact_resnet18``,
               ``wide_resnet``) lets the file pick the exact wiring: its architecture record (files written by
-              ``save_checkpoint`` / ``landscape train``), else its layout (the AdvLC repo's dict gets
-              ``*_advlc``), else its keys; when the keys fit several wirings the family default is used and a
-              note on stderr names it and the alternative. An exact name (``preact_resnet18_advlc``) is used as
-              given, and contradicting the file's record is an error.
+              ``save_checkpoint`` / ``landscape train``), else its layout (the AdvLC repo's dict and its SWA file
+              get ``*_advlc``), else its keys and shapes (a WRN's depth and width too); when the keys fit several
+              wirings, ``evidence`` decides if one is clearly better on it, else the family default is used, and a
+              note on stderr names the wiring used, the alternative (and the accuracies). An exact name
+              (``preact_resnet18_advlc``) is used as given, and contradicting the file's record is an error.
             * your own class: ``"path/to/file.py:ClassName"`` / ``"package.module:ClassName"``, a class or a
               zero-argument factory (called with ``arch_kwargs``), or an ``nn.Module`` instance (loaded in place).
+            * ``None`` (default): the architecture the file records (its ``arch`` record), or, for a trusted whole
+              pickled model, the model itself. A file with neither is an error.
+
+            A whole pickled ``nn.Module`` (``torch.save(model)``, read with ``trusted=True``) is always returned as
+            itself (the same object, in eval mode on ``device``): an ``arch`` given beside it is only checked
+            against it (its keys and shapes must fit that architecture, else CheckpointError; a note says when
+            the architecture's class differs from the pickled one, which is the one used).
         trusted: allow full unpickling; see ``load_checkpoint``. Default False.
         mean, std: per-channel normalisation; when given the model is wrapped in ``Normalized`` so that it takes
             inputs in [0,1]. Normalisation stored in the file (``Normalized``'s ``mean``/``std``, or
             ``mu``/``sigma`` buffers) is applied the same way automatically (given values must then agree).
         device: torch device for the returned model. Default ``"cpu"``.
         entry: ``"last"``/``"best"`` for ``{'last', 'best'}`` files; see ``load_checkpoint``.
+        evidence: ``(x, y)``, a small labelled batch with inputs in [0,1] (e.g. 128 test samples), used only when
+            the keys fit several wirings of the family asked for: each candidate's clean accuracy on it is
+            measured (eval mode, no grad, after ``Normalized`` when normalising) and one that is clearly better
+            than every other is taken (``landscape.checkpoints.evidence``: >= 10 points, >= 3 samples and McNemar
+            p <= 0.01); otherwise the default, as without evidence. Checked (and read) only when used.
         **arch_kwargs: constructor arguments (``num_classes``, ``in_channels``, ``depth``, ...); for a registered
-            name they go over the file's recorded ones.
+            name they go over the file's recorded or inferred ones.
 
     Returns:
-        The model in eval mode on ``device``; ``model.landscape_arch`` names the wiring that was built.
+        The model in eval mode on ``device``; ``model.landscape_arch`` names the wiring that was built (a whole
+        pickled model keeps what it carries).
 
     Raises:
         CheckpointError: unreadable file, weights that do not fit (the message lists the first missing and
-            unexpected keys and shape mismatches, with a hint for a wrong ``num_classes``), or a file that records
-            another architecture.
-        ValueError: unknown ``arch`` or device, only one of mean/std, mean/std disagreeing with the checkpoint.
+            unexpected keys and shape mismatches, with a hint for a wrong ``num_classes``; for a family it names
+            the family and the wiring tried), a file that records another architecture, ``arch=None`` for a file
+            that records none.
+        ValueError: unknown ``arch`` or device, only one of mean/std, mean/std disagreeing with the checkpoint,
+            ``evidence`` that is not ``(x in [0,1], integer labels)`` when it is needed.
         TypeError: ``arch`` is none of the above.
     """
     if (mean is None) != (std is None):
@@ -172,25 +229,134 @@ def load_model(path: str | os.PathLike | Checkpoint, arch: str | nn.Module | Cal
     elif isinstance(arch, nn.Module) and arch_kwargs:
         raise TypeError(f"constructor arguments {sorted(arch_kwargs)} given with an already built "
                         f"{type(arch).__name__}; pass the class instead, or no arguments")
-    elif not (isinstance(arch, nn.Module) or callable(arch)):
-        raise TypeError(f"arch must be a registered name, 'file.py:Class', a class, a factory or an nn.Module, "
-                        f"got {type(arch).__name__}")
-    ckpt = path if isinstance(path, Checkpoint) else load_checkpoint(path, trusted=trusted, entry=entry)
-    model, what = _build(arch, ckpt, arch_kwargs)
+    elif arch is not None and not (isinstance(arch, nn.Module) or callable(arch)):
+        raise TypeError(f"arch must be a registered name, 'file.py:Class', a class, a factory, an nn.Module or "
+                        f"None, got {type(arch).__name__}")
+    with _held_notes():
+        ckpt = path if isinstance(path, Checkpoint) else load_checkpoint(path, trusted=trusted, entry=entry)
+        if ckpt.module is not None:
+            return _whole_module(ckpt, arch, mean, std, arch_kwargs).to(dev).eval()
+        if arch is None:
+            arch = _recorded_arch(ckpt)
+        if not isinstance(arch, str) or is_spec(arch):
+            model, what = _build(arch, ckpt, arch_kwargs)
+            return _with_weights(model, ckpt, what, mean, std).to(dev).eval()
+        return _registered(ckpt, arch, mean, std, dev, evidence, arch_kwargs).to(dev).eval()
+
+
+def _recorded_arch(ckpt: Checkpoint) -> str:
+    """``arch=None``: the architecture the file records."""
+    if ckpt.arch is None:
+        raise CheckpointError(f"{ckpt.path}: the file records no architecture; pass arch=... (CLI: --arch)")
+    name = ckpt.arch["name"]
+    if not is_spec(name) and name not in list_models():
+        raise CheckpointError(f"{ckpt.path}: the file records architecture {name!r}, which is not registered here; "
+                              f"pass arch=... (CLI: --arch)")
+    return name
+
+
+def _with_weights(model: nn.Module, ckpt: Checkpoint, what: str, mean, std, *, say_inputs: bool = True
+                  ) -> nn.Module:
+    """``model`` with the checkpoint's weights, wrapped in ``Normalized`` for given or stored mean/std."""
     weights, stored_mean, stored_std, names = split_normalization(ckpt.state_dict, list(model.state_dict()))
-    _note_inputs(model, ckpt, given=mean is not None, stored=names is not None)
+    if say_inputs:
+        _note_inputs(model, ckpt, given=mean is not None, stored=names is not None)
+    _load_into(model, weights, ckpt.path, what)
     if names is not None:
         if mean is not None and not (_close(mean, stored_mean) and _close(std, stored_std)):
             raise ValueError(f"{ckpt.path}: the checkpoint stores mean={stored_mean.tolist()} std="
                              f"{stored_std.tolist()} ({names}), which disagree with the given mean={list(mean)} "
                              f"std={list(std)}")
-        _load_into(model, weights, ckpt.path, what)
-        model = Normalized(model, stored_mean.tolist(), stored_std.tolist())
+        return Normalized(model, stored_mean.tolist(), stored_std.tolist())
+    return Normalized(model, mean, std) if mean is not None else model
+
+
+def _wiring(arch: str, ckpt: Checkpoint) -> Wiring:
+    try:
+        return infer_wiring(arch, ckpt.state_dict, ckpt.layout, ckpt.arch)
+    except ValueError as exc:
+        raise CheckpointError(f"{ckpt.path}: {exc}") from None
+
+
+def _registered(ckpt: Checkpoint, arch: str, mean, std, dev: torch.device, evidence,
+                arch_kwargs: Mapping[str, Any]) -> nn.Module:
+    """A registered name: the wiring the file implies (decided by evidence among candidates when given)."""
+    wiring = _wiring(arch, ckpt)
+    kwargs = merge_kwargs(arch, wiring.kwargs, arch_kwargs)
+    key = f"wiring:{ckpt.path.parent}:{arch}"
+    names = wiring.candidates if (wiring.candidates and evidence is not None) else (wiring.name,)
+    models = {}
+    for name in names:  # the candidates share keys and shapes: the first fits if any does
+        what = f"architecture {name}({kwargs_text(kwargs)})"
+        if wiring.family is not None:
+            what = f"family {wiring.family} (tried {name}({kwargs_text(kwargs)}))"
+        models[name] = _with_weights(create_model(name, **kwargs), ckpt, what, mean, std, say_inputs=False)
+    chosen = wiring.name
+    if len(models) == 1:
+        if wiring.note:
+            _note(f"{ckpt.path}: {wiring.note}", key=f"{key}:{chosen}")
     else:
-        _load_into(model, weights, ckpt.path, what)
-        if mean is not None:
-            model = Normalized(model, mean, std)
-    return model.to(dev).eval()
+        x, y = check_evidence(evidence)  # checked only where used: a file that decides itself never needs it
+        results = {name: correct(model.to(dev), x, y) for name, model in models.items()}
+        chosen = pick(results) or ""
+        if not chosen:
+            chosen = wiring.name
+            _note(f"{ckpt.path}: {wiring.note}; on {len(y)} evidence samples {accuracy_text(results)}: neither is "
+                  f"clearly better", key=f"{key}:{chosen}")
+        else:
+            _note(f"{ckpt.path}: its keys fit several {wiring.family} wirings ({', '.join(names)}); on {len(y)} "
+                  f"evidence samples {accuracy_text(results)}: using {chosen} ({model_info(chosen).source})",
+                  key=f"{key}:{chosen}:evidence")
+    model = models[chosen]
+    inner = model.model if isinstance(model, Normalized) else model
+    stored = split_normalization(ckpt.state_dict, list(inner.state_dict()))[3] is not None
+    _note_inputs(inner, ckpt, given=mean is not None, stored=stored)
+    return model
+
+
+def _whole_module(ckpt: Checkpoint, arch, mean, std, arch_kwargs: Mapping[str, Any]) -> nn.Module:
+    """The trusted pickled model itself; ``arch``, when given, is checked against it."""
+    module = ckpt.module
+    inner = module.model if isinstance(module, Normalized) else module
+    _, stored_mean, stored_std, names = split_normalization(ckpt.state_dict)
+    if arch is not None:
+        if isinstance(arch, str) and not is_spec(arch):
+            wiring = _wiring(arch, ckpt)
+            kwargs = merge_kwargs(arch, wiring.kwargs, arch_kwargs)
+            reference = create_model(wiring.name, **kwargs)
+            what = f"architecture {wiring.name}({kwargs_text(kwargs)})"
+            if wiring.family is not None:
+                what = f"family {wiring.family} (tried {wiring.name}({kwargs_text(kwargs)}))"
+        else:
+            reference, what = _build(arch, ckpt, arch_kwargs)
+        weights = split_normalization(ckpt.state_dict, list(reference.state_dict()))[0]
+        _misfit(reference, weights, ckpt.path, what, subject=f"the pickled {_qualname(inner)}")
+        if not _same_class(reference, inner):
+            _note(f"{ckpt.path}: a whole pickled model: using it as itself ({_qualname(inner)}); its weights fit "
+                  f"{what}, whose class {_qualname(reference)} is not used", key=f"module:{ckpt.path}")
+    if names is not None:  # the model normalises its inputs itself
+        if mean is not None and not (_close(mean, stored_mean) and _close(std, stored_std)):
+            raise ValueError(f"{ckpt.path}: the pickled model stores mean={stored_mean.tolist()} std="
+                             f"{stored_std.tolist()} ({names}), which disagree with the given mean={list(mean)} "
+                             f"std={list(std)}")
+        return module
+    return Normalized(module, mean, std) if mean is not None else module
+
+
+def _same_class(a: nn.Module, b: nn.Module) -> bool:
+    """The same class, or one class defined in the same source file imported twice under two module names."""
+    if type(a) is type(b):
+        return True
+    try:
+        return (type(a).__qualname__ == type(b).__qualname__
+                and os.path.samefile(inspect.getsourcefile(type(a)), inspect.getsourcefile(type(b))))
+    except (TypeError, OSError):
+        return False
+
+
+def _qualname(obj: Any) -> str:
+    cls = type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _note_inputs(model: nn.Module, ckpt: Checkpoint, *, given: bool, stored: bool) -> None:
@@ -214,27 +380,20 @@ def _note_inputs(model: nn.Module, ckpt: Checkpoint, *, given: bool, stored: boo
 
 
 def _build(arch, ckpt: Checkpoint, arch_kwargs: Mapping[str, Any]) -> tuple[nn.Module, str]:
-    """The model to load ``ckpt`` into, and its description for messages."""
+    """The model of a user class / factory / instance / spec, and its description for messages."""
     if isinstance(arch, nn.Module):
         return arch, f"the given {type(arch).__name__}"
-    if not isinstance(arch, str):
-        try:
-            model = arch(**arch_kwargs)
-        except TypeError as exc:
-            raise ValueError(f"cannot build {getattr(arch, '__name__', arch)!r}({kwargs_text(arch_kwargs)}): "
-                             f"{exc}") from None
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"{getattr(arch, '__name__', arch)!r} built a {type(model).__name__}, not an nn.Module")
-        return model, f"{getattr(arch, '__name__', type(model).__name__)}({kwargs_text(arch_kwargs)})"
+    if isinstance(arch, str):  # a spec: the record's arguments when it records this class
+        kwargs = merge_kwargs(arch, _wiring(arch, ckpt).kwargs, arch_kwargs)
+        return create_model(arch, **kwargs), f"architecture {arch}({kwargs_text(kwargs)})"
     try:
-        wiring = infer_wiring(arch, list(ckpt.state_dict), ckpt.layout, ckpt.arch)
-    except ValueError as exc:
-        raise CheckpointError(f"{ckpt.path}: {exc}") from None
-    if wiring.note:
-        _note(f"{ckpt.path}: {wiring.note}", key=f"wiring:{ckpt.path.parent}:{arch}:{wiring.name}")
-    kwargs = {**wiring.kwargs, **arch_kwargs}
-    model = create_model(wiring.name, **kwargs)
-    return model, f"architecture {wiring.name}({kwargs_text(kwargs)})"
+        model = arch(**arch_kwargs)
+    except TypeError as exc:
+        raise ValueError(f"cannot build {getattr(arch, '__name__', arch)!r}({kwargs_text(arch_kwargs)}): "
+                         f"{exc}") from None
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{getattr(arch, '__name__', arch)!r} built a {type(model).__name__}, not an nn.Module")
+    return model, f"{getattr(arch, '__name__', type(model).__name__)}({kwargs_text(arch_kwargs)})"
 
 
 def _close(given, stored: torch.Tensor) -> bool:

@@ -47,16 +47,33 @@ class ModelInfo:
 class Family:
     """Several exact wirings that share a name (and often identical state-dict keys).
 
-    ``infer(keys, layout)`` reads the checkpoint's keys and layout (see ``Checkpoint.layout``) and returns
-    ``(wiring, extra_kwargs, ambiguous)``; ``ambiguous`` means the keys fit more than one wiring and the default
-    was taken, which the loader says on stderr together with ``hint``.
+    ``infer(shapes, layout)`` reads the checkpoint's keys (``shapes``: ``{name: shape tuple}``, or
+    ``{name: None}`` where only the names are known) and layout (see ``Checkpoint.layout``) and returns
+    ``(wiring, extra_kwargs, alternatives)``. ``extra_kwargs`` are constructor arguments the keys imply (e.g. a
+    WRN's ``depth`` and ``widen_factor`` from its shapes). ``alternatives`` names the other wirings the keys fit
+    just as well (``True``: every other member; ``False``/empty: none): the loader then decides by evidence when
+    it has some, else takes ``wiring`` and says so on stderr together with ``hint``.
+    ``aliases`` maps a caller's argument to the inferred one it replaces (``{"width": "widen_factor"}``).
     """
 
     name: str
     default: str
     members: tuple[str, ...]
-    infer: Callable[[Sequence[str], str], tuple[str, dict, bool]] = field(repr=False)
+    infer: Callable[[Mapping[str, Any], str], tuple[str, dict, Any]] = field(repr=False)
     hint: str = ""
+    aliases: Mapping[str, str] = field(default_factory=dict)
+
+    def alternatives(self, chosen: str, answer: Any) -> tuple[str, ...]:
+        """The other wirings an ``infer`` answer's third element names (see above), in member order."""
+        if answer is True:
+            return tuple(m for m in self.members if m != chosen)
+        if not answer:
+            return ()
+        names = (answer,) if isinstance(answer, str) else tuple(answer)
+        unknown = [n for n in names if n not in self.members]
+        if unknown:
+            raise ValueError(f"family {self.name!r}: infer named {unknown}, which are not its members")
+        return tuple(m for m in self.members if m in names and m != chosen)
 
 
 INPUTS = ("[0,1]", "normalized", "either")
@@ -78,14 +95,22 @@ def register_model(fn: Callable[..., nn.Module] | None = None, *, family: str | 
     return wrap(fn) if fn is not None else wrap
 
 
-def register_family(name: str, *, default: str, infer, hint: str = "") -> None:
+def register_family(name: str, *, default: str, infer, hint: str = "",
+                    aliases: Mapping[str, str] | None = None) -> None:
     """Register ``name`` as a family of the already registered models whose ``family`` is ``name``."""
     members = tuple(n for n, info in _MODELS.items() if info.family == name)
     if default not in members:
         raise ValueError(f"family {name!r}: default {default!r} is not one of its members {members}")
     if name in _MODELS or name in _FAMILIES:
         raise ValueError(f"model {name!r} is already registered")
-    _FAMILIES[name] = Family(name, default, members, infer, hint)
+    _FAMILIES[name] = Family(name, default, members, infer, hint, dict(aliases or {}))
+
+
+def unregister(name: str) -> None:
+    """Remove a family and its members, or one model (tests register throw-away families)."""
+    fam = _FAMILIES.pop(name, None)
+    for member in (fam.members if fam else (name,)):
+        _MODELS.pop(member, None)
 
 
 def list_models(pattern: str = "*") -> list[str]:

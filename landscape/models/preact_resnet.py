@@ -17,11 +17,13 @@ name                             shortcut conv applied to                final `
                                                                                      (e.g. Wong2020Fast)
 ===============================  ======================================  ==========  =============================
 
-``preact_resnet18`` is the family: it builds ``preact_resnet18_rice`` and, when loading, lets the file decide.
+``preact_resnet18`` is the family: it builds ``preact_resnet18_rice`` and, when loading, lets the file decide (the
+AdvLC repo's checkpoint and SWA layouts mean ``_advlc``; a bare state dict fits ``_rice`` and ``_advlc`` alike, and
+the loader decides by evidence when it has some).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -117,15 +119,15 @@ def preact_resnet18_robustbench(num_classes: int = 10, in_channels: int = 3) -> 
     return PreActResNet((2, 2, 2, 2), num_classes, in_channels, shortcut_input="raw", final_bn=False)
 
 
-def _infer(keys: Sequence[str], layout: str) -> tuple[str, dict, bool]:
+def _infer(keys: Mapping[str, Any], layout: str) -> tuple[str, dict, tuple[str, ...]]:
     """The wiring a checkpoint's keys and layout point to (see ``Family``)."""
     if "linear.weight" in keys and "bn.weight" not in keys:
-        return "preact_resnet18_robustbench", {}, False  # only RobustBench drops the final BatchNorm
-    if layout == "advlc":
-        return "preact_resnet18_advlc", {}, False
+        return "preact_resnet18_robustbench", {}, ()  # only RobustBench drops the final BatchNorm
+    if layout in ("advlc", "advlc_swa"):  # the AdvLC repo's checkpoint and its SWA file
+        return "preact_resnet18_advlc", {}, ()
     if layout == "rice":
-        return "preact_resnet18_rice", {}, False
-    return "preact_resnet18_rice", {}, True
+        return "preact_resnet18_rice", {}, ()
+    return "preact_resnet18_rice", {}, ("preact_resnet18_advlc",)  # same keys, different shortcut input
 
 
 register_family(

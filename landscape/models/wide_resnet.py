@@ -8,11 +8,15 @@
   ``layer{1-3}.block{i}.{bn1,conv1,bn2,conv2,shortcut.0}``, ``bn1``, ``fc0``; stride on ``conv2``; the shortcut
   conv sees the block's raw input; ``activation`` relu or softplus everywhere.
 
-``wide_resnet`` is the family: it builds ``wide_resnet_trades``; when loading, the keys decide.
+``wide_resnet`` is the family: it builds ``wide_resnet_trades``; when loading, the keys decide, and ``depth``
+(blocks per stage) and ``widen_factor`` (channels of the first block / 16) are read from the keys and shapes, so a
+Rice et al. WRN-34-k of any width (their ``--width-factor``, 1 to 20) or the AdvLC repo's default WRN-34-1 loads
+without arguments.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import re
+from typing import Any, Mapping
 
 import torch
 import torch.nn as nn
@@ -166,16 +170,31 @@ def wide_resnet_advlc(depth: int = 34, widen_factor: int | None = None, num_clas
     return WideResNetAdvLC(depth, k, num_classes, in_channels, activation)
 
 
-def _infer(keys: Sequence[str], layout: str) -> tuple[str, dict, bool]:
-    """The wiring a checkpoint's keys point to (see ``Family``); TRADES extras become constructor arguments."""
+def _shape_kwargs(keys: Mapping[str, Any], stage: str, block: str) -> dict:
+    """``depth`` from the number of blocks in the first stage and ``widen_factor`` from its first conv's output
+    channels (16 * widen_factor), for keys ``{stage}.{block}{i}.conv1.weight``; what cannot be read is left out."""
+    pattern = re.compile(rf"^{re.escape(stage)}\.{re.escape(block)}(\d+)\.conv1\.weight$")
+    blocks = {int(m.group(1)) for k in keys if (m := pattern.match(k))}
+    out: dict = {}
+    if blocks and blocks == set(range(len(blocks))):
+        out["depth"] = 6 * len(blocks) + 4
+    shape = keys.get(f"{stage}.{block}0.conv1.weight") if isinstance(keys, Mapping) else None
+    if shape is not None and len(shape) == 4 and shape[0] % 16 == 0 and shape[0] > 0:
+        out["widen_factor"] = int(shape[0]) // 16
+    return out
+
+
+def _infer(keys: Mapping[str, Any], layout: str) -> tuple[str, dict, tuple[str, ...]]:
+    """The wiring a checkpoint's keys point to (see ``Family``); depth, width and the TRADES extras become
+    constructor arguments (Rice et al. trained WRN-34 with widths 1 to 20, the AdvLC repo's default is WRN-34-1)."""
     if any(k.startswith("layer1.block0.") for k in keys):
-        return "wide_resnet_advlc", {}, False
-    extra: dict = {}
+        return "wide_resnet_advlc", _shape_kwargs(keys, "layer1", "block"), ()
+    extra = _shape_kwargs(keys, "block1", "layer.")
     if any(k.startswith("sub_block1.") for k in keys):
         extra["sub_block1"] = True
     if "fc.weight" in keys and "fc.bias" not in keys:
         extra["bias_last"] = False
-    return "wide_resnet_trades", extra, False
+    return "wide_resnet_trades", extra, ()
 
 
-register_family("wide_resnet", default="wide_resnet_trades", infer=_infer)
+register_family("wide_resnet", default="wide_resnet_trades", infer=_infer, aliases={"width": "widen_factor"})

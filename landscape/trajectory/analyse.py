@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .._base import resolve_device
+from .._spec import absolute_spec, is_spec
 from ..datasets import ArrayDataset, open_dataset
 from ..runs import run_file
 from . import executors, worker
@@ -30,8 +31,8 @@ def _data_source(data: Any, splits: Sequence[str]) -> tuple[str, dict | None]:
 
     A name or ``file.py:fn`` is read by each worker itself; data the caller holds travels with the settings and
     is named by a digest of its source, shape and labels (so a resumed run recognises it)."""
-    if isinstance(data, str):
-        return data, None
+    if isinstance(data, str):  # a file spec made absolute: workers may run in another folder
+        return (absolute_spec(data, "dataset") if is_spec(data) else data), None
     given = dict(data) if isinstance(data, Mapping) else {"test": data}
     missing = [s for s in splits if s not in given]
     if missing:
@@ -137,10 +138,14 @@ def analyse_trajectory(paths_or_dir: str | os.PathLike | Sequence[str | os.PathL
     settings = TrajectorySettings.create(
         arch, data=name, arch_kwargs=arch_kwargs, data_args=data_args, measures=measures, n=n, splits=splits,
         attack=attack, eps=eps, steps=steps, step_size=step_size, norm=norm, mean=mean, std=std, seed=seed,
-        batch_size=batch_size, data_root=data_root, device=device, trusted=trusted, data_obj=held)
+        batch_size=batch_size, device=device, trusted=trusted, data_obj=held,
+        data_root=None if data_root is None else os.path.abspath(os.path.expanduser(data_root)))  # for workers
     if arch is not None:  # unknown name or bad arguments: fail before the run starts
         create_model(arch, **dict(settings.arch_kwargs))
     discovery = discover_checkpoints(paths_or_dir)
+    from .wiring import resolve_run_wiring  # one wiring for every checkpoint of the run (records, layouts, evidence)
+
+    settings = resolve_run_wiring(discovery, settings).settings
     if executor == "ray":
         executors.import_ray()
     else:  # a Ray driver may lack the workers' GPUs, so only local runs check the device up front

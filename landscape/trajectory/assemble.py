@@ -2,7 +2,8 @@
 
 Epochs are reported as the training code numbered them (the stored ``epoch`` field, else the number in the
 file name): Rice et al.'s ``model_0.pth`` is epoch 0, the AdvLC code's and ``landscape train``'s first
-checkpoint is epoch 1. Nothing is renumbered, so a table's epochs match the trainer's log.
+checkpoint is epoch 1. Nothing is renumbered, so a table's epochs match the trainer's log. Every row records the
+wiring its checkpoint was loaded into (``arch``; one per run, see ``wiring``).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import pandas as pd
 from .._base import LandscapeError
 from .discover import Discovery, natural_key
 from .settings import SPLITS, TrajectorySettings, TrajectoryWarning
+from .wiring import checkpoint_wirings
 from .worker import one_line
 
 __all__ = ["assemble", "diagnosis_json", "match_markers", "summarise_samples"]
@@ -101,8 +103,10 @@ def _resolve_epochs(discovery: Discovery, outcomes: dict[str, dict[str, Any]]) -
 def assemble(discovery: Discovery, outcomes: dict[str, dict[str, Any]], settings: TrajectorySettings,
              run: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """(trajectory table, per-sample rows, report for ``attrs``) from each checkpoint's outcome
-    (``{"samples", "stored_epoch", "error", "weights"}`` by entry key)."""
+    (``{"samples", "stored_epoch", "error", "weights"}`` by entry key). ``settings.arch`` is the exact wiring the
+    run was measured in (``wiring.resolve_run_wiring``): the ``arch`` column and the report's ``wiring``."""
     epochs, unknown = _resolve_epochs(discovery, outcomes)
+    wirings = checkpoint_wirings(discovery, settings)
     by_epoch: dict[int, list[str]] = {}
     for e in discovery.entries:
         if epochs[e.key] is not None:
@@ -123,7 +127,7 @@ def assemble(discovery: Discovery, outcomes: dict[str, dict[str, Any]], settings
     rows, sample_frames = [], []
     for e in discovery.entries:
         o = outcomes[e.key]
-        head = {"run": run, "epoch": epochs[e.key], "checkpoint": str(e.path)}
+        head = {"run": run, "epoch": epochs[e.key], "checkpoint": str(e.path), "arch": wirings[str(e.path)]}
         if o["error"] is None:
             summary = summarise_samples(o["samples"], measure_cols)
             for rec in summary.to_dict("records"):
@@ -139,7 +143,7 @@ def assemble(discovery: Discovery, outcomes: dict[str, dict[str, Any]], settings
 
     stat_cols = ["acc_clean", "acc_adv", "loss_clean", "loss_adv"]
     stat_cols += [f"{m}_{k}" for m in measure_cols for k in ("mean", "median", "q10", "q90")]
-    columns = ["run", "epoch", "checkpoint", "split", "n", *stat_cols, "nonfinite", "error"]
+    columns = ["run", "epoch", "checkpoint", "split", "n", *stat_cols, "arch", "nonfinite", "error"]
     table = pd.DataFrame(rows, columns=columns)
     for c in stat_cols:
         table[c] = table[c].astype(float)
@@ -160,7 +164,8 @@ def assemble(discovery: Discovery, outcomes: dict[str, dict[str, Any]], settings
         samples = pd.DataFrame(columns=["epoch", "checkpoint", "split"])
     failed = sorted({str(e.path) for e in discovery.entries if outcomes[e.key]["error"] is not None})
     markers = match_markers(discovery, outcomes, epochs, settings.trusted)
-    report = {"markers": markers, "failed": len(failed), "failed_checkpoints": failed,
+    report = {"wiring": {"arch": settings.arch, "kwargs": dict(settings.arch_kwargs)},
+              "markers": markers, "failed": len(failed), "failed_checkpoints": failed,
               "duplicates": {int(k): v for k, v in duplicates.items()}, "unparsed": discovery.unparsed,
               "no_epoch": unknown, "skipped": discovery.skipped, "optimizer_states": discovery.optimizer_states}
     return table, samples, report

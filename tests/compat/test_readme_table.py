@@ -42,7 +42,7 @@ def _row(prefix: str) -> str:
 
 
 def test_the_table_has_the_rows_the_tests_exercise():
-    assert len(ROWS) == 6
+    assert len(ROWS) == 8
     for cmd in ROWS.values():
         assert "--eps 0.0314" in cmd and "--data cifar10" in cmd
 
@@ -113,6 +113,30 @@ def test_row_advlc_wide_resnet(workdir, capsys):
     df, err = _run(cmd, capsys, replace={"depth=34": "depth=10", "widen_factor=10": "widen_factor=2"})
     _check_losses(df, lambda x: pub.advlc_wrn_forward(sd, x, depth=10))
     assert "note" not in err
+
+
+def test_row_advlc_swa_file(workdir, capsys):
+    cmd = _row("AdvLC repo, its SWA file")
+    sd = pub.preact18_weights(26)
+    torch.save({"state_dict": sd, "num": 40, "best_acc": 80.5, "best_pgd": 52.0, "best_fgm": 56.0},
+               _checkpoint_path(cmd))
+    df, err = _run(cmd, capsys)
+    _check_losses(df, lambda x: pub.preact18_forward(sd, x, shortcut_on="raw"))
+    assert "note" not in err  # the layout decides: no default, no evidence needed
+
+
+def test_row_a_trusted_whole_model(workdir, capsys, monkeypatch):
+    from .test_swa_and_whole_models import whole_model
+
+    cmd = _row("a whole pickled model")
+    module, sd = whole_model(workdir, monkeypatch, 27)  # the AdvLC wiring, keys of the Rice wiring
+    torch.save(module, _checkpoint_path(cmd))
+    df, err = _run(cmd, capsys)
+    _check_losses(df, lambda x: pub.preact18_forward(sd, x, shortcut_on="raw"))
+    assert "fully unpickling" in err and "note" not in err
+    df, err = _run(cmd + " --arch preact_resnet18_rice", capsys)  # checked against it, not used
+    _check_losses(df, lambda x: pub.preact18_forward(sd, x, shortcut_on="raw"))
+    assert "using it as itself (whole_net.PreActNet)" in err
 
 
 def test_row_rice_et_al(workdir, capsys):
