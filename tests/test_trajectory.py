@@ -19,6 +19,7 @@ from landscape import trajectory
 from landscape.datasets import load_dataset
 from landscape.runs import best_last_epochs
 from landscape.trajectory import store, worker
+from landscape.trajectory.discover import promote_lone_markers
 from landscape.trajectory import (
     TrajectoryWarning,
     analyse_trajectory,
@@ -99,8 +100,16 @@ def test_discover_glob_list_and_unparsed(tmp_path):
     for name in ["a_end.pth.tar", "a_pgd.pth.tar", "e3.pt", "log.txt"]:
         (tmp_path / name).write_bytes(b"x")
     g = discover_checkpoints(str(tmp_path / "a_*"))
-    assert [p.name for p in g.paths] == ["a_end.pth.tar", "a_pgd.pth.tar"]
-    assert len(g.unparsed) == 2
+    assert [p.name for p in g.paths] == ["a_end.pth.tar"]  # the AdvLC repo's _pgd is a copy of a best epoch
+    assert {Path(p).name: k for p, k in g.markers.items()} == {"a_pgd.pth.tar": "pgd"}
+    assert len(g.unparsed) == 1
+    lone = promote_lone_markers(g, {"a_end.pth.tar": 30, "a_pgd.pth.tar": 28}.get)  # keyed by Path.name below
+    assert lone.markers == g.markers  # the lookup is by path: unknown epochs keep the marker
+    lone = promote_lone_markers(g, lambda p: {"a_end.pth.tar": 30, "a_pgd.pth.tar": 28}[Path(p).name])
+    assert [p.name for p in lone.paths] == ["a_end.pth.tar", "a_pgd.pth.tar"] and not lone.markers
+    assert [e.position for e in lone.entries] == [1, 2]
+    same = promote_lone_markers(g, lambda p: 30)  # a copy of a measured epoch stays a marker
+    assert same.markers == g.markers and len(same.entries) == 1
     lst = discover_checkpoints([tmp_path / "e3.pt", tmp_path / "log.txt"])
     assert [p.name for p in lst.paths] == ["e3.pt"] and [Path(s).name for s in lst.skipped] == ["log.txt"]
 

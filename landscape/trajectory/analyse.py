@@ -14,12 +14,15 @@ import pandas as pd
 
 from .._base import resolve_device
 from .._spec import absolute_spec, is_spec
+from ..checkpoints import CheckpointError
+from ..checkpoints.header import read_header
 from ..datasets import ArrayDataset, open_dataset
 from ..runs import run_file
 from . import executors, worker
 from .assemble import assemble, diagnosis_json
-from .discover import CheckpointEntry, Discovery, discover_checkpoints
+from .discover import CheckpointEntry, Discovery, discover_checkpoints, promote_lone_markers
 from .settings import SPLITS, TrajectorySettings, TrajectoryWarning, check_run_options
+from .wiring import resolve_run_wiring
 from .store import CheckpointResult, clean_stale_tmp, load_cached, result_metadata, result_path, write_json, \
     write_parquet
 
@@ -47,6 +50,14 @@ def _data_source(data: Any, splits: Sequence[str]) -> tuple[str, dict | None]:
             x = ds.x.numpy() if hasattr(ds.x, "numpy") else ds.x
             h.update(np.ascontiguousarray(x).tobytes())
     return f"in-memory:{h.hexdigest()}", held
+
+
+def _stored_epoch(path: Path, trusted: bool) -> int | None:
+    """The epoch a checkpoint stores, read without its weights (None when unreadable or absent)."""
+    try:
+        return read_header(path, trusted=trusted).epoch
+    except CheckpointError:
+        return None
 
 
 def _default_run_name(discovery: Discovery) -> str:
@@ -142,10 +153,8 @@ def analyse_trajectory(paths_or_dir: str | os.PathLike | Sequence[str | os.PathL
         data_root=None if data_root is None else os.path.abspath(os.path.expanduser(data_root)))  # for workers
     if arch is not None:  # unknown name or bad arguments: fail before the run starts
         create_model(arch, **dict(settings.arch_kwargs))
-    discovery = discover_checkpoints(paths_or_dir)
-    from .wiring import resolve_run_wiring  # one wiring for every checkpoint of the run (records, layouts, evidence)
-
-    settings = resolve_run_wiring(discovery, settings).settings
+    discovery = promote_lone_markers(discover_checkpoints(paths_or_dir), lambda p: _stored_epoch(p, trusted))
+    settings = resolve_run_wiring(discovery, settings).settings  # one wiring for every checkpoint of the run
     if executor == "ray":
         executors.import_ray()
     else:  # a Ray driver may lack the workers' GPUs, so only local runs check the device up front

@@ -6,8 +6,12 @@ writes files that look like checkpoints but are not one epoch's model:
 * optimizer states (Rice et al. 2020 write ``opt_{epoch}.pth`` next to every ``model_{epoch}.pth``): listed
   in ``Discovery.optimizer_states`` and never measured;
 * *markers*: a copy of the best model (``model_best.pth``; ``model_val.pth`` when selected on a validation
-  set): listed in ``Discovery.markers`` and matched to the epoch whose weights they hold, never measured as
-  an epoch of their own.
+  set; the AdvLC repo's ``<id>_pgd``, ``<id>_acc`` and ``<id>_swa_pgd``, copies of the epoch with the best PGD or
+  clean accuracy): listed in ``Discovery.markers`` and matched to the epoch whose weights they hold, never
+  measured as an epoch of their own.
+
+The AdvLC repo names its files without a suffix (``<id>_end``, ``<id>_swa_end``); in a folder, a file without a
+suffix is taken when its first bytes are a checkpoint's (a zip archive, a pickle or safetensors).
 """
 from __future__ import annotations
 
@@ -20,9 +24,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .._base import LandscapeError
+from ..checkpoints.formats import sniff
 
 __all__ = ["CHECKPOINT_SUFFIXES", "CheckpointEntry", "Discovery", "checkpoint_stem", "discover_checkpoints",
-           "marker_kind", "is_optimizer_state", "parse_epoch"]
+           "marker_kind", "is_optimizer_state", "parse_epoch", "promote_lone_markers"]
 
 CHECKPOINT_SUFFIXES = (".pth.tar", ".pt", ".pth", ".tar", ".ckpt", ".safetensors", ".bin")
 _NOT_CHECKPOINTS = {".json", ".csv", ".parquet", ".png", ".pdf", ".svg", ".jpg", ".txt", ".log", ".md", ".yaml",
@@ -36,7 +41,8 @@ _TRAILING = re.compile(r"(?:^|[_\-.])(\d+)$")
 # optimizer state: "opt_12", "optim-3", "optimizer_12", "optimizer"
 _OPTIMIZER = re.compile(r"^(?:opt|optim|optimizer)(?:[_\-.=]|$)", re.IGNORECASE)
 # a copy of the selected model: "model_best", "best", "checkpoint_best", "model_val" (Rice et al.'s --val)
-_MARKER = re.compile(r"^(?:.*[_\-.])?(best)$|^(?:model|checkpoint|ckpt)[_\-.](val)$", re.IGNORECASE)
+_MARKER = re.compile(r"^(?:.*[_\-.])?(best)$|^(?:model|checkpoint|ckpt)[_\-.](val)$|^.+_(?:swa_)?(pgd|acc)$",
+                     re.IGNORECASE)
 
 
 def checkpoint_stem(name: str) -> str:
@@ -78,9 +84,10 @@ def is_optimizer_state(name: str | os.PathLike) -> bool:
 
 def marker_kind(name: str | os.PathLike) -> str | None:
     """``"best"`` for ``model_best.pth``/``best.pt``/``resnet18_best.pth``, ``"val"`` for ``model_val.pth``,
-    else None: copies of a selected model, not an epoch of their own."""
+    ``"pgd"``/``"acc"`` for the AdvLC repo's ``<id>_pgd``/``<id>_acc`` (and ``_swa_pgd``), else None: copies of
+    a selected model, not an epoch of their own."""
     match = _MARKER.match(checkpoint_stem(Path(name).name))
-    return (match.group(1) or match.group(2)).lower() if match else None
+    return next(g for g in match.groups() if g).lower() if match else None
 
 
 def natural_key(text: str) -> list:
@@ -90,6 +97,17 @@ def natural_key(text: str) -> list:
 
 def _is_checkpoint_name(name: str) -> bool:
     return name.lower().endswith(CHECKPOINT_SUFFIXES) and not name.startswith(".")
+
+
+def _is_suffixless_checkpoint(path: Path) -> bool:
+    """A file without a suffix (the AdvLC repo's ``<id>_end``) whose first bytes are a checkpoint's."""
+    if path.name.startswith(".") or path.suffix:
+        return False
+    try:
+        with open(path, "rb") as f:
+            return sniff(f.read(16)) != "unknown"
+    except OSError:
+        return False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,7 +167,7 @@ def _list_source(source) -> tuple[list[Path], list[str], str, bool]:
             return [Path(text)], [], text, True
         else:
             raise FileNotFoundError(f"no such checkpoint directory or file: {text}")
-        keep = [f for f in files if _is_checkpoint_name(f.name)]
+        keep = [f for f in files if _is_checkpoint_name(f.name) or _is_suffixless_checkpoint(f)]
         skipped = sorted(str(f) for f in files if f not in keep)
         return keep, skipped, text, False
     if isinstance(source, Sequence) and not isinstance(source, (bytes, bytearray)):
@@ -213,3 +231,34 @@ def discover_checkpoints(source: str | os.PathLike | Sequence[str | os.PathLike]
     unparsed = [str(e.path) for e in entries if e.name_epoch is None]
     return Discovery(entries=entries, skipped=skipped, unparsed=unparsed, optimizer_states=optimizer,
                      markers=markers)
+
+
+def promote_lone_markers(discovery: Discovery, stored_epoch) -> Discovery:
+    """Measure the best-model copies that hold an epoch no other checkpoint holds.
+
+    The AdvLC repo overwrites ``<id>_end`` every epoch and keeps the best epoch only as ``<id>_pgd``: that copy is
+    then the run's only record of its best epoch, so it is measured as an epoch of its own. A copy whose stored
+    epoch is unknown, or is one of the measured checkpoints' epochs, stays a marker.
+
+    Args:
+        discovery: what :func:`discover_checkpoints` found.
+        stored_epoch: ``path -> int | None``, the epoch a file stores (read without its weights).
+    """
+    if not discovery.markers:
+        return discovery
+    held = {e.name_epoch if e.name_epoch is not None else stored_epoch(e.path) for e in discovery.entries}
+    lone = [p for p in discovery.markers if (epoch := stored_epoch(Path(p))) is not None and epoch not in held]
+    if not lone:
+        return discovery
+    taken = {e.key for e in discovery.entries}
+    entries = list(discovery.entries)
+    for p in lone:
+        path = Path(p)
+        key = checkpoint_stem(path.name)
+        if key in taken:
+            key = f"{key}-{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]}"
+        entries.append(CheckpointEntry(path=path, key=key, name_epoch=parse_epoch(path.name),
+                                       position=len(entries) + 1))
+    markers = {p: k for p, k in discovery.markers.items() if p not in lone}
+    unparsed = discovery.unparsed + [p for p in lone if parse_epoch(Path(p).name) is None]
+    return dataclasses.replace(discovery, entries=entries, markers=markers, unparsed=unparsed)

@@ -105,6 +105,27 @@ def test_an_advlc_run_folder_is_measured_in_one_wiring(tmp_path):
         assert row["loss_clean"] == pytest.approx(want.item(), rel=1e-5, abs=1e-5), name
 
 
+def test_an_advlc_run_folder_is_found_as_the_repo_writes_it(tmp_path):
+    """The folder itself: suffix-less ``<id>_end`` and ``<id>_swa_end`` are measured, the ``<id>_pgd`` copy is a
+    best-model marker matched to its epoch, the log is skipped."""
+    import shutil
+
+    run = tmp_path / "trained" / "ab12"
+    run.mkdir(parents=True)
+    torch.save(_advlc_dict(pub.preact18_weights(32), 30), run / "ab12_end")
+    shutil.copyfile(run / "ab12_end", run / "ab12_pgd")  # the repo copies _end when PGD accuracy is best
+    torch.save(_swa_dict(pub.preact18_weights(34)), run / "ab12_swa_end")
+    (run / "train.log").write_text("epoch 30\n")
+    xs = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with pytest.warns(UserWarning):
+        table = analyse_trajectory(run, "preact_resnet18", data=(xs, torch.tensor([0, 1])), out_dir=tmp_path / "out",
+                                   n=None, splits=["test"], steps=1, eps=0.03, measures=["grad"], progress=False)
+    assert sorted(c.rsplit("/", 1)[-1] for c in table["checkpoint"]) == ["ab12_end", "ab12_swa_end"]
+    assert set(table["arch"]) == {"preact_resnet18_advlc"}
+    markers = table.attrs["markers"]
+    assert [(m["checkpoint"].rsplit("/", 1)[-1], m["kind"], m["epoch"]) for m in markers] == [("ab12_pgd", "pgd", 30)]
+
+
 def test_rice_best_copy_decides_the_run_and_bare_epochs_follow(tmp_path, capsys):
     run = tmp_path / "rice"
     run.mkdir()
