@@ -4,8 +4,13 @@ Each subcommand lives in ``landscape/commands/<name>.py`` and exposes ``HELP`` (
 ``add_arguments(parser)`` and ``run(args) -> int``. User errors (``LandscapeError``, ``ValueError``,
 ``TypeError``) and environment errors (``OSError``: missing files, permissions, a full disk) print one line and
 exit 2; ``--debug`` shows the traceback instead. Warnings print as one line each
-(``landscape trajectory: warning: ... [TrajectoryWarning]``), without Python's source line; ``--debug`` keeps
-Python's own display.
+(``landscape diagnose: warning: ... [RuntimeWarning]``), without Python's source line; ``--debug`` keeps
+Python's own display. The trajectory's notes (``TrajectoryWarning``: skipped files, best-model copies) print as
+``landscape: note: ...`` either way.
+
+Start-up: ``landscape --help`` and ``landscape CMD --help`` import neither torch nor matplotlib (nor pandas,
+scipy): the package root is lazy, the command modules import the library inside ``run`` and take their choices
+from ``commands/_names.py`` (tests/test_cli_startup.py, benchmarks/bench_cli.py).
 """
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ import argparse
 import importlib
 import sys
 import warnings
+
+from landscape._version import __version__
 
 COMMANDS = ["measure", "slice", "trajectory", "diagnose", "evaluate", "plot", "report", "train", "demo"]
 
@@ -24,7 +31,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="landscape", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--version", action="version", version=f"landscape {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name in COMMANDS:
@@ -42,19 +49,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _version() -> str:
-    from landscape import __version__
+def _is_note(category: type[Warning]) -> bool:
+    """A ``TrajectoryWarning`` (the trajectory's notes); its package is loaded when one was raised."""
+    trajectory = sys.modules.get("landscape.trajectory")
+    note = getattr(trajectory, "TrajectoryWarning", None)
+    return note is not None and issubclass(category, note)
 
-    return f"landscape {__version__}"
 
-
-def one_line_warnings(command: str):
-    """A ``warnings.showwarning`` replacement printing ``landscape COMMAND: warning: MESSAGE [Category]``: the
-    first line of the message, no file name, no source line."""
+def one_line_warnings(command: str, *, fallback=None):
+    """The command line's ``warnings.showwarning``: a ``TrajectoryWarning`` prints as ``landscape: note:
+    MESSAGE``; any other warning as ``landscape COMMAND: warning: MESSAGE [Category]`` (the first line of the
+    message, no file name, no source line), or through ``fallback`` when given (``--debug``: Python's display)."""
     def show(message, category, filename, lineno, file=None, line=None):
-        text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+        if _is_note(category):
+            text = f"landscape: note: {message}"
+        elif fallback is not None:
+            return fallback(message, category, filename, lineno, file, line)
+        else:
+            first = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+            text = f"landscape {command}: warning: {first} [{category.__name__}]"
         try:
-            print(f"landscape {command}: warning: {text} [{category.__name__}]", file=file or sys.stderr)
+            print(text, file=file or sys.stderr)
         except OSError:  # stderr gone (closed pipe): a warning is not worth a crash
             pass
     return show
@@ -63,13 +78,13 @@ def one_line_warnings(command: str):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     with warnings.catch_warnings():
-        if not getattr(args, "debug", False):
-            warnings.showwarning = one_line_warnings(args.command)
+        debug = getattr(args, "debug", False)
+        warnings.showwarning = one_line_warnings(args.command, fallback=warnings.showwarning if debug else None)
         return _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from landscape._base import LandscapeError
+    from landscape._base import LandscapeError  # lazy: start-up (_base imports torch)
 
     try:
         return int(args._run(args) or 0)

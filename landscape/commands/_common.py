@@ -1,11 +1,20 @@
-"""Option groups and loaders shared by the subcommands, so each option is spelled once."""
+"""Option groups and loaders shared by the subcommands, so each option is spelled once.
+
+Imports of the library sit inside the functions that use them: they load torch (and pandas), which building
+the parser for ``--help`` must not (tests/test_cli_startup.py). Each is marked ``# lazy: start-up``.
+"""
 from __future__ import annotations
 
 import argparse
 import ast
 import math
 import os
+import sys
 from pathlib import Path
+
+from landscape._spec import absolute_spec, is_spec
+
+from ._names import DATASETS
 
 
 def positive_int(text: str) -> int:
@@ -38,7 +47,7 @@ def positive_float(text: str) -> float:
 
 def eps_value(text: str) -> float:
     """An attack radius in [0,1] pixel units; 8 (0-255 units) is refused naming the fix (8/255 = 0.0314)."""
-    from landscape.attacks import _check_eps
+    from landscape.attacks import _check_eps  # lazy: start-up
 
     try:
         return _check_eps(non_negative_float(text))
@@ -60,20 +69,16 @@ def key_value(text: str) -> tuple[str, object]:
 
 def arch_spec(text: str) -> str:
     """``--arch`` value: a registered name, or ``file.py:Class`` made absolute (workers may run elsewhere)."""
-    from landscape.models import absolute_spec, is_spec
-
     if not is_spec(text):
         return text
     try:
-        return absolute_spec(text)
+        return absolute_spec(text, "architecture")
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def data_spec(text: str) -> str:
     """``--data`` value: a dataset name, or ``file.py:fn`` made absolute (workers may run elsewhere)."""
-    from landscape._spec import absolute_spec, is_spec
-
     if not is_spec(text):
         return text
     try:
@@ -114,10 +119,17 @@ def add_model_args(p: argparse.ArgumentParser, *, arch_required: bool = False) -
     g.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
 
 
-DATASETS_TEXT = "digits, cifar10, cifar100, svhn, tiny-imagenet, imagefolder, npz"  # help text without imports
+DATASETS_TEXT = ", ".join(DATASETS)  # help text without imports
 
 
-def add_data_args(p: argparse.ArgumentParser, *, default_n: int | str | None = 500) -> None:
+def _help(helps: dict[str, str] | None, dest: str, text: str | None = None) -> str | None:
+    """The help of option ``dest``: the command's own (``helps``; ``argparse.SUPPRESS`` hides it), else ``text``."""
+    return (helps or {}).get(dest, text)
+
+
+def add_data_args(p: argparse.ArgumentParser, *, default_n: int | str | None = 500,
+                  helps: dict[str, str] | None = None) -> None:
+    """The data options; ``helps`` maps an option's dest to the help it has in this command (see ``_help``)."""
     g = p.add_argument_group("data")
     g.add_argument("--data", default="digits", type=data_spec, metavar="DATA",
                    help=f"dataset: {DATASETS_TEXT} (`landscape.datasets.list_datasets()`), or your own function "
@@ -128,23 +140,25 @@ def add_data_args(p: argparse.ArgumentParser, *, default_n: int | str | None = 5
                         "~/.cache/landscape/data); nothing is downloaded")
     g.add_argument("--data-arg", action="append", type=key_value, default=[], metavar="KEY=VALUE",
                    help="dataset option, e.g. size=32 for imagefolder, or your function's keyword (repeatable)")
-    g.add_argument("--split", default="test", help="train | test (svhn also: extra) (default: test)")
+    g.add_argument("--split", default="test",
+                   help=_help(helps, "split", "train | test (svhn also: extra) (default: test)"))
     g.add_argument("--n", type=count_or_all, default=default_n,
-                   help=f"number of samples (class-stratified subset) or 'all' (default: "
-                        f"{default_n if default_n is not None else 'all'})")
+                   help=_help(helps, "n", f"number of samples (class-stratified subset) or 'all' (default: "
+                                          f"{default_n if default_n is not None else 'all'})"))
     g.add_argument("--seed", type=int, default=0, help="seed of the subset and the attack (default: 0)")
-    g.add_argument("--batch-size", type=positive_int, default=128, help="default: 128")
+    g.add_argument("--batch-size", type=positive_int, default=128, help=_help(helps, "batch_size", "default: 128"))
     g.add_argument("--data-workers", type=int, default=None, metavar="N",
                    help="processes decoding image files (default: up to 4; 0 decodes in the main process)")
 
 
-def add_attack_args(p: argparse.ArgumentParser) -> None:
+def add_attack_args(p: argparse.ArgumentParser, *, helps: dict[str, str] | None = None) -> None:
+    """The attack options; ``helps`` maps an option's dest to the help it has in this command (see ``_help``)."""
     g = p.add_argument_group("attack")
-    g.add_argument("--attack", default="pgd", choices=["pgd", "fgsm"])
+    g.add_argument("--attack", default="pgd", choices=["pgd", "fgsm"], help=_help(helps, "attack"))
     g.add_argument("--eps", type=eps_value, default=None,
-                   help="radius in [0,1] pixel units (default: the dataset's: 8/255 = 0.0314 for CIFAR, SVHN, "
-                        "Tiny-ImageNet and image folders, 0.1 for digits)")
-    g.add_argument("--steps", type=positive_int, default=10)
+                   help=_help(helps, "eps", "radius in [0,1] pixel units (default: the dataset's: 8/255 = 0.0314 for "
+                                            "CIFAR, SVHN, Tiny-ImageNet and image folders, 0.1 for digits)"))
+    g.add_argument("--steps", type=positive_int, default=10, help=_help(helps, "steps"))
     g.add_argument("--step-size", type=non_negative_float, default=None, help="default 2.5*eps/steps")
     g.add_argument("--norm", default="linf", choices=["linf", "l2"])
 
@@ -153,7 +167,7 @@ def model_kwargs(args: argparse.Namespace, info=None) -> dict:
     """Constructor kwargs: --arch-arg, then --num-classes, then what the dataset implies for the arguments the
     constructor takes (``landscape.models.data_kwargs``: num_classes, in_channels, input_size, input_shape).
     ``info`` is the dataset's ``DatasetInfo`` (default: read from ``--data``)."""
-    from landscape.models import data_kwargs
+    from landscape.models import data_kwargs  # lazy: start-up
 
     kwargs = dict(args.arch_arg)
     if args.num_classes is not None:
@@ -169,7 +183,7 @@ def model_kwargs(args: argparse.Namespace, info=None) -> dict:
 
 
 def normalization(args: argparse.Namespace) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
-    from landscape.datasets import dataset_info
+    from landscape.datasets import dataset_info  # lazy: start-up
 
     if args.normalize in (None, "none"):
         return None, None
@@ -183,8 +197,8 @@ def model_from_args(args: argparse.Namespace, path: str | os.PathLike | None = N
 
     ``data`` is the ``LabelledDataset`` to be measured (default: ``--data``): its facts give the constructor
     arguments, and its first batch is the evidence when a bare state dict fits several wirings."""
-    from landscape.checkpoints import load_model
-    from landscape.datasets import materialize
+    from landscape.checkpoints import load_model  # lazy: start-up
+    from landscape.datasets import materialize  # lazy: start-up
 
     path = args.checkpoint if path is None else path
     mean, std = normalization(args)
@@ -197,7 +211,7 @@ def model_from_args(args: argparse.Namespace, path: str | os.PathLike | None = N
     import inspect  # TEMP until load_model takes evidence
 
     if data is not None and "evidence" in inspect.signature(load_model).parameters:
-        from landscape.datasets import Subset
+        from landscape.datasets import Subset  # lazy: start-up
 
         first = Subset(data, range(min(len(data), 128)))
         kwargs["evidence"] = materialize(first, workers=0)
@@ -213,7 +227,7 @@ load_model_from_args = model_from_args  # the name the subcommands used first
 
 def built_arch(model, args: argparse.Namespace) -> str:
     """The exact wiring ``model`` was built as (``landscape_arch``), else ``--arch``; for tables and output."""
-    from landscape.models import ARCH_ATTR, Normalized
+    from landscape.models import ARCH_ATTR, Normalized  # lazy: start-up
 
     inner = model.model if isinstance(model, Normalized) else model
     return (getattr(inner, ARCH_ATTR, None) or {}).get("name", args.arch or type(inner).__name__)
@@ -223,9 +237,9 @@ def check_input_shape(model, info, path: str | os.PathLike) -> None:
     """Run one zero input shaped like the data's samples (``info``: its ``DatasetInfo``) through ``model``; a shape
     error becomes a ValueError naming the input shape (instead of a RuntimeError traceback from deep inside the
     first layer), and labels beyond the model's head a ValueError giving both counts."""
-    import torch
+    import torch  # lazy: start-up
 
-    from landscape._base import model_device, model_dtype
+    from landscape._base import model_device, model_dtype  # lazy: start-up
 
     shape = tuple(info.input_shape)
     probe = torch.zeros((1, *shape), device=model_device(model), dtype=model_dtype(model))
@@ -245,8 +259,6 @@ def check_input_shape(model, info, path: str | os.PathLike) -> None:
 
 
 def warn_trusted(path) -> None:
-    import sys
-
     print(f"landscape: warning: --trust-checkpoint: fully unpickling {path}; this can run code stored in it",
           file=sys.stderr)
 
@@ -254,7 +266,7 @@ def warn_trusted(path) -> None:
 def open_from_args(args: argparse.Namespace, split: str | None = None):
     """The whole split of ``--data`` (``--data-root``, ``--data-arg``) as a ``LabelledDataset``, nothing decoded;
     opened once per split and kept on ``args``."""
-    from landscape.datasets import open_dataset
+    from landscape.datasets import open_dataset  # lazy: start-up
 
     split = split or args.split
     cache = args.__dict__.setdefault("_opened", {})
@@ -265,14 +277,14 @@ def open_from_args(args: argparse.Namespace, split: str | None = None):
 
 def dataset_from_args(args: argparse.Namespace, split: str | None = None, n=None):
     """The ``--n`` stratified subset (``--seed``) of ``open_from_args``; nothing decoded yet."""
-    from landscape.datasets import select
+    from landscape.datasets import select  # lazy: start-up
 
     return select(open_from_args(args, split), args.n if n is None else n, args.seed)
 
 
 def data_info(args: argparse.Namespace):
     """``DatasetInfo`` of ``--data`` (a registered name's fixed facts, else those of the opened files)."""
-    from landscape.datasets import dataset_info
+    from landscape.datasets import dataset_info  # lazy: start-up
 
     try:
         return dataset_info(args.data)
@@ -282,7 +294,7 @@ def data_info(args: argparse.Namespace):
 
 def load_data_from_args(args: argparse.Namespace, split: str | None = None):
     """``(x, y)`` tensors of ``dataset_from_args`` (for the commands whose samples fit in memory)."""
-    from landscape.datasets import materialize
+    from landscape.datasets import materialize  # lazy: start-up
 
     return materialize(dataset_from_args(args, split), workers=args.data_workers)
 
@@ -323,3 +335,65 @@ def table_out(path: str, formats: tuple[str, ...] = (".parquet", ".csv")) -> Pat
     if not out.parent.is_dir():
         raise FileNotFoundError(f"output folder {out.parent} does not exist")
     return out
+
+
+# ------------------------------------------------------- evaluation of checkpoints (evaluate, trajectory)
+
+def add_eval_attack_args(g) -> None:
+    """The PGD evaluation attack; defaults follow the official code (PGD-10, step eps/4, no random start)."""
+    g.add_argument("--pgd-steps", type=positive_int, default=10, help="PGD steps (default 10, as the official code)")
+    g.add_argument("--pgd-step-size", type=float, default=None, help="PGD step (default eps/4, as the official code)")
+    g.add_argument("--pgd-random-start", action="store_true",
+                   help="start PGD from a random point of the ball (the official evaluation does not)")
+    g.add_argument("--aa-version", default="standard", choices=["standard", "plus", "rand"],
+                   help="AutoAttack version (default standard: APGD-CE, APGD-T, FAB-T, Square)")
+
+
+def pgd_settings(args: argparse.Namespace, eps: float, norm: str):
+    from landscape.attacks import AttackSettings  # lazy: start-up
+
+    step = eps / 4 if args.pgd_step_size is None else args.pgd_step_size
+    return AttackSettings("pgd", eps, args.pgd_steps, step, norm, bool(args.pgd_random_start))
+
+
+def checkpoint_loader(args: argparse.Namespace, data=None):
+    """``path -> (model, stored epoch)`` with the command's model options (each file read once); ``data`` is the
+    evaluated dataset (its facts and first batch go to the model loader)."""
+    from landscape.checkpoints import load_checkpoint  # lazy: start-up
+
+    def load(path: str):
+        ckpt = load_checkpoint(path, trusted=args.trust_checkpoint, entry=getattr(args, "checkpoint_entry", None))
+        return model_from_args(args, ckpt, data=data), ckpt.epoch
+
+    return load
+
+
+def add_final_eval_args(p: argparse.ArgumentParser) -> None:
+    """Options of the trajectory command's final evaluation of its best and last checkpoints."""
+    g = p.add_argument_group("final evaluation (best and last checkpoints)")
+    g.add_argument("--final-eval", default="none", choices=["none", "pgd", "autoattack"],
+                   help="evaluate the best and last checkpoints on the test set into final_eval.csv")
+    g.add_argument("--final-eval-n", type=positive_int, default=None,
+                   help="test samples for the final evaluation (default: the whole test set)")
+    add_eval_attack_args(g)
+
+
+def run_final_eval(args: argparse.Namespace, table, out_dir) -> None:
+    """Run the final evaluation when asked (``--final-eval``); prints the rows and where they went."""
+    if getattr(args, "final_eval", "none") == "none":
+        return
+    from landscape.diagnose import read_training_log  # lazy: start-up
+    from landscape.evaluate import final_eval  # lazy: start-up
+
+    data = dataset_from_args(args, "test", n=args.final_eval_n or "all")
+    result = final_eval(table, out_dir, checkpoint_loader(args, data), data, None, log=read_training_log(table=table),
+                        attack=args.final_eval, eps=args.eps, norm=args.norm,
+                        pgd=pgd_settings(args, args.eps, args.norm), version=args.aa_version,
+                        batch_size=args.batch_size, seed=args.seed)
+    for rec in result.to_dict("records"):
+        if rec.get("error"):
+            print(f"final eval {rec['which']} (epoch {rec['epoch']}): {rec['error']}")
+            continue
+        accs = ", ".join(f"{c} {100 * rec[c]:.1f}%" for c in ("acc_clean", "acc_pgd", "acc_autoattack") if c in rec)
+        print(f"final eval {rec['which']} (epoch {rec['epoch']}): {accs}")
+    print(f"wrote {result.attrs['path']}")

@@ -4,13 +4,12 @@ from __future__ import annotations
 import argparse
 
 from ._common import positive_int
+from ._names import DEFAULT_VARIANTS, VARIANTS
 
 HELP = "train the study's variants on digits with label noise, analyse them, write claims.csv and report.html"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from landscape.study.experiments import DEFAULT_VARIANTS, VARIANTS
-
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED", help="seeds (default: 0 1 2)")
     p.add_argument("--epochs", type=positive_int, default=None, help="training epochs (default 150)")
@@ -25,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from landscape.study.experiments import main
+    from landscape.study.experiments import main  # lazy: start-up (torch, matplotlib)
 
     argv = ["--out", str(args.out)]
     if args.seeds:

@@ -22,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from landscape.diagnose import TRAINING_LOG, diagnose, read_table, read_training_log
+    from landscape.diagnose import TRAINING_LOG, diagnose, read_table, read_training_log  # lazy: start-up (pandas)
 
     table = read_table(args.table)
     if args.log == "none":

@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 
 from landscape._io import atomic_write
-from ._common import add_attack_args, add_data_args, add_model_args, positive_int, table_out
+from ._common import (add_attack_args, add_data_args, add_model_args, built_arch, dataset_from_args, eps_text,
+                      model_from_args, positive_int, resolve_eps, table_out)
+from ._names import DEFAULT_MEASURES, MEASURES
 from ._summary import print_summary
 
 HELP = "per-sample input-landscape measures (gradient norms, curvature, Taylor gap, logit variation) of a checkpoint"
@@ -13,8 +15,6 @@ FORMATS = (".parquet", ".csv")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from landscape.measures import DEFAULT_MEASURES, MEASURES
-
     p.add_argument("checkpoint", metavar="CKPT", help="checkpoint file")
     add_model_args(p)
     add_data_args(p)
@@ -29,7 +29,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--out", required=True, help="output table: .parquet or .csv")
 
 
-
 def summary(df) -> str:
     """Means of the numeric columns (accuracies for the correctness columns), one per line."""
     lines = [f"{len(df)} samples"]
@@ -42,19 +41,17 @@ def summary(df) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
+    import torch  # lazy: start-up (here and below: torch, pandas)
 
-    from landscape import measure
-    from landscape.measures.table import columns
-
-    from ._common import built_arch, dataset_from_args, eps_text, load_model_from_args, resolve_eps
+    from landscape.measures import measure  # lazy: start-up
+    from landscape.measures.table import columns  # lazy: start-up
 
     out = table_out(args.out, FORMATS)
     measures = [m.strip() for m in args.measures.split(",") if m.strip()]
     columns(measures)  # unknown names fail before the model is loaded
     data = dataset_from_args(args)
     resolve_eps(args, data.info)
-    model = load_model_from_args(args, args.checkpoint, data=data)
+    model = model_from_args(args, args.checkpoint, data=data)
     df = measure(model, data, eps=args.eps, attack=args.attack, steps=args.steps, step_size=args.step_size,
                  norm=args.norm, measures=measures, batch_size=args.batch_size, seed=args.seed,
                  eig_iters=args.eig_iters, progress=not args.quiet,

@@ -5,11 +5,12 @@ import argparse
 from pathlib import Path
 
 from ._common import output_dir, positive_int
+from ._names import FIGURES
+from ._summary import print_summary
 
 
 def _kinds() -> list[str]:
-    from landscape.plotting import FIGURES
-
+    """The figure kinds of ``landscape.plotting.FIGURES`` (without importing matplotlib)."""
     return list(FIGURES)
 
 
@@ -49,8 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _best_last(args, table):
-    from landscape.plotting import label_epochs
-    from landscape.runs import best_last_epochs, load_tables
+    from landscape.plotting import label_epochs  # lazy: start-up (matplotlib)
+    from landscape.runs import best_last_epochs, load_tables  # lazy: start-up (pandas)
 
     folders = [Path(t) if Path(t).is_dir() else Path(t).parent for t in args.tables]
     epochs = best_last_epochs(load_tables(folders, "trajectory"))
@@ -63,7 +64,7 @@ def _best_last(args, table):
 
 def _since(table):
     """Each run's best epoch (for --from-best), or the one run's best epoch when the table has no runs."""
-    from landscape.runs import best_last_epochs
+    from landscape.runs import best_last_epochs  # lazy: start-up (pandas)
 
     since = {run: e["best"] for run, e in best_last_epochs(table).items()}
     return since if "run" in table.columns else next(iter(since.values()), None)
@@ -79,10 +80,8 @@ def _sample(text):
 
 
 def run(args: argparse.Namespace) -> int:
-    from landscape.plotting import figure_spec, save_figure
-    from landscape.runs import load_tables
-
-    from ._summary import print_summary
+    from landscape.plotting import figure_spec, save_figure  # lazy: start-up (matplotlib)
+    from landscape.runs import load_tables  # lazy: start-up (pandas)
 
     spec = figure_spec(args.kind)
     table = load_tables(args.tables, spec.table)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ._common import positive_int
+from ._summary import print_summary
 
 HELP = "write report.html (self-contained, offline) and report.md: the comparison first, then every figure"
 
@@ -18,9 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from landscape.report import build_report
-
-    from ._summary import print_summary
+    from landscape.report import build_report  # lazy: start-up (matplotlib, pandas)
 
     html = build_report(args.run_dir, args.out, dpi=args.dpi, progress=not args.quiet, title=args.title,
                         interactive=not args.static)

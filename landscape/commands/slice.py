@@ -5,7 +5,10 @@ import argparse
 from pathlib import Path
 
 from landscape._io import atomic_write
-from ._common import add_attack_args, add_data_args, add_model_args, positive_float, positive_int
+from ._common import (add_attack_args, add_data_args, add_model_args, built_arch, dataset_from_args, eps_text,
+                      model_from_args, output_dir, positive_float, positive_int, resolve_eps)
+from ._names import DIRECTIONS, NORMALIZATIONS, RANDOM_KINDS
+from ._summary import print_summary
 
 HELP = "1D/2D input loss slices (adversarial, random, gradient, eigen directions) around samples"
 
@@ -42,8 +45,6 @@ def parse_index(text: str) -> list[int]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from landscape.slices import DIRECTIONS, NORMALIZATIONS, RANDOM_KINDS
-
     p.add_argument("checkpoint", metavar="CKPT", help="checkpoint file")
     add_model_args(p)
     add_data_args(p, default_n=None)
@@ -78,7 +79,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _select(data, index: list[int]):
     """The samples ``index`` of ``data`` (a dataset subset) as tensors; only those are decoded."""
-    from landscape.datasets import Subset, materialize
+    from landscape.datasets import Subset, materialize  # lazy: start-up (torch)
 
     if index[-1] >= len(data):
         raise ValueError(f"--index {index[-1]} is out of range: the {len(data)} loaded samples are "
@@ -90,11 +91,11 @@ def _epoch(args) -> int | None:
     """--epoch, else the epoch in the checkpoint's file name, else the one stored in it (None if neither)."""
     if args.epoch is not None:
         return args.epoch
-    from landscape.trajectory import parse_epoch
+    from landscape.trajectory import parse_epoch  # lazy: start-up (torch, pandas)
 
     epoch = parse_epoch(args.checkpoint)
     if epoch is None:
-        from landscape.checkpoints import load_checkpoint
+        from landscape.checkpoints import load_checkpoint  # lazy: start-up
 
         epoch = load_checkpoint(args.checkpoint, trusted=args.trust_checkpoint).epoch
     return epoch
@@ -104,9 +105,9 @@ def _merge(path: Path, new, kind: str):
     """``new`` appended to the slice table already at ``path``, minus the rows it recomputes (same checkpoint
     and direction(s)); returns (table, rows kept from the old one). A table written without the
     ``checkpoint`` column (older versions) is replaced."""
-    import pandas as pd
+    import pandas as pd  # lazy: start-up
 
-    from landscape.runs import read_table_file
+    from landscape.runs import read_table_file  # lazy: start-up
 
     if not path.is_file():
         return new, 0
@@ -124,14 +125,11 @@ def _merge(path: Path, new, kind: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    import pandas as pd
+    import pandas as pd  # lazy: start-up (here and below: torch, pandas, matplotlib)
 
-    from landscape import slices
-    from landscape.plotting import plot_slices_1d, plot_surface, save_figure
-    from landscape.runs import run_file
-
-    from ._common import built_arch, dataset_from_args, eps_text, load_model_from_args, output_dir, resolve_eps
-    from ._summary import print_summary
+    from landscape import slices  # lazy: start-up
+    from landscape.plotting import plot_slices_1d, plot_surface, save_figure  # lazy: start-up
+    from landscape.runs import run_file  # lazy: start-up
 
     kind = args.kind or ("2d" if len(args.dirs) == 2 else "1d")  # 1, 3 or 4 directions: 1D lines
     if kind == "2d" and len(args.dirs) != 2:
@@ -145,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     if not radius > 0:
         raise ValueError("--radius must be > 0 (or give --eps > 0 to use as the radius)")
     out = output_dir(args.out)
-    model = load_model_from_args(args, args.checkpoint, data=data)
+    model = model_from_args(args, args.checkpoint, data=data)
     x, y = _select(data, index)
     coords = slices.grid(radius, args.grid)
     common = dict(normalization=args.normalization, clip=args.clip, eps=args.eps, attack=args.attack,

@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 
 from ._common import (add_attack_args, add_data_args, add_model_args, data_info, eps_text, model_kwargs,
-                      resolve_eps, non_negative_float, normalization,
-                      output_dir, positive_float, positive_int)
+                      non_negative_float, normalization, output_dir, positive_float, positive_int, resolve_eps)
+from ._names import AUGMENTATIONS, METHODS, PRESETS
 from ._summary import print_summary
 
 HELP = ("train standard / standard_gradreg / pgd_at / at_decomposed / at_advlc / at_gradreg, saving checkpoints "
@@ -26,31 +26,20 @@ def _fraction_list(text: str) -> tuple[float, ...]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from landscape.augmentation import AUGMENTATIONS
-    from landscape.training import METHODS, PRESETS
-
     p.add_argument("--out", required=True, help="run directory (checkpoints, metrics.csv, settings.json); "
                                                 "re-running the same command resumes")
     add_model_args(p)
-    add_data_args(p, default_n=None)
-    add_attack_args(p)
-    for action in p._actions:  # shared options whose meaning is specific here
-        if action.dest == "split":
-            action.help = argparse.SUPPRESS  # training always uses the train split, evaluation both
-        elif action.dest == "n":
-            action.help = "evaluate on a fixed random subset of this many samples per split (default: all)"
-        elif action.dest == "eps":
-            action.help = ("radius in [0,1] pixel units of training and evaluation attacks (default: --preset's, "
-                           "else the dataset's: 0.1 for digits, 8/255 for image sets)")
-        elif action.dest == "steps":
-            action.help = "PGD steps of the training attack (default 7)"
-        elif action.dest == "batch_size":
-            action.help = "training batch size (default 64)"
-        elif action.dest == "attack":
-            action.help = "training/evaluation attack (pgd only)"
-        elif action.dest == "norm":
-            action.default = None
-    p.set_defaults(steps=None, batch_size=None)
+    # shared options whose meaning is specific here; training always uses the train split, evaluation both
+    add_data_args(p, default_n=None, helps={
+        "split": argparse.SUPPRESS,
+        "n": "evaluate on a fixed random subset of this many samples per split (default: all)",
+        "batch_size": "training batch size (default 64)"})
+    add_attack_args(p, helps={
+        "eps": "radius in [0,1] pixel units of training and evaluation attacks (default: --preset's, else the "
+               "dataset's: 0.1 for digits, 8/255 for image sets)",
+        "steps": "PGD steps of the training attack (default 7)",
+        "attack": "training/evaluation attack (pgd only)"})
+    p.set_defaults(steps=None, batch_size=None, norm=None)  # None: train()'s or --preset's default
     g = p.add_argument_group("training (defaults: those of landscape.training.train, or of --preset)")
     g.add_argument("--preset", choices=list(PRESETS), default=None,
                    help="the official CIFAR-10 protocol (official_cifar10; _swa: AdvLC+SWA); options given "
@@ -97,7 +86,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def train_kwargs(args: argparse.Namespace) -> dict:
     """Keyword arguments of :func:`landscape.training.train`: the preset, overridden by explicit options."""
-    from landscape.training import preset
+    from landscape.training import preset  # lazy: start-up (torch)
 
     kw = preset(args.preset) if args.preset else {}
     kw.update({k: getattr(args, k) for k in _TRAIN_OPTIONS if getattr(args, k, None) is not None})
@@ -105,11 +94,12 @@ def train_kwargs(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from landscape._base import resolve_device
-    from landscape.datasets import load_dataset
-    from landscape.diagnose import diagnose
-    from landscape.models import Normalized
-    from landscape.training import seeded_model, train
+    from landscape._base import resolve_device  # lazy: start-up (here and below: torch, pandas)
+    from landscape.datasets import load_dataset  # lazy: start-up
+    from landscape.diagnose import diagnose  # lazy: start-up
+    from landscape.models import Normalized  # lazy: start-up
+    from landscape.runs import run_file  # lazy: start-up
+    from landscape.training import seeded_model, train  # lazy: start-up
 
     if args.attack != "pgd":
         raise ValueError(f"training supports --attack pgd only, got {args.attack!r}")
@@ -138,8 +128,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"train: {args.method} for {kw.get('epochs', 150)} epochs -> {out} (model_eNNN.pt, metrics.csv, "
           "settings.json)")
     print(diagnose(metrics, log=metrics).summary())  # the training log is its own best-epoch source
-    from landscape.runs import run_file
-
     print_summary("train", [(out / run_file("metrics"), len(metrics)), out / run_file("settings")],
                   details=[f"{len(list(out.glob('model_e*.pt')))} checkpoint(s) model_eNNN.pt in {out}",
                            eps_text(args) if getattr(args, "eps_from", None) else f"eps {kw['eps']:.6g}"])

@@ -4,19 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._common import (
-    add_attack_args,
-    add_data_args,
-    add_model_args,
-    data_info,
-    eps_text,
-    model_kwargs,
-    normalization,
-    output_dir,
-    positive_int,
-    warn_trusted,
-)
-from .evaluate import add_final_eval_args, run_final_eval
+from ._common import (add_attack_args, add_data_args, add_final_eval_args, add_model_args, data_info, eps_text,
+                      model_kwargs, normalization, output_dir, positive_int, run_final_eval, warn_trusted)
+from ._names import EXECUTORS
 from ._summary import print_summary
 
 HELP = "measure every checkpoint of a training run (resumable; serial, process or Ray workers)"
@@ -34,19 +24,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="checkpoint directory, glob pattern (quoted) or checkpoint files")
     p.add_argument("--out", required=True, help="run directory to write (re-running it resumes)")
     add_model_args(p)
-    add_data_args(p)
+    add_data_args(p, helps={"split": "measure only this split (shorthand for --splits SPLIT)"})
     add_attack_args(p)
-    for action in p._actions:  # the shared --split means "only this split" here
-        if action.dest == "split":
-            action.help = "measure only this split (shorthand for --splits SPLIT)"
-    p.set_defaults(split=None)
+    p.set_defaults(split=None)  # the shared --split means "only this split" here
     g = p.add_argument_group("trajectory")
     g.add_argument("--splits", type=_name_list, default=None, metavar="LIST",
                    help="comma-separated splits to measure (default train,test)")
     g.add_argument("--measures", type=_name_list, default=None, metavar="LIST",
                    help="comma-separated measures, e.g. grad,curv_adv,logit_var (default: all)")
-    from landscape.trajectory.executors import EXECUTORS
-
     g.add_argument("--executor", default="serial", choices=list(EXECUTORS))
     g.add_argument("--workers", type=positive_int, default=None,
                    help="parallel workers (process or ray; default: one per GPU for --executor process "
@@ -58,26 +43,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_final_eval_args(p)
 
 
-def _notes_as_one_line() -> None:
-    """Show the run's TrajectoryWarnings as ``landscape: note: ...`` lines on stderr (others as usual)."""
-    import warnings
-
-    from landscape.trajectory import TrajectoryWarning
-
-    default = warnings.showwarning
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, TrajectoryWarning):
-            print(f"landscape: note: {message}", file=sys.stderr)
-        else:
-            default(message, category, filename, lineno, file, line)
-
-    warnings.showwarning = show
-
-
 def run(args: argparse.Namespace) -> int:
-    from landscape.diagnose import diagnose, read_training_log
-    from landscape.trajectory import analyse_trajectory
+    from landscape.diagnose import diagnose, read_training_log  # lazy: start-up (here and below: torch, pandas)
+    from landscape.runs import run_file  # lazy: start-up
+    from landscape.trajectory import analyse_trajectory  # lazy: start-up
 
     if args.split is not None and args.splits is not None:
         raise ValueError("give --split or --splits, not both")
@@ -91,13 +60,13 @@ def run(args: argparse.Namespace) -> int:
         warn_trusted(" ".join(args.checkpoints))
     out = output_dir(args.out)
     source = args.checkpoints[0] if len(args.checkpoints) == 1 else args.checkpoints
-    _notes_as_one_line()
     table = analyse_trajectory(
         source, args.arch, args.data, out_dir=out, measures=args.measures, n=args.n, eps=args.eps,
         data_args=dict(args.data_arg),
         steps=args.steps, step_size=args.step_size, norm=args.norm, attack=args.attack, splits=splits,
         executor=args.executor, workers=args.workers, threads=args.threads, ray_address=args.ray_address,
-        arch_kwargs=model_kwargs(args, data_info(args)), mean=mean, std=std, trusted=args.trust_checkpoint, seed=args.seed,
+        arch_kwargs=model_kwargs(args, data_info(args)), mean=mean, std=std, trusted=args.trust_checkpoint,
+        seed=args.seed,
         batch_size=args.batch_size, data_root=args.data_root, device=args.device, run=args.run,
         progress=not args.quiet)
     a = table.attrs
@@ -107,8 +76,6 @@ def run(args: argparse.Namespace) -> int:
     args.eps = table.attrs["eps"]
     if args.eps_given is None:
         args.eps_from = args.data
-    from landscape.runs import run_file
-
     print_summary("trajectory", [(out / run_file("trajectory"), len(table))]
                   + [p for p in (out / run_file("diagnosis"),) if p.exists()], details=[eps_text(args)])
     ok = table[table["error"].isna()]
