@@ -32,7 +32,7 @@ import torch.nn as nn
 
 from ._base import check_labels_fit, check_model_batch, frozen_params, set_mode, per_sample_loss
 
-__all__ = ["ATTACKS", "AttackSettings", "Norm", "fgsm", "pgd", "run_attack"]
+__all__ = ["ATTACKS", "AttackSettings", "Norm", "attack_settings", "fgsm", "pgd", "run_attack"]
 
 ATTACKS = ("pgd", "fgsm")
 """Attacks of :class:`AttackSettings` (AutoAttack lives in :mod:`landscape.evaluate`)."""
@@ -267,6 +267,23 @@ class AttackSettings:
         return {"attack": self.attack, "eps": self.eps, "steps": self.steps if self.attack == "pgd" else 1,
                 "step_size": self.effective_step_size, "norm": self.norm,
                 "random_start": self.random_start if self.attack == "pgd" else False}
+
+
+def attack_settings(attack: str | AttackSettings = "pgd", *, eps: float = 0.1, steps: int = 10,
+                    step_size: float | None = None, norm: str = "linf", random_start: bool = True) -> AttackSettings:
+    """``attack`` itself when it is an ``AttackSettings``, else one built from the loose values; ``"official"``
+    is the official evaluation attack at ``eps``/``norm`` (PGD-10, step eps/4, no random start)."""
+    if isinstance(attack, AttackSettings):
+        return attack
+    if attack == "official":
+        return AttackSettings.official(eps, norm=norm)
+    if attack not in ATTACKS:
+        raise ValueError(f"unknown attack {attack!r} (allowed: {', '.join(ATTACKS)}, or official: the official "
+                         f"evaluation attack)")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise TypeError(f"eps must be a number, got {type(eps).__name__}")
+    return AttackSettings(attack, float(eps), steps, None if step_size is None else float(step_size), norm,
+                          random_start)
 
 
 def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: AttackSettings, *,

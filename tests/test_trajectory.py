@@ -263,7 +263,7 @@ def test_table_matches_direct_evaluation(tmp_path):
     assert len(rows) == 2 * 24 and set(rows["split"]) == {"train", "test"}
     assert (rows["epoch"] == 2).all() and (rows["checkpoint"] == str(d / "e2.pt")).all()
     assert meta["file"] == file_fingerprint(d / "e2.pt") and meta["stored_epoch"] == 2
-    assert meta["settings"]["eps"] == 0.1 and meta["settings"]["measures"] == ["grad"]
+    assert meta["settings"]["attack"]["eps"] == 0.1 and meta["settings"]["options"]["measures"] == ["grad"]
     samples = pd.read_parquet(out / "samples.parquet")
     assert len(samples) == 3 * 2 * 24 and {"epoch", "split", "checkpoint", "grad_l1"} <= set(samples.columns)
     pd.testing.assert_frame_equal(pd.read_parquet(out / "trajectory.parquet"), table)
@@ -609,7 +609,7 @@ def test_settings_validate_themselves_like_measure(kwargs, exc, match):
     from landscape import measure
 
     with pytest.raises(exc, match=match):
-        trajectory.TrajectorySettings(**{"arch": "mlp", **kwargs})
+        trajectory.TrajectorySettings.create(**{"arch": "mlp", **kwargs})
     attack_kwargs = {k: v for k, v in kwargs.items() if k in ("eps", "attack", "norm", "steps", "measures")}
     if attack_kwargs:  # the same value fails landscape.measure with the same kind of error
         model = create_model("mlp", hidden=HIDDEN)
@@ -618,3 +618,27 @@ def test_settings_validate_themselves_like_measure(kwargs, exc, match):
             args["measures"] = list(args["measures"])
         with pytest.raises(exc):
             measure(model, torch.rand(2, 1, 8, 8), torch.tensor([0, 1]), **args)
+
+
+def test_official_attack_and_whole_options_reach_every_checkpoint(tmp_path):
+    """attack="official" measures at the official evaluation point (PGD-10, step eps/4, no random start) and
+    every MeasureSettings field travels to the worker: the rows equal landscape.measure with the same objects."""
+    from landscape import load_model, measure
+    from landscape.attacks import AttackSettings
+    from landscape.datasets import load_dataset
+    from landscape.measures.settings import MeasureSettings
+
+    d = make_run(tmp_path, epochs=(1, 2))
+    opts = MeasureSettings(measures=("grad", "curv_adv"), batch_size=8, seed=5, eig_iters=3, hvp_method="func",
+                           dtype="float64")
+    analyse_trajectory(d, "mlp", out_dir=tmp_path / "out", attack="official", eps=0.1, options=opts, n=24,
+                       splits=("test",), arch_kwargs={"hidden": HIDDEN}, progress=False)
+    rows, meta = read_result(tmp_path / "out" / "results" / "e2.parquet")
+    official = AttackSettings.official(0.1)
+    assert meta["settings"]["attack"] == official.to_dict() and meta["settings"]["options"] == opts.to_dict()
+    x, y = load_dataset("digits", "test", n=24, seed=5)
+    want = measure(load_model(d / "e2.pt", "mlp", hidden=HIDDEN), x, y, settings=official, options=opts)
+    got = rows.drop(columns=["epoch", "checkpoint", "split"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, want[got.columns], check_exact=True)
+    with pytest.raises(ValueError, match="either whole or as eps"):
+        trajectory.TrajectorySettings.create("mlp", attack=official, eps=0.2)

@@ -90,6 +90,9 @@ class MeasureSettings:
         if given is None:
             if isinstance(loose.get("measures"), Iterable) and not isinstance(loose.get("measures"), str):
                 loose["measures"] = tuple(loose["measures"])
+            unknown = sorted(set(loose) - {f.name for f in dataclasses.fields(cls)})
+            if unknown:
+                raise TypeError(f"unknown measure option(s) {', '.join(unknown)}")
             return cls(**loose)
         if not isinstance(given, cls):
             raise TypeError(f"options must be a MeasureSettings, got {type(given).__name__}")

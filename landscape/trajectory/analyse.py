@@ -16,7 +16,9 @@ from .._base import resolve_device
 from .._spec import absolute_spec, is_spec
 from ..checkpoints import CheckpointError
 from ..checkpoints.header import read_header
+from ..attacks import AttackSettings
 from ..datasets import ArrayDataset, open_dataset
+from ..measures.settings import MeasureSettings
 from ..runs import run_file
 from . import executors, worker
 from .assemble import assemble, diagnosis_json
@@ -76,17 +78,13 @@ def _note_optimizer_states(discovery: Discovery) -> None:
 
 
 def analyse_trajectory(paths_or_dir: str | os.PathLike | Sequence[str | os.PathLike], arch: str | None = None,
-                       data: Any = "digits", *, out_dir: str | os.PathLike,
-                       measures: Sequence[str] | None = None, n: int | str | None = 500, eps: float | None = None,
-                       steps: int = 10, step_size: float | None = None, norm: str = "linf",
-                       attack: str = "pgd", splits: Sequence[str] = SPLITS, executor: str = "serial",
-                       workers: int | None = None, ray_address: str | None = None, arch_kwargs: dict | None = None,
-                       mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                       trusted: bool = False, seed: int = 0, batch_size: int = 128,
-                       data_root: str | os.PathLike | None = None, data_args: dict | None = None,
-                       device: str = "cpu", run: str | None = None,
-                       threads: int | None = None, retry_delay: float = 1.0,
-                       progress: bool = True) -> pd.DataFrame:
+                       data: Any = "digits", *, out_dir: str | os.PathLike, attack: str | AttackSettings = "pgd",
+                       options: MeasureSettings | None = None, eps: float | None = None, n: int | str | None = 500,
+                       splits: Sequence[str] = SPLITS, data_root: str | os.PathLike | None = None,
+                       data_args: dict | None = None, executor: str = "serial", workers: int | None = None,
+                       threads: int | None = None, ray_address: str | None = None, trusted: bool = False,
+                       run: str | None = None, retry_delay: float = 1.0, progress: bool = True,
+                       **fields: Any) -> pd.DataFrame:
     """Measure every checkpoint of a run and write a resumable run directory.
 
     Args:
@@ -103,8 +101,14 @@ def analyse_trajectory(paths_or_dir: str | os.PathLike | Sequence[str | os.PathL
         measures: measure names (``landscape.measures.MEASURES``); None = ``measure``'s default.
         n: samples per split (deterministic stratified subset; None or ``"all"`` = all, streamed batch by batch
             when it does not fit in memory).
-        eps, steps, step_size, norm, attack: the attack used by the measures (eps in [0, 1] pixel units;
-            default: the dataset's, 8/255 for the image sets and 0.1 for digits).
+        attack: the attack the measures use: an :class:`~landscape.attacks.AttackSettings` (e.g.
+            ``AttackSettings.official(8/255)``), or ``"pgd"``, ``"fgsm"`` or ``"official"`` (the official
+            evaluation attack: PGD-10, step eps/4, no random start) with the loose fields ``eps`` (in [0, 1] pixel
+            units; default: the dataset's, 8/255 for the image sets and 0.1 for digits), ``steps``,
+            ``step_size``, ``norm``, ``random_start`` in ``fields``.
+        options: the measure options as one :class:`~landscape.measures.settings.MeasureSettings`, or its loose
+            fields in ``fields`` (``measures``, ``batch_size``, ``seed``, ``eig_iters``, ``hvp_method``,
+            ``dtype``).
         splits: which of ``("train", "test")`` to measure.
         executor: ``"serial"``, ``"process"`` (local worker processes) or ``"ray"``.
         workers: parallel workers (process and ray executors); default one per GPU for
@@ -112,12 +116,11 @@ def analyse_trajectory(paths_or_dir: str | os.PathLike | Sequence[str | os.PathL
         threads: torch threads per process/ray worker; default ``max(1, cores // workers)``. On a
             machine busy with other work, 1 thread per worker is often faster and steadier.
         ray_address: join this Ray cluster instead of starting a local one with ``num_cpus=workers``.
-        mean, std: wrap the model in ``Normalized`` (inputs stay in [0, 1]).
         trusted: allow full unpickling of checkpoints (runs code stored in them: only for your own files).
-        seed: seeds the data subset and the attack's random start.
-        batch_size: samples per forward/backward pass.
-        device: torch device for the measures; ``"cuda"`` with the process executor spreads the workers
-            over all GPUs.
+        **fields: the other fields of :meth:`TrajectorySettings.create`: the loose attack and measure fields
+            above, ``arch_kwargs`` (constructor arguments), ``mean``/``std`` (wrap the model in ``Normalized``;
+            inputs stay in [0, 1]), ``device`` (``"cuda"`` with the process executor spreads the workers over
+            all GPUs). ``seed`` seeds the data subset, the attack's random start and random directions.
         run: value of the ``run`` column (default: the checkpoint directory's name).
         retry_delay: seconds before re-checking a checkpoint that failed to load (still being written?).
         progress: show a progress bar over checkpoints.
@@ -142,15 +145,15 @@ def analyse_trajectory(paths_or_dir: str | os.PathLike | Sequence[str | os.PathL
     executors.check_executor(executor)
     check_run_options(workers, threads)
     name, held = _data_source(data, splits)
-    if eps is None:  # the dataset's default radius; opening reads only file lists and labels
+    if eps is None and not isinstance(attack, AttackSettings):  # the dataset's radius; opening reads file lists
         first = held[next(iter(held))] if held else open_dataset(name, "test" if "test" in splits else splits[0],
                                                                   root=data_root, **dict(data_args or {}))
         eps = first.info.eps
+    loose_eps = {} if isinstance(attack, AttackSettings) else {"eps": eps}
     settings = TrajectorySettings.create(
-        arch, data=name, arch_kwargs=arch_kwargs, data_args=data_args, measures=measures, n=n, splits=splits,
-        attack=attack, eps=eps, steps=steps, step_size=step_size, norm=norm, mean=mean, std=std, seed=seed,
-        batch_size=batch_size, device=device, trusted=trusted, data_obj=held,
-        data_root=None if data_root is None else os.path.abspath(os.path.expanduser(data_root)))  # for workers
+        arch, data=name, attack=attack, options=options, n=n, splits=splits, data_args=data_args, trusted=trusted,
+        data_obj=held, data_root=None if data_root is None else os.path.abspath(os.path.expanduser(data_root)),
+        **loose_eps, **fields)  # the data root made absolute for workers
     if arch is not None:  # unknown name or bad arguments: fail before the run starts
         create_model(arch, **dict(settings.arch_kwargs))
     discovery = promote_lone_markers(discover_checkpoints(paths_or_dir), lambda p: _stored_epoch(p, trusted))
@@ -158,7 +161,7 @@ def analyse_trajectory(paths_or_dir: str | os.PathLike | Sequence[str | os.PathL
     if executor == "ray":
         executors.import_ray()
     else:  # a Ray driver may lack the workers' GPUs, so only local runs check the device up front
-        resolve_device(device)
+        resolve_device(settings.device)
     for split in settings.splits:  # unknown dataset or missing files: a user error before the run starts
         worker.open_split(settings, split)
     _note_optimizer_states(discovery)

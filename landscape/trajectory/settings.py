@@ -1,8 +1,8 @@
 """What a trajectory run computes (:class:`TrajectorySettings`) and how it runs (executor, workers, threads).
 
-The settings validate themselves on construction with the same checks ``landscape.measure`` uses
-(``attacks.AttackSettings`` and the measure registry, in :func:`check_attack`), so a bad value fails before
-any checkpoint is read.
+The settings carry the attack and the measure options whole (:class:`~landscape.attacks.AttackSettings`,
+:class:`~landscape.measures.settings.MeasureSettings`), each validated once on construction, so a bad value
+fails before any checkpoint is read and every worker measures with exactly what was asked.
 """
 from __future__ import annotations
 
@@ -14,8 +14,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RESULT_FORMAT", "SPLITS", "TrajectorySettings", "TrajectoryWarning", "check_attack",
-           "check_run_options", "json_normal"]
+from ..attacks import AttackSettings, attack_settings
+from ..measures.settings import MeasureSettings
+
+__all__ = ["RESULT_FORMAT", "SPLITS", "TrajectorySettings", "TrajectoryWarning", "check_run_options",
+           "json_normal"]
 
 SPLITS = ("train", "test")
 RESULT_FORMAT = 1  # bump when a result file's meaning changes: old results are then recomputed
@@ -31,24 +34,6 @@ def _positive_int(name: str, value: Any, *, optional: bool = False) -> None:
         return
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive integer{' or None' if optional else ''}, got {value!r}")
-
-
-def check_attack(attack: str, eps: float, steps: int, step_size: float | None, norm: str,
-                 measures: Sequence[str] | None) -> None:
-    """The attack and measure checks of ``landscape.measure``, run before a trajectory starts.
-
-    Raises:
-        ValueError, TypeError: as ``AttackSettings`` and the measure registry do for the same values.
-    """
-    # the attack's and the measure registry's own validation, so the messages and bounds agree
-    from ..attacks import AttackSettings
-    from ..measures.registry import select
-
-    AttackSettings(attack, eps, steps, step_size, norm)
-    if measures is not None:
-        if isinstance(measures, str):
-            raise TypeError(f"measures must be a list of names, got the string {measures!r}")
-        select(list(measures))
 
 
 def check_run_options(workers: int | None, threads: int | None) -> None:
@@ -85,18 +70,12 @@ class TrajectorySettings:
     data: str = "digits"
     arch_kwargs: tuple[tuple[str, Any], ...] = ()
     data_args: tuple[tuple[str, Any], ...] = ()
-    measures: tuple[str, ...] | None = None
     n: int | None = 500
     splits: tuple[str, ...] = SPLITS
-    attack: str = "pgd"
-    eps: float = 0.1
-    steps: int = 10
-    step_size: float | None = None
-    norm: str = "linf"
+    attack: AttackSettings = AttackSettings()
+    options: MeasureSettings = MeasureSettings()
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
-    seed: int = 0
-    batch_size: int = 128
     data_root: str | None = None
     device: str = "cpu"
     trusted: bool = False  # how to unpickle, not what is computed: left out of the fingerprint
@@ -116,36 +95,56 @@ class TrajectorySettings:
         if any(s not in SPLITS for s in splits) or len(set(splits)) != len(splits):
             raise ValueError(f"bad splits {list(splits)!r} (allowed: each of {', '.join(SPLITS)} at most once)")
         _positive_int("n", self.n, optional=True)
-        _positive_int("batch_size", self.batch_size)
-        check_attack(self.attack, self.eps, self.steps, self.step_size, self.norm, self.measures)
+        if not isinstance(self.attack, AttackSettings):
+            raise TypeError(f"attack must be an AttackSettings, got {type(self.attack).__name__}")
+        if not isinstance(self.options, MeasureSettings):
+            raise TypeError(f"options must be a MeasureSettings, got {type(self.options).__name__}")
+
+    @property
+    def eps(self) -> float:
+        return self.attack.eps
+
+    @property
+    def seed(self) -> int:
+        return self.options.seed
 
     @classmethod
-    def create(cls, arch: str, *, arch_kwargs: dict | None = None, data_args: dict | None = None, measures: Sequence[str] | None = None,
-               splits: Sequence[str] = SPLITS, eps: float = 0.1, step_size: float | None = None,
-               mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-               data_root: str | os.PathLike | None = None, device: str = "cpu", seed: int = 0,
-               **rest: Any) -> TrajectorySettings:
+    def create(cls, arch: str | None, *, attack: str | AttackSettings = "pgd", options: MeasureSettings | None = None,
+               arch_kwargs: dict | None = None, data_args: dict | None = None, splits: Sequence[str] = SPLITS,
+               n: int | str | None = 500, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+               data_root: str | os.PathLike | None = None, device: str = "cpu", **loose: Any) -> TrajectorySettings:
         """Build settings from loose user values (lists, dicts, paths), normalised so that equal settings
-        fingerprint equally."""
-        if isinstance(measures, str):
-            raise TypeError(f"measures must be a list of names, got the string {measures!r}")
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)):
-            raise TypeError(f"eps must be a number, got {type(eps).__name__}")
-        n = rest.pop("n", 500)
+        fingerprint equally.
+
+        The attack is given whole (``attack=AttackSettings(...)``, or ``"official"`` for the official evaluation
+        attack at ``eps``) or by name with its loose fields (``eps``, ``steps``, ``step_size``, ``norm``,
+        ``random_start``); the measure options whole (``options=MeasureSettings(...)``) or as loose fields of
+        :class:`~landscape.measures.settings.MeasureSettings` (``measures``, ``batch_size``, ``seed``,
+        ``eig_iters``, ``hvp_method``, ``dtype``, and any field added there later).
+        """
+        attack_fields = [f.name for f in dataclasses.fields(AttackSettings) if f.name != "attack"]
+        measure_fields = [f.name for f in dataclasses.fields(MeasureSettings)]
+        attack_loose = {k: loose.pop(k) for k in attack_fields if k in loose}
+        measure_loose = {k: loose.pop(k) for k in measure_fields if k in loose}
+        if isinstance(measure_loose.get("measures"), str):
+            raise TypeError(f"measures must be a list of names, got the string {measure_loose['measures']!r}")
+        if isinstance(attack, AttackSettings) and attack_loose:
+            raise ValueError(f"give the attack either whole or as {', '.join(sorted(attack_loose))}, not both")
         if isinstance(n, str) and n.lower() == "all":
             n = None
         return cls(arch=arch, arch_kwargs=tuple(sorted(dict(arch_kwargs or {}).items())),
                    data_args=tuple(sorted(dict(data_args or {}).items())), n=n,
-                   measures=None if measures is None else tuple(measures),
-                   splits=splits if isinstance(splits, str) else tuple(splits), eps=float(eps),
-                   step_size=None if step_size is None else float(step_size),
+                   splits=splits if isinstance(splits, str) else tuple(splits),
+                   attack=attack_settings(attack, **attack_loose), options=MeasureSettings.from_loose(options,
+                                                                                                  **measure_loose),
                    mean=None if mean is None else tuple(float(v) for v in mean),
                    std=None if std is None else tuple(float(v) for v in std),
-                   data_root=None if data_root is None else os.fspath(data_root), device=str(device),
-                   seed=int(seed), **rest)
+                   data_root=None if data_root is None else os.fspath(data_root), device=str(device), **loose)
 
     def fingerprint(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("trusted", "data_obj")}
+        d["attack"] = self.attack.to_dict()
+        d["options"] = self.options.to_dict()
         d["arch_kwargs"] = dict(self.arch_kwargs)
         d["data_args"] = dict(self.data_args)
         d["format"] = RESULT_FORMAT

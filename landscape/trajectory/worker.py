@@ -184,8 +184,7 @@ def _measure(ckpt, s: TrajectorySettings, device: str) -> pd.DataFrame:
     for split in s.splits:
         data = load_split(s, split, device)
         x, y = data if isinstance(data, tuple) else (data, None)
-        df = measure(model, x, y, eps=s.eps, attack=s.attack, steps=s.steps, step_size=s.step_size, norm=s.norm,
-                     measures=list(s.measures) if s.measures else None, batch_size=s.batch_size, seed=s.seed)
+        df = measure(model, x, y, settings=s.attack, options=s.options)
         df.insert(0, "split", split)
         frames.append(df)
     return pd.concat(frames, ignore_index=True)
