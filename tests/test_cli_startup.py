@@ -196,7 +196,6 @@ def test_one_warning_display(path):
 #: pandas or matplotlib, never of the commands' own light helpers or of the light library modules
 LIGHT = ("landscape._io", "landscape._spec", "landscape._version", "landscape.commands", "argparse", "sys", "os",
          "json", "math", "ast", "pathlib", "warnings", "importlib")
-TEMPORARY = {("_common.py", "inspect")}  # model_from_args' check of load_model's signature, removed with it
 
 
 @pytest.mark.parametrize("path", CLI, ids=lambda p: p.name)
@@ -205,8 +204,7 @@ def test_lazy_imports_are_for_start_up_only(path):
     for node in _function_imports(_tree(path)):
         names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
             ["landscape.commands" if node.level else node.module]
-        light += [n for n in names if any(n == m or n.startswith(m + ".") for m in LIGHT)
-                  and (path.name, n) not in TEMPORARY]
+        light += [n for n in names if any(n == m or n.startswith(m + ".") for m in LIGHT)]
     assert light == [], f"{path.name}: import these at the top of the module (they are light): {light}"
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import math
 import os
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from landscape._spec import absolute_spec, is_spec
 
-from ._names import DATASETS
+from ._names import DATASETS, DEFAULT_MEASURES, MEASURES
 
 
 def positive_int(text: str) -> int:
@@ -152,15 +153,64 @@ def add_data_args(p: argparse.ArgumentParser, *, default_n: int | str | None = 5
 
 
 def add_attack_args(p: argparse.ArgumentParser, *, helps: dict[str, str] | None = None) -> None:
-    """The attack options; ``helps`` maps an option's dest to the help it has in this command (see ``_help``)."""
+    """The attack options; ``helps`` maps an option's dest to the help it has in this command (see ``_help``).
+    ``attack_from_args`` turns them into one ``AttackSettings``."""
     g = p.add_argument_group("attack")
-    g.add_argument("--attack", default="pgd", choices=["pgd", "fgsm"], help=_help(helps, "attack"))
+    g.add_argument("--attack", default="pgd", choices=["pgd", "fgsm", "official"],
+                   help=_help(helps, "attack", "pgd, fgsm, or official: the official evaluation attack (PGD-10, "
+                                               "step eps/4, no random start) (default: pgd)"))
     g.add_argument("--eps", type=eps_value, default=None,
                    help=_help(helps, "eps", "radius in [0,1] pixel units (default: the dataset's: 8/255 = 0.0314 for "
                                             "CIFAR, SVHN, Tiny-ImageNet and image folders, 0.1 for digits)"))
-    g.add_argument("--steps", type=positive_int, default=10, help=_help(helps, "steps"))
+    g.add_argument("--steps", type=positive_int, default=None, help=_help(helps, "steps", "PGD steps (default 10)"))
     g.add_argument("--step-size", type=non_negative_float, default=None, help="default 2.5*eps/steps")
     g.add_argument("--norm", default="linf", choices=["linf", "l2"])
+    g.add_argument("--random-start", action=argparse.BooleanOptionalAction, default=None,
+                   help=_help(helps, "random_start", "PGD from a random point of the eps ball (default: yes; "
+                                                     "official: no)"))
+
+
+def attack_from_args(args: argparse.Namespace):
+    """The ``AttackSettings`` of ``add_attack_args``' options (``--eps`` resolved first, see ``resolve_eps``)."""
+    from landscape.attacks import AttackSettings, attack_settings  # lazy: start-up
+
+    if args.attack == "official":
+        given = [flag for flag, v in (("--steps", args.steps), ("--step-size", args.step_size),
+                                      ("--random-start", args.random_start)) if v is not None]
+        if given:
+            raise ValueError(f"--attack official fixes PGD-10, step eps/4, no random start; drop {', '.join(given)} "
+                             f"or use --attack pgd")
+        return AttackSettings.official(args.eps, norm=args.norm)
+    return attack_settings(args.attack, eps=args.eps, steps=10 if args.steps is None else args.steps,
+                           step_size=args.step_size, norm=args.norm,
+                           random_start=True if args.random_start is None else args.random_start)
+
+
+def add_measure_args(p: argparse.ArgumentParser, *, default_measures: str | None = None) -> None:
+    """The measure options besides the attack; each flag's dest is a ``MeasureSettings`` field, so
+    ``measure_settings_from_args`` needs no change when a field and its flag are added."""
+    g = p.add_argument_group("measures")
+    g.add_argument("--measures", default=default_measures, metavar="LIST",
+                   help=f"comma-separated names from {','.join(MEASURES)} (default: "
+                        f"{default_measures or ','.join(DEFAULT_MEASURES)})")
+    g.add_argument("--eig-iters", type=positive_int, default=20,
+                   help="most Lanczos steps for eig_top on smooth nets (ReLU nets: exact, no steps; default 20)")
+    g.add_argument("--hvp-method", default="auto", choices=["auto", "double_backprop", "func"],
+                   help="Hessian-vector product method (default: auto)")
+    g.add_argument("--dtype", default=None, choices=["float32", "float64"],
+                   help="compute dtype (float64: precise curvature, slower; default: the model's)")
+    g.add_argument("--float64", dest="dtype", action="store_const", const="float64", help="same as --dtype float64")
+
+
+def measure_settings_from_args(args: argparse.Namespace):
+    """The ``MeasureSettings`` of the options whose dest is one of its fields (``--batch-size`` and ``--seed``
+    come from the data options)."""
+    from landscape.measures.settings import MeasureSettings  # lazy: start-up
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(MeasureSettings) if hasattr(args, f.name)}
+    if isinstance(values.get("measures"), list):
+        values["measures"] = tuple(values["measures"])
+    return MeasureSettings(**values)
 
 
 def model_kwargs(args: argparse.Namespace, info=None) -> dict:
@@ -208,9 +258,7 @@ def model_from_args(args: argparse.Namespace, path: str | os.PathLike | None = N
         data = dataset_from_args(args)
     info = data.info if data is not None else None
     kwargs = model_kwargs(args, info)
-    import inspect  # TEMP until load_model takes evidence
-
-    if data is not None and "evidence" in inspect.signature(load_model).parameters:
+    if data is not None:
         from landscape.datasets import Subset  # lazy: start-up
 
         first = Subset(data, range(min(len(data), 128)))
@@ -222,7 +270,6 @@ def model_from_args(args: argparse.Namespace, path: str | os.PathLike | None = N
     return model
 
 
-load_model_from_args = model_from_args  # the name the subcommands used first
 
 
 def built_arch(model, args: argparse.Namespace) -> str:

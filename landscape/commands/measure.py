@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 
 from landscape._io import atomic_write
-from ._common import (add_attack_args, add_data_args, add_model_args, built_arch, dataset_from_args, eps_text,
-                      model_from_args, positive_int, resolve_eps, table_out)
-from ._names import DEFAULT_MEASURES, MEASURES
+from ._common import (add_attack_args, add_data_args, add_measure_args, add_model_args, attack_from_args, built_arch,
+                      dataset_from_args, eps_text, measure_settings_from_args, model_from_args, resolve_eps,
+                      table_out)
 from ._summary import print_summary
 
 HELP = "per-sample input-landscape measures (gradient norms, curvature, Taylor gap, logit variation) of a checkpoint"
@@ -19,14 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
     add_data_args(p)
     add_attack_args(p)
-    g = p.add_argument_group("measures")
-    g.add_argument("--measures", default=",".join(DEFAULT_MEASURES),
-                   help=f"comma-separated names from {','.join(MEASURES)} "
-                        f"(default: {','.join(DEFAULT_MEASURES)})")
-    g.add_argument("--eig-iters", type=positive_int, default=20,
-                   help="most Lanczos steps for eig_top on smooth nets (ReLU nets: exact, no steps; default 20)")
-    g.add_argument("--float64", action="store_true", help="compute in float64 (precise curvature; slower)")
-    g.add_argument("--out", required=True, help="output table: .parquet or .csv")
+    add_measure_args(p)
+    p.add_argument("--out", required=True, help="output table: .parquet or .csv")
 
 
 def summary(df) -> str:
@@ -41,21 +35,16 @@ def summary(df) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch  # lazy: start-up (here and below: torch, pandas)
-
-    from landscape.measures import measure  # lazy: start-up
-    from landscape.measures.table import columns  # lazy: start-up
+    from landscape.measures import measure  # lazy: start-up (torch)
 
     out = table_out(args.out, FORMATS)
-    measures = [m.strip() for m in args.measures.split(",") if m.strip()]
-    columns(measures)  # unknown names fail before the model is loaded
+    options = measure_settings_from_args(args)  # unknown names fail before the model is loaded
     data = dataset_from_args(args)
     resolve_eps(args, data.info)
+    attack = attack_from_args(args)
     model = model_from_args(args, args.checkpoint, data=data)
-    df = measure(model, data, eps=args.eps, attack=args.attack, steps=args.steps, step_size=args.step_size,
-                 norm=args.norm, measures=measures, batch_size=args.batch_size, seed=args.seed,
-                 eig_iters=args.eig_iters, progress=not args.quiet,
-                 dtype=torch.float64 if args.float64 else None, device=args.device, workers=args.data_workers)
+    df = measure(model, data, settings=attack, options=options, progress=not args.quiet, device=args.device,
+                 workers=args.data_workers)
     df.attrs.update(checkpoint=str(args.checkpoint), arch=built_arch(model, args), data=args.data, split=args.split)
     df["eps"] = args.eps  # the table records the radius it was measured at
     if out.suffix.lower() == ".csv":
@@ -66,5 +55,5 @@ def run(args: argparse.Namespace) -> int:
     if df.attrs.get("nonfinite"):
         print(f"warning: {df.attrs['nonfinite']} NaN/Inf values in the table")
     print_summary("measure", [(out, len(df))], details=[f"{len(df)} samples of {args.data} {args.split}, "
-                                                         f"{built_arch(model, args)}, {eps_text(args)}"])
+                                                         f"{built_arch(model, args)}, {args.attack} attack, {eps_text(args)}"])
     return 0

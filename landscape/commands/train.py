@@ -38,7 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "eps": "radius in [0,1] pixel units of training and evaluation attacks (default: --preset's, else the "
                "dataset's: 0.1 for digits, 8/255 for image sets)",
         "steps": "PGD steps of the training attack (default 7)",
-        "attack": "training/evaluation attack (pgd only)"})
+        "attack": "training/evaluation attack (pgd only)",
+        "random_start": "training PGD from a random point of the eps ball (default yes; official: no)"})
     p.set_defaults(steps=None, batch_size=None, norm=None)  # None: train()'s or --preset's default
     g = p.add_argument_group("training (defaults: those of landscape.training.train, or of --preset)")
     g.add_argument("--preset", choices=list(PRESETS), default=None,
@@ -58,8 +59,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="at_decomposed: weight of the clean term L(x) (default 1)")
     g.add_argument("--excess-weight", type=non_negative_float, default=None,
                    help="at_decomposed: weight of the adversarial excess L(x_adv) - L(x) (default 1)")
-    g.add_argument("--random-start", action=argparse.BooleanOptionalAction, default=None,
-                   help="training PGD from a random point of the eps ball (default yes; official: no)")
     g.add_argument("--clean-first", action=argparse.BooleanOptionalAction, default=None,
                    help="clean forward pass before the attack, as the official code (default no)")
     g.add_argument("--augment", choices=list(AUGMENTATIONS), default=None,

@@ -4,8 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._common import (add_attack_args, add_data_args, add_final_eval_args, add_model_args, data_info, eps_text,
-                      model_kwargs, normalization, output_dir, positive_int, run_final_eval, warn_trusted)
+from ._common import (add_attack_args, add_data_args, add_final_eval_args, add_measure_args, add_model_args,
+                      attack_from_args, data_info, eps_text, measure_settings_from_args, model_kwargs, normalization,
+                      output_dir, positive_int, resolve_eps, run_final_eval, warn_trusted)
 from ._names import EXECUTORS
 from ._summary import print_summary
 
@@ -26,12 +27,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
     add_data_args(p, helps={"split": "measure only this split (shorthand for --splits SPLIT)"})
     add_attack_args(p)
+    add_measure_args(p)
     p.set_defaults(split=None)  # the shared --split means "only this split" here
     g = p.add_argument_group("trajectory")
     g.add_argument("--splits", type=_name_list, default=None, metavar="LIST",
                    help="comma-separated splits to measure (default train,test)")
-    g.add_argument("--measures", type=_name_list, default=None, metavar="LIST",
-                   help="comma-separated measures, e.g. grad,curv_adv,logit_var (default: all)")
     g.add_argument("--executor", default="serial", choices=list(EXECUTORS))
     g.add_argument("--workers", type=positive_int, default=None,
                    help="parallel workers (process or ray; default: one per GPU for --executor process "
@@ -54,30 +54,25 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--checkpoint-entry applies to one checkpoint (measure, slice, evaluate); a trajectory reads "
                          "the 'last' entry of {'last', 'best'} files")
     splits = [args.split] if args.split is not None else (args.splits or ["train", "test"])
-    args.eps_given = args.eps
+    info = data_info(args)
+    resolve_eps(args, info)
+    attack, options = attack_from_args(args), measure_settings_from_args(args)
     mean, std = normalization(args)
     if args.trust_checkpoint:
         warn_trusted(" ".join(args.checkpoints))
     out = output_dir(args.out)
     source = args.checkpoints[0] if len(args.checkpoints) == 1 else args.checkpoints
     table = analyse_trajectory(
-        source, args.arch, args.data, out_dir=out, measures=args.measures, n=args.n, eps=args.eps,
-        data_args=dict(args.data_arg),
-        steps=args.steps, step_size=args.step_size, norm=args.norm, attack=args.attack, splits=splits,
-        executor=args.executor, workers=args.workers, threads=args.threads, ray_address=args.ray_address,
-        arch_kwargs=model_kwargs(args, data_info(args)), mean=mean, std=std, trusted=args.trust_checkpoint,
-        seed=args.seed,
-        batch_size=args.batch_size, data_root=args.data_root, device=args.device, run=args.run,
-        progress=not args.quiet)
+        source, args.arch, args.data, out_dir=out, attack=attack, options=options, n=args.n, splits=splits,
+        data_root=args.data_root, data_args=dict(args.data_arg), executor=args.executor, workers=args.workers,
+        threads=args.threads, ray_address=args.ray_address, trusted=args.trust_checkpoint, run=args.run,
+        progress=not args.quiet, arch_kwargs=model_kwargs(args, info), mean=mean, std=std, device=args.device)
     a = table.attrs
     total = a["computed"] + a["reused"]
     print(f"trajectory: {total} checkpoint(s) ({a['computed']} computed, {a['reused']} reused), "
           f"{a['failed']} failed -> {out / 'trajectory.parquet'}")
-    args.eps = table.attrs["eps"]
-    if args.eps_given is None:
-        args.eps_from = args.data
     print_summary("trajectory", [(out / run_file("trajectory"), len(table))]
-                  + [p for p in (out / run_file("diagnosis"),) if p.exists()], details=[eps_text(args)])
+                  + [p for p in (out / run_file("diagnosis"),) if p.exists()], details=[f"{args.attack} attack, {eps_text(args)}"])
     ok = table[table["error"].isna()]
     if len(ok) and "test" in set(ok["split"]):
         print(diagnose(table, log=read_training_log(table=table)).summary())

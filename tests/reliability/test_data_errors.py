@@ -89,7 +89,7 @@ CASES = {
         lambda f: ["1.png"]),
     "trajectory: missing root": (
         lambda f: ["trajectory", f["ckpt"].parent, "--data", "svhn", "--data-root", f["root"] / "nowhere",
-                   "--out", f["root"] / "traj", *FAST], lambda f: ["test_32x32.mat"]),
+                   "--out", f["root"] / "traj", *FAST], lambda f: ["_32x32.mat", "nowhere"]),
 }
 
 
