@@ -33,6 +33,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_slices.py
 	$(PY) benchmarks/bench_trajectory.py
 	$(PY) benchmarks/bench_trajectory_gpu.py
+	$(PY) benchmarks/bench_stream.py
+	$(PY) benchmarks/bench_cli.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis runs

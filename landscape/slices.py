@@ -42,6 +42,7 @@ import torch.nn as nn
 from .chunking import (ACTIVATION_FACTOR, CPU_MAX_BATCH, CPU_MAX_BYTES, CUDA_MAX_BATCH, INPUT_COPIES,  # noqa: F401
                        _probe, _tensor_bytes, blocks, bytes_per_point, chunk_size, default_max_batch,
                        default_max_bytes)
+from .attacks import AttackSettings, attack_settings, run_attack
 from .datasets import as_tensors
 from ._base import (check_labels_fit, check_model_batch, correct_predictions, eval_mode, logit_margin, model_device,
                     per_sample_loss)
@@ -194,27 +195,27 @@ def gradient_direction(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> to
     return input_gradient(model, x, y)
 
 
-def adversarial_direction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
-                          attack: str = "pgd", steps: int = 10, step_size: float | None = None,
+def adversarial_direction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | None = None,
+                          attack: str | AttackSettings = "pgd", steps: int = 10, step_size: float | None = None,
                           norm: str = "linf", seed: int = 0) -> torch.Tensor:
     """(B, ...) adversarial perturbation ``x_adv - x`` found by PGD (or FGSM) within the eps ball.
 
     Args:
         model: classifier returning (B, K) logits (attacked in eval mode).
         x: (B, ...) inputs in [0,1]; y: (B,) labels.
-        eps: attack radius in [0,1] pixel units.
-        attack: ``"pgd"`` or ``"fgsm"``.
+        eps: attack radius in [0,1] pixel units (not needed when ``attack`` is an ``AttackSettings``).
+        attack: ``"pgd"``, ``"fgsm"``, ``"official"`` (the official evaluation attack at ``eps``) or a whole
+            :class:`~landscape.attacks.AttackSettings`.
         steps, step_size, norm, seed: passed to ``landscape.attacks.pgd`` (``norm`` also to FGSM).
     """
-    from landscape import attacks
-
-    _choice(attack, ("pgd", "fgsm"), "attack")
-    if not eps > 0:  # eps = 0 gives a zero direction: every slice would be flat yet labelled "adversarial"
-        raise ValueError(f"the adversarial direction needs eps > 0, got eps={eps}")
-    if attack == "fgsm":
-        x_adv, _ = attacks.fgsm(model, x, y, eps, norm=norm)
-    else:
-        x_adv, _ = attacks.pgd(model, x, y, eps, steps=steps, step_size=step_size, norm=norm, seed=seed)
+    if not isinstance(attack, AttackSettings):
+        _choice(attack, ("pgd", "fgsm", "official"), "attack")
+        if eps is None or not eps > 0:  # eps = 0 gives a zero direction: every slice would be flat
+            raise ValueError(f"the adversarial direction needs eps > 0, got eps={eps}")
+        attack = attack_settings(attack, eps=eps, steps=steps, step_size=step_size, norm=norm)
+    if not attack.eps > 0:
+        raise ValueError(f"the adversarial direction needs eps > 0, got eps={attack.eps}")
+    x_adv, _ = run_attack(model, x, y, attack, seed=seed)
     return x_adv - x
 
 
@@ -234,8 +235,9 @@ def eigen_direction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, iters
 
 
 def compute_direction(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | None = None,
-                      attack: str = "pgd", steps: int = 10, step_size: float | None = None, norm: str = "linf",
-                      kind: str = "rademacher", iters: int = 20, tol: float = 1e-6, seed: int = 0) -> torch.Tensor:
+                      attack: str | AttackSettings = "pgd", steps: int = 10, step_size: float | None = None,
+                      norm: str = "linf", kind: str = "rademacher", iters: int = 20, tol: float = 1e-6,
+                      seed: int = 0) -> torch.Tensor:
     """Direction by name (one of ``DIRECTIONS``), unnormalised, (B, ...) on ``x``'s device.
 
     ``eps``/``attack``/``steps``/``step_size``/``norm`` are used by ``"adversarial"`` (``eps`` required),
@@ -248,7 +250,7 @@ def compute_direction(name: str, model: nn.Module, x: torch.Tensor, y: torch.Ten
         return gradient_direction(model, x, y)
     if name == "eigen":
         return eigen_direction(model, x, y, iters=iters, tol=tol, seed=seed)
-    if eps is None:
+    if eps is None and not isinstance(attack, AttackSettings):
         raise ValueError("direction 'adversarial' needs eps= (the attack radius)")
     return adversarial_direction(model, x, y, eps=eps, attack=attack, steps=steps, step_size=step_size,
                                  norm=norm, seed=seed)
@@ -265,7 +267,7 @@ def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, dirs: list[tor
     Returns:
         (SliceGrid of (B, n_1, ..., n_k) CPU tensors, largest number of points in one forward pass).
     """
-    from tqdm.auto import tqdm
+    from ._progress import tqdm  # quiet off a terminal
 
     k, rest = len(dirs), tuple(x.shape[1:])
     sizes = [c.numel() for c in coords]
@@ -367,7 +369,8 @@ def _radius(*coords: torch.Tensor) -> float:
 
 def slice_1d(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, direction: str | torch.Tensor, alphas, *,
              normalization: str | None = "linf", clip: bool = False, eps: float | None = None,
-             attack: str = "pgd", steps: int = 10, step_size: float | None = None, norm: str = "linf",
+             attack: str | AttackSettings = "pgd", steps: int = 10, step_size: float | None = None,
+             norm: str = "linf",
              kind: str = "rademacher", iters: int = 20, seed: int = 0, max_batch: int | None = None,
              max_bytes: int | None = None, progress: bool = False, as_frame: bool = True,
              autocast: str | None = None):
@@ -440,7 +443,8 @@ def slice_1d(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, directio
 
 def slice_2d(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, d1: str | torch.Tensor, d2: str | torch.Tensor,
              alphas, betas, *, orthogonal: bool = True, normalization: str | None = "linf", clip: bool = False,
-             eps: float | None = None, attack: str = "pgd", steps: int = 10, step_size: float | None = None,
+             eps: float | None = None, attack: str | AttackSettings = "pgd", steps: int = 10,
+             step_size: float | None = None,
              norm: str = "linf", kind: str = "rademacher", iters: int = 20, seed: int = 0,
              max_batch: int | None = None, max_bytes: int | None = None, progress: bool = False,
              as_frame: bool = True, autocast: str | None = None):

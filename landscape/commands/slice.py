@@ -5,8 +5,8 @@ import argparse
 from pathlib import Path
 
 from landscape._io import atomic_write
-from ._common import (add_attack_args, add_data_args, add_model_args, built_arch, dataset_from_args, eps_text,
-                      model_from_args, output_dir, positive_float, positive_int, resolve_eps)
+from ._common import (add_attack_args, add_data_args, add_model_args, attack_from_args, built_arch, dataset_from_args,
+                      eps_text, model_from_args, output_dir, positive_float, positive_int, resolve_eps)
 from ._names import DIRECTIONS, NORMALIZATIONS, RANDOM_KINDS
 from ._summary import print_summary
 
@@ -146,8 +146,8 @@ def run(args: argparse.Namespace) -> int:
     model = model_from_args(args, args.checkpoint, data=data)
     x, y = _select(data, index)
     coords = slices.grid(radius, args.grid)
-    common = dict(normalization=args.normalization, clip=args.clip, eps=args.eps, attack=args.attack,
-                  steps=args.steps, step_size=args.step_size, norm=args.norm, kind=args.random_kind, seed=args.seed,
+    common = dict(normalization=args.normalization, clip=args.clip, eps=args.eps, attack=attack_from_args(args),
+                  norm=args.norm, kind=args.random_kind, seed=args.seed,
                   max_batch=args.max_batch, progress=not args.quiet, autocast=args.autocast)
     if kind == "2d":
         df = slices.slice_2d(model, x, y, args.dirs[0], args.dirs[1], coords, coords, **common)
