@@ -120,7 +120,7 @@ def main() -> None:
 
     from landscape.checkpoints import load_model
     from landscape.datasets import load_dataset
-    from landscape.runs import best_last_epochs
+    from landscape.diagnose import best_last_epochs
     from landscape.slices import slice_1d
     from landscape.trajectory import analyse_trajectory, read_result
 

@@ -13,8 +13,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from landscape.diagnose import run_diagnoses
 from landscape.plotting import figure_spec, save_figure
-from landscape.runs import best_last_epochs, load_tables
+from landscape.runs import load_tables
 from landscape.testing import write_synthetic_run
 
 #: Synthetic stand-ins for runs/demo: (name, robust-overfitting strength).
@@ -52,7 +53,8 @@ def load(args: argparse.Namespace, key: str, *, best_last: bool = False):
     table = load_tables(paths, key)
     if best_last:
         folders = [p if p.is_dir() else p.parent for p in paths]
-        epochs = best_last_epochs(load_tables(folders, "trajectory"))
+        epochs = {r: {"best": d.best_epoch, "last": d.last_epoch}  # as `landscape plot --best-last`
+                  for r, d in run_diagnoses(folders).items() if d.best_epoch is not None}
         table = label_epochs(table, next(iter(epochs.values())) if len(paths) == 1 else epochs)
     return table
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from _recipe import draw, load, parser, save
 
-from landscape.runs import best_last_epochs
+from landscape.diagnose import best_last_epochs
 
 
 def main(argv=None):

@@ -41,7 +41,8 @@ from ._base import LandscapeError
 from .runs import run_file
 
 __all__ = ["MIN_EPOCHS_FOR_CORRELATION", "BEST_RULE", "BestEpoch", "Diagnosis", "best_epoch", "best_index",
-           "diagnose", "diagnose_runs", "read_table", "read_training_log", "spearman"]
+           "best_last_epochs", "diagnose", "diagnose_runs", "read_table", "read_training_log", "run_diagnoses",
+           "source_label", "spearman"]
 
 MIN_EPOCHS_FOR_CORRELATION = 3
 _REQUIRED = ("epoch", "split", "acc_adv")
@@ -206,14 +207,16 @@ class Diagnosis:
         return out
 
     def summary(self) -> str:
-        """Readable multi-line text."""
+        """Readable multi-line text: the notes first, then the fields (undefined correlations left out)."""
         name = f"run {self.run}" if self.run else "run"
         lines = [f"{name} ({self.split} split, {self.n_epochs} epoch{'s' if self.n_epochs != 1 else ''})"]
+        lines += [f"  note: {note}" for note in self.notes]
+        source = source_label(self.best_source)
         if self.best_epoch is not None:
             lines.append(f"  best robust accuracy    {100 * self.best_acc_adv:5.1f}% at epoch {self.best_epoch}"
-                         f"  (from the {self.best_source}; latest epoch on ties)")
+                         f"  (from {source}; latest epoch on ties)")
             lines.append(f"  last robust accuracy    {100 * self.last_acc_adv:5.1f}% at epoch {self.last_epoch}"
-                         f"  (best - last: {self.gap:.1f} points)")
+                         f"  (best - last: {self.gap:.1f} points, from {source})")
             if self.onset_epoch is not None:
                 lines.append(f"  robust overfitting      from epoch {self.onset_epoch} "
                              f"(>= {self.onset_threshold:.1f} points below the best to the end)")
@@ -225,21 +228,29 @@ class Diagnosis:
         if self.train_test_gap_last is not None:
             lines.append(f"  train - test robust acc {self.train_test_gap_last:5.1f} points at epoch {self.last_epoch}")
         if len(self.correlations):
-            lines.append(f"  correlation with the {self.split} robust loss from epoch {self.best_epoch} on "
-                         "(Spearman / Pearson, epochs):")
-            for rec in self.correlations.to_dict("records"):
-                lines.append(f"    {rec['measure'] + ' (' + rec['split'] + ')':<24} {_fmt(rec['spearman'])} / "
-                             f"{_fmt(rec['pearson'])}  (n={rec['n']})")
+            finite = np.isfinite(self.correlations[["spearman", "pearson"]].astype(float)).any(axis=1)
+            defined, undefined = self.correlations[finite], int((~finite).sum())
+            if len(defined):
+                lines.append(f"  correlation with the {self.split} robust loss from epoch {self.best_epoch} on "
+                             "(Spearman / Pearson, epochs):")
+                for rec in defined.to_dict("records"):
+                    lines.append(f"    {rec['measure'] + ' (' + rec['split'] + ')':<24} {_fmt(rec['spearman'])} / "
+                                 f"{_fmt(rec['pearson'])}  (n={rec['n']})")
+            if undefined:
+                lines.append(f"  correlations            {undefined} undefined (see the note)")
         if any(self.measures.values()):
             lines.append(f"  measures at epoch {self.last_epoch} (mean):")
             for split, values in self.measures.items():
                 shown = ", ".join(f"{m} {v:.4g}" for m, v in values.items())
                 if shown:
                     lines.append(f"    {split}: {shown}")
-        for note in self.notes:
-            lines.append(f"  note: {note}")
         return "\n".join(lines)
 
+
+def source_label(source: str) -> str:
+    """A best epoch's source as ``diagnose``, ``plot curves`` and the report show it (``metrics.csv (...)``)."""
+    return {SOURCE_LOG: f"{TRAINING_LOG} (training log)",
+            SOURCE_TABLE: f"{run_file('trajectory')} (analysed subset)"}.get(source, str(source))
 
 def _fmt(v: float) -> str:
     return "  nan" if v is None or not np.isfinite(v) else f"{v:+.2f}"
@@ -555,3 +566,35 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     else:
         table.attrs["source"] = p.name
     return table
+
+
+
+def best_last_epochs(trajectory: pd.DataFrame, *, logs: dict | None = None, split: str = "test") -> dict:
+    """Per run ``{"best": epoch, "last": epoch}`` by :func:`diagnose` with the run's log from ``logs`` (run ->
+    training log, see :func:`run_diagnoses`); runs it cannot diagnose are left out; no ``run`` column: ``""``."""
+    return {run: {"best": int(d.best_epoch), "last": int(d.last_epoch)}
+            for run, d in _diagnose_each(trajectory, logs or {}, split).items() if d.best_epoch is not None}
+
+
+def _diagnose_each(trajectory: pd.DataFrame, logs: dict, split: str) -> dict[str, Diagnosis]:
+    out = {}
+    for run, part in trajectory.groupby("run", sort=False) if "run" in trajectory.columns else [("", trajectory)]:
+        try:
+            out[str(run)] = diagnose(part, split=split, log=logs.get(str(run)))
+        except (LandscapeError, ValueError, TypeError):
+            continue
+    return out
+
+
+def run_diagnoses(paths, *, split: str = "test") -> dict[str, Diagnosis]:
+    """One diagnosis per run in ``paths`` (run folders or table files) with its training log, as the report and
+    ``diagnosis.json`` make it; keyed as :func:`landscape.runs.load_tables` names runs (undiagnosable: left out)."""
+    from .runs import load_tables, run_names
+
+    paths = [Path(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
+    table = load_tables(paths, "trajectory")
+    runs = table["run"].dropna().unique().tolist() if "run" in table.columns else [""]
+    pairs = zip(paths, run_names(paths)) if len(paths) > 1 else [(paths[0], str(runs[0]))] * (len(runs) == 1)
+    logs = {name: read_training_log(p, p / "analysis", table=table[table["run"] == name] if len(paths) > 1 else table)
+            for p, name in pairs}  # a training log belongs to one run
+    return _diagnose_each(table, logs, split)

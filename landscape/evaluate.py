@@ -220,7 +220,7 @@ def evaluate_checkpoints(checkpoints: Sequence[str | os.PathLike], load: Callabl
         progress: tqdm bar over checkpoints.
         **kwargs: passed to :func:`evaluate_model` (``attack``, ``eps``, ``norm``, ...).
     """
-    from tqdm.auto import tqdm
+    from ._progress import tqdm  # quiet off a terminal
 
     rows = []
     for path in tqdm(list(checkpoints), desc="evaluate", unit="ckpt", disable=not progress):

@@ -14,8 +14,7 @@ import pandas as pd
 
 from ._base import LandscapeError
 
-__all__ = ["RUN_FILES", "RunFiles", "best_last_epochs", "find_runs", "load_tables", "read_table_file",
-           "run_file"]
+__all__ = ["RUN_FILES", "RunFiles", "find_runs", "load_tables", "read_table_file", "run_file", "run_names"]
 
 #: Files a run directory may hold (key -> file name); only ``trajectory`` is required.
 RUN_FILES = {
@@ -138,6 +137,16 @@ def _run_name(folder: Path) -> str:
     return (folder.parent.name if folder.name == "analysis" else folder.name) or "run"
 
 
+def run_names(paths) -> list[str]:
+    """The run names :func:`load_tables` gives several ``paths`` (files or run folders): each run folder's name,
+    or the given path when names collide (e.g. ``pgd_at/s0`` and ``at_advlc/s0``), the same for every key."""
+    paths = [Path(p) for p in paths]
+    names = [_run_name(p if p.is_dir() else p.parent) for p in paths]
+    if len(set(names)) < len(names):
+        names = [str(p if p.is_dir() else p.parent) for p in paths]
+    return names
+
+
 def load_tables(paths, key: str = "trajectory") -> pd.DataFrame:
     """Read and combine tables given as files or run directories, with a ``run`` column.
 
@@ -175,26 +184,8 @@ def load_tables(paths, key: str = "trajectory") -> pd.DataFrame:
     tables = [read_table_file(f) for f, _ in files]
     if len(tables) == 1:
         return tables[0]
-    names = [n for _, n in files]
-    if len(set(names)) < len(names):  # e.g. pgd_at/s0 and at_advlc/s0: name by the given path, the same for every key
-        names = [str(p if p.is_dir() else p.parent) for p in paths]
+    names = run_names(paths)
     combined = pd.concat([_with_run(t, n) for t, n in zip(tables, names)], ignore_index=True)
     combined.attrs = dict(tables[0].attrs)
     return combined
 
-
-def best_last_epochs(trajectory: pd.DataFrame) -> dict[str, dict[str, int]]:
-    """Per run ``{"best": epoch, "last": epoch}`` by :func:`landscape.diagnose.diagnose` (runs it cannot
-    diagnose are left out); a table without ``run`` is keyed by ``""``."""
-    from .diagnose import diagnose
-
-    out = {}
-    groups = trajectory.groupby("run", sort=False) if "run" in trajectory.columns else [("", trajectory)]
-    for run, part in groups:
-        try:
-            d = diagnose(part)
-        except (LandscapeError, ValueError):
-            continue
-        if d.best_epoch is not None:
-            out[str(run)] = {"best": int(d.best_epoch), "last": int(d.last_epoch)}
-    return out

@@ -508,7 +508,7 @@ def train(model: nn.Module, data, *, method: str = "pgd_at", eps: float = 0.1, s
 
     eval_tr = _eval_subset(x_tr.shape[0], eval_n, seed).to(device)
     eval_te = _eval_subset(x_te.shape[0], eval_n, seed).to(device)
-    from tqdm.auto import tqdm
+    from ._progress import tqdm  # quiet off a terminal
 
     bar = tqdm(range(start + 1, epochs + 1), desc=f"{settings['method']} s{seed}", unit="ep",
                disable=not progress, leave=False, initial=start, total=epochs)

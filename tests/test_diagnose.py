@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -309,3 +310,91 @@ def test_cli_diagnose_reads_the_training_log_beside_the_analysis(tmp_path, capsy
     assert out["best_epoch"] == 7 and out["best_source"].startswith("training log")
     assert main(["diagnose", str(run / "analysis"), "--json", "--log", "none"]) == 0
     assert json.loads(capsys.readouterr().out)["best_epoch"] == 4
+
+
+# ------------------------------------------------- one best epoch everywhere (issue 27: what the user sees agrees)
+
+LOG_ACC = [0.30, 0.35, 0.40, 0.44, 0.445, 0.43, 0.46, 0.40, 0.39, 0.38]  # best at 7; the trajectory's is 4
+
+
+def _run_with_log(tmp_path):
+    run = tmp_path / "pgd_at"
+    run.mkdir()
+    make_table(measure=[0.1 * i for i in range(1, 11)]).to_parquet(run / "trajectory.parquet")
+    make_table(LOG_ACC, TRAIN_ACC)[["epoch", "split", "acc_adv", "acc_clean"]].to_csv(run / "metrics.csv",
+                                                                                      index=False)
+    return run
+
+
+def test_plot_best_last_diagnose_and_report_name_the_same_best_epoch(tmp_path, capsys):
+    import argparse
+
+    from landscape.commands import plot as plot_cmd
+    from landscape.diagnose import best_last_epochs, run_diagnoses
+    from landscape.report.data import load_runs
+    from landscape.runs import load_tables
+
+    run = _run_with_log(tmp_path)
+    assert main(["diagnose", str(run), "--json"]) == 0
+    diagnosed = json.loads(capsys.readouterr().out)
+    assert diagnosed["best_epoch"] == 7  # from metrics.csv, not the trajectory's 4
+    report = load_runs(run).best_last()
+    args = argparse.Namespace(tables=[str(run)])
+    table = load_tables([str(run)], "trajectory")
+    labelled = plot_cmd._best_last(args, table, plot_cmd._diagnoses(args))  # what `plot --best-last` keeps
+    plotted = dict(zip(labelled["label"], labelled["epoch"]))
+    assert plotted == {"best": 7, "last": 10}
+    assert report == {"pgd_at": {"best": 7, "last": 10}}
+    assert {r: e["best"] for r, e in best_last_epochs(table, logs={"": read_table(run / "metrics.csv")}).items()} \
+        == {"": 7}
+    assert run_diagnoses([run])[""].best_epoch == diagnosed["best_epoch"]
+    # the command itself, and with several run folders (each with its own log)
+    other = tmp_path / "at_advlc"
+    shutil.copytree(run, other)
+    both = run_diagnoses([run, other])
+    assert {r: d.best_epoch for r, d in both.items()} == {"pgd_at": 7, "at_advlc": 7}
+    assert main(["plot", "measures", str(run), str(other), "--best-last", "--out", str(tmp_path / "f"),
+                 "--format", "png"]) == 0
+
+
+def test_diagnose_and_plot_curves_name_the_source_and_the_same_gap(tmp_path, capsys):
+    from landscape.diagnose import run_diagnoses
+    from landscape.plotting import figure_spec
+
+    run = _run_with_log(tmp_path)
+    assert main(["diagnose", str(run)]) == 0
+    text = capsys.readouterr().out
+    assert "from metrics.csv (training log)" in text and "best - last: 8.0 points" in text
+    d = run_diagnoses([run])
+    fig = figure_spec("curves").draw(load_table_of(run), diagnoses={r: x.to_dict() for r, x in d.items()})
+    shown = " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
+    assert "RO gap 8.0 pp" in shown and "best ep 7" in shown and "from metrics.csv (training log)" in shown
+    # no log: both say the trajectory table
+    (run / "metrics.csv").unlink()
+    assert main(["diagnose", str(run)]) == 0
+    assert "from trajectory.parquet (analysed subset)" in capsys.readouterr().out
+    d = run_diagnoses([run])
+    fig = figure_spec("curves").draw(load_table_of(run), diagnoses={r: x.to_dict() for r, x in d.items()})
+    shown = " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
+    assert "best ep 4" in shown and "from trajectory.parquet" in shown
+    assert main(["plot", "curves", str(run), "--out", str(tmp_path / "f"), "--format", "png"]) == 0
+
+
+def load_table_of(run):
+    from landscape.runs import load_tables
+
+    return load_tables([run], "trajectory")
+
+
+def test_summary_puts_notes_first_and_leaves_out_undefined_correlations():
+    table = make_table(TEST_ACC[:2], TRAIN_ACC[:2], measure=[0.1, 0.2])  # two checkpoints
+    d = diagnose(table)
+    text = d.summary()
+    assert "nan" not in text and "n=1" not in text
+    lines = text.splitlines()
+    first_note = next(i for i, ln in enumerate(lines) if ln.strip().startswith("note:"))
+    assert first_note == 1  # right under the heading, before the numbers it explains
+    assert any("undefined" in ln for ln in lines)
+    assert any("fewer than 3 epochs" in n for n in d.notes)
+    # defined correlations are still listed
+    assert "grad_l1 (test)" in diagnose(make_table(measure=list(range(10)))).summary()

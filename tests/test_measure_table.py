@@ -179,7 +179,8 @@ def test_validation(tiny_model):
         measure(tiny_model, x, y, eps=0.1, dtype=torch.int64)
 
 
-def test_progress_bar_shows_only_when_asked(tiny_model, capsys):
+def test_progress_bar_shows_only_when_asked(tiny_model, capsys, monkeypatch):
+    monkeypatch.setenv("LANDSCAPE_PROGRESS", "1")  # captured stderr is no terminal: bars are off unless forced
     x, y = torch.rand(4, 1, 8, 8), torch.arange(4)
     measure(tiny_model, x, y, eps=0.1, measures=["grad"], batch_size=2)
     assert "measure" not in capsys.readouterr().err

@@ -503,7 +503,9 @@ def test_measures_twelve_runs_share_a_colour_per_method_and_differ_per_seed(tmp_
     # legend: one column per method (seeds top to bottom), then the style keys
     texts = fig.legends[0].get_texts()
     assert [t.get_text() for t in texts] == [f"{m}/s{s}" for m in METHODS for s in range(3)] + [
-        "test (mean)", "best epoch", " "]  # the keys column padded to the seeds' height
+        "test (mean)", "best epoch (median over seeds)", " "]  # the keys column padded to the seeds' height
+    dotted = [ln for ln in ax.get_lines() if ln.get_linestyle() == ":"]
+    assert len(dotted) == len(METHODS)  # one best-epoch line per method, not one per seed
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # constrained layout must not give up
         assert_real_png(png_of(fig, tmp_path))
@@ -610,7 +612,8 @@ def test_distributions_tiny_values_put_the_power_of_ten_in_the_axis_label(tmp_pa
 
 def test_every_registered_figure_draws_from_a_study_and_plot_offers_each(tmp_path):
     from landscape.commands.plot import _kinds
-    from landscape.runs import best_last_epochs, find_runs, load_tables
+    from landscape.diagnose import best_last_epochs
+    from landscape.runs import find_runs, load_tables
     from landscape.testing import write_synthetic_study
 
     root = write_synthetic_study(tmp_path / "demo", methods={"pgd_at": 1.0, "at_advlc": 0.2}, seeds=(0, 1),
@@ -636,3 +639,61 @@ def test_every_registered_figure_draws_from_a_study_and_plot_offers_each(tmp_pat
         P.figure_spec("nope")
     with pytest.raises(ValueError, match="already registered"):
         P.register(P.FIGURES["scatter"])
+
+
+def test_findings_figure_marks_every_method_at_the_median_of_its_diagnosed_best_epochs(tmp_path):
+    """The study's findings figure: one dotted line per method, at the median over seeds of the best epochs the
+    findings table reports (the diagnosis of each metrics.csv), not at the seed-mean curve's maximum."""
+    from landscape.study.experiments import findings_figure
+    from landscape.study.findings import log_best_epoch
+    from landscape.testing import write_synthetic_study
+
+    methods = {"pgd_at": 1.0, "at_advlc": 0.2}
+    root = write_synthetic_study(tmp_path / "demo", methods=methods, seeds=(0, 1, 2), epochs=6, n=6)
+    fig = findings_figure(root, list(methods), (0, 1, 2), {"epochs": 6, "every": 1})
+    want = {m: float(np.median([log_best_epoch(pd.read_csv(root / m / f"s{s}" / "metrics.csv")) for s in range(3)]))
+            for m in methods}
+    ax = fig.axes[0]
+    dotted = sorted(ln.get_xdata()[0] for ln in ax.get_lines() if ln.get_linestyle() == ":")
+    assert dotted == sorted(want.values())  # every method, at_advlc included
+    assert "median over seeds of the diagnosed best epochs" in fig._suptitle.get_text()
+
+
+def test_six_study_methods_get_six_distinct_colours():
+    """standard, standard_gradreg and at_clean_half used to get orange, vermillion and brown (alike)."""
+    import itertools
+
+    from landscape.plotting.methods import method_colors
+
+    methods = sorted(("standard", "standard_gradreg", "pgd_at", "at_clean_half", "at_advlc", "at_gradreg"))
+    colors = method_colors(methods)
+    apart = min(np.linalg.norm(np.subtract(colors[a], colors[b])) for a, b in itertools.combinations(methods, 2))
+    assert apart > 0.25, colors  # (orange vs vermillion: 0.2)
+
+
+def test_first_order_share_draws_one_best_epoch_line_per_method(tmp_path):
+    table = twelve_runs()
+    table["fo_share_median"] = 0.5 + 0.01 * table["epoch"]
+    table["curv_adv_mean"] = table.get("curv_adv_mean", table["epoch"] * 1.0)
+    best = {f"{m}/s{s}": 2 + s for m in METHODS for s in range(3)}  # seeds at 2, 3, 4: median 3
+    fig = P.plot_first_order_share(table, best_epochs=best)
+    for ax in fig.axes[:2]:
+        dotted = [ln.get_xdata()[0] for ln in ax.get_lines() if ln.get_linestyle() == ":"]
+        assert dotted == [3.0] * len(METHODS)
+    assert "best epoch (median over seeds)" in [t.get_text() for t in fig.legends[0].get_texts()]
+    P.save_figure(fig, tmp_path / "fo", formats=["png"])
+
+
+def test_distributions_of_twelve_runs_wrap_into_rows_of_four(tmp_path):
+    samples = pd.concat([synthetic_tables(f"m{i}", epochs=3, n=20, seed=i)["samples"] for i in range(12)],
+                        ignore_index=True)
+    fig = P.plot_distributions(samples, "grad_l1", transpose=True)
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(shown) == 12
+    rows = sorted({round(ax.get_position().y0, 3) for ax in shown})
+    assert len(rows) == 3 and fig.get_size_inches()[0] < 4 * 4.5  # 3 rows of 4, not one row of 12
+    two = P.plot_distributions(samples[samples["run"].isin(["m0", "m1", "m2", "m3", "m4", "m5"])],
+                               ["grad_l1", "curv_adv"], transpose=True)  # 6 methods x 2 measures: 2 blocks of 4
+    assert sum(ax.get_visible() for ax in two.axes) == 12 and len(two.axes) == 16
+    P.save_figure(fig, tmp_path / "d12", formats=["png"])
+    P.save_figure(two, tmp_path / "d6x2", formats=["png"])

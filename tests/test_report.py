@@ -290,6 +290,8 @@ def test_findings_csv_and_images_open_the_report(tmp_path, demo):
     assert '<a href="#findings">Findings</a>' in text
     table = re.search(r'<table id="findings-table" class="study">(.*?)</table>', text, re.S).group(1)
     assert re.findall(r"<th>([^<]*)</th>", table) == ["method", "seeds", "best", "gap", "note"]
+    css = re.search(r"<style>(.*?)</style>", text, re.S).group(1)  # a wide findings table wraps, never cut off
+    assert "#findings-table th{white-space:normal" in css and "#findings-table td{white-space:normal" in css
     rows = [re.findall(r"<td>([^<]*)</td>", r) for r in re.findall(r"<tr>(.*?)</tr>", table)[1:]]
     # decimals per column: three significant digits of its smallest value (49.7 -> 1, 0.472 -> 3)
     assert rows == [["standard", "3", "49.7 ± 4.5", "42.299 ± 5.716", "no AT"],
@@ -391,3 +393,27 @@ def test_html_and_markdown_come_from_one_context(study_report):
     cells = re.findall(r"<td[^>]*>([^<]*)</td>",
                        re.search(r'<table id="best-last-table">(.*?)</table>', html, re.S).group(1))
     assert "| " + " | ".join(cells[:7]) + " |" in md
+
+
+def test_progress_bars_stay_out_of_logs_that_are_not_a_terminal(capsys, monkeypatch):
+    """Every bar of the package comes from landscape._progress: off when stderr is no terminal (a log file), on
+    when LANDSCAPE_PROGRESS=1 asks for it, off whenever the caller disables it."""
+    import landscape
+    from landscape import _progress
+
+    monkeypatch.delenv("LANDSCAPE_PROGRESS", raising=False)
+    for _ in _progress.bar(range(3), desc="quiet-bar"):
+        pass
+    assert "quiet-bar" not in capsys.readouterr().err  # captured stderr is not a TTY
+    monkeypatch.setenv("LANDSCAPE_PROGRESS", "1")
+    for _ in _progress.bar(range(3), desc="forced-bar"):
+        pass
+    assert "forced-bar" in capsys.readouterr().err
+    assert not _progress.wanted(disable=True)
+    monkeypatch.delenv("LANDSCAPE_PROGRESS")
+    monkeypatch.setattr("sys.stderr", type("Tty", (), {"isatty": lambda self: True, "write": print})())
+    assert _progress.wanted()
+    package = Path(landscape.__file__).parent
+    direct = [str(p.relative_to(package)) for p in package.rglob("*.py")
+              if p.name != "_progress.py" and re.search(r"^\s*(from tqdm|import tqdm)", p.read_text(), re.M)]
+    assert direct == [], f"use landscape._progress (quiet off a terminal) instead of tqdm in {direct}"

@@ -17,7 +17,7 @@ from landscape import LandscapeError, create_model
 from landscape.cli import main
 from landscape import trajectory
 from landscape.datasets import load_dataset
-from landscape.runs import best_last_epochs
+from landscape.diagnose import best_last_epochs
 from landscape.trajectory import store, worker
 from landscape.trajectory.discover import promote_lone_markers
 from landscape.trajectory import (

@@ -33,7 +33,19 @@ def test_tutorial_runs_and_shows_the_diagnosis(tmp_path, monkeypatch):
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "epoch stored in the file: 10" in text
-    assert "best robust accuracy" in text and "correlation with the test robust loss" in text
+    assert "best robust accuracy" in text and "latest epoch on ties" in text
+    # correlations are listed when defined; with fewer than 3 epochs from the best on, one line says so
+    assert "correlation with the test robust loss" in text or "undefined (see the note)" in text
+    assert "  nan /" not in text
     pngs = [o for o in outputs if o.output_type == "display_data" and "image/png" in o.get("data", {})]
     assert len(pngs) == 4  # slices, distributions, learning curves, measures
     assert any(p.name.startswith("landscape-tutorial-") for p in tmp_path.iterdir())
+
+
+def test_tutorial_states_the_best_epoch_rule_diagnose_applies():
+    """The official rule and diagnose.best_index take the LATEST epoch on ties, not the first maximum."""
+    from landscape.diagnose import best_index
+
+    text = NOTEBOOK.read_text()
+    assert best_index([0.3, 0.5, 0.4, 0.5]) == 3
+    assert "first maximum" not in text and "latest epoch on ties" in text

@@ -49,12 +49,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                       "(default: log only for heavy-tailed positive values)")
 
 
-def _best_last(args, table):
-    from landscape.plotting import label_epochs  # lazy: start-up (matplotlib)
-    from landscape.runs import best_last_epochs, load_tables  # lazy: start-up (pandas)
+def _diagnoses(args) -> dict:
+    """Each run's diagnosis as the report and `landscape diagnose` make it (with the run's metrics.csv)."""
+    from landscape._base import LandscapeError
+    from landscape.diagnose import run_diagnoses  # lazy: start-up (pandas)
 
-    folders = [Path(t) if Path(t).is_dir() else Path(t).parent for t in args.tables]
-    epochs = best_last_epochs(load_tables(folders, "trajectory"))
+    try:
+        return run_diagnoses([Path(t) if Path(t).is_dir() else Path(t).parent for t in args.tables])
+    except (FileNotFoundError, LandscapeError, ValueError):  # nothing to diagnose: --best-last says so
+        return {}
+
+
+def _best_last_of(diagnoses: dict) -> dict:
+    return {run: {"best": d.best_epoch, "last": d.last_epoch} for run, d in diagnoses.items()
+            if d.best_epoch is not None}
+
+
+def _best_last(args, table, diagnoses):
+    from landscape.plotting import label_epochs  # lazy: start-up (matplotlib)
+
+    epochs = _best_last_of(diagnoses)
     if not epochs:
         raise ValueError("--best-last: no run could be diagnosed (no best epoch in trajectory.parquet)")
     if len(args.tables) == 1:
@@ -62,11 +76,9 @@ def _best_last(args, table):
     return label_epochs(table, epochs)
 
 
-def _since(table):
+def _since(table, diagnoses):
     """Each run's best epoch (for --from-best), or the one run's best epoch when the table has no runs."""
-    from landscape.runs import best_last_epochs  # lazy: start-up (pandas)
-
-    since = {run: e["best"] for run, e in best_last_epochs(table).items()}
+    since = {run: e["best"] for run, e in _best_last_of(diagnoses).items()}
     return since if "run" in table.columns else next(iter(since.values()), None)
 
 
@@ -91,11 +103,14 @@ def run(args: argparse.Namespace) -> int:
         table = table[table["epoch"].isin(args.epochs)]
         if table.empty:
             raise ValueError(f"--epochs: none of {args.epochs} are in the table")
+    wants = args.best_last or args.from_best or spec.takes("diagnoses")
+    diagnoses = _diagnoses(args) if wants else {}
     if args.best_last:
-        table = _best_last(args, table)
+        table = _best_last(args, table, diagnoses)
     options = dict(measures=args.measure, by=args.by, split=args.split, sample=_sample(args.sample),
                    surface=args.surface_kind, violin=args.violin, log=True if args.log else None, title=args.title,
-                   since=_since(table) if args.from_best else None)
+                   since=_since(table, diagnoses) if args.from_best else None,
+                   diagnoses={run: d.to_dict() for run, d in diagnoses.items()} or None)
     fig = spec.draw(table, **options)
     out = output_dir(args.out)
     paths = save_figure(fig, out / (args.name or spec.stem or spec.name), formats=args.formats, dpi=args.dpi)

@@ -43,7 +43,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
+from .._progress import tqdm  # quiet off a terminal
 
 from .._base import (check_model_batch, correct_predictions, derive_seed, eval_mode, frozen_params, model_device,
                      model_dtype, per_sample_loss, resolve_device)

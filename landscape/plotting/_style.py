@@ -8,9 +8,10 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Iterator, NamedTuple, Sequence
+from typing import Iterator, Mapping, NamedTuple, Sequence
 
 import matplotlib as mpl
+import numpy as np
 import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -84,7 +85,9 @@ def colors_for(keys: Sequence) -> dict:
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h")
 
 
-_GROUP_ORDER = (0, 1, 2, 4, 3, 5, 7, 9, 8, 6)  # palette order for methods: blue, orange, green, pink, ...
+#: Palette order for methods: blue, orange, green, pink, grey, yellow, ... (the first six as far apart as the palette
+#: allows, so six methods never get three look-alike oranges: orange, vermillion and brown come apart).
+_GROUP_ORDER = (0, 1, 2, 4, 7, 8, 9, 3, 5, 6)
 
 
 class RunStyle(NamedTuple):
@@ -175,3 +178,14 @@ def save_figure(fig: Figure | Axes, path_stem: str | os.PathLike, formats: Seque
         os.replace(tmp, path)
         paths.append(path)
     return paths
+
+
+def best_epoch_lines(best: Mapping, styles: Mapping) -> list[tuple[float, tuple]]:
+    """``(epoch, colour)`` per method: the median over its runs' best epochs, in the colour of its first run
+    (a run without a method is a method of its own)."""
+    groups: dict = {}
+    for run, epoch in best.items():
+        if epoch is not None:
+            key = styles[run].group if styles[run].group is not None else ("run", run)
+            groups.setdefault(key, []).append((epoch, styles[run].color))
+    return [(float(np.median([e for e, _ in v])), v[0][1]) for v in groups.values()]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Mapping
 
 import pandas as pd
 from matplotlib.figure import Figure
@@ -17,13 +18,16 @@ _LOSS = [("loss_adv", "robust", PALETTE[0]), ("loss_clean", "clean", PALETTE[1])
 _GAP_COLOR = PALETTE[4]
 
 
-def plot_learning_curves(table: pd.DataFrame, *, loss: bool = True, title: str | None = None) -> Figure:
+def plot_learning_curves(table: pd.DataFrame, *, loss: bool = True, title: str | None = None,
+                         diagnoses: Mapping[str, Mapping] | None = None) -> Figure:
     """Clean and robust accuracy (and loss) against epoch, one column of panels per run.
 
     Robust curves are blue, clean orange; test solid, train dashed. The best epoch (highest robust *test*
     accuracy, the latest epoch on ties) is marked with a dotted line and a star, and the robust-overfitting gap
     (best − last robust test accuracy, in percentage points) is shaded between the best and the last epoch
-    and written on the panel.
+    and written on the panel with its source. Given ``diagnoses``, a run's best/last epoch, accuracies and gap
+    are the diagnosis' (the numbers ``landscape diagnose`` prints, from the run's ``metrics.csv`` when it has
+    one); otherwise they are read off the curve drawn.
 
     Args:
         table: trajectory table or training ``metrics.csv`` (long format, one row per epoch and split) with
@@ -32,6 +36,8 @@ def plot_learning_curves(table: pd.DataFrame, *, loss: bool = True, title: str |
             panels per run). Accuracies may be fractions or percentages; they are shown in percent.
         loss: draw the loss row when the loss columns exist.
         title: optional figure title.
+        diagnoses: run name -> :meth:`landscape.diagnose.Diagnosis.to_dict` (a table without ``run`` takes
+            the only entry).
 
     Returns:
         The Figure: per run an accuracy panel above a loss panel, runs side by side (wrapped to 2 columns
@@ -63,7 +69,7 @@ def plot_learning_curves(table: pd.DataFrame, *, loss: bool = True, title: str |
             acc_ax = axes[block * per_run, col]
             rows = rows_of_run(table, run)
             curve = _per_epoch(rows)
-            mark = _draw_accuracy(acc_ax, curve, scale)
+            mark = _draw_accuracy(acc_ax, curve, scale, _diagnosis_of(diagnoses, run))
             acc_ax.set_title(str(run) if run is not None else "learning curves")
             if has_loss:
                 loss_ax = axes[block * per_run + 1, col]
@@ -106,11 +112,29 @@ def _draw_rows(ax, curve: pd.DataFrame, spec, scale: float) -> None:
                 ax.plot(part["epoch"][ok], part[col][ok] * scale, ls=ls, color=color)
 
 
-def _draw_accuracy(ax, curve: pd.DataFrame, scale: float):
-    """Draw the accuracy panel; return (best_epoch, best, last_epoch, last) in percent, or None."""
+def _diagnosis_of(diagnoses: Mapping[str, Mapping] | None, run) -> Mapping | None:
+    """The run's diagnosis when it names a best epoch (a table without runs takes the only one)."""
+    if not diagnoses:
+        return None
+    d = next(iter(diagnoses.values())) if run is None and len(diagnoses) == 1 else diagnoses.get(str(run))
+    return d if d and d.get("best_epoch") is not None and d.get("last_epoch") is not None else None
+
+
+def _draw_accuracy(ax, curve: pd.DataFrame, scale: float, diagnosis: Mapping | None = None):
+    """Draw the accuracy panel; return (best_epoch, best, last_epoch, last) in percent, or None.
+
+    The marks come from ``diagnosis`` when given (its source named on the panel), else from the test curve."""
+    from ..diagnose import source_label
+
     _draw_rows(ax, curve, _ACC, scale)
-    test = curve[curve["split"] == "test"]
-    mark = best_and_last(test["epoch"].to_numpy(), test["acc_adv"].to_numpy() * scale) if len(test) else None
+    if diagnosis is not None:
+        mark = (int(diagnosis["best_epoch"]), 100 * float(diagnosis["best_acc_adv"]),
+                int(diagnosis["last_epoch"]), 100 * float(diagnosis["last_acc_adv"]))
+        source = source_label(diagnosis.get("best_source", ""))
+    else:
+        test = curve[curve["split"] == "test"]
+        mark = best_and_last(test["epoch"].to_numpy(), test["acc_adv"].to_numpy() * scale) if len(test) else None
+        source = "the curve shown"
     if mark is None:
         return None
     best_epoch, best, last_epoch, last = mark
@@ -123,6 +147,7 @@ def _draw_accuracy(ax, curve: pd.DataFrame, scale: float):
         text = f"RO gap {gap:.1f} pp\nbest ep {best_epoch}: {best:.1f}%"
     else:
         text = f"no RO gap\nbest = last ep {best_epoch}: {best:.1f}%"
+    text += f"\nfrom {source}"
     ax.text(0.98, 0.03, text, transform=ax.transAxes, ha="right", va="bottom", fontsize=8,
             bbox=dict(boxstyle="round,pad=0.25", fc="white", ec=_GAP_COLOR, alpha=0.9))
     return mark

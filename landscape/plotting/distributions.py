@@ -13,6 +13,8 @@ from ._style import colors_for, new_figure, style
 from ._tables import MEASURE_UNITS, check_choice, check_table, default_group, group_name, measure_label, rows_of_run, runs_of
 
 KINDS = ("hist", "violin")
+#: Panels per row at most: a longer row wraps into blocks stacked below (e.g. 12 runs -> 3 rows of 4).
+MAX_COLUMNS = 4
 
 
 def plot_distributions(samples: pd.DataFrame, measures: Sequence[str] | str = ("grad_l1", "curv_adv"), *,
@@ -40,7 +42,8 @@ def plot_distributions(samples: pd.DataFrame, measures: Sequence[str] | str = ("
     named in the axis label, e.g. "(× 1e-6)", instead of matplotlib's offset text that can hide the label.
 
     Returns:
-        The Figure (rows: runs; columns: measures; swapped with ``transpose``).
+        The Figure (rows: runs; columns: measures; swapped with ``transpose``); more than :data:`MAX_COLUMNS`
+        columns wrap into blocks of that many, stacked below each other (panels of a measure share x).
     """
     func = "plot_distributions"
     check_choice(kind, KINDS, "kind", func)
@@ -65,12 +68,28 @@ def plot_distributions(samples: pd.DataFrame, measures: Sequence[str] | str = ("
     names = {g: group_name(by, g) for g in groups}
     runs = runs_of(data)
     with style():
-        shape = (len(measures), len(runs)) if transpose else (len(runs), len(measures))
-        fig, axes = new_figure(*shape, panel=(3.9, 3.1 if transpose else 2.9), sharex="row" if transpose else "col")
+        across, down = (runs, measures) if transpose else (measures, runs)  # along a row, along a column
+        ncols = min(len(across), MAX_COLUMNS)
+        blocks = -(-len(across) // ncols)
+        fig, axes = new_figure(len(down) * blocks, ncols, panel=(3.9, 3.1 if transpose else 2.9))
+
+        def place(i: int, j: int):
+            """The panel of run ``i`` and measure ``j``."""
+            a, d = (i, j) if transpose else (j, i)
+            block, col = divmod(a, ncols)
+            return axes[block * len(down) + d, col]
+
+        for ax in axes.ravel():  # shown as they are drawn: the last block's unused slots stay hidden
+            ax.set_visible(False)
+        first: dict = {}
         for i, run in enumerate(runs):
             rows = rows_of_run(data, run)
             for j, m in enumerate(measures):
-                ax = axes[j, i] if transpose else axes[i, j]
+                ax = place(i, j)
+                ax.set_visible(True)
+                if m in first:
+                    ax.sharex(first[m])
+                first.setdefault(m, ax)
                 frame = pd.DataFrame({"v": pd.to_numeric(rows[m], errors="coerce"),
                                       "g": [names[g] for g in rows[by]] if by else names[None]})
                 frame = frame[np.isfinite(frame["v"])]

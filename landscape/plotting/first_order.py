@@ -7,7 +7,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from ._style import new_figure, run_styles, style
+from ._style import best_epoch_lines, new_figure, run_styles, style
 from ._tables import MEASURE_UNITS, best_and_last, check_table, measure_label, rows_of_run, runs_of
 
 __all__ = ["plot_first_order_share"]
@@ -49,7 +49,8 @@ def plot_first_order_share(table: pd.DataFrame, *, curvature: str | None = None,
             :data:`CURVATURE_PREFERENCE` present.
         split: ``"test"`` (default) or ``"train"``.
         stat: summary of the share drawn: ``"median"`` (default) or ``"mean"``.
-        mark_best: dotted line at each run's best epoch (the official rule, latest on ties).
+        mark_best: dotted line at each run's best epoch (the official rule, latest on ties); runs of one
+            method (``<method>/<seed>``) get one line, at the median over its seeds.
         best_epochs: ``{run: epoch}`` (or one epoch for a table without runs), e.g. the diagnosis' best epoch
             from the training log; default: the best epoch of the table's own ``acc_adv``.
         title: optional figure title.
@@ -75,6 +76,7 @@ def plot_first_order_share(table: pd.DataFrame, *, curvature: str | None = None,
     with style():
         fig, axes = new_figure(1, 2, panel=(3.9, 2.9), sharex=True)
         ax_c, ax_s = axes[0]
+        best = {}
         for run in runs:
             rows = rows_of_run(table, run)
             color = styles[run].color
@@ -82,10 +84,11 @@ def plot_first_order_share(table: pd.DataFrame, *, curvature: str | None = None,
             s = _per_epoch(rows, split, f"fo_share_{stat}")
             ax_c.plot(c["epoch"], c[f"{curvature}_mean"], color=color, marker=styles[run].marker, ms=3.5)
             ax_s.plot(s["epoch"], s[f"fo_share_{stat}"], color=color, marker=styles[run].marker, ms=3.5)
-            best = _best(rows, run, best_epochs) if mark_best else None
-            if best is not None:
-                for ax in (ax_c, ax_s):
-                    ax.axvline(best, color=color, ls=":", lw=1.2)
+            best[run] = _best(rows, run, best_epochs) if mark_best else None
+        lines = best_epoch_lines(best, styles)  # one dotted line per method (median over its seeds)
+        for epoch, color in lines:
+            for ax in (ax_c, ax_s):
+                ax.axvline(epoch, color=color, ls=":", lw=1.2)
         ax_c.set_title(measure_label(curvature, units=False))
         ax_c.set_ylabel(MEASURE_UNITS.get(curvature, curvature))
         ax_s.set_title(f"first-order share ({stat} over samples)")
@@ -96,7 +99,9 @@ def plot_first_order_share(table: pd.DataFrame, *, curvature: str | None = None,
         handles = [Line2D([], [], color=styles[r].color, marker=styles[r].marker, label=str(r))
                    for r in runs if r is not None]
         if mark_best:
-            handles.append(Line2D([], [], color="0.3", ls=":", label="best epoch"))
+            per_method = len(lines) < sum(v is not None for v in best.values())
+            handles.append(Line2D([], [], color="0.3", ls=":",
+                                  label="best epoch (median over seeds)" if per_method else "best epoch"))
         if handles:
             fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6), frameon=False)
         fig.suptitle(title or f"{split}: curvature and the first-order share of the adversarial loss increase")

@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from ._style import SPLIT_STYLES, new_figure, run_styles, style
+from ._style import SPLIT_STYLES, best_epoch_lines, new_figure, run_styles, style
 from ._tables import MEASURE_UNITS, best_and_last, check_table, measure_label, rows_of_run, runs_of
 
 #: The paper's four diagnostics, drawn by default when their ``*_mean`` columns exist.
@@ -26,14 +26,17 @@ def available_measures(table: pd.DataFrame) -> list[str]:
 
 def plot_measures(table: pd.DataFrame, measures: Sequence[str] | None = None, *,
                   splits: Sequence[str] = ("test", "train"), band: bool | None = None, mark_best: bool = True,
-                  title: str | None = None, colors: Mapping | None = None) -> Figure:
+                  title: str | None = None, colors: Mapping | None = None,
+                  best_epochs: Mapping | None = None) -> Figure:
     """One panel per measure: its per-epoch mean (with the q10–q90 band over samples) for each run.
 
     Runs are overlaid in distinct colours (e.g. PGD-AT vs AT+AdvLC); runs of one method named
     ``<method>/<seed>`` (``pgd_at/s0``, ``pgd_at/s1``, ...) share the method's colour, one shade per seed,
     and the legend has one column per method (see :func:`landscape.plotting._style.run_styles`). Test is
     solid, train dashed. When the table has ``acc_adv``, each run's best epoch (maximum of robust test
-    accuracy, the latest epoch on ties) is a dotted line in the run's colour, so sharpening after the best epoch is visible.
+    accuracy, the latest epoch on ties; or ``best_epochs[run]``, e.g. the diagnosis' from the training log) is a
+    dotted line in the run's colour, so sharpening after the best epoch is visible; runs of one method
+    (``<method>/<seed>``) get one line, at the median over its seeds of their best epochs.
 
     Args:
         table: trajectory table with ``epoch``, ``split`` and ``<m>_mean`` for each measure ``m``; optional
@@ -47,6 +50,8 @@ def plot_measures(table: pd.DataFrame, measures: Sequence[str] | None = None, *,
         title: optional figure title.
         colors: ``{run: colour}`` for some or all runs, overriding the automatic ones (e.g. the report's
             per-method colours from :func:`landscape.plotting.methods.method_colors`, so figures agree).
+        best_epochs: ``{run: best epoch}`` (e.g. from :func:`landscape.diagnose.run_diagnoses`), used instead
+            of the table's ``acc_adv`` for the runs it names.
 
     Returns:
         The Figure (one panel per measure, up to 3 per row; 4 measures as 2 x 2).
@@ -85,7 +90,8 @@ def plot_measures(table: pd.DataFrame, measures: Sequence[str] | None = None, *,
     with style():
         fig, axes = new_figure(nrows, ncols, panel=(3.9, 2.8), sharex=True)
         flat = axes.ravel()
-        best = {run: _best_epoch(rows_of_run(table, run)) for run in runs} if mark_best else {}
+        best = {run: _given_or_own(best_epochs, run, table) for run in runs} if mark_best else {}
+        best_lines = best_epoch_lines(best, styles)
         for ax, m in zip(flat, measures):
             for run in runs:
                 rows = rows_of_run(table, run)
@@ -96,8 +102,8 @@ def plot_measures(table: pd.DataFrame, measures: Sequence[str] | None = None, *,
                     lo, hi = f"{m}_q10", f"{m}_q90"
                     if band and split == present[0] and lo in part.columns and hi in part.columns:
                         ax.fill_between(part["epoch"], part[lo], part[hi], color=colors[run], alpha=0.12, lw=0)
-                if best.get(run) is not None:
-                    ax.axvline(best[run], color=colors[run], ls=":", lw=1.2)
+            for epoch, color in best_lines:
+                ax.axvline(epoch, color=color, ls=":", lw=1.2)
             ax.set_title(measure_label(m, units=False))
             ax.set_ylabel(MEASURE_UNITS.get(m, m))
         for ax in flat[n:]:
@@ -106,10 +112,19 @@ def plot_measures(table: pd.DataFrame, measures: Sequence[str] | None = None, *,
             ax.xaxis.set_tick_params(labelbottom=True)
             ax.set_xlabel("epoch")
         _legend(fig, runs, styles, present, band=band and any(f"{m}_q10" in table.columns for m in measures),
-                best=any(v is not None for v in best.values()))
+                best=bool(best_lines), per_method=len(best_lines) < sum(v is not None for v in best.values()))
         if title:
             fig.suptitle(title)
     return fig
+
+
+def _given_or_own(best_epochs: Mapping | None, run, table: pd.DataFrame) -> int | None:
+    """``best_epochs[run]`` when given (a table without runs takes the only value), else from ``acc_adv``."""
+    if best_epochs:
+        key = next(iter(best_epochs)) if run is None and len(best_epochs) == 1 else str(run)
+        if key in best_epochs:
+            return None if best_epochs[key] is None else float(best_epochs[key])
+    return _best_epoch(rows_of_run(table, run))
 
 
 def _best_epoch(rows: pd.DataFrame) -> int | None:
@@ -120,12 +135,13 @@ def _best_epoch(rows: pd.DataFrame) -> int | None:
     return None if mark is None else mark[0]
 
 
-def _legend(fig: Figure, runs, styles, splits, *, band: bool, best: bool) -> None:
+def _legend(fig: Figure, runs, styles, splits, *, band: bool, best: bool, per_method: bool = False) -> None:
     keys = [Line2D([], [], color="0.3", ls=SPLIT_STYLES[s], label=f"{s} (mean)") for s in splits]
     if band:
         keys.append(Patch(color="0.3", alpha=0.2, label=f"{splits[0]} q10–q90 over samples"))
     if best:
-        keys.append(Line2D([], [], color="0.3", ls=":", label="best epoch"))
+        keys.append(Line2D([], [], color="0.3", ls=":",
+                           label="best epoch (median over seeds)" if per_method else "best epoch"))
     if runs == [None]:
         fig.legend(handles=keys, loc="outside lower center", ncols=len(keys), frameon=False)
         return

@@ -4,7 +4,7 @@ recipes in ``figures/``.
 Adding a figure is one plotting file plus one line here: ``register(FigureSpec("name", plot_fn, ("table",),
 "caption"))``. ``plot_fn(table, **options) -> Figure`` takes the table of the run file named first in
 ``tables`` (a key of :data:`landscape.runs.RUN_FILES`) and any of the options the CLI and the report pass
-(``measures``, ``by``, ``split``, ``sample``, ``surface``, ``violin``, ``log``, ``since``, ``title``); each
+(``measures``, ``by``, ``split``, ``sample``, ``surface``, ``violin``, ``log``, ``since``, ``diagnoses``, ``title``); each
 function receives only the options it declares.
 """
 from __future__ import annotations
@@ -75,6 +75,10 @@ class FigureSpec:
     def table(self) -> str:
         """The run-file key of the table drawn."""
         return self.tables[0]
+
+    def takes(self, option: str) -> bool:
+        """Whether the plot function declares ``option``."""
+        return option in inspect.signature(self.plot).parameters
 
     def draw(self, table: pd.DataFrame, **options) -> Figure:
         """Draw from ``table``, passing the options the plot function declares (None values dropped)."""
@@ -148,6 +152,11 @@ def _scatter(table, *, measures=None, split="test", since: int | Mapping | None 
     return ax
 
 
+def _measures(table, *, measures=None, since: Mapping | None = None, title=None):
+    """Every run's measures; dotted: the diagnosed best epochs (``since``), one line per method."""
+    return plot_measures(table, measures, best_epochs=since if isinstance(since, Mapping) else None, title=title)
+
+
 def _first_order(table, *, split="test", since: int | Mapping | None = None, title=None):
     return plot_first_order_share(table, split=split, best_epochs=since, title=title)
 
@@ -187,14 +196,16 @@ for _spec in (
                needs=("fo_share_mean", "fo_share_median")),
     FigureSpec("curves", plot_learning_curves, ("trajectory",),
                "Clean and robust accuracy and loss per epoch from trajectory.parquet; the star marks the best "
-               "robust test accuracy and the shaded band the robust-overfitting gap (best − last).",
+               "robust test accuracy and the shaded band the robust-overfitting gap (best − last), both from "
+               "the run's diagnosis (its metrics.csv when it has one; the panel names the source).",
                title="Learning curves per run (analysed checkpoints)", stem="learning_curves", section="detail"),
     FigureSpec("training_curves", plot_learning_curves, ("metrics",),
                "The same curves from the training log (metrics.csv), every epoch.",
                title="Training curves per run (metrics.csv)", section="detail"),
-    FigureSpec("measures", plot_measures, ("trajectory",),
+    FigureSpec("measures", _measures, ("trajectory",),
                "Per-epoch mean of each measure over samples for every run (with at most two runs, the band is "
-               "the test q10–q90); dotted lines mark each run's best epoch.",
+               "the test q10–q90); dotted lines mark each run's diagnosed best epoch (one per method: the median "
+               "over its seeds).",
                title="Landscape measures vs epoch, every run", section="detail"),
     FigureSpec("slices1d", plot_slices_1d, ("slices_1d", "trajectory"),
                "Median loss with its q10–q90 band over samples along each direction, per run, best vs last "

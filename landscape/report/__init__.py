@@ -12,7 +12,8 @@ renders ``templates/report.html.j2`` and ``templates/report.md.j2`` (Jinja) from
 
 A figure whose table is missing is skipped with a note in the report, never an error.
 """
-from ..runs import RunFiles, best_last_epochs, find_runs, load_tables, read_table_file
+from ..diagnose import best_last_epochs
+from ..runs import RunFiles, find_runs, load_tables, read_table_file
 from .build import Findings, build_report, load_findings, report_context
 from .data import ReportData, load_runs
 from .tables import correlation_rows, diagnosis_rows, findings_rows, method_rows, versions

@@ -90,7 +90,7 @@ def load_runs(run_dir: str | os.PathLike) -> ReportData:
     for r in runs:
         traj = per_run_traj.get(r.name)
         groups = [] if traj is None else list(traj.groupby("run", sort=False))
-        log = _read_log(r, notes) if len(groups) == 1 else None  # a training log belongs to one run
+        log = _read_log(r, notes, traj) if len(groups) == 1 else None  # a training log belongs to one run
         for name, part in groups:
             diagnoses[str(name)] = _diagnosis(part, saved.get(r.name), str(name), notes, log)
     final = _root_final_eval(Path(run_dir), runs, notes)
@@ -124,12 +124,13 @@ def _json_files(r: RunFiles) -> list[Path]:
     return found
 
 
-def _read_log(r: RunFiles, notes: list[str]) -> pd.DataFrame | None:
-    """The run's training log (the source of its best epoch), None when absent or unreadable (noted)."""
+def _read_log(r: RunFiles, notes: list[str], traj: pd.DataFrame | None = None) -> pd.DataFrame | None:
+    """The run's training log (the source of its best epoch), None when absent or unreadable (noted); looked
+    for where :func:`landscape.diagnose.run_diagnoses` and ``diagnosis.json`` look (beside the checkpoints too)."""
     from ..diagnose import read_training_log
 
     try:
-        return read_training_log(r.files.get("metrics"), r.folder)
+        return read_training_log(r.files.get("metrics"), r.folder, table=traj)
     except LandscapeError as exc:
         notes.append(f"{r.name}: {exc}")
         return None

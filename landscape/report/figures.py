@@ -47,7 +47,8 @@ def _slug(text: str) -> str:
 
 def _options(data: ReportData) -> dict[str, Any]:
     """Options every figure may take (each receives those it declares)."""
-    return {"since": {run: e["best"] for run, e in data.best_last().items()} or None}
+    return {"since": {run: e["best"] for run, e in data.best_last().items()} or None,
+            "diagnoses": {run: d for run, d in data.diagnoses.items() if "error" not in d} or None}
 
 
 def figure_jobs(data: ReportData, specs=None) -> list[tuple[str, Any, pd.DataFrame | None, str | None, str]]:
@@ -79,7 +80,7 @@ def render_figures(data: ReportData, fig_dir: Path, *, dpi: int, progress: bool 
                    interactive: bool = True) -> list[FigureResult]:
     """Draw every figure of the report into ``fig_dir`` (PNG); a figure whose table is missing or unusable
     is kept as skipped with the reason, never an error."""
-    from tqdm.auto import tqdm
+    from .._progress import tqdm  # quiet off a terminal
 
     from ..plotting import save_figure
 

@@ -199,13 +199,14 @@ def findings_figure(out: Path, variants, seeds, cfg: dict):
     from ..plotting import plot_measures
     from ..plotting.methods import method_colors
 
-    parts = []
+    parts, best = [], {}  # best: per variant, the diagnosed best epochs of its seeds (as the findings table)
     for v in variants:
         if v in SMALL_EPS_VARIANTS:
             continue
         for s in seeds:
             t = pd.read_parquet(run_dir(out, v, s) / "analysis" / run_file("trajectory"))
             parts.append(t[(t["split"] == "test") & t["error"].isna()].assign(run=v, seed=s))
+            best.setdefault(v, []).append(log_best_epoch(pd.read_csv(run_dir(out, v, s) / run_file("metrics"))))
     if not parts:
         return None
     table = pd.concat(parts, ignore_index=True)
@@ -215,8 +216,10 @@ def findings_figure(out: Path, variants, seeds, cfg: dict):
     seeds_text = f"mean over {len(seeds)} seeds" if len(seeds) > 1 else f"seed {seeds[0]}"
     # the report orders methods as it finds their folders (alphabetically) and colours them in that order
     colors = method_colors(sorted(variants))
+    dotted = "median over seeds of the diagnosed best epochs" if len(seeds) > 1 else "diagnosed best epoch"
     return plot_measures(table, measures, splits=("test",), band=False, colors=colors,
-                         title=f"Test-set landscape measures ({seeds_text}; dotted: best epoch)")
+                         best_epochs={v: float(pd.Series(e).median()) for v, e in best.items()},
+                         title=f"Test-set landscape measures ({seeds_text}; dotted: {dotted})")
 
 
 # ------------------------------------------------------------------------------------------- provenance
@@ -262,7 +265,7 @@ def run_all(out: Path, runs: list[tuple[str, int]], cfg: dict, *, jobs: int, pro
     if jobs == 1 or len(runs) == 1:
         return [run_job(out, v, s, cfg, progress=progress, threads=threads) for v, s in runs]
     from joblib import Parallel, delayed
-    from tqdm.auto import tqdm
+    from .._progress import tqdm  # quiet off a terminal
 
     pool = Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered")
     results = pool(delayed(run_job)(out, v, s, cfg, progress=False, threads=threads) for v, s in runs)

@@ -138,7 +138,7 @@ def analyse_trajectory(paths_or_dir: str | os.PathLike | Sequence[str | os.PathL
         LandscapeError: no checkpoints found; Ray requested but not installed.
         ValueError, TypeError: bad settings (named with the allowed values).
     """
-    from tqdm.auto import tqdm
+    from .._progress import tqdm  # quiet off a terminal
 
     from ..models import create_model
 
