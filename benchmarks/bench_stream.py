@@ -4,7 +4,7 @@ decoding every image and then measuring the decoded tensors in memory, one after
 Generates a Tiny-ImageNet-sized tree (``--classes`` 200 folders × ``--per-class`` 50 JPEGs of 64×64, 10,000
 images) once in ``--workdir``, saves a 200-class model (``small_cnn`` on CPU, ``preact_resnet18`` with
 ``--arch preact_resnet18 --device cuda``), then runs, side by side in one run, each in a fresh process whose
-process tree's resident memory is sampled every 20 ms (psutil):
+process tree's memory is sampled (psutil):
 
 * ``stream``: ``landscape measure CKPT --data imagefolder --n all --measures grad`` (DataLoader workers decode
   while the model measures);
@@ -61,7 +61,7 @@ def make_tree(root: Path, classes: int, per_class: int, size: int) -> Path:
     return tree
 
 
-def make_checkpoint(root: Path, arch: str, classes: int, size: int) -> Path:
+def make_checkpoint(root: Path, arch: str, classes: int, size: int, width: int) -> Path:
     import torch
 
     from landscape import create_model, save_checkpoint
@@ -69,8 +69,8 @@ def make_checkpoint(root: Path, arch: str, classes: int, size: int) -> Path:
     torch.manual_seed(0)
     kwargs = {"num_classes": classes, "in_channels": 3}
     if arch == "small_cnn":
-        kwargs["input_size"] = size
-    path = root / f"{arch}_{classes}.pt"
+        kwargs.update(input_size=size, width=width)
+    path = root / f"{arch}_{classes}_w{width}.pt"
     save_checkpoint(path, create_model(arch, **kwargs), epoch=1)
     return path
 
@@ -93,19 +93,31 @@ print(json.dumps({"decode_s": t1 - t0, "measure_s": t2 - t1, "n": len(y)}))
 """
 
 
+def _tree_memory(procs) -> int:
+    """Bytes the processes hold together: the sum of their PSS (shared pages, e.g. the torch libraries a forked
+    DataLoader worker shares with its parent, split between them), else of their RSS."""
+    total = 0
+    for p in procs:
+        try:
+            info = p.memory_full_info()
+            total += getattr(info, "pss", info.rss)
+        except psutil.Error:
+            pass
+    return total
+
+
 def run_sampled(cmd: list[str]) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS of the process tree in GB, stdout) of ``cmd``."""
+    """(wall seconds, peak memory of the process tree in GB (PSS), stdout) of ``cmd``."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ps = psutil.Process(proc.pid)
     peak = 0
     while proc.poll() is None:
         try:
-            procs = [ps, *ps.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in procs if p.is_running()))
+            peak = max(peak, _tree_memory([ps, *ps.children(recursive=True)]))
         except psutil.Error:
             pass
-        time.sleep(0.02)
+        time.sleep(0.05)
     out, err = proc.communicate()
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
@@ -121,11 +133,11 @@ def measure_once(tree: Path, ckpt: Path, args, work: Path) -> list[dict]:
     if args.workers != "auto":
         stream_cmd += ["--data-workers", args.workers]
     wall, rss, _ = run_sampled(stream_cmd)
-    rows = [{"variant": "stream", "wall_s": wall, "peak_rss_gb": rss}]
+    rows = [{"variant": "stream", "wall_s": wall, "peak_mem_gb": rss}]
     wall, rss, out = run_sampled([py, "-c", _IN_MEMORY, str(tree), str(ckpt), str(args.batch), args.device,
                                   args.workers])
     phases = json.loads(out.strip().splitlines()[-1])
-    rows.append({"variant": "decode+measure", "wall_s": wall, "peak_rss_gb": rss, **phases})
+    rows.append({"variant": "decode+measure", "wall_s": wall, "peak_mem_gb": rss, **phases})
     return rows
 
 
@@ -141,14 +153,14 @@ def markdown(df: pd.DataFrame) -> str:
             f"`{arch}`, batch {int(s['batch'])}, measures `grad`; {machine}, torch {s['torch']}, commit "
             f"{s['commit']} (fastest of {int(s['repeats'])} runs):",
             "",
-            "| run | wall time | peak RSS (process tree) |",
+            "| run | wall time | peak memory (process tree, PSS) |",
             "|---|---|---|",
-            f"| `landscape measure --n all` (streamed) | {s['wall_s']:.1f} s | {s['peak_rss_gb']:.2f} GB |",
+            f"| `landscape measure --n all` (streamed) | {s['wall_s']:.1f} s | {s['peak_mem_gb']:.2f} GB |",
             f"| decode all images, then measure the tensors | {m['decode_s']:.1f} s + {m['measure_s']:.1f} s = "
-            f"{serial:.1f} s | {m['peak_rss_gb']:.2f} GB |",
+            f"{serial:.1f} s | {m['peak_mem_gb']:.2f} GB |",
             "",
             f"Streamed ÷ (decode + measure): **{s['wall_s'] / serial:.2f}** (goal ≤ 1; the whole process, start-up "
-            f"included, against the two phases alone); peak RSS **{s['peak_rss_gb']:.2f} GB** (goal < "
+            f"included, against the two phases alone); peak memory **{s['peak_mem_gb']:.2f} GB** (goal < "
             f"{GOAL_RSS_GB} GB).",
             "",
         ]
@@ -161,10 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-class", type=int, default=50)
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--arch", default="small_cnn")
+    p.add_argument("--width", type=int, default=4, help="small_cnn's width (default 4: 1.1 M weights, 200 classes)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--workers", default="auto", help="DataLoader workers for both variants (default: landscape's)")
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--workdir", default=None, help="where the tree is made (default: a temporary folder)")
     p.add_argument("--out", default=None, help="write the rows as CSV here")
     add_doc_options(p, "stream")
@@ -179,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         tree = make_tree(root, args.classes, args.per_class, args.size)
         print(f"tree: {tree} ({time.perf_counter() - t0:.1f} s)")
-        ckpt = make_checkpoint(root, args.arch, args.classes, args.size)
+        ckpt = make_checkpoint(root, args.arch, args.classes, args.size, args.width)
         best: dict[str, dict] = {}
         for _ in range(args.repeats):  # variants interleaved; the fastest run of each is kept
             for row in measure_once(tree, ckpt, args, root):
@@ -191,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     machine = (torch.cuda.get_device_name() if args.device.startswith("cuda") else
                f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores")
     df = pd.DataFrame(best.values()).assign(
-        n=args.classes * args.per_class, size=args.size, classes=args.classes, arch=args.arch, batch=args.batch,
+        n=args.classes * args.per_class, size=args.size, classes=args.classes,
+        arch=f"{args.arch}(width={args.width})" if args.arch == "small_cnn" else args.arch, batch=args.batch,
         device=args.device, repeats=args.repeats, machine=machine, torch=torch.__version__, commit=commit)
     print(markdown(df))
     if args.out:

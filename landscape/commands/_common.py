@@ -68,24 +68,24 @@ def key_value(text: str) -> tuple[str, object]:
     return key.strip(), value
 
 
-def arch_spec(text: str) -> str:
-    """``--arch`` value: a registered name, or ``file.py:Class`` made absolute (workers may run elsewhere)."""
+def _absolute(text: str, what: str) -> str:
+    """A registered name unchanged, or a ``file.py:attr`` spec made absolute (workers may run elsewhere)."""
     if not is_spec(text):
         return text
     try:
-        return absolute_spec(text, "architecture")
+        return absolute_spec(text, what)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def arch_spec(text: str) -> str:
+    """``--arch`` value: a registered name, or ``file.py:Class`` made absolute."""
+    return _absolute(text, "architecture")
 
 
 def data_spec(text: str) -> str:
-    """``--data`` value: a dataset name, or ``file.py:fn`` made absolute (workers may run elsewhere)."""
-    if not is_spec(text):
-        return text
-    try:
-        return absolute_spec(text, "dataset")
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    """``--data`` value: a dataset name, or ``file.py:fn`` made absolute."""
+    return _absolute(text, "dataset")
 
 
 def count_or_all(text: str) -> int | str:

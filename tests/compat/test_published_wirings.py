@@ -23,17 +23,6 @@ TOL = dict(rtol=1e-5, atol=1e-5)
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)
 
 
-@pytest.fixture(autouse=True)
-def fresh_notes(monkeypatch):
-    """Each test sees the once-per-process notes as a new process would."""
-    monkeypatch.setattr(load_module, "_NOTES_SHOWN", set())
-
-
-@pytest.fixture(scope="module")
-def x() -> torch.Tensor:
-    return torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-
-
 def _logits(model, x):
     with torch.no_grad():
         return model(x)

@@ -21,23 +21,12 @@ from landscape.checkpoints import (
     load_model,
     save_checkpoint,
 )
-from landscape.checkpoints import load as load_module
 from landscape.models import create_model
 from landscape.trajectory import analyse_trajectory
 
 from . import published as pub
 
 TOL = dict(rtol=1e-5, atol=1e-5)
-
-
-@pytest.fixture(autouse=True)
-def fresh_notes(monkeypatch):
-    monkeypatch.setattr(load_module, "_NOTES_SHOWN", set())
-
-
-@pytest.fixture(scope="module")
-def x() -> torch.Tensor:
-    return torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
 
 def _logits(model, x):
