@@ -38,10 +38,10 @@ import numpy as np
 import pandas as pd
 
 from ._base import LandscapeError
-from .runs import run_file
+from .runs import Run, _with_run, find_training_log, load_tables, run_file, run_names
 
 __all__ = ["MIN_EPOCHS_FOR_CORRELATION", "BEST_RULE", "BestEpoch", "Diagnosis", "best_epoch", "best_index",
-           "best_last_epochs", "diagnose", "diagnose_runs", "read_table", "read_training_log", "run_diagnoses",
+           "best_last_epochs", "diagnose", "diagnose_runs", "diagnosis_of", "read_table", "read_training_log", "run_diagnoses",
            "source_label", "spearman"]
 
 MIN_EPOCHS_FOR_CORRELATION = 3
@@ -128,30 +128,8 @@ def best_epoch(table: pd.DataFrame, *, log: pd.DataFrame | None = None, split: s
 
 
 def read_training_log(*places: str | os.PathLike | None, table: pd.DataFrame | None = None) -> pd.DataFrame | None:
-    """The training log (``metrics.csv``) of a run, or None when there is none.
-
-    Looked for in each of ``places`` (a folder, or a file whose folder is searched), in the parent of an
-    ``analysis`` folder, then in the single folder holding the checkpoints named by ``table``'s
-    ``checkpoint`` column (``landscape train`` writes ``metrics.csv`` beside its checkpoints).
-
-    Raises:
-        LandscapeError: a ``metrics.csv`` exists but cannot be read.
-    """
-    folders: list[Path] = []
-    for place in places:
-        if place is None:
-            continue
-        p = Path(place)
-        p = p if p.is_dir() else p.parent
-        folders += [p, p.parent] if p.name == "analysis" else [p]
-    if table is not None and "checkpoint" in table.columns:
-        parents = {Path(str(c)).parent for c in table["checkpoint"].dropna().unique()}
-        if len(parents) == 1:
-            folders.append(parents.pop())
-    for folder in folders:
-        if (folder / TRAINING_LOG).is_file():
-            return read_table(folder / TRAINING_LOG)
-    return None
+    """The training log (``metrics.csv``) of a run, or None: :func:`landscape.runs.find_training_log`."""
+    return find_training_log(*places, table=table)
 
 
 @dataclasses.dataclass
@@ -550,23 +528,28 @@ def diagnose_runs(table: pd.DataFrame, *, split: str = "test", threshold: float 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
     """Read a trajectory table: a ``.parquet`` or ``.csv`` file, or a run directory holding
-    ``trajectory.parquet`` (else ``metrics.csv``), directly or in its ``analysis/`` folder.
+    ``trajectory.parquet`` (else ``metrics.csv``), directly or in its ``analysis/`` folder (:meth:`Run.trajectory`).
 
     Raises:
         FileNotFoundError: nothing to read there.
         LandscapeError: the file cannot be read as a table.
     """
-    from .runs import load_tables
-
+    if Path(path).is_dir():
+        return Run(path).trajectory()
     table = load_tables([path], "trajectory")
-    p = Path(path)
-    if p.is_dir():  # which file the folder stood for: the trajectory table, else the training log
-        has_traj = any((q / run_file("trajectory")).is_file() for q in (p, p / "analysis"))
-        table.attrs["source"] = run_file("trajectory") if has_traj else run_file("metrics")
-    else:
-        table.attrs["source"] = p.name
+    table.attrs["source"] = Path(path).name
     return table
 
+
+def diagnosis_of(run: Run, *, split: str = "test", threshold: float | None = None) -> Diagnosis:
+    """The run's diagnosis, always with its training log; computed once per (split, threshold) and cached on
+    ``run`` (:attr:`Run.diagnosis_cache`). Raises as :func:`diagnose` does (e.g. a table of several runs)."""
+    key = (split, threshold)
+    if key not in run.diagnosis_cache:
+        table = run.trajectory()
+        log = table if table.attrs.get("source") == TRAINING_LOG else run.training_log(table)
+        run.diagnosis_cache[key] = diagnose(table, split=split, threshold=threshold, log=log)
+    return run.diagnosis_cache[key]
 
 
 def best_last_epochs(trajectory: pd.DataFrame, *, logs: dict | None = None, split: str = "test") -> dict:
@@ -588,13 +571,21 @@ def _diagnose_each(trajectory: pd.DataFrame, logs: dict, split: str) -> dict[str
 
 def run_diagnoses(paths, *, split: str = "test") -> dict[str, Diagnosis]:
     """One diagnosis per run in ``paths`` (run folders or table files) with its training log, as the report and
-    ``diagnosis.json`` make it; keyed as :func:`landscape.runs.load_tables` names runs (undiagnosable: left out)."""
-    from .runs import load_tables, run_names
-
+    ``diagnosis.json`` make it (a folder's: :func:`diagnosis_of`); keyed as :func:`landscape.runs.load_tables`
+    names runs (undiagnosable: left out)."""
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
-    table = load_tables(paths, "trajectory")
-    runs = table["run"].dropna().unique().tolist() if "run" in table.columns else [""]
-    pairs = zip(paths, run_names(paths)) if len(paths) > 1 else [(paths[0], str(runs[0]))] * (len(runs) == 1)
-    logs = {name: read_training_log(p, p / "analysis", table=table[table["run"] == name] if len(paths) > 1 else table)
-            for p, name in pairs}  # a training log belongs to one run
-    return _diagnose_each(table, logs, split)
+    out: dict[str, Diagnosis] = {}
+    for p, name in zip(paths, run_names(paths)):
+        part = load_tables([p], "trajectory")
+        part = _with_run(part, name) if len(paths) > 1 else part
+        runs = part["run"].dropna().unique().tolist() if "run" in part.columns else [""]
+        if len(runs) != 1:  # one table of several runs: no training log belongs to it
+            out.update(_diagnose_each(part, {}, split))
+            continue
+        try:
+            d = (diagnosis_of(Run(p), split=split) if p.is_dir()
+                 else diagnose(part, split=split, log=read_training_log(p, table=part)))
+        except (LandscapeError, ValueError, TypeError):
+            continue
+        out[str(runs[0])] = d if d.run == str(runs[0]) else dataclasses.replace(d, run=str(runs[0]))
+    return out

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import os
-from pathlib import Path
 from typing import Callable, Sequence
 
 import pandas as pd
@@ -26,11 +25,10 @@ import torch.nn as nn
 from torch.utils.data import Dataset
 
 from ._base import check_model_batch, derive_seed, eval_mode, frozen_params, model_device, model_dtype
-from ._io import atomic_write
 from .attacks import AttackSettings, _check_eps, _check_norm, run_attack
 from .datasets import open_dataset
 from .datasets.stream import batches
-from .runs import run_file
+from .runs import Run, run_file
 
 __all__ = ["EVAL_ATTACKS", "AUTOATTACK_VERSIONS", "FINAL_EVAL_FILE", "autoattack_correct", "pgd_correct",
            "evaluate_model", "evaluate_checkpoints", "final_eval"]
@@ -274,7 +272,6 @@ def final_eval(table: pd.DataFrame, out_dir: str | os.PathLike, load: Callable[[
         one.pop("epoch", None)
         rows.append({**head, **one, "error": None})
     result = pd.DataFrame(rows)
-    out = Path(out_dir) / FINAL_EVAL_FILE
-    atomic_write(out, lambda tmp: result.to_csv(tmp, index=False))
+    out = Run(out_dir).write("final_eval", result)
     result.attrs["path"] = str(out)
     return result

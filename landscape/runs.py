@@ -7,14 +7,18 @@ the report that reads it cannot disagree.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from ._base import LandscapeError
+from ._io import atomic_write, atomic_write_text
 
-__all__ = ["RUN_FILES", "RunFiles", "find_runs", "load_tables", "read_table_file", "run_file", "run_names"]
+__all__ = ["RUN_FILES", "Run", "RunFiles", "find_runs", "find_training_log", "load_tables", "read_table_file",
+           "run_file", "run_names", "write_file"]
 
 #: Files a run directory may hold (key -> file name); only ``trajectory`` is required.
 RUN_FILES = {
@@ -189,3 +193,151 @@ def load_tables(paths, key: str = "trajectory") -> pd.DataFrame:
     combined.attrs = dict(tables[0].attrs)
     return combined
 
+
+
+def write_file(path: str | os.PathLike, value: Any, *, sort_keys: bool = False, attrs: bool = False) -> Path:
+    """Write ``value`` to ``path`` atomically (see :func:`landscape._io.atomic_write`), by the file's suffix:
+    a DataFrame as ``.parquet`` (no index; its ``attrs`` only with ``attrs=True``, for a table that travels
+    without its run folder, e.g. ``landscape measure --out``) or ``.csv`` (no index), anything else as ``.json``
+    (indented, ending in a newline; ``sort_keys`` as :func:`json.dumps`). Returns the path."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        return atomic_write_text(path, json.dumps(value, indent=2, sort_keys=sort_keys) + "\n")
+    if not isinstance(value, pd.DataFrame):
+        raise TypeError(f"{path.name}: a table file takes a DataFrame, got {type(value).__name__}")
+    if suffix == ".csv":
+        return atomic_write(path, lambda tmp: value.to_csv(tmp, index=False))
+    if suffix in (".parquet", ".pq") and attrs:
+        return atomic_write(path, lambda tmp: value.to_parquet(tmp, index=False))
+    if suffix in (".parquet", ".pq"):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        frame = value.copy()
+        frame.attrs = {}  # attrs are run metadata kept in settings.json, not in the table file
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        return atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+    raise ValueError(f"cannot write {path.name}: expected a .parquet, .csv or .json file")
+
+
+def find_training_log(*places: str | os.PathLike | None, table: pd.DataFrame | None = None) -> pd.DataFrame | None:
+    """The training log (``metrics.csv``) of a run, or None when there is none.
+
+    Looked for in each of ``places`` (a folder, or a file whose folder is searched), in the parent of an
+    ``analysis`` folder, then in the single folder holding the checkpoints named by ``table``'s
+    ``checkpoint`` column (``landscape train`` writes ``metrics.csv`` beside its checkpoints).
+
+    Raises:
+        LandscapeError: a ``metrics.csv`` exists but cannot be read.
+    """
+    folders: list[Path] = []
+    for place in places:
+        if place is None:
+            continue
+        p = Path(place)
+        p = p if p.is_dir() else p.parent
+        folders += [p, p.parent] if p.name == "analysis" else [p]
+    if table is not None and "checkpoint" in table.columns:
+        parents = {Path(str(c)).parent for c in table["checkpoint"].dropna().unique()}
+        if len(parents) == 1:
+            folders.append(parents.pop())
+    name = run_file("metrics")
+    for folder in folders:
+        if (folder / name).is_file():
+            log = read_table_file(folder / name)
+            log.attrs["source"] = name
+            return log
+    return None
+
+
+class Run:
+    """One run folder, the one owner of its files: names, where they are, reading and (atomic) writing.
+
+    Files are found in the folder or its ``analysis/`` subfolder (the folder itself wins) and written to
+    the folder (``analysis=True``: its ``analysis/`` subfolder). The run's diagnosis is
+    :func:`landscape.diagnose.diagnosis_of` ``(run)``: computed once, with the training log, and cached in
+    :attr:`diagnosis_cache` (``diagnose`` sits above this module, so the cache lives here and the
+    computation there).
+    """
+
+    def __init__(self, path: str | os.PathLike, *, name: str | None = None):
+        self.folder = Path(path)
+        self.name = name if name is not None else _run_name(self.folder)
+        #: (split, threshold) -> Diagnosis, filled by :func:`landscape.diagnose.diagnosis_of`.
+        self.diagnosis_cache: dict[tuple, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.folder)!r}, name={self.name!r})"
+
+    @property
+    def files(self) -> dict[str, Path]:
+        """The run files present (key of :data:`RUN_FILES` -> path), in the folder or ``analysis/``."""
+        return _files_in(self.folder)
+
+    def find(self, key: str) -> Path | None:
+        """Where run file ``key`` is (the folder, else ``analysis/``), None when absent."""
+        name = run_file(key)
+        for place in (self.folder, self.folder / "analysis"):
+            if (place / name).is_file():
+                return place / name
+        return None
+
+    def path(self, key: str, *, analysis: bool = False) -> Path:
+        """Where run file ``key`` is written: the folder, or its ``analysis/`` subfolder."""
+        return (self.folder / "analysis" if analysis else self.folder) / run_file(key)
+
+    def read(self, key: str) -> Any:
+        """Run file ``key``: a DataFrame for a table, the parsed JSON for ``settings``/``diagnosis``.
+
+        Raises:
+            FileNotFoundError: the run has no such file. LandscapeError: it cannot be read.
+        """
+        file = self.find(key)
+        if file is None:
+            raise FileNotFoundError(f"no {run_file(key)} in {self.folder} (nor in {self.folder / 'analysis'})")
+        if file.suffix.lower() == ".json":
+            try:
+                return json.loads(file.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise LandscapeError(f"cannot read {file}: {str(exc).splitlines()[0]}") from None
+        return read_table_file(file)
+
+    def write(self, key: str, value: Any, *, analysis: bool = False, sort_keys: bool = False) -> Path:
+        """Write run file ``key`` atomically (see :func:`write_file`), creating the folder; returns its path."""
+        path = self.path(key, analysis=analysis)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return write_file(path, value, sort_keys=sort_keys)
+
+    def trajectory(self) -> pd.DataFrame:
+        """The trajectory table, else the training log (``attrs["source"]`` names which file it is).
+
+        Raises:
+            FileNotFoundError: neither is there. LandscapeError: the file cannot be read.
+        """
+        key = "trajectory" if self.find("trajectory") is not None else "metrics"
+        if self.find(key) is None:
+            raise FileNotFoundError(f"no {run_file('trajectory')} or {run_file('metrics')} in {self.folder} "
+                                    f"(nor in {self.folder / 'analysis'})")
+        table = self.read(key)
+        table.attrs["source"] = run_file(key)
+        return table
+
+    def training_log(self, table: pd.DataFrame | None = None) -> pd.DataFrame | None:
+        """The run's ``metrics.csv`` (in the folder, its parent for an ``analysis`` folder, or beside the
+        checkpoints ``table`` names), None when there is none; see :func:`find_training_log`."""
+        return find_training_log(self.folder, self.folder / "analysis", table=table)
+
+    def markers(self) -> list[dict[str, Any]]:
+        """The best-model copies matched to epochs (``settings.json``'s ``markers``, as ``landscape
+        trajectory`` reports them; else the trajectory table's ``attrs``); ``[]`` when none are recorded."""
+        if self.find("settings") is not None:
+            try:
+                settings = self.read("settings")
+            except LandscapeError:
+                settings = {}
+            if isinstance(settings, dict) and isinstance(settings.get("markers"), list):
+                return list(settings["markers"])
+        if self.find("trajectory") is not None:
+            return list(self.read("trajectory").attrs.get("markers") or [])
+        return []

@@ -38,8 +38,8 @@ from torch.utils.data import Dataset
 
 from .datasets import add_label_noise, as_tensors, load_dataset
 from ._base import LandscapeError, check_batch, derive_seed, eval_mode, model_device, model_dtype, set_mode
-from ._io import atomic_write, atomic_write_text
-from .runs import run_file
+from ._io import atomic_write
+from .runs import Run, run_file
 from ._version import __version__
 from .objectives import DEFAULT_LAM, METHODS, batch_loss
 from .protocol import LATER_DEFAULTS, PRESETS, check_settings, preset
@@ -282,17 +282,17 @@ def _eval_subset(n: int, eval_n: int | None, seed: int) -> torch.Tensor:
     return perm if eval_n is None or eval_n >= n else perm[:eval_n].sort().values
 
 
-def _write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+def _write_settings(out: Path, settings: Mapping) -> None:
+    Run(out).write("settings", dict(settings), sort_keys=True)
 
 
 def _metric_columns(settings: Mapping) -> list[str]:
     return METRIC_COLUMNS + (SMALL_EPS_COLUMNS if settings["small_eps"] is not None else [])
 
 
-def _write_metrics(path: Path, rows: list[dict], columns: list[str]) -> pd.DataFrame:
+def _write_metrics(out: Path, rows: list[dict], columns: list[str]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=columns)
-    atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
+    Run(out).write("metrics", df)
     return df
 
 
@@ -504,7 +504,7 @@ def train(model: nn.Module, data, *, method: str = "pgd_at", eps: float = 0.1, s
             old = pd.read_csv(out / run_file("metrics"))
             rows = old[old["epoch"] <= start][columns].to_dict("records")
         state["best_epoch"] = loaded.get("best_epoch") or _best_epoch(rows)
-    _write_json(out / run_file("settings"), settings)
+    _write_settings(out, settings)
 
     eval_tr = _eval_subset(x_tr.shape[0], eval_n, seed).to(device)
     eval_te = _eval_subset(x_te.shape[0], eval_n, seed).to(device)
@@ -518,13 +518,13 @@ def train(model: nn.Module, data, *, method: str = "pgd_at", eps: float = 0.1, s
                 previous_best = state["best_epoch"]
                 rows += _run_epoch(model, optimizer, (x_tr, y_tr), (x_te[eval_te], y_te[eval_te]), eval_tr,
                                    epoch=epoch, settings=settings, state=state, bar=bar, swa=swa)
-                _write_metrics(out / run_file("metrics"), rows, columns)
+                _write_metrics(out, rows, columns)
                 _save_epoch(out, model, optimizer, swa, epoch=epoch, settings=settings, state=state,
                             previous_best=previous_best)
     finally:
         bar.close()
         optimizer.zero_grad(set_to_none=True)
-    return _write_metrics(out / run_file("metrics"), rows, columns)
+    return _write_metrics(out, rows, columns)
 
 
 def _best_epoch(rows: list[dict]) -> int | None:

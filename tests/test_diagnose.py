@@ -330,20 +330,23 @@ def test_plot_best_last_diagnose_and_report_name_the_same_best_epoch(tmp_path, c
     import argparse
 
     from landscape.commands import plot as plot_cmd
-    from landscape.diagnose import best_last_epochs, run_diagnoses
+    from landscape.diagnose import best_last_epochs, diagnosis_of, run_diagnoses
     from landscape.report.data import load_runs
-    from landscape.runs import load_tables
+    from landscape.runs import Run, load_tables
 
     run = _run_with_log(tmp_path)
+    owner = diagnosis_of(Run(run))  # the run folder's one diagnosis, which the three below must agree with
+    assert owner.best_epoch == 7 and owner.best_source.startswith("training log")
     assert main(["diagnose", str(run), "--json"]) == 0
     diagnosed = json.loads(capsys.readouterr().out)
-    assert diagnosed["best_epoch"] == 7  # from metrics.csv, not the trajectory's 4
+    assert diagnosed["best_epoch"] == owner.best_epoch  # from metrics.csv, not the trajectory's 4
+    assert load_runs(run).diagnoses["pgd_at"]["best_epoch"] == owner.best_epoch
     report = load_runs(run).best_last()
     args = argparse.Namespace(tables=[str(run)])
     table = load_tables([str(run)], "trajectory")
     labelled = plot_cmd._best_last(args, table, plot_cmd._diagnoses(args))  # what `plot --best-last` keeps
     plotted = dict(zip(labelled["label"], labelled["epoch"]))
-    assert plotted == {"best": 7, "last": 10}
+    assert plotted == {"best": owner.best_epoch, "last": owner.last_epoch} == {"best": 7, "last": 10}
     assert report == {"pgd_at": {"best": 7, "last": 10}}
     assert {r: e["best"] for r, e in best_last_epochs(table, logs={"": read_table(run / "metrics.csv")}).items()} \
         == {"": 7}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from ._common import non_negative_float
 
@@ -22,24 +23,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from landscape.diagnose import TRAINING_LOG, diagnose, read_table, read_training_log  # lazy: start-up (pandas)
+    from landscape.diagnose import TRAINING_LOG, diagnose, diagnosis_of, read_table, read_training_log  # lazy
+    from landscape.runs import Run  # lazy: start-up (pandas)
 
     table = read_table(args.table)
-    if args.log == "none":
-        log = None
-    elif args.log is not None:
-        log = read_table(args.log)
-    elif table.attrs.get("source") == TRAINING_LOG:  # the table is the training log itself
-        log = table
+    several = "run" in table.columns and table["run"].nunique() > 1
+    if Path(args.table).is_dir() and args.log is None and not several:  # a run folder: its one diagnosis
+        results = [diagnosis_of(Run(args.table), split=args.split, threshold=args.threshold)]
     else:
-        log = read_training_log(args.table, table=table)
-    if "run" in table.columns and table["run"].nunique() > 1:
-        parts = [table[table["run"] == r] for r in table["run"].dropna().unique()]
-    else:
-        parts = [table]
-    if log is not None and len(parts) > 1:
-        log = None  # one log cannot belong to several runs
-    results = [diagnose(part, split=args.split, threshold=args.threshold, log=log) for part in parts]
+        if args.log == "none":
+            log = None
+        elif args.log is not None:
+            log = read_table(args.log)
+        elif table.attrs.get("source") == TRAINING_LOG:  # the table is the training log itself
+            log = table
+        else:
+            log = read_training_log(args.table, table=table)
+        parts = [table[table["run"] == r] for r in table["run"].dropna().unique()] if several else [table]
+        if log is not None and len(parts) > 1:
+            log = None  # one log cannot belong to several runs
+        results = [diagnose(part, split=args.split, threshold=args.threshold, log=log) for part in parts]
     if args.json:
         payload = results[0].to_dict() if len(results) == 1 else [d.to_dict() for d in results]
         print(json.dumps(payload, indent=2, allow_nan=False))

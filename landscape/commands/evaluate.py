@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from landscape._io import atomic_write
 from ._common import (add_data_args, add_eval_attack_args, add_model_args, checkpoint_loader, dataset_from_args,
                       eps_text, eps_value, pgd_settings, resolve_eps, table_out)
 
@@ -29,6 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from landscape.runs import write_file  # lazy: start-up (pandas)
     from landscape.evaluate import evaluate_checkpoints  # lazy: start-up (torch, pandas)
 
     out = table_out(args.out, FORMATS)
@@ -43,10 +43,7 @@ def run(args: argparse.Namespace) -> int:
                                  batch_size=args.batch_size, seed=args.seed)
     table.insert(2, "data", args.data)
     table.insert(3, "split", args.split)
-    if out.suffix.lower() == ".csv":
-        atomic_write(out, lambda tmp: table.to_csv(tmp, index=False))
-    else:
-        atomic_write(out, lambda tmp: table.to_parquet(tmp, index=False))
+    write_file(out, table, attrs=True)  # the table names its settings when it travels alone
     shown = [c for c in ("epoch", "acc_clean", "acc_pgd", "acc_autoattack") if c in table.columns]
     for rec in table.to_dict("records"):
         print(f"{Path(rec['checkpoint']).name}: " + ", ".join(

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 
-from landscape._io import atomic_write
 from ._common import (add_attack_args, add_data_args, add_measure_args, add_model_args, attack_from_args, built_arch,
                       dataset_from_args, eps_text, measure_settings_from_args, model_from_args, resolve_eps,
                       table_out)
@@ -35,6 +34,7 @@ def summary(df) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from landscape.runs import write_file  # lazy: start-up (pandas)
     from landscape.measures import measure  # lazy: start-up (torch)
 
     out = table_out(args.out, FORMATS)
@@ -47,10 +47,7 @@ def run(args: argparse.Namespace) -> int:
                  workers=args.data_workers)
     df.attrs.update(checkpoint=str(args.checkpoint), arch=built_arch(model, args), data=args.data, split=args.split)
     df["eps"] = args.eps  # the table records the radius it was measured at
-    if out.suffix.lower() == ".csv":
-        atomic_write(out, lambda tmp: df.to_csv(tmp, index=False))
-    else:
-        atomic_write(out, lambda tmp: df.to_parquet(tmp, index=False))
+    write_file(out, df, attrs=True)  # the table names its settings when it travels alone
     print(summary(df))
     if df.attrs.get("nonfinite"):
         print(f"warning: {df.attrs['nonfinite']} NaN/Inf values in the table")

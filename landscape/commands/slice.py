@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from landscape._io import atomic_write
 from ._common import (add_attack_args, add_data_args, add_model_args, attack_from_args, built_arch, dataset_from_args,
                       eps_text, model_from_args, output_dir, positive_float, positive_int, resolve_eps)
 from ._names import DIRECTIONS, NORMALIZATIONS, RANDOM_KINDS
@@ -129,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
 
     from landscape import slices  # lazy: start-up
     from landscape.plotting import plot_slices_1d, plot_surface, save_figure  # lazy: start-up
-    from landscape.runs import run_file  # lazy: start-up
+    from landscape.runs import run_file, write_file  # lazy: start-up
 
     kind = args.kind or ("2d" if len(args.dirs) == 2 else "1d")  # 1, 3 or 4 directions: 1D lines
     if kind == "2d" and len(args.dirs) != 2:
@@ -164,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     key = f"slices_{kind}"
     path = Path(out) / run_file(key)
     table, kept = _merge(path, df, kind)
-    atomic_write(path, lambda tmp: table.to_parquet(tmp, index=False))
+    write_file(path, table, attrs=True)
     epochs = table["epoch"].nunique()
     shown = table if table["epoch"].notna().all() else table.drop(columns="epoch")  # groups need epochs
     if kind == "2d":

@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from .._base import LandscapeError
-from ..runs import TABLES, RunFiles, _with_run, find_runs, read_table_file, run_file
+from ..runs import TABLES, Run, RunFiles, _with_run, find_runs, read_table_file, run_file
 
 
 @dataclasses.dataclass
@@ -90,9 +90,9 @@ def load_runs(run_dir: str | os.PathLike) -> ReportData:
     for r in runs:
         traj = per_run_traj.get(r.name)
         groups = [] if traj is None else list(traj.groupby("run", sort=False))
-        log = _read_log(r, notes, traj) if len(groups) == 1 else None  # a training log belongs to one run
-        for name, part in groups:
-            diagnoses[str(name)] = _diagnosis(part, saved.get(r.name), str(name), notes, log)
+        for name, part in groups:  # one run: the Run's diagnosis (with its training log, which belongs to one run)
+            run = Run(r.folder, name=r.name) if len(groups) == 1 else None
+            diagnoses[str(name)] = _diagnosis(part, saved.get(r.name), str(name), notes, run)
     final = _root_final_eval(Path(run_dir), runs, notes)
     if final is not None:
         finals.insert(0, final)
@@ -124,25 +124,14 @@ def _json_files(r: RunFiles) -> list[Path]:
     return found
 
 
-def _read_log(r: RunFiles, notes: list[str], traj: pd.DataFrame | None = None) -> pd.DataFrame | None:
-    """The run's training log (the source of its best epoch), None when absent or unreadable (noted); looked
-    for where :func:`landscape.diagnose.run_diagnoses` and ``diagnosis.json`` look (beside the checkpoints too)."""
-    from ..diagnose import read_training_log
-
+def _diagnosis(traj: pd.DataFrame, saved: Any, name: str, notes: list[str], run: Run | None = None) -> dict[str, Any]:
+    """The run's diagnosis (:func:`landscape.diagnose.diagnosis_of`, with its training log), or
+    ``diagnose(traj)`` for one of several runs in a table; else the saved diagnosis.json; else ``{"error": ...}``."""
     try:
-        return read_training_log(r.files.get("metrics"), r.folder, table=traj)
-    except LandscapeError as exc:
-        notes.append(f"{r.name}: {exc}")
-        return None
+        from ..diagnose import diagnose, diagnosis_of
 
-
-def _diagnosis(traj: pd.DataFrame, saved: Any, name: str, notes: list[str],
-               log: pd.DataFrame | None = None) -> dict[str, Any]:
-    """``diagnose(traj, log=log).to_dict()``; else the saved diagnosis.json; else ``{"error": ...}``."""
-    try:
-        from ..diagnose import diagnose
-
-        return diagnose(traj.assign(run=name), log=log).to_dict()
+        d = diagnose(traj.assign(run=name)) if run is None else diagnosis_of(run)
+        return {**d.to_dict(), "run": name}
     except (ImportError, LandscapeError, ValueError, TypeError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if isinstance(saved, dict) and "error" not in saved and "best_epoch" in saved:

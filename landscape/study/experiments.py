@@ -56,8 +56,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from .._io import atomic_write_text
 from .._version import __version__
-from ..runs import run_file
+from ..runs import Run, run_file, write_file
 from .claims import claims_markdown, claims_table
 from .findings import findings_markdown, findings_table, log_best_epoch, run_dir
 
@@ -331,11 +332,12 @@ def main(argv=None) -> int:
     t_runs = time.perf_counter() - t0
     per_run, agg = findings_table(out, args.methods, args.seeds, eps=cfg["eps"])
     claims = claims_table(per_run)
-    per_run.to_csv(out / "findings_runs.csv", index=False)
-    agg.to_csv(out / run_file("findings"), index=False)
-    claims.to_csv(out / run_file("claims"), index=False)
+    study = Run(out)  # every file of the study folder is written atomically
+    write_file(out / "findings_runs.csv", per_run)
+    study.write("findings", agg)
+    study.write("claims", claims)
     table = findings_markdown(agg)
-    (out / "findings.md").write_text(
+    atomic_write_text(out / "findings.md",
         f"# Findings on digits ({'clean labels' if args.clean else '20% label noise'}, "
         f"{cfg['epochs']} epochs, seeds {' '.join(map(str, args.seeds))})\n\n## Claims\n\n"
         f"{claims_markdown(claims)}\n## Per variant\n\n{table}")
@@ -354,7 +356,7 @@ def main(argv=None) -> int:
         html = build_report(out, out, progress=progress, title=title)
         log(f"  report: {html}")
     total = time.perf_counter() - t0
-    (out / "study.json").write_text(json.dumps(dict(
+    atomic_write_text(out / "study.json", json.dumps(dict(
         config=cfg, seeds=args.seeds, variants=args.methods, jobs=args.jobs, runs_s=t_runs, total_s=total,
         command=" ".join(["python -m landscape.study", *sys.argv[1:]] if argv is None else ["landscape demo", *argv]),
         provenance=provenance(total_s=total, jobs=args.jobs), timings=timings), indent=2, default=list) + "\n")

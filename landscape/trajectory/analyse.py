@@ -19,14 +19,13 @@ from ..checkpoints.header import read_header
 from ..attacks import AttackSettings
 from ..datasets import ArrayDataset, open_dataset
 from ..measures.settings import MeasureSettings
-from ..runs import run_file
+from ..runs import Run
 from . import executors, worker
 from .assemble import assemble, diagnosis_json
 from .discover import CheckpointEntry, Discovery, discover_checkpoints, promote_lone_markers
-from .settings import SPLITS, TrajectorySettings, TrajectoryWarning, check_run_options
+from .settings import SPLITS, TrajectorySettings, TrajectoryWarning, check_run_options, json_normal
 from .wiring import resolve_run_wiring
-from .store import CheckpointResult, clean_stale_tmp, load_cached, result_metadata, result_path, write_json, \
-    write_parquet
+from .store import CheckpointResult, clean_stale_tmp, load_cached, result_metadata, result_path, write_parquet
 
 __all__ = ["analyse_trajectory"]
 
@@ -219,12 +218,13 @@ def analyse_trajectory(paths_or_dir: str | os.PathLike | Sequence[str | os.PathL
         worker.clear_data_cache()
 
     table, samples, report = assemble(discovery, outcomes, settings, run or _default_run_name(discovery))
-    write_parquet(table, out / run_file("trajectory"))
-    write_parquet(samples, out / run_file("samples"))
-    write_json({"settings": settings_fp, "run": table["run"].iloc[0] if len(table) else run,
-                "checkpoints": [str(e.path) for e in discovery.entries], **report,
-                "computed": len(todo), "reused": reused}, out / run_file("settings"))
-    write_json(diagnosis_json(table), out / run_file("diagnosis"))
+    folder = Run(out)  # the run folder's files, written atomically
+    folder.write("trajectory", table)
+    folder.write("samples", samples)
+    folder.write("settings", json_normal({
+        "settings": settings_fp, "run": table["run"].iloc[0] if len(table) else run,
+        "checkpoints": [str(e.path) for e in discovery.entries], **report, "computed": len(todo), "reused": reused}))
+    folder.write("diagnosis", json_normal(diagnosis_json(table)))
     table.attrs.update(report)
     table.attrs.update({"computed": len(todo), "reused": reused, "out_dir": str(out), "eps": settings.eps})
     return table
