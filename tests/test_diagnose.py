@@ -358,6 +358,15 @@ def test_plot_best_last_diagnose_and_report_name_the_same_best_epoch(tmp_path, c
     assert {r: d.best_epoch for r, d in both.items()} == {"pgd_at": 7, "at_advlc": 7}
     assert main(["plot", "measures", str(run), str(other), "--best-last", "--out", str(tmp_path / "f"),
                  "--format", "png"]) == 0
+    # a folder of runs: `landscape diagnose` gives each run its own diagnosis (with its own log), as the report
+    parent = tmp_path / "study"
+    shutil.copytree(run, parent / "pgd_at")
+    shutil.copytree(run, parent / "at_advlc")
+    capsys.readouterr()
+    assert main(["diagnose", str(parent), "--json"]) == 0
+    per_run = {d["run"]: d["best_epoch"] for d in json.loads(capsys.readouterr().out)}
+    assert per_run == {r: d["best_epoch"] for r, d in load_runs(parent).diagnoses.items()} \
+        == {"pgd_at": 7, "at_advlc": 7}
 
 
 def test_diagnose_and_plot_curves_name_the_source_and_the_same_gap(tmp_path, capsys):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -24,13 +25,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from landscape.diagnose import TRAINING_LOG, diagnose, diagnosis_of, read_table, read_training_log  # lazy
-    from landscape.runs import Run  # lazy: start-up (pandas)
+    from landscape.runs import Run, find_runs  # lazy: start-up (pandas)
 
-    table = read_table(args.table)
-    several = "run" in table.columns and table["run"].nunique() > 1
-    if Path(args.table).is_dir() and args.log is None and not several:  # a run folder: its one diagnosis
-        results = [diagnosis_of(Run(args.table), split=args.split, threshold=args.threshold)]
+    if Path(args.table).is_dir() and args.log is None:  # run folders: each one's own diagnosis, with its log
+        runs = find_runs(args.table)
+        results = [diagnosis_of(Run(r.folder, name=r.name), split=args.split, threshold=args.threshold)
+                   for r in runs]
+        if len(runs) > 1:  # named by their folders, as the report names them
+            results = [dataclasses.replace(d, run=r.name) for d, r in zip(results, runs)]
     else:
+        table = read_table(args.table)
+        several = "run" in table.columns and table["run"].nunique() > 1
         if args.log == "none":
             log = None
         elif args.log is not None:
