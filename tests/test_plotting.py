@@ -284,7 +284,7 @@ def test_distributions_hist_medians_per_group_and_run(tmp_path):
     fig = P.plot_distributions(labelled, ["grad_l1", "curv_adv"])
     assert len(fig.axes) == 4
     ax = fig.axes[2]  # second run, first measure
-    assert ax.get_title() == "input-gradient norm ‖∇ₓL‖₁ — advlc (test)"
+    assert ax.get_title() == "input-gradient norm ‖∇ₓL‖₁\nadvlc (test)"
     assert ax.get_ylabel() == "density" and "nats / unit input" in ax.get_xlabel()
     medians = sorted(float(ln.get_xdata()[0]) for ln in ax.get_lines() if ln.get_linestyle() == "--")
     rows = table[(table.run == "advlc") & (table.split == "test")]

@@ -33,7 +33,7 @@ def plot_distributions(samples: pd.DataFrame, measures: Sequence[str] | str = ("
         split: keep rows of this split when the table has a ``split`` column (None keeps all).
         kind: ``hist`` or ``violin``.
         log: logarithmic measure axis (non-positive values are dropped from that panel); ``"auto"``: per
-            panel, log when every value is positive and they span more than two decades.
+            measure (its panels share x), log when every value is positive and they span more than two decades.
         bins: histogram bins.
         transpose: one row per measure and one column per run (compact for several runs or methods).
         title: optional figure title.
@@ -82,6 +82,9 @@ def plot_distributions(samples: pd.DataFrame, measures: Sequence[str] | str = ("
         for ax in axes.ravel():  # shown as they are drawn: the last block's unused slots stay hidden
             ax.set_visible(False)
         first: dict = {}
+        # one scale per measure: its panels share x, so "auto" decides on all of the measure's values
+        log_of = {m: _auto_log(pd.to_numeric(data[m], errors="coerce").pipe(lambda v: v[np.isfinite(v)]))
+                  if log == "auto" else bool(log) for m in measures}
         for i, run in enumerate(runs):
             rows = rows_of_run(data, run)
             for j, m in enumerate(measures):
@@ -93,7 +96,7 @@ def plot_distributions(samples: pd.DataFrame, measures: Sequence[str] | str = ("
                 frame = pd.DataFrame({"v": pd.to_numeric(rows[m], errors="coerce"),
                                       "g": [names[g] for g in rows[by]] if by else names[None]})
                 frame = frame[np.isfinite(frame["v"])]
-                use_log = _auto_log(frame["v"]) if log == "auto" else bool(log)
+                use_log = log_of[m]
                 if use_log:
                     frame = frame[frame["v"] > 0]
                 power = 0 if use_log else _power_of_ten(frame["v"], data[m])
@@ -118,7 +121,8 @@ def plot_distributions(samples: pd.DataFrame, measures: Sequence[str] | str = ("
                     ax.set_ylabel(MEASURE_UNITS.get(m, m) + (" (log scale)" if use_log else unit))
                 if kind == "hist":
                     ax.set_xlabel(measure_label(m) + unit)
-                head = measure_label(m, units=False) + (f" — {run}" if run is not None else "")
+                # the run on a line of its own: long run names would run into the next panel's title
+                head = measure_label(m, units=False) + (f"\n{run}" if run is not None else "")
                 ax.set_title(head + (f" ({split})" if split is not None and "split" in samples.columns else ""))
         if kind == "hist" and by:
             handles = [Line2D([], [], color=colors[g], lw=2, label=names[g]) for g in groups]
