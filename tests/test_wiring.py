@@ -184,6 +184,27 @@ def test_evidence_is_checked_when_used(tmp_path, digits, trained):
     load_model(tmp_path / "m.pth", RAW, evidence=xe)  # an exact name never needs it
 
 
+def test_evidence_is_lazy_and_leaves_the_rng_as_a_plain_load_does(tmp_path, digits):
+    """Weighing evidence builds extra candidates without moving the caller's RNG; a callable is only called when
+    the keys fit several wirings."""
+    _, _, xe, ye = digits
+    torch.save(TinyShortcut("raw").state_dict(), tmp_path / "model_0.pth")
+    calls = []
+
+    def lazy():
+        calls.append(1)
+        return xe, ye
+
+    torch.manual_seed(11)
+    load_model(tmp_path / "model_0.pth", FAMILY)
+    plain = torch.get_rng_state()
+    torch.manual_seed(11)
+    load_model(tmp_path / "model_0.pth", FAMILY, evidence=lazy)
+    assert torch.equal(torch.get_rng_state(), plain) and calls == [1]
+    load_model(tmp_path / "model_0.pth", RAW, evidence=lazy)  # an exact name: the evidence is never decoded
+    assert calls == [1]
+
+
 # ---------------------------------------------------------------------------------------------- trajectories
 
 TRAJ = {"n": 32, "steps": 1, "eps": 0.1, "measures": ["grad"], "batch_size": 64, "splits": ["test"],

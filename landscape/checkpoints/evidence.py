@@ -23,6 +23,8 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 
+from .._base import correct_predictions, eval_mode, model_device
+
 __all__ = ["ALPHA", "MIN_POINTS", "MIN_SAMPLES", "accuracy_text", "check_evidence", "clearly_better", "correct",
            "mcnemar_p", "pick"]
 
@@ -53,13 +55,11 @@ def check_evidence(evidence: Any) -> tuple[torch.Tensor, torch.Tensor]:
 
 @torch.no_grad()
 def correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Boolean (N,) on CPU: which samples ``model`` (put in eval mode) classifies correctly."""
-    model.eval()
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    out = []
-    for i in range(0, len(x), batch_size):
-        logits = model(x[i:i + batch_size].to(device))
-        out.append(logits.argmax(1).cpu() == y[i:i + batch_size].cpu())
+    """Boolean (N,) on CPU: which samples ``model`` (in eval mode; its own modes restored) classifies correctly."""
+    device = model_device(model)
+    with eval_mode(model):
+        out = [correct_predictions(model(x[i:i + batch_size].to(device)), y[i:i + batch_size].to(device)).cpu()
+               for i in range(0, len(x), batch_size)]
     return torch.cat(out)
 
 

@@ -202,7 +202,9 @@ def load_model(path: str | os.PathLike | Checkpoint, arch: str | nn.Module | Cal
             the keys fit several wirings of the family asked for: each candidate's clean accuracy on it is
             measured (eval mode, no grad, after ``Normalized`` when normalising) and one that is clearly better
             than every other is taken (``landscape.checkpoints.evidence``: >= 10 points, >= 3 samples and McNemar
-            p <= 0.01); otherwise the default, as without evidence. Checked (and read) only when used.
+            p <= 0.01); otherwise the default, as without evidence. Checked (and read) only when used; a
+            zero-argument callable returning ``(x, y)`` is called only then (so callers decode nothing for files
+            that decide their wiring themselves).
         **arch_kwargs: constructor arguments (``num_classes``, ``in_channels``, ``depth``, ...); for a registered
             name they go over the file's recorded or inferred ones.
 
@@ -290,13 +292,16 @@ def _registered(ckpt: Checkpoint, arch: str, mean, std, dev: torch.device, evide
         what = f"architecture {name}({kwargs_text(kwargs)})"
         if wiring.family is not None:
             what = f"family {wiring.family} (tried {name}({kwargs_text(kwargs)}))"
-        models[name] = _with_weights(create_model(name, **kwargs), ckpt, what, mean, std, say_inputs=False)
+        # the extra candidates weigh up evidence only: building them must not move the caller's RNG
+        with contextlib.nullcontext() if name == names[0] else torch.random.fork_rng(devices=[]):
+            models[name] = _with_weights(create_model(name, **kwargs), ckpt, what, mean, std, say_inputs=False)
     chosen = wiring.name
     if len(models) == 1:
         if wiring.note:
             _note(f"{ckpt.path}: {wiring.note}", key=f"{key}:{chosen}")
     else:
-        x, y = check_evidence(evidence)  # checked only where used: a file that decides itself never needs it
+        # checked only where used: a file that decides itself never needs it (nor has it decoded)
+        x, y = check_evidence(evidence() if callable(evidence) else evidence)
         results = {name: correct(model.to(dev), x, y) for name, model in models.items()}
         chosen = pick(results) or ""
         if not chosen:

@@ -258,11 +258,10 @@ def model_from_args(args: argparse.Namespace, path: str | os.PathLike | None = N
         data = dataset_from_args(args)
     info = data.info if data is not None else None
     kwargs = model_kwargs(args, info)
-    if data is not None:
+    if data is not None:  # decoded only if the file's keys fit several wirings
         from landscape.datasets import Subset  # lazy: start-up
 
-        first = Subset(data, range(min(len(data), 128)))
-        kwargs["evidence"] = materialize(first, workers=0)
+        kwargs["evidence"] = lambda: materialize(Subset(data, range(min(len(data), 128))), workers=0)
     model = load_model(path, args.arch, trusted=args.trust_checkpoint, mean=mean, std=std,
                        device=args.device, entry=getattr(args, "checkpoint_entry", None), **kwargs)
     if info is not None:
@@ -337,13 +336,6 @@ def data_info(args: argparse.Namespace):
         return dataset_info(args.data)
     except ValueError:  # facts that come from the files, or a user function
         return open_from_args(args, "test" if args.split is None else args.split).info
-
-
-def load_data_from_args(args: argparse.Namespace, split: str | None = None):
-    """``(x, y)`` tensors of ``dataset_from_args`` (for the commands whose samples fit in memory)."""
-    from landscape.datasets import materialize  # lazy: start-up
-
-    return materialize(dataset_from_args(args, split), workers=args.data_workers)
 
 
 def resolve_eps(args: argparse.Namespace, info=None) -> float:
