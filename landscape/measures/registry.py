@@ -90,7 +90,8 @@ def column_units() -> dict[str, str]:
     return {c: u for s in SPECS for c, u in s.units.items()}
 
 
-def counters() -> tuple[str, ...]:
-    """Every counter a registered measure declares (``MeasureSpec.counters``), in registry order: the
-    ``df.attrs`` keys the table always writes (None where no selected measure declares them)."""
-    return tuple(dict.fromkeys(c for s in SPECS for c in s.counters))
+def counters(specs=None) -> tuple[str, ...]:
+    """Every counter the measures ``specs`` declare (``MeasureSpec.counters``; default every registered one), in
+    order: with the default, the ``df.attrs`` keys the table always writes (None where no selected measure
+    declares them)."""
+    return tuple(dict.fromkeys(c for s in (SPECS if specs is None else specs) for c in s.counters))

@@ -193,13 +193,12 @@ def measure(model: nn.Module, x: torch.Tensor | Dataset, y: torch.Tensor | None 
 
     dev = model_device(work)
     parts: list[dict[str, np.ndarray]] = []
-    counted = tuple(dict.fromkeys(c for s in specs for c in s.counters))
+    counted = counters(specs)
     state: dict = {"hvp_method": opts.hvp_method, **{c: 0 for c in counted}}
     start = 0
     with eval_mode(work), frozen_params(work), tqdm(total=total, desc="measure", unit="img", unit_scale=True,
                                                     disable=not progress, leave=False) as bar:
         for batch, (xb, yb) in enumerate(stream):
-            xb, yb = check_model_batch(work, xb, yb, unit_box=True)
             xb, yb = xb.to(dev).contiguous(), yb.to(dev)
             cols = _measure_batch(work, xb, yb, batch=batch, specs=specs, settings=settings, seed=seed,
                                   eig_iters=eig_iters, state=state)
@@ -243,8 +242,11 @@ def _batches(model: nn.Module, x, y, batch_size: int, workers: int | None):
         ds = open_dataset(x)
         if len(ds) == 0:
             raise ValueError("the dataset is empty")
-        return batches(ds, batch_size, workers=workers), len(ds)
-    x, y = check_model_batch(model, x, y, unit_box=True)  # whole-tensor checks before any work
+        # each decoded batch is checked as it arrives (the whole set is never in memory)
+        checked = (check_model_batch(model, xb, yb, unit_box=True) for xb, yb in batches(ds, batch_size,
+                                                                                        workers=workers))
+        return checked, len(ds)
+    x, y = check_model_batch(model, x, y, unit_box=True)  # whole-tensor checks once, before any work
     return ((x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)), x.shape[0]
 
 

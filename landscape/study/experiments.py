@@ -185,9 +185,7 @@ def slice_one(folder: Path, seed: int, cfg: dict) -> None:
     for key, frames in parts.items():
         table = pd.concat(frames, ignore_index=True)
         table.attrs = dict(frames[0].attrs)
-        tmp = paths[key].with_suffix(".parquet.tmp")
-        table.to_parquet(tmp, index=False)
-        tmp.replace(paths[key])
+        write_file(paths[key], table, attrs=True)
 
 
 # ---------------------------------------------------------------------------------------------- figure
