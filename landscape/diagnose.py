@@ -576,14 +576,15 @@ def run_diagnoses(paths, *, split: str = "test") -> dict[str, Diagnosis]:
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
     out: dict[str, Diagnosis] = {}
     for p, name in zip(paths, run_names(paths)):
-        part = load_tables([p], "trajectory")
+        run = Run(p) if p.is_dir() else None
+        part = run.trajectory() if run is not None else load_tables([p], "trajectory")  # read once with the Run's
         part = _with_run(part, name) if len(paths) > 1 else part
         runs = part["run"].dropna().unique().tolist() if "run" in part.columns else [""]
         if len(runs) != 1:  # one table of several runs: no training log belongs to it
             out.update(_diagnose_each(part, {}, split))
             continue
         try:
-            d = (diagnosis_of(Run(p), split=split) if p.is_dir()
+            d = (diagnosis_of(run, split=split) if run is not None
                  else diagnose(part, split=split, log=read_training_log(p, table=part)))
         except (LandscapeError, ValueError, TypeError):
             continue

@@ -266,6 +266,7 @@ class Run:
         self.name = name if name is not None else _run_name(self.folder)
         #: (split, threshold) -> Diagnosis, filled by :func:`landscape.diagnose.diagnosis_of`.
         self.diagnosis_cache: dict[tuple, Any] = {}
+        self._trajectory: pd.DataFrame | None = None  # read once: the diagnosis and the caller share it
 
     def __repr__(self) -> str:
         return f"Run({str(self.folder)!r}, name={self.name!r})"
@@ -310,17 +311,21 @@ class Run:
         return write_file(path, value, sort_keys=sort_keys)
 
     def trajectory(self) -> pd.DataFrame:
-        """The trajectory table, else the training log (``attrs["source"]`` names which file it is).
+        """The trajectory table, else the training log (``attrs["source"]`` names which file it is); read once
+        per ``Run`` (treat it as read-only).
 
         Raises:
             FileNotFoundError: neither is there. LandscapeError: the file cannot be read.
         """
+        if self._trajectory is not None:
+            return self._trajectory
         key = "trajectory" if self.find("trajectory") is not None else "metrics"
         if self.find(key) is None:
             raise FileNotFoundError(f"no {run_file('trajectory')} or {run_file('metrics')} in {self.folder} "
                                     f"(nor in {self.folder / 'analysis'})")
         table = self.read(key)
         table.attrs["source"] = run_file(key)
+        self._trajectory = table
         return table
 
     def training_log(self, table: pd.DataFrame | None = None) -> pd.DataFrame | None:

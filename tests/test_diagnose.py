@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -410,3 +411,28 @@ def test_summary_puts_notes_first_and_leaves_out_undefined_correlations():
     assert any("fewer than 3 epochs" in n for n in d.notes)
     # defined correlations are still listed
     assert "grad_l1 (test)" in diagnose(make_table(measure=list(range(10)))).summary()
+
+
+def test_the_report_and_run_diagnoses_read_each_trajectory_once(tmp_path, monkeypatch):
+    """The diagnosis is taken from the table the caller already read through the same Run, not read again."""
+    import landscape.runs as runs_module
+    from landscape.diagnose import run_diagnoses
+    from landscape.report.data import load_runs
+
+    run = _run_with_log(tmp_path)
+    reads = []
+    real = runs_module.read_table_file
+
+    def counting(path):
+        reads.append(Path(path).name)
+        return real(path)
+
+    import landscape.report.data as report_data
+
+    monkeypatch.setattr(runs_module, "read_table_file", counting)
+    monkeypatch.setattr(report_data, "read_table_file", counting)
+    assert load_runs(run).diagnoses["pgd_at"]["best_epoch"] == 7
+    assert reads.count("trajectory.parquet") == 1
+    reads.clear()
+    assert run_diagnoses([run])[""].best_epoch == 7
+    assert reads.count("trajectory.parquet") == 1

@@ -49,13 +49,15 @@ def load_runs(run_dir: str | os.PathLike) -> ReportData:
     per_run_traj: dict[str, pd.DataFrame] = {}
     saved: dict[str, Any] = {}  # diagnosis.json per run, the fallback when diagnose() fails
     finals: list[pd.DataFrame] = []
+    owners = {r.name: Run(r.folder, name=r.name) for r in runs}  # each run's table read once, diagnosis too
     for r in runs:
         for key in (*TABLES, "final_eval"):
             path = r.files.get(key)
             if path is None:
                 continue
             try:
-                table = _with_run(read_table_file(path), r.name)
+                raw = owners[r.name].trajectory() if key == "trajectory" else read_table_file(path)
+                table = _with_run(raw, r.name)
             except LandscapeError as exc:
                 if key == "trajectory":
                     raise
@@ -91,7 +93,7 @@ def load_runs(run_dir: str | os.PathLike) -> ReportData:
         traj = per_run_traj.get(r.name)
         groups = [] if traj is None else list(traj.groupby("run", sort=False))
         for name, part in groups:  # one run: the Run's diagnosis (with its training log, which belongs to one run)
-            run = Run(r.folder, name=r.name) if len(groups) == 1 else None
+            run = owners[r.name] if len(groups) == 1 else None
             diagnoses[str(name)] = _diagnosis(part, saved.get(r.name), str(name), notes, run)
     final = _root_final_eval(Path(run_dir), runs, notes)
     if final is not None:
