@@ -298,3 +298,18 @@ def test_read_header_agrees_with_load_checkpoint_without_reading_weights(tmp_pat
     torch.save({"state_dict": sd, "x": _Evil(marker)}, tmp_path / "evil.pt")
     read_header(tmp_path / "evil.pt")  # read, never run
     assert not marker.exists()
+
+
+def test_read_header_checks_a_safetensors_header_as_the_loader_does(tmp_path):
+    """A header that is not a JSON object, or declares more tensor bytes than the file holds, is the loader's
+    one-line CheckpointError, not a crash or an allocation."""
+    import struct
+
+    from landscape.checkpoints.header import read_header
+
+    big = b'{"w": {"dtype": "F32", "shape": [1000000], "data_offsets": [0, 4000000]}}'
+    for name, header in (("list.safetensors", b"[1, 2]"), ("big.safetensors", big)):
+        path = tmp_path / name
+        path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 8)
+        with pytest.raises(CheckpointError, match=name):
+            read_header(path)

@@ -32,7 +32,8 @@ from .record import CheckpointError
 from .safe_pickle import (STORAGE_DTYPES, BoundedReader, Inert, Scan, ScanUnpickler, allowed_globals, as_text,
                           numpy_safe_globals, qualname, scan_pickle)
 
-__all__ = ["TORCH_EXTENSIONS", "TRUST_HINT", "as_path", "check_file", "one_line", "read_file", "sniff"]
+__all__ = ["TORCH_EXTENSIONS", "TRUST_HINT", "as_path", "check_file", "one_line", "read_file", "safetensors_header",
+           "sniff"]
 
 TORCH_EXTENSIONS = (".pt", ".pth", ".tar", ".ckpt", ".bin")
 TRUST_HINT = "if you trust this file, pass trusted=True (CLI: --trust-checkpoint)"
@@ -89,8 +90,9 @@ def sniff(head: bytes) -> str:
 # readers
 # ----------------------------------------------------------------------------------------------------------
 
-def _read_safetensors(path: Path, size: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Validate the header against the file size, then load with the safetensors library."""
+def safetensors_header(path: Path, size: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``({tensor name: entry}, metadata)`` of a safetensors file, each entry checked against the file size
+    before anything is allocated; metadata values parsed as numbers where they are (``format`` left out)."""
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) < 8:
@@ -106,21 +108,24 @@ def _read_safetensors(path: Path, size: int) -> tuple[dict[str, torch.Tensor], d
         raise CheckpointError(f"{path}: corrupt safetensors header ({exc})") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: corrupt safetensors header (not a JSON object)")
-    data_bytes = size - 8 - n_header
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        _check_safetensors_entry(path, name, entry, data_bytes)
-    metadata = header.get("__metadata__") or {}
+    metadata = header.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict):
         raise CheckpointError(f"{path}: corrupt safetensors metadata (not a JSON object)")
+    data_bytes = size - 8 - n_header
+    for name, entry in header.items():
+        _check_safetensors_entry(path, name, entry, data_bytes)
+    return header, {str(k): _parse_number(v) for k, v in metadata.items() if k != "format"}
+
+
+def _read_safetensors(path: Path, size: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Validate the header against the file size, then load with the safetensors library."""
+    _, meta = safetensors_header(path, size)
     try:
         from safetensors.torch import load_file
 
         tensors = load_file(str(path), device="cpu")
     except Exception as exc:
         raise CheckpointError(f"{path}: corrupt safetensors file ({one_line(exc)})") from None
-    meta = {str(k): _parse_number(v) for k, v in metadata.items() if k != "format"}
     return tensors, meta
 
 

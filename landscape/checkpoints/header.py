@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import collections
 import io
-import json
 import os
 import pickle
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,12 +24,13 @@ from .formats import (
     as_path,
     check_file,
     one_line,
+    safetensors_header,
     sniff,
 )
 from .keys import (
     ARCH_KEY,
-    WRAPPER_KEYS,
     arch_record,
+    find_module,
     layout_of,
     read_epoch,
     select_entry,
@@ -127,15 +126,9 @@ def _torch_object(path: Path, size: int, kind: str) -> Any | None:
 
 
 def _safetensors(path: Path, size: int) -> Header:
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        if n > size - 8:
-            raise CheckpointError(f"{path}: safetensors header declares {n} bytes but the file has {size} bytes")
-        header = json.loads(f.read(n))
-    meta = header.pop("__metadata__", None) or {}
+    header, meta = safetensors_header(path, size)  # the loader's checked header: nothing allocated unchecked
     shapes = {k: tuple(v["shape"]) for k, v in header.items()}
-    epoch = read_epoch(meta)
-    return Header(path, layout_of(shapes), arch_record(meta), strip_prefixes(shapes), epoch)
+    return Header(path, layout_of(shapes), arch_record(meta), strip_prefixes(shapes), read_epoch(meta))
 
 
 def read_header(path: str | os.PathLike, *, trusted: bool = False) -> Header:
@@ -188,13 +181,4 @@ def read_header(path: str | os.PathLike, *, trusted: bool = False) -> Header:
 
 def _inert_module(obj: Any) -> Inert | None:
     """The stand-in of a pickled object (a whole model), itself or under ``WRAPPER_KEYS``."""
-    for _ in range(6):
-        if isinstance(obj, Inert):
-            return obj
-        if not isinstance(obj, dict):
-            return None
-        inner = next((k for k in WRAPPER_KEYS if isinstance(obj.get(k), (dict, Inert))), None)
-        if inner is None:
-            return None
-        obj = obj[inner]
-    return None
+    return find_module(obj, types=(Inert,))

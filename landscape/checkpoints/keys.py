@@ -205,15 +205,15 @@ def layout_of(obj: Any) -> str:
     return "wrapped"
 
 
-def find_module(obj: Any) -> nn.Module | None:
+def find_module(obj: Any, *, types: tuple[type, ...] = (nn.Module,)) -> Any | None:
     """The whole pickled ``nn.Module`` in ``obj`` (itself, or under ``WRAPPER_KEYS`` as ``unwrap_state_dict``
-    follows them), else None."""
+    follows them), else None; ``types`` says what counts as the model (the header reader's inert stand-in)."""
     for _ in range(_MAX_NESTING):
-        if isinstance(obj, nn.Module):
+        if isinstance(obj, types):
             return obj
         if not isinstance(obj, Mapping):
             return None
-        inner = next((k for k in WRAPPER_KEYS if isinstance(obj.get(k), (Mapping, nn.Module))), None)
+        inner = next((k for k in WRAPPER_KEYS if isinstance(obj.get(k), (Mapping, *types))), None)
         if inner is None:
             return None
         obj = obj[inner]
