@@ -642,3 +642,22 @@ def test_official_attack_and_whole_options_reach_every_checkpoint(tmp_path):
     pd.testing.assert_frame_equal(got, want[got.columns], check_exact=True)
     with pytest.raises(ValueError, match="either whole or as eps"):
         trajectory.TrajectorySettings.create("mlp", attack=official, eps=0.2)
+
+
+def test_each_checkpoint_header_is_read_once(tmp_path, monkeypatch):
+    """The stored epochs (for best-model copies) and the run's wiring come from one read of each file's header."""
+    import shutil
+
+    from landscape.trajectory import wiring
+
+    d = make_run(tmp_path, epochs=(1, 2))
+    shutil.copyfile(d / "e2.pt", d / "model_best.pt")
+    reads = []
+    real = wiring.read_header
+    counting = lambda path, **kw: reads.append(Path(path).name) or real(path, **kw)  # noqa: E731
+    monkeypatch.setattr(wiring, "read_header", counting)
+    import landscape.trajectory.analyse as analyse_module  # any reader of its own would be counted too
+
+    monkeypatch.setattr(analyse_module, "read_header", counting, raising=False)
+    analyse_trajectory(d, "mlp", out_dir=tmp_path / "out", splits=("test",), **KW)
+    assert sorted(reads) == ["e1.pt", "e2.pt", "model_best.pt"]

@@ -14,8 +14,6 @@ import pandas as pd
 
 from .._base import resolve_device
 from .._spec import absolute_spec, is_spec
-from ..checkpoints import CheckpointError
-from ..checkpoints.header import read_header
 from ..attacks import AttackSettings
 from ..datasets import ArrayDataset, open_dataset
 from ..measures.settings import MeasureSettings
@@ -24,7 +22,7 @@ from . import executors, worker
 from .assemble import assemble, diagnosis_json
 from .discover import CheckpointEntry, Discovery, discover_checkpoints, promote_lone_markers
 from .settings import SPLITS, TrajectorySettings, TrajectoryWarning, check_run_options, json_normal
-from .wiring import resolve_run_wiring
+from .wiring import read_headers, resolve_run_wiring
 from .store import CheckpointResult, clean_stale_tmp, load_cached, result_metadata, result_path, write_parquet
 
 __all__ = ["analyse_trajectory"]
@@ -51,14 +49,6 @@ def _data_source(data: Any, splits: Sequence[str]) -> tuple[str, dict | None]:
             x = ds.x.numpy() if hasattr(ds.x, "numpy") else ds.x
             h.update(np.ascontiguousarray(x).tobytes())
     return f"in-memory:{h.hexdigest()}", held
-
-
-def _stored_epoch(path: Path, trusted: bool) -> int | None:
-    """The epoch a checkpoint stores, read without its weights (None when unreadable or absent)."""
-    try:
-        return read_header(path, trusted=trusted).epoch
-    except CheckpointError:
-        return None
 
 
 def _default_run_name(discovery: Discovery) -> str:
@@ -155,8 +145,10 @@ def analyse_trajectory(paths_or_dir: str | os.PathLike | Sequence[str | os.PathL
         **loose_eps, **fields)  # the data root made absolute for workers
     if arch is not None:  # unknown name or bad arguments: fail before the run starts
         create_model(arch, **dict(settings.arch_kwargs))
-    discovery = promote_lone_markers(discover_checkpoints(paths_or_dir), lambda p: _stored_epoch(p, trusted))
-    settings = resolve_run_wiring(discovery, settings).settings  # one wiring for every checkpoint of the run
+    discovery = discover_checkpoints(paths_or_dir)
+    headers = read_headers(discovery, trusted)  # each file's structure read once, for epochs and the wiring
+    discovery = promote_lone_markers(discovery, lambda p: getattr(headers.get(str(p)), "epoch", None))
+    settings = resolve_run_wiring(discovery, settings, headers).settings  # one wiring for every checkpoint
     if executor == "ray":
         executors.import_ray()
     else:  # a Ray driver may lack the workers' GPUs, so only local runs check the device up front

@@ -30,7 +30,7 @@ from ..models import ARCH_ATTR, Normalized, family, is_spec
 from .discover import Discovery
 from .settings import TrajectorySettings
 
-__all__ = ["RunWiring", "checkpoint_wirings", "resolve_run_wiring"]
+__all__ = ["RunWiring", "checkpoint_wirings", "read_headers", "resolve_run_wiring"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,12 +56,13 @@ def _names(paths: list[Path], n: int = 3) -> str:
     return ", ".join(p.name for p in paths[:n]) + more
 
 
-def _headers(discovery: Discovery, trusted: bool) -> list[Header]:
-    """Headers of the checkpoints and best-model copies; unreadable files are left to fail on their own row."""
-    out = []
+def read_headers(discovery: Discovery, trusted: bool) -> dict[str, Header]:
+    """``{path: Header}`` of the checkpoints and best-model copies, each file read once (structure only);
+    unreadable files are left out, to fail on their own row."""
+    out = {}
     for path in [*discovery.paths, *(Path(p) for p in discovery.markers)]:
         try:
-            out.append(read_header(path, trusted=trusted))
+            out[str(path)] = read_header(path, trusted=trusted)
         except CheckpointError:
             continue
     return out
@@ -102,8 +103,10 @@ def _shared_kwargs(name: str, found: list[tuple[Header, Wiring]], where: str) ->
     return kwargs
 
 
-def resolve_run_wiring(discovery: Discovery, settings: TrajectorySettings) -> RunWiring:
-    """Decide the one wiring a run's checkpoints are measured in (see the module docstring).
+def resolve_run_wiring(discovery: Discovery, settings: TrajectorySettings,
+                       headers: dict[str, Header] | None = None) -> RunWiring:
+    """Decide the one wiring a run's checkpoints are measured in (see the module docstring); ``headers`` are the
+    files' :func:`read_headers` when the caller has them (else they are read here).
 
     Raises:
         WiringError: files that point to different wirings (or different arguments of one), named in one line.
@@ -112,7 +115,10 @@ def resolve_run_wiring(discovery: Discovery, settings: TrajectorySettings) -> Ru
     if requested is not None and (is_spec(requested) or family(requested) is None):
         return RunWiring(settings, "as given")
     where = str(Path(discovery.paths[0]).parent) if discovery.paths else "the run"
-    decided, open_ = _decided(requested, _headers(discovery, settings.trusted))
+    if headers is None:
+        headers = read_headers(discovery, settings.trusted)
+    wanted = {*map(str, discovery.paths), *discovery.markers}  # a header map may hold files since dropped
+    decided, open_ = _decided(requested, [h for p, h in headers.items() if p in wanted])
     if len(decided) > 1:
         text = "; ".join(f"{name}: {_names([h.path for h, _ in found])}" for name, found in sorted(decided.items()))
         raise WiringError(f"{where}: the checkpoints of one run need different wirings ({text}); analyse them as "
