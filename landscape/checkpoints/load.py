@@ -280,6 +280,12 @@ def _wiring(arch: str, ckpt: Checkpoint) -> Wiring:
         raise CheckpointError(f"{ckpt.path}: {exc}") from None
 
 
+def _described(wiring, name: str, kwargs: Mapping[str, Any]) -> str:
+    """What a file was loaded into, for messages: the family and the wiring tried, or the exact architecture."""
+    built = f"{name}({kwargs_text(kwargs)})"
+    return f"family {wiring.family} (tried {built})" if wiring.family is not None else f"architecture {built}"
+
+
 def _registered(ckpt: Checkpoint, arch: str, mean, std, dev: torch.device, evidence,
                 arch_kwargs: Mapping[str, Any]) -> nn.Module:
     """A registered name: the wiring the file implies (decided by evidence among candidates when given)."""
@@ -289,9 +295,7 @@ def _registered(ckpt: Checkpoint, arch: str, mean, std, dev: torch.device, evide
     names = wiring.candidates if (wiring.candidates and evidence is not None) else (wiring.name,)
     models = {}
     for name in names:  # the candidates share keys and shapes: the first fits if any does
-        what = f"architecture {name}({kwargs_text(kwargs)})"
-        if wiring.family is not None:
-            what = f"family {wiring.family} (tried {name}({kwargs_text(kwargs)}))"
+        what = _described(wiring, name, kwargs)
         # the extra candidates weigh up evidence only: building them must not move the caller's RNG
         with contextlib.nullcontext() if name == names[0] else torch.random.fork_rng(devices=[]):
             models[name] = _with_weights(create_model(name, **kwargs), ckpt, what, mean, std, say_inputs=False)
@@ -329,9 +333,7 @@ def _whole_module(ckpt: Checkpoint, arch, mean, std, arch_kwargs: Mapping[str, A
             wiring = _wiring(arch, ckpt)
             kwargs = merge_kwargs(arch, wiring.kwargs, arch_kwargs)
             reference = create_model(wiring.name, **kwargs)
-            what = f"architecture {wiring.name}({kwargs_text(kwargs)})"
-            if wiring.family is not None:
-                what = f"family {wiring.family} (tried {wiring.name}({kwargs_text(kwargs)}))"
+            what = _described(wiring, wiring.name, kwargs)
         else:
             reference, what = _build(arch, ckpt, arch_kwargs)
         weights = split_normalization(ckpt.state_dict, list(reference.state_dict()))[0]
