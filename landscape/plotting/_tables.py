@@ -54,6 +54,15 @@ def rows_of_run(table: pd.DataFrame, run) -> pd.DataFrame:
     return table[table["run"].astype(str) == run]
 
 
+def of_run(per_run: Mapping | None, run, default=None):
+    """``per_run[run]`` (a table without runs, ``run`` None, takes the only entry), else ``default``."""
+    if not per_run:
+        return default
+    if run is None and len(per_run) == 1:
+        return next(iter(per_run.values()))
+    return per_run.get(str(run), default)
+
+
 def accuracy_scale(table: pd.DataFrame, columns: Sequence[str]) -> float:
     """100 when accuracies are stored as fractions (all values <= 1), else 1 (already in percent)."""
     values = pd.concat([table[c] for c in columns if c in table.columns], ignore_index=True)

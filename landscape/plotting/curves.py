@@ -10,7 +10,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from ._style import PALETTE, SPLIT_STYLES, new_figure, style
-from ._tables import accuracy_scale, best_and_last, check_table, rows_of_run, runs_of
+from ._tables import accuracy_scale, best_and_last, check_table, of_run, rows_of_run, runs_of
 
 #: (column, legend name, colour) of the curves drawn per panel row.
 _ACC = [("acc_adv", "robust", PALETTE[0]), ("acc_clean", "clean", PALETTE[1])]
@@ -114,9 +114,7 @@ def _draw_rows(ax, curve: pd.DataFrame, spec, scale: float) -> None:
 
 def _diagnosis_of(diagnoses: Mapping[str, Mapping] | None, run) -> Mapping | None:
     """The run's diagnosis when it names a best epoch (a table without runs takes the only one)."""
-    if not diagnoses:
-        return None
-    d = next(iter(diagnoses.values())) if run is None and len(diagnoses) == 1 else diagnoses.get(str(run))
+    d = of_run(diagnoses, run)
     return d if d and d.get("best_epoch") is not None and d.get("last_epoch") is not None else None
 
 

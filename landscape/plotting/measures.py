@@ -10,7 +10,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from ._style import SPLIT_STYLES, best_epoch_lines, new_figure, run_styles, style
-from ._tables import MEASURE_UNITS, best_and_last, check_table, measure_label, rows_of_run, runs_of
+from ._tables import MEASURE_UNITS, best_and_last, check_table, measure_label, of_run, rows_of_run, runs_of
 
 #: The paper's four diagnostics, drawn by default when their ``*_mean`` columns exist.
 PLOTTED_MEASURES = ("grad_l1", "curv_adv", "taylor_gap", "logit_var")
@@ -118,12 +118,14 @@ def plot_measures(table: pd.DataFrame, measures: Sequence[str] | None = None, *,
     return fig
 
 
+_NOT_GIVEN = object()
+
+
 def _given_or_own(best_epochs: Mapping | None, run, table: pd.DataFrame) -> int | None:
     """``best_epochs[run]`` when given (a table without runs takes the only value), else from ``acc_adv``."""
-    if best_epochs:
-        key = next(iter(best_epochs)) if run is None and len(best_epochs) == 1 else str(run)
-        if key in best_epochs:
-            return None if best_epochs[key] is None else float(best_epochs[key])
+    given = of_run(best_epochs, run, _NOT_GIVEN)
+    if given is not _NOT_GIVEN:
+        return None if given is None else float(given)
     return _best_epoch(rows_of_run(table, run))
 
 

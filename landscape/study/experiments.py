@@ -195,7 +195,7 @@ def findings_figure(out: Path, variants, seeds, cfg: dict):
     The standard-training variants are left out: their non-robust landscape is an order of magnitude
     sharper and would flatten the AT curves. Only the epochs analysed in every run are used.
     """
-    from ..plotting import plot_measures
+    from ..plotting import PLOTTED_MEASURES, plot_measures
     from ..plotting.methods import method_colors
 
     parts, best = [], {}  # best: per variant, the diagnosed best epochs of its seeds (as the findings table)
@@ -211,7 +211,7 @@ def findings_figure(out: Path, variants, seeds, cfg: dict):
     table = pd.concat(parts, ignore_index=True)
     grid = set(epochs_to_analyse(cfg["epochs"], cfg["every"], 1))
     table = table[table["epoch"].isin(grid)]
-    measures = [m for m in ("grad_l1", "curv_adv", "taylor_gap", "logit_var") if f"{m}_mean" in table.columns]
+    measures = [m for m in PLOTTED_MEASURES if f"{m}_mean" in table.columns]
     seeds_text = f"mean over {len(seeds)} seeds" if len(seeds) > 1 else f"seed {seeds[0]}"
     # the report orders methods as it finds their folders (alphabetically) and colours them in that order
     colors = method_colors(sorted(variants))
