@@ -396,3 +396,14 @@ def test_measure_settings_whole_equal_loose(tiny_model):
     with pytest.raises(ValueError, match="unknown measure"):
         MeasureSettings(measures=("gradd",))
     assert MeasureSettings(measures="curv_adv,grad").measures == ("grad", "curv_adv")  # registry order
+
+
+def test_a_streamed_dataset_leaves_the_global_rng_as_tensors_do(tiny_model):
+    """Streaming through a DataLoader draws no random number from the caller's RNG (the loader has its own)."""
+    from landscape.datasets import open_dataset, select
+
+    ds = select(open_dataset("digits", "test"), 20, 0)
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    measure(tiny_model, ds, eps=0.1, measures=["grad"], batch_size=8)
+    assert torch.equal(torch.get_rng_state(), before)

@@ -47,7 +47,8 @@ def batches(ds: LabelledDataset, batch_size: int, *, workers: int | None = None)
         workers: DataLoader worker processes; default :func:`default_workers`.
     """
     workers = default_workers(ds) if workers is None else workers
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers,
+    # a generator of its own: a DataLoader draws its workers' base seed from it, never from the caller's RNG
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers, generator=torch.Generator(),
                         persistent_workers=False, prefetch_factor=2 if workers else None)
     try:
         for x, y in loader:
