@@ -379,7 +379,8 @@ def train(model: nn.Module, data, *, method: str = "pgd_at", eps: float = 0.1, s
           out_dir: str | os.PathLike = "run", eval_every: int = 1, eval_n: int | None = None,
           eval_steps: int = 10, small_eps: float | None = None, save_every: int | None = None,
           resume: bool = True, arch: str | None = None, arch_kwargs: Mapping | None = None,
-          dataset: str | None = None, normalize: str | None = None, progress: bool = True) -> pd.DataFrame:
+          dataset: str | None = None, normalize: str | None = None, progress: bool = True,
+          on_epoch=None) -> pd.DataFrame:
     """Train ``model`` in place and write a run directory that the trajectory analysis reads.
 
     Args:
@@ -432,6 +433,8 @@ def train(model: nn.Module, data, *, method: str = "pgd_at", eps: float = 0.1, s
         arch, arch_kwargs, dataset, normalize: recorded in ``settings.json`` so the checkpoints can be
             reloaded (``normalize``: the dataset whose mean/std the model is wrapped with, if any).
         progress: show a tqdm bar over epochs.
+        on_epoch: called as ``on_epoch(epoch, model, optimizer)`` after each epoch is trained, evaluated and
+            saved (e.g. ``landscape.monitor.Monitor.callback``); it must not change the model or the RNGs.
 
     Returns:
         The contents of ``metrics.csv``: one row per evaluated epoch and split with columns
@@ -521,6 +524,8 @@ def train(model: nn.Module, data, *, method: str = "pgd_at", eps: float = 0.1, s
                 _write_metrics(out, rows, columns)
                 _save_epoch(out, model, optimizer, swa, epoch=epoch, settings=settings, state=state,
                             previous_best=previous_best)
+                if on_epoch is not None:
+                    on_epoch(epoch, model, optimizer)
     finally:
         bar.close()
         optimizer.zero_grad(set_to_none=True)
