@@ -23,7 +23,7 @@ LAYERS = {
     "models": 1, "attacks": 1, "runs": 1, "testing": 1, "augmentation": 1, "chunking": 1,
     "checkpoints": 2, "datasets": 2, "measures": 2, "slices": 2, "regularizers": 2, "weight_slices": 2,
     "diagnose": 3, "trajectory": 3, "training": 3, "evaluate": 3, "objectives": 3, "protocol": 3,
-    "monitor": 3, "attribution": 3, "masking": 3,
+    "monitor": 3, "attribution": 3, "masking": 3, "ranking": 3,
     "plotting": 4, "report": 4, "study": 4,
     "commands": 5, "cli": 5, "__main__": 5,
 }

@@ -417,3 +417,21 @@ def test_progress_bars_stay_out_of_logs_that_are_not_a_terminal(capsys, monkeypa
     direct = [str(p.relative_to(package)) for p in package.rglob("*.py")
               if p.name != "_progress.py" and re.search(r"^\s*(from tqdm|import tqdm)", p.read_text(), re.M)]
     assert direct == [], f"use landscape._progress (quiet off a terminal) instead of tqdm in {direct}"
+
+
+def test_tracking_section_ranks_the_measures_of_the_overfitting_runs(study_report, study):
+    from landscape.diagnose import run_diagnoses
+    from landscape.ranking import rank_measures
+
+    html = study_report.read_text()
+    assert 'id="tracking"' in html and 'id="ranking-table"' in html
+    section = html.split('id="ranking-table"')[1].split("</table>")[0]
+    runs = sorted(p.parent for p in study.rglob("trajectory.parquet"))
+    expected = rank_measures(run_diagnoses(runs))
+    assert len(expected) and not expected["measure"].str.startswith("w_").all()
+    cells = re.findall(r"<tr>(.*?)</tr>", section.split("<tbody>")[1])
+    assert len(cells) == len(expected)
+    for row, (_, rec) in zip(cells, expected.iterrows()):
+        values = re.findall(r"<td[^>]*>(.*?)</td>", row)
+        assert values[1] == rec["measure"] and values[0] == str(rec["rank"])
+        assert values[5].startswith(f"{rec['spearman_mean']:.2f}")

@@ -15,7 +15,7 @@ from .._io import atomic_write_text
 from .data import ReportData, StudyTable, findings_images, load_runs, load_study_table
 from .figures import FigureResult, plotly_js, render_figures
 from .tables import (claims_rows, correlation_rows, diagnosis_rows, final_eval_rows, findings_rows, method_rows,
-                     versions)
+                     ranking_rows, versions)
 
 
 @dataclasses.dataclass
@@ -90,6 +90,8 @@ def report_context(data: ReportData, figures: list[FigureResult], findings: Find
         except (ValueError, KeyError) as exc:
             final = {"note": f"final_eval.csv: {str(exc).splitlines()[0]}", "id": "final-eval-table"}
     vers = versions()
+    ranking = ranking_rows(data.diagnoses)
+    spaces = {row[2] for row in ranking[1]}
     return {
         "title": title,
         "generated": _dt.datetime.now().isoformat(timespec="seconds"),
@@ -103,6 +105,14 @@ def report_context(data: ReportData, figures: list[FigureResult], findings: Find
                                   "epoch on ties; from the training log when present) and last epoch of each run, "
                                   "mean ± sd over the method's runs; RO gap = best − last robust accuracy."),
         "final_eval": final,
+        "ranking": _table(*ranking, table_id="ranking-table",
+                          caption="Each measure's Spearman ρ with the test robust loss over the epochs from the "
+                                  "best one on, gathered over the runs that robust-overfit (an onset in their "
+                                  "diagnosis) and ranked by |mean ρ|: ρ > 0, the measure rises as robust accuracy "
+                                  "falls; ρ < 0, it falls. 'same sign': the share of runs agreeing with the "
+                                  "mean's sign.") if ranking[1] else None,
+        "ranking_title": ("Weight vs input landscape: which tracks robust overfitting" if spaces == {"input", "weight"}
+                          else "Which measure tracks robust overfitting"),
         "findings": findings,
         "findings_images": [{"path": p, "rel": os.path.relpath(p, out).replace(os.sep, "/")}
                             for p in findings.images],

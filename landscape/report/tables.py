@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..plotting.methods import method_of
+from ..ranking import rank_measures
 
 Table = tuple[list[str], list[list[str]]]
 
@@ -126,6 +127,18 @@ def correlation_rows(diagnoses: dict[str, dict[str, Any]], stat: str = "spearman
             cells.setdefault((run, split), {})[m] = f"{_fmt(rec.get(stat), 'corr')} (n={rec.get('n', '—')})"
     header = ["run", "split", *measures]
     rows = [[run, split, *[c.get(m, "—") for m in measures]] for (run, split), c in cells.items()]
+    return header, rows
+
+
+def ranking_rows(diagnoses: dict[str, dict[str, Any]]) -> Table:
+    """Every measure ranked by how well it tracks robust overfitting across the runs that overfit
+    (:func:`landscape.ranking.rank_measures`): ρ as "mean ± sd" over runs, its range and sign agreement."""
+    table = rank_measures(diagnoses)
+    header = ["rank", "measure", "landscape", "split", "runs", "Spearman ρ (mean ± sd)", "range", "same sign"]
+    rows = [[str(r["rank"]), str(r["measure"]), str(r["space"]), str(r["split"]), str(r["runs"]),
+             _mean_sd(r["spearman_mean"], r["spearman_sd"], 2),
+             f"{r['spearman_min']:+.2f} … {r['spearman_max']:+.2f}",
+             "—" if pd.isna(r["same_sign"]) else f"{100 * r['same_sign']:.0f}%"] for _, r in table.iterrows()]
     return header, rows
 
 
