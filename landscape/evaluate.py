@@ -1,4 +1,4 @@
-"""Robust accuracy as the paper reports it: clean, PGD-10 (official settings) and AutoAttack.
+"""Robust accuracy as the paper reports it: clean, FGSM, PGD-10 (official settings) and AutoAttack.
 
 * :func:`pgd_correct` — per-sample correctness under PGD; the default attack is
   :meth:`AttackSettings.official <landscape.attacks.AttackSettings.official>` (PGD-10, step eps/4, no
@@ -7,6 +7,9 @@
   through the ``pyautoattack`` package (the packaged official implementation): its ``AutoAttack`` class
   and ``run_standard_evaluation``, standard version = APGD-CE, APGD-T, FAB-T, Square. Nothing of the attack
   is re-implemented here.
+* FGSM accuracy (one full eps step along the gradient sign) beside them, and with ``checks=True`` the
+  sanity flags of :mod:`landscape.masking` (zero/NaN gradients, randomised outputs, probability outputs,
+  Square beating the white-box attacks, the landscape signature of gradient masking).
 * :func:`evaluate_model` — one row of accuracies for one model; :func:`evaluate_checkpoints` — one row per
   checkpoint; :func:`final_eval` — the best and last checkpoints of an analysed run, written to
   :data:`FINAL_EVAL_FILE` in the analysis folder.
@@ -27,6 +30,7 @@ from torch.utils.data import Dataset
 from ._base import check_model_batch, derive_seed, eval_mode, frozen_params, model_device, model_dtype
 from .attacks import AttackSettings, _check_eps, _check_norm, run_attack
 from .datasets import open_dataset
+from .masking import SQUARE_QUERIES, masking_checks
 from .datasets.stream import batches
 from .runs import Run, run_file
 
@@ -55,11 +59,13 @@ def _check_batch_size(batch_size: int) -> int:
 
 
 def _predict_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """(N,) bool: argmax == label, batched, no grad."""
+    """(N,) bool: argmax == label with finite logits, batched, no grad."""
     out = []
     with torch.no_grad():
         for start in range(0, x.shape[0], batch_size):
-            out.append(model(x[start:start + batch_size]).argmax(1) == y[start:start + batch_size])
+            logits = model(x[start:start + batch_size])
+            # non-finite logits classify nothing (argmax of NaN would pick an index)
+            out.append((logits.argmax(1) == y[start:start + batch_size]) & torch.isfinite(logits).all(1))
     return torch.cat(out)
 
 
@@ -104,7 +110,7 @@ def autoattack_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, ep
     ``run_standard_evaluation`` produce the adversarial inputs; correctness is then read off the model's
     predictions on them (robust samples are returned unchanged by the package). The model is attacked in
     eval mode, in float32 (a float64 model is copied and cast, as the package works in float32), and its
-    parameters get no ``.grad``.
+    parameters get no ``.grad``; the global RNG, which the package seeds, is restored afterwards.
 
     Args:
         model: classifier returning (B, K) logits (K >= 10 for the standard version's 9 target classes).
@@ -137,7 +143,8 @@ def autoattack_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, ep
     x, y = check_model_batch(model, x, y, unit_box=True)
     work = model if model_dtype(model) == torch.float32 else copy.deepcopy(model).float()
     x32 = x.to(torch.float32)
-    with eval_mode(work), frozen_params(work):
+    devices = [x32.device] if x32.device.type == "cuda" else []
+    with eval_mode(work), frozen_params(work), torch.random.fork_rng(devices=devices):  # the package seeds it
         adversary = AutoAttack(work, attacks=None if attacks is None else list(attacks), eps=eps,
                                norm=_AA_NORMS[norm], version=version, seed=int(seed), device=model_device(work))
         x_adv, _ = adversary.run_standard_evaluation(x32, y, batch_size=batch_size)
@@ -159,8 +166,10 @@ def _chunks(x, y, batch_size: int):
 
 def evaluate_model(model: nn.Module, x: torch.Tensor | Dataset, y: torch.Tensor | None = None, *, attack: str = "pgd", eps: float,
                    norm: str = "linf", pgd: AttackSettings | None = None, version: str = "standard",
-                   aa_attacks: Sequence[str] | None = None, batch_size: int = 256, seed: int = 0) -> dict:
-    """Clean, PGD and (with ``attack="autoattack"``) AutoAttack accuracy of one model.
+                   aa_attacks: Sequence[str] | None = None, batch_size: int = 256, seed: int = 0,
+                   checks: bool = False, check_n: int = 200, square_n: int = 100,
+                   square_queries: int = SQUARE_QUERIES) -> dict:
+    """Clean, FGSM, PGD and (with ``attack="autoattack"``) AutoAttack accuracy of one model, and its sanity flags.
 
     Args:
         model: classifier. x: (N, ...) in [0,1], or a ``torch.utils.data.Dataset`` of (image, label) pairs
@@ -170,10 +179,15 @@ def evaluate_model(model: nn.Module, x: torch.Tensor | Dataset, y: torch.Tensor 
         pgd: the PGD attack; default ``AttackSettings.official(eps, norm=norm)``.
         version, aa_attacks: AutoAttack version (default ``"standard"``) and, for ``"custom"``, its attacks.
         batch_size, seed: batching and seeds.
+        checks: also compute the sanity flags (:func:`landscape.masking.masking_checks`) on the first
+            ``check_n`` samples (default 200), Square on the first ``square_n`` (default 100, 0 skips it)
+            with ``square_queries`` queries each (default 1000). Default False.
 
     Returns:
-        ``{"n", "acc_clean", "acc_pgd", ["acc_autoattack"], "eps", "norm", "pgd_steps", "pgd_step_size",
-        "pgd_random_start", ["autoattack_version"], "seed"}`` (accuracies as fractions in [0, 1]).
+        ``{"n", "acc_clean", "acc_fgsm", "acc_pgd", ["acc_autoattack"], "eps", "norm", "pgd_steps",
+        "pgd_step_size", "pgd_random_start", ["autoattack_version"], "seed"}`` (accuracies as fractions in
+        [0, 1]), and with ``checks`` the columns of :func:`landscape.masking.masking_checks` (``flag_*``,
+        their numbers, ``flagged``).
     """
     _check_attack(attack)
     eps = _check_eps(eps)
@@ -181,14 +195,24 @@ def evaluate_model(model: nn.Module, x: torch.Tensor | Dataset, y: torch.Tensor 
     pgd = AttackSettings.official(eps, norm=norm) if pgd is None else pgd
     if not isinstance(pgd, AttackSettings):
         raise TypeError(f"pgd must be an AttackSettings, got {type(pgd).__name__}")
+    for name, value in (("check_n", check_n), ("square_n", square_n), ("square_queries", square_queries)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "square_n" else 1):
+            raise ValueError(f"{name} must be an integer >= {0 if name == 'square_n' else 1}, got {value!r}")
     if pgd.eps != eps or pgd.norm != norm:
         raise ValueError(f"the PGD settings (eps={pgd.eps:g}, {pgd.norm}) differ from eps={eps:g}, norm={norm}")
-    counts = {"n": 0, "acc_clean": 0, "acc_pgd": 0, "acc_autoattack": 0}
+    fgsm = AttackSettings("fgsm", eps, norm=norm)
+    counts = {"n": 0, "acc_clean": 0, "acc_fgsm": 0, "acc_pgd": 0, "acc_autoattack": 0}
+    flags = None
     for xc, yc in _chunks(x, y, batch_size):
         xc, yc = check_model_batch(model, xc, yc, unit_box=True)
         xc, yc = xc.to(model_device(model)), yc.to(model_device(model))
+        if checks and flags is None:
+            flags = masking_checks(model, xc[:check_n], yc[:check_n], eps=eps, norm=norm, pgd=pgd,
+                                   square=square_n > 0, square_n=max(square_n, 1), square_queries=square_queries,
+                                   seed=seed)
         with eval_mode(model):
             counts["acc_clean"] += int(_predict_correct(model, xc, yc, batch_size).sum())
+        counts["acc_fgsm"] += int(pgd_correct(model, xc, yc, settings=fgsm, batch_size=batch_size, seed=seed).sum())
         counts["acc_pgd"] += int(pgd_correct(model, xc, yc, settings=pgd, batch_size=batch_size, seed=seed).sum())
         if attack == "autoattack":
             counts["acc_autoattack"] += int(autoattack_correct(model, xc, yc, eps=eps, norm=norm, version=version,
@@ -196,7 +220,8 @@ def evaluate_model(model: nn.Module, x: torch.Tensor | Dataset, y: torch.Tensor 
                                                                batch_size=batch_size).sum())
         counts["n"] += int(xc.shape[0])
     n = counts["n"]
-    row = {"n": n, "acc_clean": counts["acc_clean"] / n, "acc_pgd": counts["acc_pgd"] / n}
+    row = {"n": n, "acc_clean": counts["acc_clean"] / n, "acc_fgsm": counts["acc_fgsm"] / n,
+           "acc_pgd": counts["acc_pgd"] / n}
     if attack == "autoattack":
         row["acc_autoattack"] = counts["acc_autoattack"] / n
     setting = pgd.to_dict()
@@ -204,6 +229,8 @@ def evaluate_model(model: nn.Module, x: torch.Tensor | Dataset, y: torch.Tensor 
                 "pgd_random_start": setting["random_start"], "seed": int(seed)})
     if attack == "autoattack":
         row["autoattack_version"] = version if version != "custom" else "custom:" + "+".join(aa_attacks or ())
+    if flags is not None:
+        row.update(flags)
     return row
 
 

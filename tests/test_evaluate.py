@@ -87,8 +87,10 @@ def test_autoattack_runs_the_package_and_is_at_least_as_strong(digits, monkeypat
     model, x, y = digits
     spy = _Spy(monkeypatch)
     eps = 0.06
+    rng = torch.get_rng_state()
     row = evaluate_model(model, x, y, attack="autoattack", eps=eps, version="custom",
                          aa_attacks=["apgd-ce", "apgd-t"], seed=1)
+    assert torch.equal(torch.get_rng_state(), rng)  # the package seeds the global RNG; we restore it
     assert len(spy.instances) == 1 and spy.instances[0].attacks_to_run == ["apgd-ce", "apgd-t"]
     (args, (x_adv, _)), = spy.results
     assert torch.equal(args[0], x) and (x_adv - x).abs().max() <= eps + 1e-6
@@ -214,3 +216,76 @@ def test_trajectory_command_final_eval(digits, tmp_path, capsys):
     fe = pd.read_csv(out / FINAL_EVAL_FILE)
     assert set(fe["epoch"]) <= {1, 2} and fe["acc_pgd"].notna().all() and (fe["n"] == 20).all()
     assert "final eval" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------- --eps and sanity flags
+
+@pytest.mark.parametrize("text, value", [("8/255", 8 / 255), ("0.1", 0.1), (" 1 / 10 ", 0.1), ("0", 0.0),
+                                         ("4/255", 4 / 255)])
+def test_eps_accepts_numbers_and_fractions(text, value):
+    from landscape.commands._common import eps_value
+
+    assert eps_value(text) == pytest.approx(value, abs=0, rel=1e-15)
+
+
+@pytest.mark.parametrize("command", ["evaluate", "measure", "trajectory", "slice", "train"])
+@pytest.mark.parametrize("bad", ["8/0", "abc", "-0.1", "-8/255", "8/255/2", "nan", "8"])
+def test_bad_eps_is_one_line_exit_2_naming_the_flag(command, bad, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, f"--eps={bad}"])  # (``--eps -8/255`` fails too: argparse reads it as an option)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "argument --eps" in err
+    assert "8/255 = 0.0314" in err if bad == "8" else repr(bad) in err
+
+
+QUANT_ARCH = f'''
+import torch
+import torch.nn as nn
+from landscape import create_model
+
+
+class QuantMLP(nn.Module):
+    """The test MLP behind a 4-level input quantisation: zero input gradients (masked)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = create_model("mlp", hidden={HIDDEN!r}, activation="softplus")
+
+    def forward(self, x):
+        return self.net(torch.round(x * 4) / 4)
+'''
+
+
+def test_evaluate_command_flags_a_masked_model_and_passes_an_honest_one(digits, tmp_path, capsys):
+    from landscape.checkpoints import save_checkpoint
+
+    model, _, _ = digits
+    honest = _checkpoints(tmp_path, model, [1])
+    arch = tmp_path / "quant_arch.py"
+    arch.write_text(QUANT_ARCH)
+    masked_model = torch.nn.Module()
+    masked_model.net = model
+    masked = save_checkpoint(tmp_path / "quant.pt", masked_model, epoch=1)
+    out = tmp_path / "honest.csv"
+    assert main(_evaluate_argv(honest, out, n=60, eps="8/255", extra=["--square-queries", "300"])) == 0
+    text = capsys.readouterr().out
+    assert "sanity flags on 60 samples: none" in text and "FLAG" not in text
+    row = pd.read_csv(out).iloc[0]
+    assert row["eps"] == pytest.approx(8 / 255) and not row["flagged"] and row["square_n"] == 60
+    assert row["acc_pgd"] <= row["acc_fgsm"] <= row["acc_clean"]
+    assert "eps 0.0313725 = 8/255 (from --eps)" in text
+    out_m = tmp_path / "masked.parquet"
+    argv = ["evaluate", str(masked), "--arch", f"{arch}:QuantMLP", "--data", "digits", "--n", "60", "--eps", "1/10",
+            "--out", str(out_m), "--quiet", "--square-n", "50", "--square-queries", "300", "--attack", "autoattack",
+            "--aa-attacks", "apgd-ce"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "SOME FLAGGED" in text and "FLAG zero_grad" in text and "FLAG square" in text and "FLAG landscape" in text
+    m = pd.read_parquet(out_m).iloc[0]
+    assert m["flagged"] and m["flag_zero_grad"] and m["zero_grad_frac"] == 1.0 and m["flag_square"]
+    assert m["acc_pgd"] == m["acc_fgsm"] == m["acc_clean"]  # the white-box attacks cannot move
+    assert m["acc_square"] < m["acc_whitebox_sub"] and m["autoattack_version"] == "custom:apgd-ce"
+    with pytest.raises(SystemExit) as exc:
+        main(argv[:-1] + ["apgd-xx"])
+    assert exc.value.code == 2 and "--aa-attacks" in capsys.readouterr().err

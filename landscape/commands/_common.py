@@ -47,11 +47,20 @@ def positive_float(text: str) -> float:
 
 
 def eps_value(text: str) -> float:
-    """An attack radius in [0,1] pixel units; 8 (0-255 units) is refused naming the fix (8/255 = 0.0314)."""
+    """An attack radius in [0,1] pixel units, a number (``0.0314``) or a fraction (``8/255``); 8 (0-255 units)
+    is refused naming the fix (8/255 = 0.0314), as are ``8/0``, ``abc`` and negative values."""
     from landscape.attacks import _check_eps  # lazy: start-up
 
+    num, sep, den = text.partition("/")
     try:
-        return _check_eps(non_negative_float(text))
+        value = non_negative_float(num.strip())
+        if sep:
+            divisor = positive_float(den.strip())
+            value = value / divisor
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 or a fraction like 8/255, got {text!r}") from None
+    try:
+        return _check_eps(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc).splitlines()[0]) from None
 
@@ -160,8 +169,9 @@ def add_attack_args(p: argparse.ArgumentParser, *, helps: dict[str, str] | None 
                    help=_help(helps, "attack", "pgd, fgsm, or official: the official evaluation attack (PGD-10, "
                                                "step eps/4, no random start) (default: pgd)"))
     g.add_argument("--eps", type=eps_value, default=None,
-                   help=_help(helps, "eps", "radius in [0,1] pixel units (default: the dataset's: 8/255 = 0.0314 for "
-                                            "CIFAR, SVHN, Tiny-ImageNet and image folders, 0.1 for digits)"))
+                   help=_help(helps, "eps", "radius in [0,1] pixel units, a number or a fraction such as 8/255 "
+                                            "(default: the dataset's: 8/255 = 0.0314 for CIFAR, SVHN, Tiny-ImageNet "
+                                            "and image folders, 0.1 for digits)"))
     g.add_argument("--steps", type=positive_int, default=None, help=_help(helps, "steps", "PGD steps (default 10)"))
     g.add_argument("--step-size", type=non_negative_float, default=None, help="default 2.5*eps/steps")
     g.add_argument("--norm", default="linf", choices=["linf", "l2"])
