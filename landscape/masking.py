@@ -216,7 +216,12 @@ def square_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
                               p_init=0.8, n_restarts=1, seed=int(seed), verbose=False, device=x.device,
                               resc_schedule=False)
         x_adv = attack.perturb(x32, y)
-        return work(x_adv).argmax(1) == y
+        return _correct(work(x_adv), y)
+
+
+def _correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: argmax == label with finite logits (as ``landscape.evaluate`` counts)."""
+    return (logits.argmax(1) == y) & torch.isfinite(logits).all(1)
 
 
 def square_check(whitebox_correct, square_correct, *, min_gap: float = SQUARE_MIN_GAP) -> dict:
@@ -350,7 +355,7 @@ def masking_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
         x_pgd, _ = run_attack(model, x, y, pgd, seed=seed)
         x_fgsm, _ = run_attack(model, x, y, AttackSettings("fgsm", eps, norm=norm), seed=seed)
         with eval_mode(model), frozen_params(model), torch.no_grad():
-            whitebox = (model(x_pgd).argmax(1) == y) & (model(x_fgsm).argmax(1) == y)
+            whitebox = _correct(model(x_pgd), y) & _correct(model(x_fgsm), y)
     if square:
         m = min(int(square_n), x.shape[0])
         sq = square_correct(model, x[:m], y[:m], eps=eps, norm=norm, n_queries=square_queries, seed=seed)

@@ -59,3 +59,20 @@ def test_publish_copies_a_run_and_rewrites_the_blocks(tmp_path):
     assert stale_files(root) == [] and publish(run, root) == []  # idempotent
     with pytest.raises(FileNotFoundError, match="study.json"):
         publish(tmp_path, root)
+
+
+def test_evaluation_doc_masking_tables_equal_what_the_committed_csv_produces():
+    """docs/evaluation.md's flag tables are rendered by benchmarks/bench_masking.py from its committed CSV."""
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        bench = importlib.import_module("bench_masking")
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    csv = ROOT / "benchmarks" / "results" / "masking_cpu.csv"
+    assert csv.is_file()
+    assert bench.stale_blocks(ROOT / "docs" / "evaluation.md", [csv]) == []
+    df = pd.read_csv(csv)
+    assert set(df["table"]) == {"masked", "at"} and df["torch"].notna().all() and df["commit"].notna().all()
