@@ -9,7 +9,12 @@ summed per-sample loss) of the same batch:
 * ``+<measure>``   — ``measure(measures=[m]) − base`` for every selectable measure, the median over rounds of
   the difference within a round (its marginal cost; measures at the clean point share one kept Hessian
   graph, so their marginal costs overlap);
-* ``default``      — ``measure()`` with the default set; ``all`` — every measure.
+* ``default``      — ``measure()`` with the default set; ``all`` — every per-sample measure;
+* ``weight_gradient`` — one gradient of the batch's mean loss with respect to the weights;
+* ``weight_hvp``   — one weight-Hessian-vector product of the same loss on the kept graph
+  (:class:`~landscape.measures.weight_hessian.WeightHessian`, the unit of every ``w_*`` measure; goal of
+  issue 23: at most 2.5 gradients); the per-model ``w_*`` measures themselves are left out of ``+<measure>``
+  and ``all`` (they run once per table, not per batch: ``benchmarks/bench_weight_space.py``).
 
 The goal (issue 15): the default table within 2x the PGD floor. Writes a CSV with ``--out``; ``--doc FILE``
 regenerates the marked cost block of docs/measures.md from the CSV(s) given with ``--from-csv`` (no
@@ -33,7 +38,8 @@ import torch
 from landscape import create_model
 from landscape._base import per_sample_loss
 from landscape.attacks import pgd
-from landscape.measures import DEFAULT_MEASURES, MEASURES, measure
+from landscape.measures import DEFAULT_MEASURES, measure, registry
+from landscape.measures.weight_hessian import WeightHessian
 
 from bench_measures import commit, round_times  # noqa: E402 (benchmarks/ is on sys.path when run as a script)
 
@@ -51,6 +57,24 @@ def _gradient(model, x, y):
     return torch.autograd.grad(per_sample_loss(model(xr), y).sum(), xr)[0]
 
 
+#: the per-sample measures (the per-model w_* ones are timed as one weight HVP, see weight_operations)
+MEASURES = tuple(s.name for s in registry.SPECS if s.scope == "sample")
+
+
+def weight_operations(model, x, y) -> dict:
+    """One weight gradient and one weight HVP (on the kept graph, built once outside the timing)."""
+    op = WeightHessian(model, [(x, y)])
+    op.graphs()
+    v = torch.randn(op.n, generator=torch.Generator().manual_seed(1)).to(device=op.device, dtype=op.dtype)
+    params = [p for p in model.parameters()]
+
+    def weight_gradient():
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        return torch.autograd.grad(loss, params)
+
+    return {"weight_gradient": weight_gradient, "weight_hvp": lambda: op(v)}
+
+
 def operations(model, x, y) -> dict:
     kw = dict(eps=EPS, steps=10, batch_size=x.shape[0], seed=0)
     ops = {
@@ -62,22 +86,26 @@ def operations(model, x, y) -> dict:
     }
     for m in MEASURES:
         ops[f"+{m}"] = (lambda m=m: measure(model, x, y, measures=[m], **kw))
+    ops.update(weight_operations(model, x, y))
     return ops
 
 
-def bench(name: str, *, batch: int, device: torch.device, repeats: int) -> list[dict]:
+def bench(name: str, *, batch: int, device: torch.device, repeats: int, weight_only: bool = False) -> list[dict]:
     kwargs, shape = CASES[name]
     torch.manual_seed(0)
     model = create_model(name, **kwargs).to(device).eval()
     g = torch.Generator().manual_seed(0)
     x = torch.rand(batch, *shape, generator=g).to(device)
     y = torch.randint(0, 10, (batch,), generator=g).to(device)
-    times = round_times(operations(model, x, y), device, repeats)
+    ops = ({"gradient": lambda: _gradient(model, x, y), **weight_operations(model, x, y)} if weight_only
+           else operations(model, x, y))
+    times = round_times(ops, device, repeats)
     med = {k: statistics.median(v) for k, v in times.items()}
     # a measure's marginal cost: the median over rounds of (its table - the base table) in the same round,
     # which cancels the slow drifts of a shared machine that a difference of two medians keeps
-    med.update({k: statistics.median(t - b for t, b in zip(v, times["base"])) + med["base"]
-                for k, v in times.items() if k.startswith("+")})
+    if "base" in times:
+        med.update({k: statistics.median(t - b for t, b in zip(v, times["base"])) + med["base"]
+                    for k, v in times.items() if k.startswith("+")})
     unit = med["gradient"]
     label = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     rows = []
@@ -91,9 +119,11 @@ def bench(name: str, *, batch: int, device: torch.device, repeats: int) -> list[
 
 def markdown(df: pd.DataFrame) -> str:
     """The cost block for docs/measures.md: one column per (model, device, batch), rows = items."""
-    order = ["pgd10", "base"] + [f"+{m}" for m in MEASURES] + ["default", "all"]
+    order = ["pgd10", "base"] + [f"+{m}" for m in MEASURES] + ["default", "all", "weight_gradient", "weight_hvp"]
     names = {"pgd10": "PGD-10 attack alone (the floor)", "base": "base: PGD-10 + clean loss/gradient + x_adv forward",
-             "default": "**default table** (`measure()`)", "all": "all measures"}
+             "default": "**default table** (`measure()`)", "all": "all per-sample measures",
+             "weight_gradient": "one weight gradient (mean loss)",
+             "weight_hvp": "one weight-Hessian-vector product (`w_*` unit, kept graph)"}
     if "commit" not in df:
         df = df.assign(commit="")
     df = df.assign(commit=df["commit"].fillna("").astype(str).replace("", OLD_CODE))
@@ -110,7 +140,12 @@ def markdown(df: pd.DataFrame) -> str:
     ratio = []
     for (m, d, b, c), g in groups:
         u = dict(zip(g["item"], g["units"]))
-        ratio.append(f"{m} on {d} (code {c}): default = {u['default'] / u['pgd10']:.2f}x the PGD-10 floor")
+        parts = []
+        if "default" in u:
+            parts.append(f"default = {u['default'] / u['pgd10']:.2f}x the PGD-10 floor")
+        if "weight_hvp" in u and "weight_gradient" in u:
+            parts.append(f"weight HVP = {u['weight_hvp'] / u['weight_gradient']:.2f} weight gradients")
+        ratio.append(f"{m} on {d} (code {c}): " + ", ".join(parts))
     torch_versions = ", ".join(sorted(set(df["torch"].astype(str))))
     return "\n".join(lines) + "\n\n" + "; ".join(ratio) + f" (torch {torch_versions}).\n"
 
@@ -149,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--cases", default="small_cnn,preact_resnet18")
     p.add_argument("--out", default=None, help="write the table as CSV here")
+    p.add_argument("--weight-only", action="store_true",
+                   help="only the input gradient, one weight gradient and one weight HVP (no tables)")
     add_doc_options(p, "cost")
     args = p.parse_args(argv)
     if args.from_csv:
@@ -162,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for name in small:
             rows += bench(name, batch=batch if name == "small_cnn" or device.type == "cuda" else min(batch, 8),
-                          device=device, repeats=args.repeats)
+                          device=device, repeats=args.repeats, weight_only=args.weight_only)
         df = pd.DataFrame(rows)
         if args.out:
             df.to_csv(args.out, index=False)

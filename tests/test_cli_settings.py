@@ -19,6 +19,8 @@ NON_DEFAULT = {
     "eig_iters": (["--eig-iters", "3"], 3),
     "hvp_method": (["--hvp-method", "func"], "func"),
     "dtype": (["--dtype", "float64"], "float64"),
+    "weight_probe": (["--weight-probe", "9"], 9),
+    "weight_layers": (["--weight-layers", "fc2.*"], "fc2.*"),
 }
 
 
@@ -37,6 +39,8 @@ def test_every_measure_option_is_settable(command):
     args = _parse(command, *[a for flags, _ in NON_DEFAULT.values() for a in flags])
     assert measure_settings_from_args(args) == MeasureSettings(**{k: v for k, (_, v) in NON_DEFAULT.items()})
     assert measure_settings_from_args(_parse(command, "--float64")).dtype == "float64"
+    spaced = measure_settings_from_args(_parse(command, "--measures", "grad", "w_trace,curv_adv", "w_eig_top"))
+    assert spaced.measures == ("grad", "curv_adv", "w_eig_top", "w_trace")  # registry order
 
 
 @pytest.mark.parametrize("command", ["measure", "trajectory"])

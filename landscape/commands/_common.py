@@ -200,8 +200,8 @@ def add_measure_args(p: argparse.ArgumentParser, *, default_measures: str | None
     """The measure options besides the attack; each flag's dest is a ``MeasureSettings`` field, so
     ``measure_settings_from_args`` needs no change when a field and its flag are added."""
     g = p.add_argument_group("measures")
-    g.add_argument("--measures", default=default_measures, metavar="LIST",
-                   help=f"comma-separated names from {','.join(MEASURES)} (default: "
+    g.add_argument("--measures", default=default_measures, nargs="+", metavar="NAME",
+                   help=f"names (space- or comma-separated) from {','.join(MEASURES)} (default: "
                         f"{default_measures or ','.join(DEFAULT_MEASURES)})")
     g.add_argument("--eig-iters", type=positive_int, default=20,
                    help="most Lanczos steps for eig_top on smooth nets (ReLU nets: exact, no steps; default 20)")
@@ -210,6 +210,10 @@ def add_measure_args(p: argparse.ArgumentParser, *, default_measures: str | None
     g.add_argument("--dtype", default=None, choices=["float32", "float64"],
                    help="compute dtype (float64: precise curvature, slower; default: the model's)")
     g.add_argument("--float64", dest="dtype", action="store_const", const="float64", help="same as --dtype float64")
+    g.add_argument("--weight-probe", type=positive_int, default=256,
+                   help="samples the per-model weight-space measures (w_*) use: the first ones measured (default 256)")
+    g.add_argument("--weight-layers", default=None, metavar="GLOB",
+                   help="glob(s) of the parameter names the w_* measures use, e.g. 'fc2.*' (default: all)")
 
 
 def measure_settings_from_args(args: argparse.Namespace):
@@ -218,8 +222,8 @@ def measure_settings_from_args(args: argparse.Namespace):
     from landscape.measures.settings import MeasureSettings  # lazy: start-up
 
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(MeasureSettings) if hasattr(args, f.name)}
-    if isinstance(values.get("measures"), list):
-        values["measures"] = tuple(values["measures"])
+    if isinstance(values.get("measures"), list):  # `--measures a b,c` -> (a, b, c)
+        values["measures"] = tuple(m.strip() for item in values["measures"] for m in item.split(",") if m.strip())
     return MeasureSettings(**values)
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 #: landscape.measures.MEASURES and DEFAULT_MEASURES
 MEASURES = ("grad", "curv_adv", "curv_rand", "eig_top", "taylor_gap", "logit_var", "grad_at_adv", "curv_adv_at_adv",
-            "curv_rand_at_adv", "eig_top_at_adv", "fo_share", "hs", "hs_at_adv")
+            "curv_rand_at_adv", "eig_top_at_adv", "fo_share", "hs", "hs_at_adv", "logit_margin",
+            "w_eig_top", "w_trace", "w_density", "w_flat_avg", "w_flat_worst", "w_awp")
 DEFAULT_MEASURES = ("grad", "curv_adv", "curv_rand", "taylor_gap", "logit_var")
 
 #: landscape.slices.DIRECTIONS, NORMALIZATIONS and RANDOM_KINDS
@@ -28,6 +29,9 @@ EXECUTORS = ("serial", "process", "ray")
 #: landscape.study.experiments.VARIANTS and DEFAULT_VARIANTS
 VARIANTS = ("standard", "standard_gradreg", "pgd_at", "at_clean_half", "at_advlc", "at_gradreg", "at_excess")
 DEFAULT_VARIANTS = ("standard", "standard_gradreg", "pgd_at", "at_clean_half", "at_advlc", "at_gradreg")
+
+#: landscape.study.experiments.STUDIES
+STUDIES = ("methods", "attribution")
 
 #: landscape.plotting.FIGURES
 FIGURES = ("method_curves", "method_measures", "method_slices1d", "method_distributions", "contours", "scatter",

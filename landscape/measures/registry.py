@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from . import curvature, first_order, gradients, taylor
+from . import curvature, first_order, gradients, margin, taylor, weight_space
 from .spec import MeasureSpec, at_adv
 
 __all__ = ["SPECS", "MEASURES", "DEFAULT_MEASURES", "get", "select", "column_labels", "column_units", "counters"]
@@ -33,6 +33,14 @@ SPECS: tuple[MeasureSpec, ...] = (
     first_order.FO_SHARE,
     curvature.HS,
     at_adv(curvature.HS),
+    margin.MARGIN,
+    # per-model weight-space measures (scope "model"): computed once per table, opt-in
+    weight_space.W_EIG_TOP,
+    weight_space.W_TRACE,
+    weight_space.W_DENSITY,
+    weight_space.W_FLAT_AVG,
+    weight_space.W_FLAT_WORST,
+    weight_space.W_AWP,
 )
 
 
@@ -48,7 +56,7 @@ MEASURES: tuple[str, ...] = tuple(_by_name())
 
 DEFAULT_MEASURES: tuple[str, ...] = tuple(s.name for s in SPECS if s.default)
 """The selection used when none is given: the measures whose cost keeps the table within 2x the PGD-10
-floor (``benchmarks/bench_units.py``); ``eig_top``, ``hs`` and the rest are opt-in."""
+floor (``benchmarks/bench_units.py``); ``eig_top``, ``hs``, the weight-space ``w_*`` and the rest are opt-in."""
 
 
 def get(name: str) -> MeasureSpec:

@@ -36,6 +36,10 @@ class MeasureSettings:
         eig_iters: most Lanczos steps for ``eig_top`` on smooth nets (ReLU nets are exact without steps).
         hvp_method: Hessian-vector product method (``auto``, ``double_backprop``, ``func``).
         dtype: compute dtype, ``float32`` or ``float64`` (precise curvature); None = the model's own.
+        weight_probe: samples (the table's first ones, with its ``x_adv``) the per-model weight-space
+            measures (``w_*``) use; ignored when none is selected.
+        weight_layers: glob of the parameter names the weight-space measures perturb/differentiate (e.g.
+            ``"fc2.*"``, comma-separated globs allowed); None = every parameter.
     """
 
     measures: tuple[str, ...] | None = _opt(None, "comma-separated measure names (default: the defaults)",
@@ -48,6 +52,10 @@ class MeasureSettings:
     hvp_method: str = _opt("auto", "Hessian-vector product method", flag="--hvp-method", choices=HVP_METHODS)
     dtype: str | None = _opt(None, "compute dtype (float64: precise curvature, slower; default: the model's)",
                              flag="--dtype", choices=DTYPES)
+    weight_probe: int = _opt(256, "samples of the per-model weight-space measures (w_*): the first ones measured",
+                             flag="--weight-probe", kind="positive_int")
+    weight_layers: str | None = _opt(None, "glob of the parameters the w_* measures use, e.g. 'fc2.*' (default: all)",
+                                     flag="--weight-layers", kind="str")
 
     def __post_init__(self) -> None:
         if self.measures is not None:
@@ -56,7 +64,7 @@ class MeasureSettings:
             else:
                 names = list(self.measures)
             object.__setattr__(self, "measures", tuple(s.name for s in select(names)))
-        for name in ("batch_size", "eig_iters"):
+        for name in ("batch_size", "eig_iters", "weight_probe"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -64,6 +72,10 @@ class MeasureSettings:
             raise TypeError(f"seed must be an int, got {self.seed!r}")
         if self.hvp_method not in HVP_METHODS:
             raise ValueError(f"unknown hvp_method {self.hvp_method!r} (allowed: {', '.join(HVP_METHODS)})")
+        layers = self.weight_layers
+        if layers is not None and (not isinstance(layers, str) or not layers.strip()):
+            raise ValueError(f"weight_layers must be a glob of parameter names such as 'fc2.*' or None, got "
+                             f"{self.weight_layers!r}")
         if isinstance(self.dtype, torch.dtype):
             object.__setattr__(self, "dtype", str(self.dtype).replace("torch.", ""))
         if self.dtype is not None and self.dtype not in DTYPES:

@@ -21,13 +21,18 @@ from .._base import derive_seed
 from ..attacks import AttackSettings
 from ._autograd import loss_logits_grad
 
-__all__ = ["BatchContext", "MeasureSpec", "at_adv", "POINTS", "STREAM_ATTACK", "STREAM_RAND", "STREAM_EIG"]
+__all__ = ["BatchContext", "MeasureSpec", "at_adv", "POINTS", "SCOPES", "STREAM_ATTACK", "STREAM_RAND", "STREAM_EIG",
+           "STREAM_WEIGHT"]
 
 POINTS = ("clean", "adv")
 """The points a measure can be evaluated at: the clean inputs or the adversarial ones."""
 
+SCOPES = ("sample", "model")
+"""What a measure describes: each sample (or batch) of the table, or the model as a whole (weight space)."""
+
 # independent random streams of one batch (see BatchContext.seed_for); fixed so tables stay reproducible
 STREAM_ATTACK, STREAM_RAND, STREAM_EIG = 0, 1, 2
+STREAM_WEIGHT = 3  # the per-model (weight-space) measures' stream, drawn once per table
 
 
 @dataclasses.dataclass
@@ -114,6 +119,11 @@ class MeasureSpec:
         counters: names of table-wide counts the measure adds to in ``ctx.state`` (e.g. ``eig_unconverged``);
             ``df.attrs`` reports each (0 when nothing was added) when a selected measure declares it, else
             None.
+        scope: ``"sample"`` (default): ``fn`` takes a :class:`BatchContext` per batch; ``"model"``: a
+            per-model (weight-space) measure, ``fn`` takes a
+            :class:`~landscape.measures.weight_space.ProbeContext` and returns 0-d values, computed once per
+            table on its first ``weight_probe`` samples and written on every row (``point``, ``hessian``,
+            ``per_batch`` and ``counters`` do not apply).
     """
 
     name: str
@@ -128,12 +138,15 @@ class MeasureSpec:
     point: str = "clean"
     hessian: bool = False
     counters: tuple[str, ...] = ()
+    scope: str = "sample"
 
     def __post_init__(self) -> None:
         if not self.name or not self.columns:
             raise ValueError(f"a measure needs a name and at least one column, got {self.name!r}, {self.columns!r}")
         if self.point not in POINTS:
             raise ValueError(f"measure {self.name!r}: point must be one of {POINTS}, got {self.point!r}")
+        if self.scope not in SCOPES:
+            raise ValueError(f"measure {self.name!r}: scope must be one of {SCOPES}, got {self.scope!r}")
         if isinstance(self.counters, str):
             raise TypeError(f"measure {self.name!r}: counters must be a tuple of names, got {self.counters!r}")
         for field in ("label", "unit"):
@@ -165,6 +178,9 @@ def at_adv(spec: MeasureSpec, *, default: bool = False) -> MeasureSpec:
     gradient or Hessian becomes the same quantity at ``x_adv`` (directions such as ``delta`` and the random
     streams are unchanged).
     """
+    if spec.scope != "sample":
+        raise ValueError(f"measure {spec.name!r} describes the model (scope {spec.scope!r}); it has no x_adv variant")
+
     def fn(ctx: BatchContext) -> dict[str, torch.Tensor]:
         return {f"{k}_at_adv": v for k, v in spec.fn(ctx.at_adv()).items()}
 

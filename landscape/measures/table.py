@@ -16,6 +16,7 @@ Columns (one row per sample; see ``docs/internals.md``):
 | ``logit_var`` | sum of the top 10 % (at least one) of \\|f(x_adv) − f(x)\\| entries of that sample |
 | ``grad_l1_at_adv``, ... | the same measures evaluated at x_adv (measures ``grad_at_adv``, ``curv_adv_at_adv``, ...) |
 | ``fo_share`` | eps·‖∇ₓL‖_* / (L(x_adv) − L(x)), NaN where the increase is < 1e-4 nats |
+| ``w_eig_top``, ``w_trace``, ... | per-model weight-space measures (:mod:`~landscape.measures.weight_space`), one value on every row |
 
 The selectable measures and their columns come from :mod:`landscape.measures.registry`; ``measures=None``
 selects :data:`~landscape.measures.registry.DEFAULT_MEASURES`. What a measure needs is read from its
@@ -25,8 +26,16 @@ clean-point Hessian operator when such a measure is at the clean point; ``hvp_me
 ``per_batch`` (a 0-d value repeated on the batch's rows), ``counters`` (``df.attrs`` counts such as
 ``eig_unconverged``) and ``undefined_ok`` (NaN counted in ``undefined``, not ``nonfinite``).
 
+Per-model measures (``scope="model"``, the weight-space ``w_*``) are computed once per table, after the
+batches, over the first ``weight_probe`` samples (``MeasureSettings.weight_probe``, default 256) and the
+``x_adv`` this table's attack already made for them (no second attack; ``w_flat_worst`` re-attacks at the
+perturbed weights with the same settings and per-batch seeds, as its definition asks), restricted to the
+parameters ``weight_layers`` selects. Like a per-batch value, the result is written on every row (a constant
+column), so per-split summaries (``w_trace_mean``, ...) are that value.
+
 ``df.attrs`` records the settings (``eps``, ``attack``, ``steps``, ``step_size``, ``norm``, ``random_start``,
-``seed``, ``batch_size``, ``eig_iters``, ``dtype``, ``measures``), the Hessian-vector-product method actually
+``seed``, ``batch_size``, ``eig_iters``, ``dtype``, ``measures``; with a ``w_*`` measure also ``weight_probe``
+(samples used) and ``weight_layers``), the Hessian-vector-product method actually
 used (``hvp_method``), the eigen-solvers used by ``eig_top``/``hs`` (``eig_solver``: ``gauss_newton``,
 ``lanczos`` or both), how many samples' Lanczos runs did not converge (``eig_unconverged``), the number
 of NaN/Inf values in the table (``nonfinite``; a warning is raised when it is not 0; documented undefined
@@ -54,6 +63,9 @@ from ._autograd import check_model, loss_logits_grad, shared_operator
 from .settings import MeasureSettings
 from .registry import counters, select
 from .spec import STREAM_ATTACK, BatchContext, MeasureSpec
+from .weight_flatness import ProbeBatch
+from .weight_hessian import select_parameters
+from .weight_space import ProbeContext
 
 __all__ = ["ATTACKS", "measure", "columns"]
 
@@ -95,9 +107,11 @@ def _clean_point(model: nn.Module, x: torch.Tensor, y: torch.Tensor, specs: tupl
 
 def _measure_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch: int,
                    specs: tuple[MeasureSpec, ...], settings: AttackSettings, seed: int, eig_iters: int,
-                   state: dict) -> dict[str, torch.Tensor]:
-    """Columns of one batch (model in eval mode, frozen); ``state`` carries the HVP method across batches."""
-    x_adv, delta = run_attack(model, x, y, settings, seed=derive_seed(seed, batch, STREAM_ATTACK))
+                   state: dict) -> tuple[dict[str, torch.Tensor], ProbeBatch]:
+    """Columns of one batch (model in eval mode, frozen), and the batch as a probe of the per-model measures;
+    ``state`` carries the HVP method across batches."""
+    attack_seed = derive_seed(seed, batch, STREAM_ATTACK)
+    x_adv, delta = run_attack(model, x, y, settings, seed=attack_seed)
     with torch.no_grad():
         logits_adv = model(x_adv)
     loss_adv = per_sample_loss(logits_adv, y)
@@ -116,7 +130,19 @@ def _measure_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch:
             value = out[c].detach()
             cols[c] = value.expand(x.shape[0]) if value.dim() == 0 else value  # per-batch: one value per row
     state.pop("cache", None)
-    return cols
+    return cols, ProbeBatch(x, y, x_adv, attack_seed)
+
+
+def _model_measures(model: nn.Module, specs: tuple[MeasureSpec, ...], probe: list[ProbeBatch], *,
+                    settings: AttackSettings, seed: int, layers: str | None, progress: bool) -> dict[str, float]:
+    """``{column: value}`` of the per-model measures, each computed once on ``probe`` (the model restored)."""
+    ctx = ProbeContext(model=model, probe=probe, settings=settings, seed=seed, layers=layers)
+    values: dict[str, float] = {}
+    for spec in tqdm(specs, desc="weight measures", disable=not progress, leave=False):
+        out = spec.fn(ctx)
+        values.update({c: float(out[c]) for c in spec.columns})
+    ctx.state.clear()  # drop the kept Hessian graphs
+    return values
 
 
 def measure(model: nn.Module, x: torch.Tensor | Dataset, y: torch.Tensor | None = None, *, eps: float | None = None, attack: str = "pgd",
@@ -125,7 +151,8 @@ def measure(model: nn.Module, x: torch.Tensor | Dataset, y: torch.Tensor | None 
             measures: str | Iterable[str] | None = None, batch_size: int = 128, seed: int = 0,
             eig_iters: int = 20, progress: bool = False, dtype: torch.dtype | None = None,
             device: torch.device | str | None = None, hvp_method: str = "auto",
-            workers: int | None = None, options: MeasureSettings | None = None) -> pd.DataFrame:
+            workers: int | None = None, options: MeasureSettings | None = None, weight_probe: int = 256,
+            weight_layers: str | None = None) -> pd.DataFrame:
     """Attack ``x`` and compute the selected input-landscape measures for every sample.
 
     Samples are processed in batches of ``batch_size``; within a batch the measures are exact per sample
@@ -162,7 +189,10 @@ def measure(model: nn.Module, x: torch.Tensor | Dataset, y: torch.Tensor | None 
         hvp_method: Hessian-vector product method, see :func:`landscape.measures.curvature.hvp`.
         workers: DataLoader worker processes decoding a Dataset ``x``; default: none for arrays in memory, up
             to 4 for datasets that decode files.
-        options: ``measures``, ``batch_size``, ``seed``, ``eig_iters``, ``hvp_method`` and ``dtype`` as one
+        weight_probe: samples (the first ones) of the per-model weight-space measures ``w_*``. Default 256.
+        weight_layers: glob of the parameters the ``w_*`` measures use (e.g. ``"fc2.*"``); None = all.
+        options: ``measures``, ``batch_size``, ``seed``, ``eig_iters``, ``hvp_method``, ``dtype``,
+            ``weight_probe`` and ``weight_layers`` as one
             :class:`~landscape.measures.settings.MeasureSettings` (give one or the other), as ``settings``
             does for the attack.
 
@@ -183,39 +213,51 @@ def measure(model: nn.Module, x: torch.Tensor | Dataset, y: torch.Tensor | None 
     """
     check_model(model)
     opts = MeasureSettings.from_loose(options, measures=measures, batch_size=batch_size, seed=seed,
-                                      eig_iters=eig_iters, hvp_method=hvp_method, dtype=dtype)
+                                      eig_iters=eig_iters, hvp_method=hvp_method, dtype=dtype,
+                                      weight_probe=weight_probe, weight_layers=weight_layers)
     specs = select(opts.measures)
+    model_specs = tuple(s for s in specs if s.scope == "model")
+    specs = tuple(s for s in specs if s.scope != "model")
     settings = _attack_settings(settings, eps=eps, attack=attack, steps=steps, step_size=step_size, norm=norm,
                                 random_start=random_start)
     batch_size, seed, eig_iters, dtype = opts.batch_size, opts.seed, opts.eig_iters, opts.torch_dtype
     work = _working_model(model, dtype, device)
+    if model_specs:
+        select_parameters(work, opts.weight_layers)  # a pattern that matches nothing fails before any work
     stream, total = _batches(work, x, y, batch_size, workers)
 
     dev = model_device(work)
     parts: list[dict[str, np.ndarray]] = []
     counted = counters(specs)
     state: dict = {"hvp_method": opts.hvp_method, **{c: 0 for c in counted}}
+    probe: list[ProbeBatch] = []
     start = 0
     with eval_mode(work), frozen_params(work), tqdm(total=total, desc="measure", unit="img", unit_scale=True,
                                                     disable=not progress, leave=False) as bar:
         for batch, (xb, yb) in enumerate(stream):
             xb, yb = xb.to(dev).contiguous(), yb.to(dev)
-            cols = _measure_batch(work, xb, yb, batch=batch, specs=specs, settings=settings, seed=seed,
-                                  eig_iters=eig_iters, state=state)
+            cols, probe_batch = _measure_batch(work, xb, yb, batch=batch, specs=specs, settings=settings,
+                                               seed=seed, eig_iters=eig_iters, state=state)
+            room = opts.weight_probe - start
+            if model_specs and room > 0:
+                probe.append(ProbeBatch(*(t[:room] for t in probe_batch[:3]), probe_batch.seed))
             part = {"sample": np.arange(start, start + xb.shape[0], dtype=np.int64)}
             part.update({k: v.detach().cpu().numpy() for k, v in cols.items()})
             parts.append(part)
             start += xb.shape[0]
             bar.update(xb.shape[0])
+        weights = _model_measures(work, model_specs, probe, settings=settings, seed=seed,
+                                  layers=opts.weight_layers, progress=progress) if model_specs else {}
 
-    names = [s.name for s in specs]
+    names = [s.name for s in specs + model_specs]
     table_columns = columns(names)
-    df = pd.DataFrame({c: np.concatenate([p[c] for p in parts]) for c in table_columns})
+    df = pd.DataFrame({c: np.full(start, weights[c]) if c in weights else np.concatenate([p[c] for p in parts])
+                       for c in table_columns})
     for c in table_columns[2:]:
         if c not in _BOOL_COLUMNS:
             df[c] = df[c].astype(np.float64)
     df["label"] = df["label"].astype(np.int64)
-    undefined_cols = [c for s in specs if s.undefined_ok for c in s.columns]
+    undefined_cols = [c for s in specs + model_specs if s.undefined_ok for c in s.columns]
     checked = [c for c in df.select_dtypes(include="floating").columns if c not in undefined_cols]
     nonfinite = int((~np.isfinite(df[checked].to_numpy())).sum())
     undefined = int(df[undefined_cols].isna().to_numpy().sum()) if undefined_cols else 0
@@ -228,6 +270,8 @@ def measure(model: nn.Module, x: torch.Tensor | Dataset, y: torch.Tensor | None 
         "eig_solver": "+".join(sorted(state.get("eig_solvers", ()))) or None,
         "nonfinite": nonfinite, "undefined": undefined,
     })
+    if model_specs:
+        df.attrs.update({"weight_probe": sum(int(b.x.shape[0]) for b in probe), "weight_layers": opts.weight_layers})
     if nonfinite:
         warnings.warn(f"measure: {nonfinite} NaN/Inf values in the result table (see df.attrs['nonfinite']); "
                       "try dtype=torch.float64", RuntimeWarning, stacklevel=2)

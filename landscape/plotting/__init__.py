@@ -16,6 +16,7 @@ from .measures import PLOTTED_MEASURES, available_measures, plot_measures
 from .methods import method_of, plot_method_curves, plot_method_measures, pool_by_method, seed_summary
 from .registry import FIGURES, FigureSpec, figure_spec, register
 from .slices import plot_contour, plot_slices_1d, plot_surface, plot_surface_3d, surface_grid
+from .weight_space import plot_spectral_density, plot_training_path, plot_weight_contour, plot_weight_slice_1d
 
 __all__ = [
     "CMAP", "PLOTTED_MEASURES", "FIGURES", "FigureSpec", "PALETTE", "available_measures", "epoch_pairs",
@@ -23,4 +24,5 @@ __all__ = [
     "plot_contour", "plot_distributions", "plot_first_order_share", "plot_learning_curves", "plot_measure_vs_loss", "plot_measures",
     "plot_method_curves", "plot_method_measures", "plot_slices_1d", "plot_surface", "plot_surface_3d",
     "pool_by_method", "register", "save_figure", "seed_summary", "style", "surface_grid",
+    "plot_spectral_density", "plot_training_path", "plot_weight_contour", "plot_weight_slice_1d",
 ]
