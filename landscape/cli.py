@@ -21,7 +21,8 @@ import warnings
 
 from landscape._version import __version__
 
-COMMANDS = ["measure", "slice", "trajectory", "diagnose", "evaluate", "plot", "report", "train", "demo"]
+COMMANDS = ["measure", "slice", "trajectory", "diagnose", "attribute", "evaluate", "plot", "report", "train",
+            "demo"]
 
 
 class _Parser(argparse.ArgumentParser):

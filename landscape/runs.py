@@ -32,6 +32,7 @@ RUN_FILES = {
     "claims": "claims.csv",          # the demo study's claims table
     "findings": "findings.csv",      # a study's summary table
     "final_eval": "final_eval.csv",  # best/last checkpoints under the final evaluation attack(s)
+    "histories": "histories.parquet",  # per-sample, per-epoch rows with stable sample ids (attribution)
 }
 TABLES = ("trajectory", "samples", "slices_1d", "slices_2d", "metrics")
 

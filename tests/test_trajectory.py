@@ -638,7 +638,7 @@ def test_official_attack_and_whole_options_reach_every_checkpoint(tmp_path):
     assert meta["settings"]["attack"] == official.to_dict() and meta["settings"]["options"] == opts.to_dict()
     x, y = load_dataset("digits", "test", n=24, seed=5)
     want = measure(load_model(d / "e2.pt", "mlp", hidden=HIDDEN), x, y, settings=official, options=opts)
-    got = rows.drop(columns=["epoch", "checkpoint", "split"]).reset_index(drop=True)
+    got = rows.drop(columns=["epoch", "checkpoint", "split", "sample_id"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(got, want[got.columns], check_exact=True)
     with pytest.raises(ValueError, match="either whole or as eps"):
         trajectory.TrajectorySettings.create("mlp", attack=official, eps=0.2)

@@ -40,6 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="torch threads per worker (default: cores // workers)")
     g.add_argument("--ray-address", default=None, help="join this Ray cluster (default: start a local one)")
     g.add_argument("--run", default=None, help="run name in the table (default: the checkpoint folder's name)")
+    g.add_argument("--histories", type=_name_list, nargs="?", const=["train"], default=None, metavar="LIST",
+                   help="also write histories.parquet: per-sample, per-epoch rows with stable sample ids for these "
+                        "splits (default train), what `landscape attribute` ranks")
     add_final_eval_args(p)
 
 
@@ -66,13 +69,14 @@ def run(args: argparse.Namespace) -> int:
         source, args.arch, args.data, out_dir=out, attack=attack, options=options, n=args.n, splits=splits,
         data_root=args.data_root, data_args=dict(args.data_arg), executor=args.executor, workers=args.workers,
         threads=args.threads, ray_address=args.ray_address, trusted=args.trust_checkpoint, run=args.run,
-        progress=not args.quiet, arch_kwargs=model_kwargs(args, info), mean=mean, std=std, device=args.device)
+        progress=not args.quiet, arch_kwargs=model_kwargs(args, info), mean=mean, std=std, device=args.device,
+        histories=args.histories or False)
     a = table.attrs
     total = a["computed"] + a["reused"]
     print(f"trajectory: {total} checkpoint(s) ({a['computed']} computed, {a['reused']} reused), "
           f"{a['failed']} failed -> {out / 'trajectory.parquet'}")
     print_summary("trajectory", [(out / run_file("trajectory"), len(table))]
-                  + [p for p in (out / run_file("diagnosis"),) if p.exists()], details=[f"{args.attack} attack, {eps_text(args)}"])
+                  + [p for p in (out / run_file("diagnosis"), out / run_file("histories")) if p.exists()], details=[f"{args.attack} attack, {eps_text(args)}"])
     ok = table[table["error"].isna()]
     if len(ok) and "test" in set(ok["split"]):
         print(diagnose(table, log=read_training_log(table=table)).summary())

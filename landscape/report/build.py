@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import pandas as pd
 
 from .._io import atomic_write_text
 from .data import ReportData, StudyTable, findings_images, load_runs, load_study_table
-from .figures import FigureResult, plotly_js, render_figures
+from .figures import FigureResult, attribution_figures, plotly_js, render_figures
 from .tables import (claims_rows, correlation_rows, diagnosis_rows, final_eval_rows, findings_rows, method_rows,
                      ranking_rows, versions)
 
@@ -129,6 +130,23 @@ def report_context(data: ReportData, figures: list[FigureResult], findings: Find
     }
 
 
+#: attribution table columns shown, with their headers
+_ATTRIBUTION_COLUMNS = [("rank", "rank"), ("sample_id", "sample id"), ("label", "label (trained on)"),
+                        ("memorisation", "robust-loss drop after best"), ("curvature_growth", "curvature growth"),
+                        ("learning_epoch", "learning epoch")]
+
+
+def _attribution_entry(entry: dict[str, Any], out: Path, dpi: int) -> dict[str, Any]:
+    table = entry["table"]
+    shown = [(c, h) for c, h in _ATTRIBUTION_COLUMNS if table is not None and c in table.columns]
+    rows = [] if table is None else [[("—" if pd.isna(v) else f"{v:.4g}" if isinstance(v, float) else str(v))
+                                      for v in rec] for rec in table[[c for c, _ in shown]].itertuples(index=False)]
+    return {"run": entry["run"], "skipped": entry["skipped"],
+            "figure": _figure(entry["figure"], out, dpi) if entry["figure"] is not None else None,
+            "table": _table([h for _, h in shown], rows, caption="Ranked by the combined attribution rank "
+                            "(mean of the per-score ranks; docs/attribution.md)") if table is not None else None}
+
+
 def _data_uri(path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
@@ -195,6 +213,8 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     findings = load_findings(run_dir, out_dir / "figures")
     title = title or f"landscape report: {Path(run_dir).resolve().name}"
     context = report_context(data, figures, findings, out_dir, dpi=dpi, title=title)
+    context["attribution"] = [_attribution_entry(e, out_dir, dpi)
+                              for e in attribution_figures(data, out_dir / "figures", dpi=dpi)]
     atomic_write_text(out_dir / "report.md", environment("md").get_template("report.md.j2").render(context))
     html_path = out_dir / "report.html"
     atomic_write_text(html_path, environment("html").get_template("report.html.j2").render(context))

@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from .._base import LandscapeError
 from ..runs import RUN_FILES
 from .data import ReportData
 
@@ -119,3 +120,33 @@ def plotly_js() -> str:
 
 
 __all__ = ["FigureResult", "figure_jobs", "plotly_js", "render_figures"]
+
+
+def attribution_figures(data: ReportData, fig_dir: Path, *, dpi: int, top: int = 8) -> list[dict[str, Any]]:
+    """Per run with a ``histories.parquet`` (``landscape trajectory --histories``): its top-``top`` training
+    samples by the combined attribution rank (:func:`landscape.attribution.attribute`) as a table and the grid
+    figure; a run whose histories cannot be scored is kept with the reason."""
+    from ..plotting import save_figure
+    from ..plotting.attribution import attribution_section
+
+    out = []
+    for r in data.runs:
+        path = r.files.get("histories")
+        if path is None:
+            continue
+        entry: dict[str, Any] = {"run": r.name, "figure": None, "table": None, "skipped": None}
+        try:
+            table, fig = attribution_section(path.parent, top=top)
+        except (ValueError, TypeError, KeyError, LandscapeError) as exc:
+            entry["skipped"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            out.append(entry)
+            continue
+        key = f"attribution_{_slug(r.name)}"
+        result = FigureResult(key, f"Top training samples: {r.name}", "The highest-ranked training samples by "
+                              "the combined attribution rank, with their label, correctness and per-epoch curves.",
+                              "attribution", width_in=float(fig.get_size_inches()[0]))
+        result.path = save_figure(fig, fig_dir / key, formats=("png",), dpi=dpi)[0]
+        fig.clf()
+        entry.update(figure=result, table=table)
+        out.append(entry)
+    return out

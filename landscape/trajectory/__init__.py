@@ -13,6 +13,7 @@ Modules, in the order data flows:
 * :mod:`.worker` -- measuring one checkpoint (prefetched reads, data kept on the device);
 * :mod:`.executors` -- serial, local process pool (one worker per GPU), Ray;
 * :mod:`.assemble` -- epochs, summaries and markers into the run's tables;
+* :mod:`.histories` -- the per-sample, per-epoch history table (stable sample ids), streamed to disk;
 * :mod:`.analyse` -- :func:`analyse_trajectory`, the orchestration.
 
 Reliability rules:
@@ -40,6 +41,7 @@ from .discover import (
     parse_epoch,
 )
 from .executors import EXECUTORS, worker_devices
+from .histories import HISTORIES_FILE, read_histories, write_histories
 from .settings import TrajectorySettings, TrajectoryWarning
 from .store import CheckpointResult, file_fingerprint, read_result
 from .worker import analyse_checkpoint
@@ -47,6 +49,7 @@ from .worker import analyse_checkpoint
 __all__ = [
     "CHECKPOINT_SUFFIXES",
     "EXECUTORS",
+    "HISTORIES_FILE",
     "CheckpointEntry",
     "CheckpointResult",
     "Discovery",
@@ -60,7 +63,9 @@ __all__ = [
     "is_optimizer_state",
     "marker_kind",
     "parse_epoch",
+    "read_histories",
     "read_result",
     "summarise_samples",
     "worker_devices",
+    "write_histories",
 ]

@@ -51,6 +51,18 @@ def _data_source(data: Any, splits: Sequence[str]) -> tuple[str, dict | None]:
     return f"in-memory:{h.hexdigest()}", held
 
 
+def _history_splits(histories: bool | str | Sequence[str], splits: Sequence[str]) -> list[str]:
+    """The splits whose per-sample histories to write (``[]``: none); each must be measured."""
+    if histories is False or histories is None:
+        return []
+    chosen = ["train"] if histories is True else [histories] if isinstance(histories, str) else list(histories)
+    missing = [sp for sp in chosen if sp not in splits]
+    if missing:
+        raise ValueError(f"histories for split(s) {', '.join(missing)} need them measured: splits={list(splits)} "
+                         f"(add {', '.join(missing)} to splits)")
+    return chosen
+
+
 def _default_run_name(discovery: Discovery) -> str:
     parents = {e.path.resolve().parent for e in discovery.entries}
     if len(parents) == 1:
@@ -73,7 +85,7 @@ def analyse_trajectory(paths_or_dir: str | os.PathLike | Sequence[str | os.PathL
                        data_args: dict | None = None, executor: str = "serial", workers: int | None = None,
                        threads: int | None = None, ray_address: str | None = None, trusted: bool = False,
                        run: str | None = None, retry_delay: float = 1.0, progress: bool = True,
-                       **fields: Any) -> pd.DataFrame:
+                       histories: bool | Sequence[str] = False, **fields: Any) -> pd.DataFrame:
     """Measure every checkpoint of a run and write a resumable run directory.
 
     Args:
@@ -113,6 +125,9 @@ def analyse_trajectory(paths_or_dir: str | os.PathLike | Sequence[str | os.PathL
         run: value of the ``run`` column (default: the checkpoint directory's name).
         retry_delay: seconds before re-checking a checkpoint that failed to load (still being written?).
         progress: show a progress bar over checkpoints.
+        histories: also write the per-sample history table ``histories.parquet`` (stable sample ids, every
+            epoch; :mod:`landscape.trajectory.histories`) for the train split (True) or the given splits;
+            streamed from the per-checkpoint results, one checkpoint in memory at a time.
 
     Returns:
         The trajectory table, one row per (epoch, split), columns ``run, epoch, checkpoint, split, n,
@@ -143,6 +158,7 @@ def analyse_trajectory(paths_or_dir: str | os.PathLike | Sequence[str | os.PathL
         arch, data=name, attack=attack, options=options, n=n, splits=splits, data_args=data_args, trusted=trusted,
         data_obj=held, data_root=None if data_root is None else os.path.abspath(os.path.expanduser(data_root)),
         **loose_eps, **fields)  # the data root made absolute for workers
+    history_splits = _history_splits(histories, settings.splits)
     if arch is not None:  # unknown name or bad arguments: fail before the run starts
         create_model(arch, **dict(settings.arch_kwargs))
     discovery = discover_checkpoints(paths_or_dir)
@@ -217,6 +233,10 @@ def analyse_trajectory(paths_or_dir: str | os.PathLike | Sequence[str | os.PathL
         "settings": settings_fp, "run": table["run"].iloc[0] if len(table) else run,
         "checkpoints": [str(e.path) for e in discovery.entries], **report, "computed": len(todo), "reused": reused}))
     folder.write("diagnosis", json_normal(diagnosis_json(table)))
+    if history_splits:
+        from .histories import write_histories
+
+        write_histories(out, splits=history_splits)
     table.attrs.update(report)
     table.attrs.update({"computed": len(todo), "reused": reused, "out_dir": str(out), "eps": settings.eps})
     return table

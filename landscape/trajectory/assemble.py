@@ -25,7 +25,7 @@ from .worker import one_line
 __all__ = ["assemble", "diagnosis_json", "match_markers", "summarise_samples"]
 
 # per-sample columns that are not measures
-_ID_COLUMNS = ("sample", "label", "epoch", "split", "checkpoint")
+_ID_COLUMNS = ("sample", "sample_id", "label", "epoch", "split", "checkpoint")
 _BASE_COLUMNS = ("loss_clean", "loss_adv", "correct_clean", "correct_adv")
 
 

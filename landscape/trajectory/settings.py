@@ -21,7 +21,7 @@ __all__ = ["RESULT_FORMAT", "SPLITS", "TrajectorySettings", "TrajectoryWarning",
            "json_normal"]
 
 SPLITS = ("train", "test")
-RESULT_FORMAT = 1  # bump when a result file's meaning changes: old results are then recomputed
+RESULT_FORMAT = 2  # 2: per-sample rows carry sample_id. Bump when a result file's meaning changes: old results are then recomputed
 
 
 class TrajectoryWarning(UserWarning):

@@ -19,7 +19,8 @@ from .._base import LandscapeError
 from .settings import TrajectorySettings
 from .store import CheckpointResult, file_fingerprint, stat_key
 
-__all__ = ["CheckpointRead", "Prefetcher", "analyse_checkpoint", "clear_data_cache", "evidence_batch", "load_split",
+__all__ = ["CheckpointRead", "Prefetcher", "analyse_checkpoint", "clear_data_cache", "dataset_indices",
+           "evidence_batch", "load_split",
            "one_line", "read_checkpoint", "weights_digest"]
 
 
@@ -58,6 +59,19 @@ def open_split(s: TrajectorySettings, split: str):
             ds = open_dataset(s.data, split, root=s.data_root, **dict(s.data_args))
         _OPENED[key] = select(ds, s.n, s.seed)
     return _OPENED[key]
+
+
+def dataset_indices(ds) -> "np.ndarray":
+    """(len(ds),) int64: the index of each sample of ``ds`` in the dataset it was drawn from (through any chain of
+    ``Subset``s: ``select``'s stratified subset, a user's own subset), so a sample keeps its id whichever
+    subset of the split is evaluated; ``arange`` for a whole dataset."""
+    import numpy as np
+
+    from ..datasets import Subset
+
+    if isinstance(ds, Subset):
+        return dataset_indices(ds.dataset)[ds.indices]
+    return np.arange(len(ds), dtype=np.int64)
 
 
 def load_split(s: TrajectorySettings, split: str, device: str):
@@ -186,6 +200,7 @@ def _measure(ckpt, s: TrajectorySettings, device: str) -> pd.DataFrame:
         x, y = data if isinstance(data, tuple) else (data, None)
         df = measure(model, x, y, settings=s.attack, options=s.options)
         df.insert(0, "split", split)
+        df.insert(2, "sample_id", dataset_indices(open_split(s, split))[df["sample"].to_numpy()])
         frames.append(df)
     return pd.concat(frames, ignore_index=True)
 
