@@ -32,7 +32,7 @@ import torch.nn as nn
 
 from ._base import check_labels_fit, check_model_batch, frozen_params, set_mode, per_sample_loss
 
-__all__ = ["ATTACKS", "AttackSettings", "Norm", "attack_settings", "fgsm", "pgd", "run_attack"]
+__all__ = ["ATTACKS", "PGD_STARTS", "AttackSettings", "Norm", "attack_settings", "fgsm", "pgd", "run_attack"]
 
 ATTACKS = ("pgd", "fgsm")
 """Attacks of :class:`AttackSettings` (AutoAttack lives in :mod:`landscape.evaluate`)."""
@@ -159,7 +159,8 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *,
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, steps: int = 10,
         step_size: float | None = None, norm: str | Norm = "linf", random_start: bool = True, seed: int = 0,
-        train_mode: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        train_mode: bool = False, start: str | None = None,
+        start_grad: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Projected gradient descent (ascent on the loss) within an L∞ or L2 ball.
 
     Madry et al., "Towards deep learning models resistant to adversarial attacks", ICLR 2018. Each step
@@ -181,6 +182,14 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, steps
         train_mode: attack with the model in training mode (batch-norm uses batch statistics and, as in
             the AT training loops of Rice et al. and AdvLC, updates its running statistics); the caller's
             mode is restored afterwards. Default False (eval mode).
+        start: where the first step starts (overrides ``random_start`` when given): ``"clean"`` (x),
+            ``"random"`` (as ``random_start=True``) or ``"grad"``: ``x + ∇ₓ mean_i CE(f(x_i), y_i)`` — the start
+            the official AT/AdvLC training loop actually uses (TreeLLi/Combating-RO-AdvLC passes the clean
+            input gradient positionally into the ``pert`` argument of its ``pgd``). That start is neither
+            projected nor boxed before the first gradient, which is taken at ``clamp(x + g, 0, 1)``, as
+            there. Default None (``random_start`` decides).
+        start_grad: (B, ...) the batch-mean input gradient for ``start="grad"`` when the caller already has
+            it (the official loop reuses its clean pass); computed here (one more forward pass) when None.
 
     Returns:
         ``(x_adv, delta)``, both (B, ...) detached, ``x_adv = clamp(x + delta, 0, 1)``, ``delta`` within
@@ -195,16 +204,35 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, steps
     steps = _check_steps(steps)
     alpha = 2.5 * eps / steps if step_size is None else _check_eps(step_size, "step_size")
     x, y = check_model_batch(model, x, y, unit_box=True)
-    if random_start:
+    start = _check_start(start, random_start)
+    if start == "random":
         generator = torch.Generator(device=x.device).manual_seed(int(seed))
         delta = _box(x, _random_start(x, eps, norm, generator))
     else:
         delta = torch.zeros_like(x)
     with set_mode(model, bool(train_mode)), frozen_params(model):
-        for _ in range(steps):
+        first = 0
+        if start == "grad":  # the official loop's start: the raw batch-mean gradient, first gradient at the box
+            delta = (_loss_grad(model, x, y) / x.shape[0] if start_grad is None else start_grad).detach()
+            grad = _loss_grad(model, (x + delta).clamp(0.0, 1.0), y)
+            delta = _box(x, _project(delta + alpha * _ascent_direction(grad, norm), eps, norm))
+            first = 1
+        for _ in range(first, steps):
             grad = _loss_grad(model, x + delta, y)
             delta = _box(x, _project(delta + alpha * _ascent_direction(grad, norm), eps, norm))
     return _result(x, delta)
+
+
+#: PGD start points (:func:`pgd`'s ``start``).
+PGD_STARTS = ("clean", "random", "grad")
+
+
+def _check_start(start: str | None, random_start: bool) -> str:
+    if start is None:
+        return "random" if random_start else "clean"
+    if start not in PGD_STARTS:
+        raise ValueError(f"unknown PGD start {start!r} (allowed: {', '.join(PGD_STARTS)})")
+    return start
 
 
 @dataclasses.dataclass(frozen=True)

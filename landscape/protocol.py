@@ -12,16 +12,23 @@ from .augmentation import check_augmentation
 from .objectives import ADVERSARIAL_METHODS, METHODS
 from .regularizers import GRADIENT_NORMS
 
+#: start points of the training PGD (landscape.attacks.PGD_STARTS, repeated to keep this import light).
+PGD_STARTS = ("clean", "random", "grad")
+
 __all__ = ["PRESETS", "LATER_DEFAULTS", "preset", "check_settings"]
 
 #: The official training configurations of AT/AdvLC on CIFAR-10 (TreeLLi/Combating-RO-AdvLC:
 #: ``src/config/train.py``, ``src/config/config.py``, ``src/utils/train.py``, ``src/data/factory.py``):
-#: PGD-10, eps 8/255, step 2/255, no random start, the clean forward pass first, random crop (padding 4)
+#: PGD-10, eps 8/255, step 2/255, started at x + ∇ₓ(batch-mean CE) (``pgd_start="grad"``: the official loop
+#: passes the clean input gradient positionally into ``pgd(..., max_iter, pert=None, ig=None)``'s ``pert``, so its
+#: "no random start" PGD starts there — the repo's behaviour; the paper's text says no random start; pass
+#: ``pgd_start="clean"`` for that), the clean forward pass first, random crop (padding 4)
 #: + horizontal flip, SGD lr 0.1 momentum 0.9 weight decay 1e-4 (the code's default), batch 100 with the
 #: last partial batch dropped, 200 epochs, lr ×0.1 at epochs 100 and 150. ``_swa``: the README's AdvLC+SWA
 #: command (``--reg_lam 0.4 --swa 50 n 500``): equal-weight averaging from the 51st epoch, every 500th batch.
 PRESETS = {
-    "official_cifar10": dict(eps=8 / 255, steps=10, step_size=2 / 255, random_start=False, clean_first=True,
+    "official_cifar10": dict(eps=8 / 255, steps=10, step_size=2 / 255, random_start=False, pgd_start="grad",
+                             clean_first=True,
                              augment="crop_flip", crop_pad=4, epochs=200, lr=0.1, lr_milestones=(0.5, 0.75),
                              momentum=0.9, weight_decay=1e-4, batch_size=100, drop_last=True, eval_steps=10),
 }
@@ -30,7 +37,7 @@ PRESETS["official_cifar10_swa"] = dict(PRESETS["official_cifar10"], lam=0.4, swa
 # Settings added after runs were first written, with the value that reproduces those runs.
 LATER_DEFAULTS = dict(clean_weight=1.0, excess_weight=1.0, random_start=True, clean_first=False, augment="none",
                        crop_pad=4, drop_last=False, small_eps=None, swa_start=None, swa_every=None,
-                       save_every=None)
+                       save_every=None, pgd_start=None, awp_gamma=None, cure_h=None, llr_mu=None)
 
 
 def preset(name: str) -> dict:
@@ -53,6 +60,13 @@ def check_settings(s: dict) -> None:
     if s["grad_norm"] not in GRADIENT_NORMS:
         raise ValueError(f"unknown grad_norm {s['grad_norm']!r} (allowed: {', '.join(GRADIENT_NORMS)})")
     check_augmentation(s["augment"], s["crop_pad"])
+    if s.get("pgd_start") is not None and s["pgd_start"] not in PGD_STARTS:
+        raise ValueError(f"unknown pgd_start {s['pgd_start']!r} (allowed: {', '.join(PGD_STARTS)}, or None)")
+    for key in ("awp_gamma", "cure_h", "llr_mu"):
+        v = s.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                              or not (math.isfinite(v) and v >= 0)):
+            raise ValueError(f"{key} must be a finite number >= 0 or None, got {v!r}")
     for key in ("epochs", "steps", "batch_size", "eval_every", "eval_steps"):
         v = s[key]
         if isinstance(v, bool) or not isinstance(v, int):

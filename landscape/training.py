@@ -1,8 +1,10 @@
 """Training loops that produce checkpoints for the trajectory analysis.
 
-Six methods (:mod:`landscape.objectives`): ``standard``, ``standard_gradreg`` (standard training +
+Methods (:mod:`landscape.objectives`): ``standard``, ``standard_gradreg`` (standard training +
 input-gradient regularisation), ``pgd_at``, ``at_decomposed`` (AT as weighted clean term + adversarial
-excess), ``at_advlc`` (Li & Spratling 2023) and ``at_gradreg`` (AT + input-gradient regularisation).
+excess), ``at_advlc`` (Li & Spratling 2023), ``at_gradreg`` (AT + input-gradient regularisation), and the
+similar methods ``trades``, ``mart``, ``awp_at``, ``awp_trades``, ``cure``, ``llr`` with their published
+defaults.
 
 ``x_adv`` comes from :func:`landscape.attacks.pgd` with ``train_mode=True`` (the model attacked in training
 mode, as in the official AT/AdvLC loops). SGD with momentum, step learning-rate decay (×0.1 at fractions of
@@ -41,7 +43,7 @@ from ._base import LandscapeError, check_batch, derive_seed, eval_mode, model_de
 from ._io import atomic_write
 from .runs import Run, run_file
 from ._version import __version__
-from .objectives import DEFAULT_LAM, METHODS, batch_loss
+from .objectives import DEFAULT_LAM, METHODS, batch_loss, method_params
 from .protocol import LATER_DEFAULTS, PRESETS, check_settings, preset
 
 __all__ = ["METHODS", "DEFAULT_LAM", "METRIC_COLUMNS", "SMALL_EPS_COLUMNS", "PRESETS", "preset", "train",
@@ -213,7 +215,9 @@ def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Te
                               lam=lam, top=settings["top"], grad_norm=settings["grad_norm"],
                               clean_weight=settings["clean_weight"], excess_weight=settings["excess_weight"],
                               random_start=settings["random_start"], clean_first=settings["clean_first"],
-                              seed=derive_seed(seed, _TRAIN_ATTACK, epoch, b))
+                              seed=derive_seed(seed, _TRAIN_ATTACK, epoch, b), pgd_start=settings["pgd_start"],
+                              awp_gamma=settings["awp_gamma"], cure_h=settings["cure_h"],
+                              llr_mu=settings["llr_mu"])
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise LandscapeError(f"training diverged at epoch {epoch} (loss {value}); "
@@ -372,7 +376,9 @@ def _save_epoch(out: Path, model, optimizer, swa, *, epoch: int, settings: Mappi
 def train(model: nn.Module, data, *, method: str = "pgd_at", eps: float = 0.1, steps: int = 7,
           step_size: float | None = None, norm: str = "linf", lam: float | None = None, lam_warmup: int = 0,
           top: float = 0.1, grad_norm: str = "l1", clean_weight: float = 1.0, excess_weight: float = 1.0,
-          random_start: bool = True, clean_first: bool = False, augment: str = "none", crop_pad: int = 4,
+          random_start: bool = True, pgd_start: str | None = None, clean_first: bool = False,
+          awp_gamma: float | None = None, cure_h: float | None = None, llr_mu: float | None = None,
+          augment: str = "none", crop_pad: int = 4,
           epochs: int = 150, lr: float = 0.1, lr_milestones: Sequence[float] = (0.5, 0.75),
           momentum: float = 0.9, weight_decay: float = 5e-4, batch_size: int = 64, drop_last: bool = False,
           swa_start: int | None = None, swa_every: int | None = None, label_noise: float = 0.0, seed: int = 0,
@@ -402,8 +408,14 @@ def train(model: nn.Module, data, *, method: str = "pgd_at", eps: float = 0.1, s
         grad_norm: input-gradient penalty ``"l1"`` (‖g‖₁) or ``"l2sq"`` (‖g‖₂²). Default ``"l1"``.
         clean_weight, excess_weight: weights of the clean term and of the adversarial excess in
             ``at_decomposed``. Default 1, 1 (= PGD-AT).
-        random_start: PGD starts from a random point of the eps ball. Default True; the official code:
-            False.
+        random_start: PGD starts from a random point of the eps ball. Default True. Used when ``pgd_start``
+            is None.
+        pgd_start: start of the training PGD (PGD-family methods): ``"clean"`` (x), ``"random"`` or
+            ``"grad"`` (x + ∇ₓ batch-mean CE: what the official AT/AdvLC loop actually does, see
+            :mod:`landscape.objectives.adversarial`). Default None (``random_start`` decides).
+        awp_gamma, cure_h, llr_mu: AWP's relative weight perturbation γ, CURE's finite-difference step h
+            ([0,1] units) and LLR's μ; None: the published defaults (``DEFAULT_PARAMS`` of
+            :mod:`landscape.objectives`; 5e-3, 1.5/255, 3). Recorded only for the methods that use them.
         clean_first: run the clean forward pass before the attack (official order). Default False.
         augment: ``"none"``, ``"crop"`` or ``"crop_flip"`` (:mod:`landscape.augmentation`), with
             ``crop_pad`` pixels of padding. Default ``"none"``; official CIFAR: ``"crop_flip"``, 4.
@@ -457,7 +469,8 @@ def train(model: nn.Module, data, *, method: str = "pgd_at", eps: float = 0.1, s
         method=method, eps=eps, steps=steps, step_size=step_size, norm=str(getattr(norm, "value", norm)),
         lam=DEFAULT_LAM.get(method, 0.0) if lam is None else lam, lam_warmup=lam_warmup, top=top,
         grad_norm=grad_norm, clean_weight=clean_weight, excess_weight=excess_weight, random_start=random_start,
-        clean_first=clean_first, augment=augment, crop_pad=crop_pad, epochs=epochs, lr=lr,
+        pgd_start=pgd_start, clean_first=clean_first,
+        **method_params(method, awp_gamma=awp_gamma, cure_h=cure_h, llr_mu=llr_mu), augment=augment, crop_pad=crop_pad, epochs=epochs, lr=lr,
         lr_milestones=list(lr_milestones), momentum=momentum, weight_decay=weight_decay, batch_size=batch_size,
         drop_last=drop_last, swa_start=swa_start, swa_every=swa_every, label_noise=label_noise, seed=seed,
         eval_every=eval_every, eval_n=eval_n, eval_steps=eval_steps, small_eps=small_eps, save_every=save_every,

@@ -228,7 +228,10 @@ def test_caller_mode_restored_and_no_grad_left(tmp_path):
 
 
 @pytest.mark.parametrize("bad, match", [
-    (dict(method="trades"), "standard, standard_gradreg, pgd_at, at_decomposed, at_advlc, at_gradreg"),
+    (dict(method="trade"), "standard, standard_gradreg, pgd_at, at_decomposed, at_advlc, at_gradreg, trades"),
+    (dict(method="trades", eps=0.0), "eps > 0"),
+    (dict(pgd_start="middle"), "clean, random, grad"),
+    (dict(method="awp_at", awp_gamma=-1.0), "awp_gamma"),
     (dict(method="pgd_at", eps=0.0), "eps > 0"),
     (dict(label_noise=1.0), "label_noise"),
     (dict(epochs=0), "epochs"),
@@ -440,6 +443,7 @@ def test_official_preset_is_accepted_by_train_and_matches_the_official_configura
     assert (p["epochs"], p["batch_size"], p["weight_decay"], p["lr"]) == (200, 100, 1e-4, 0.1)
     assert [int(f * p["epochs"]) for f in p["lr_milestones"]] == [100, 150]
     assert p["random_start"] is False and p["clean_first"] and p["augment"] == "crop_flip"
+    assert p["pgd_start"] == "grad"  # the official loop's actual start: x + grad_x(batch-mean CE)
     swa = training.preset("official_cifar10_swa")
     assert (swa["lam"], swa["swa_start"], swa["swa_every"]) == (0.4, 51, 500)
     p["epochs"] = 1
@@ -460,7 +464,13 @@ def test_train_cli_preset_with_explicit_overrides(tmp_path, capsys):
     assert (s["random_start"], s["clean_first"], s["augment"], s["drop_last"]) == (False, True, "crop_flip", True)
     assert (s["weight_decay"], s["eps"], s["step_size"]) == (1e-4, 8 / 255, 2 / 255)  # from the preset
     assert (s["epochs"], s["batch_size"], s["steps"], s["small_eps"]) == (1, 20, 1, 0.01)  # explicit wins
-    assert s["lam"] == 0.3 and s["method"] == "at_advlc"
+    assert s["lam"] == 0.3 and s["method"] == "at_advlc" and s["pgd_start"] == "grad"
+    clean = tmp_path / "official_clean"
+    assert main(["train", "--quiet", "--data", "digits", "--arch", "mlp", "--arch-arg", "hidden=(12,)",
+                 "--preset", "official_cifar10", "--method", "at_advlc", "--epochs", "1", "--batch-size", "20",
+                 "--train-n", "40", "--n", "20", "--steps", "1", "--eval-steps", "1", "--pgd-start", "clean",
+                 "--out", str(clean)]) == 0
+    assert json.loads((clean / "settings.json").read_text())["pgd_start"] == "clean"
     with pytest.raises(SystemExit) as exc:
         main(["train", "--quiet", "--data", "digits", "--arch", "mlp", "--preset", "rice", "--out", str(tmp_path / "x")])
     assert exc.value.code == 2 and "official_cifar10" in capsys.readouterr().err
@@ -475,10 +485,36 @@ def test_module_does_not_import_the_package_root(module):
 
     import landscape
 
-    tree = ast.parse((Path(landscape.__file__).parent / f"{module}.py").read_text())
-    for node in ast.walk(tree):
+    path = Path(landscape.__file__).parent / f"{module}.py"
+    files = [path] if path.exists() else sorted(path.with_suffix("").glob("*.py"))  # a module or a package
+    for node in (n for f in files for n in ast.walk(ast.parse(f.read_text()))):
         if isinstance(node, ast.ImportFrom):
             assert not (node.level == 1 and node.module is None), f"{module}: from . import ..."
             assert not (node.level == 0 and node.module == "landscape"), f"{module}: from landscape import ..."
         if isinstance(node, ast.Import):
             assert all(a.name != "landscape" for a in node.names), f"{module}: import landscape"
+
+
+@pytest.mark.parametrize("method", ["trades", "mart", "awp_at", "awp_trades", "cure", "llr"])
+def test_similar_methods_train_with_their_published_defaults_and_resume(tmp_path, method):
+    from landscape.objectives import DEFAULT_LAM, DEFAULT_PARAMS
+
+    _, metrics = _train(tmp_path, method=method, epochs=1)
+    s = json.loads((tmp_path / "run" / "settings.json").read_text())
+    assert s["lam"] == DEFAULT_LAM[method]
+    for key, table in DEFAULT_PARAMS.items():
+        assert s[key] == table.get(method)  # recorded for the methods that use it, None for the others
+    assert metrics["acc_adv"].notna().all()
+    _, again = _train(tmp_path, method=method, epochs=1)  # the finished run is found, not retrained
+    assert again.equals(metrics)
+
+
+def test_train_cli_trains_a_similar_method(tmp_path):
+    from landscape.cli import main
+
+    out = tmp_path / "cli_awp"
+    assert main(["train", "--quiet", "--data", "digits", "--arch", "mlp", "--arch-arg", "hidden=(12,)",
+                 "--method", "awp_trades", "--awp-gamma", "0.01", "--epochs", "1", "--train-n", "40", "--n", "20",
+                 "--steps", "1", "--eval-steps", "1", "--out", str(out)]) == 0
+    s = json.loads((out / "settings.json").read_text())
+    assert (s["method"], s["awp_gamma"], s["lam"], s["cure_h"]) == ("awp_trades", 0.01, 6.0, None)

@@ -19,7 +19,8 @@ NORMALIZATIONS = ("unit", "linf")
 RANDOM_KINDS = ("rademacher", "gaussian")
 
 #: landscape.training.METHODS and PRESETS, landscape.augmentation.AUGMENTATIONS
-METHODS = ("standard", "standard_gradreg", "pgd_at", "at_decomposed", "at_advlc", "at_gradreg")
+METHODS = ("standard", "standard_gradreg", "pgd_at", "at_decomposed", "at_advlc", "at_gradreg", "trades", "mart",
+           "awp_at", "awp_trades", "cure", "llr")
 PRESETS = ("official_cifar10", "official_cifar10_swa")
 AUGMENTATIONS = ("none", "crop", "crop_flip")
 

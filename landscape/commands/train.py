@@ -8,12 +8,12 @@ from ._common import (add_attack_args, add_data_args, add_model_args, data_info,
 from ._names import AUGMENTATIONS, METHODS, PRESETS
 from ._summary import print_summary
 
-HELP = ("train standard / standard_gradreg / pgd_at / at_decomposed / at_advlc / at_gradreg, saving checkpoints "
-        "every epoch (resumable)")
+HELP = ("train standard / standard_gradreg / pgd_at / at_decomposed / at_advlc / at_gradreg / trades / mart / "
+        "awp_at / awp_trades / cure / llr, saving checkpoints every epoch (resumable)")
 
 # options whose default comes from train() or from --preset (None here means "not given")
 _TRAIN_OPTIONS = ("eps", "steps", "step_size", "norm", "lam", "lam_warmup", "grad_norm", "clean_weight",
-                  "excess_weight", "random_start", "clean_first", "augment", "crop_pad", "epochs", "lr",
+                  "excess_weight", "random_start", "pgd_start", "clean_first", "awp_gamma", "cure_h", "llr_mu", "augment", "crop_pad", "epochs", "lr",
                   "lr_milestones", "momentum", "weight_decay", "batch_size", "drop_last", "swa_start", "swa_every",
                   "label_noise", "eval_every", "eval_steps", "small_eps", "save_every")
 
@@ -52,7 +52,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--label-noise", type=non_negative_float, default=None,
                    help="fraction of training labels flipped to another class (symmetric, seeded)")
     g.add_argument("--lam", type=non_negative_float, default=None,
-                   help="regularisation weight (default 0.3 for at_advlc, 0.1 for the gradient penalties)")
+                   help="regularisation weight (default: the method's published one — 0.3 at_advlc, 0.1 "
+                        "gradient penalties, beta 6 trades/mart/awp_trades, 4 cure/llr)")
+    g.add_argument("--pgd-start", choices=["clean", "random", "grad"], default=None,
+                   help="start of the training PGD: clean x, random in the ball, or grad = x + grad_x(mean CE), "
+                        "the official AdvLC loop's actual start (default: from --random-start; "
+                        "official_cifar10: grad)")
+    g.add_argument("--awp-gamma", type=non_negative_float, default=None,
+                   help="awp_at/awp_trades: relative weight perturbation gamma (default 5e-3)")
+    g.add_argument("--cure-h", type=positive_float, default=None,
+                   help="cure: finite-difference step h in [0,1] pixel units (default 1.5/255)")
+    g.add_argument("--llr-mu", type=non_negative_float, default=None,
+                   help="llr: weight mu of the gradient-alignment term (default 3)")
     g.add_argument("--lam-warmup", type=int, default=None, help="epochs of linear ramp of --lam (default 0)")
     g.add_argument("--grad-norm", default=None, choices=["l1", "l2sq"], help="gradient penalty (default l1)")
     g.add_argument("--clean-weight", type=non_negative_float, default=None,
@@ -88,6 +99,8 @@ def train_kwargs(args: argparse.Namespace) -> dict:
     from landscape.training import preset  # lazy: start-up (torch)
 
     kw = preset(args.preset) if args.preset else {}
+    if getattr(args, "random_start", None) is not None and getattr(args, "pgd_start", None) is None:
+        kw.pop("pgd_start", None)  # an explicit --random-start/--no-random-start wins over the preset's start
     kw.update({k: getattr(args, k) for k in _TRAIN_OPTIONS if getattr(args, k, None) is not None})
     return kw
 
