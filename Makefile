@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench lint install browser clean
+.PHONY: demo study test bench lint install browser clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ browser:
 
 demo: $(STAMP)
 	$(PY) -m landscape.study --out runs/demo
+
+# The longer studies behind the demo's claims (resumable): AdvLC against similar methods, and attribution.
+study: $(STAMP)
+	$(PY) -m landscape.study --study methods --out runs/methods
+	$(PY) -m landscape.study --study attribution --out runs/attribution
 
 test: $(STAMP) browser
 	$(PY) -m pytest

@@ -111,7 +111,7 @@ def _registries() -> dict[str, tuple]:
     from landscape.measures import DEFAULT_MEASURES, MEASURES
     from landscape.plotting import FIGURES
     from landscape.slices import DIRECTIONS, NORMALIZATIONS, RANDOM_KINDS
-    from landscape.study.experiments import DEFAULT_VARIANTS, VARIANTS
+    from landscape.study.experiments import DEFAULT_VARIANTS, STUDIES, VARIANTS
     from landscape.training import METHODS, PRESETS
     from landscape.trajectory.executors import EXECUTORS
 
@@ -119,7 +119,7 @@ def _registries() -> dict[str, tuple]:
             "NORMALIZATIONS": tuple(NORMALIZATIONS), "RANDOM_KINDS": tuple(RANDOM_KINDS),
             "METHODS": tuple(METHODS), "PRESETS": tuple(PRESETS), "AUGMENTATIONS": tuple(AUGMENTATIONS),
             "EXECUTORS": tuple(EXECUTORS), "VARIANTS": tuple(VARIANTS), "DEFAULT_VARIANTS": tuple(DEFAULT_VARIANTS),
-            "FIGURES": tuple(FIGURES), "DATASETS": tuple(sorted(list_datasets()))}
+            "STUDIES": tuple(STUDIES), "FIGURES": tuple(FIGURES), "DATASETS": tuple(sorted(list_datasets()))}
 
 
 def test_the_light_name_lists_equal_their_registries():

@@ -4,13 +4,16 @@ from __future__ import annotations
 import argparse
 
 from ._common import positive_int
-from ._names import DEFAULT_VARIANTS, VARIANTS
+from ._names import DEFAULT_VARIANTS, STUDIES, VARIANTS
 
 HELP = "train the study's variants on digits with label noise, analyse them, write claims.csv and report.html"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    p.add_argument("--study", default="robust_overfitting", choices=["robust_overfitting", *STUDIES],
+                   help="the default robust-overfitting demo, 'methods' (AdvLC against TRADES, MART, AWP, CURE, "
+                        "LLR: robustness and cost) or 'attribution' (which training samples drive RO); resumable")
+    p.add_argument("--out", default=None, help="output folder (default runs/demo; runs/<study> for the others)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED", help="seeds (default: 0 1 2)")
     p.add_argument("--epochs", type=positive_int, default=None, help="training epochs (default 150)")
     p.add_argument("--methods", nargs="+", default=None, choices=list(VARIANTS), metavar="VARIANT",
@@ -26,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from landscape.study.experiments import main  # lazy: start-up (torch, matplotlib)
 
-    argv = ["--out", str(args.out)]
+    argv = ["--study", args.study] + (["--out", str(args.out)] if args.out else [])
     if args.seeds:
         argv += ["--seeds", *map(str, args.seeds)]
     if args.methods:

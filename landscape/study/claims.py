@@ -7,6 +7,9 @@ Li & Spratling (2023) claim that robust overfitting (RO)
    the input loss landscape grows;
 4. is mitigated by AdvLC, with the best robustness among similar regularisers.
 
+One cross-paper statement ("x.") puts the weight landscape beside them: Stutz et al. (2021) and Wu et al.
+(2020, AWP) found the weight landscape of the robust loss turning sharper as RO sets in.
+
 :func:`claims_table` turns the per-run summary of a study (one row per variant and seed, see
 :func:`landscape.study.findings.run_summary`) into one row per testable statement: ``claim, evidence, value,
 holds``; :func:`claims_markdown` renders such a table.
@@ -79,6 +82,10 @@ _STATEMENTS = [
      "grows", "rho_curv_share", "pgd_at", None, -1,
      "Spearman ρ over analysed epochs ≥ best epoch between test curv_adv and the first-order share "
      "eps·‖∇ₓL‖₁ / (L(x_adv) − L(x)), pgd_at, mean over seeds"),
+    ("x. Cross-paper (Stutz et al. 2021; Wu et al. 2020, AWP): the weight landscape of the robust loss turns "
+     "sharper during RO", "w_flat_avg_rise", "pgd_at", None, 1,
+     "average-case robust flatness w_flat_avg (robust-loss rise under random relative weight noise) at the last − "
+     "the best epoch, pgd_at"),
     ("4. AdvLC mitigates RO", "gap", "pgd_at", "at_advlc", 1, "RO gap of pgd_at − at_advlc (points)"),
     ("4. AdvLC gives the best robustness among the regularisers", "last", "at_advlc", "at_gradreg", 1,
      "last-epoch test PGD accuracy of at_advlc − at_gradreg (points)"),

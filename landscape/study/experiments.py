@@ -82,6 +82,9 @@ DEFAULT_VARIANTS = ("standard", "standard_gradreg", "pgd_at", "at_clean_half", "
 SMALL_EPS_VARIANTS = ("standard", "standard_gradreg")
 #: landscape measures (names of :data:`landscape.measures.MEASURES`) computed along each trajectory.
 STUDY_MEASURES = ("grad", "curv_adv", "taylor_gap", "logit_var")
+#: weight-space measures of the study: the two that cost little beside the input measures on 2 cores
+#: (w_eig_top/w_trace/w_flat_worst would add about a minute to `make demo`; `landscape trajectory` offers them)
+STUDY_WEIGHT_MEASURES = ("w_flat_avg", "w_awp")
 #: variants whose loss slices (first seed only) go into the report.
 SLICED = ("pgd_at", "at_advlc")
 
@@ -100,7 +103,8 @@ def study_config(*, quick: bool = False, epochs: int | None = None, every: int |
         analysis_n=20 if quick else 300, analysis_steps=2 if quick else 10,
         every=every or (3 if quick else 10),
         slice_n=4 if quick else 32, slice_grid=9 if quick else 41,
-        measures=_available(["grad", "curv_adv", "fo_share"] if quick else [*STUDY_MEASURES, "fo_share"]),
+        measures=_available(["grad", "curv_adv", "fo_share", "w_flat_avg"] if quick
+                            else [*STUDY_MEASURES, "fo_share", *STUDY_WEIGHT_MEASURES]),
     )
 
 
@@ -275,9 +279,16 @@ def run_all(out: Path, runs: list[tuple[str, int]], cfg: dict, *, jobs: int, pro
 
 
 # -------------------------------------------------------------------------------------------------- main
+#: the studies besides this one (``--study NAME``): name -> module whose ``main(argv)`` runs it.
+STUDIES = {"methods": "landscape.study.methods", "attribution": "landscape.study.attribution"}
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m landscape.study", description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    p.add_argument("--study", default="robust_overfitting", choices=["robust_overfitting", *STUDIES],
+                   help="which study: the default robust-overfitting demo, or 'methods' (AdvLC against similar "
+                        "methods) or 'attribution' (which training samples drive RO); each is resumable")
+    p.add_argument("--out", default=None, help="output folder (default runs/demo, runs/<study> for the others)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
                    help="seeds to run (default: 0 1 2; 0 with --quick)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default 150; 6 with --quick)")
@@ -296,6 +307,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="instead of running: copy RUN_DIR's summary tables to docs/results/ and rewrite the "
                         "generated blocks of README.md and docs/findings.md from them (run in the repository)")
     args = p.parse_args(argv)
+    if args.out is None:
+        args.out = "runs/demo" if args.study == "robust_overfitting" else f"runs/{args.study}"
+    args.seeds_given = args.seeds is not None
     if args.seeds is None:
         args.seeds = [0] if args.quick else [0, 1, 2]
     if args.epochs is not None and args.epochs < 1:
@@ -308,8 +322,42 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+#: where the demo looks for the methods study's claims (``landscape demo --study methods``), first found wins:
+#: a study run beside the demo's output, else the committed results of the repository.
+METHODS_RESULTS = ("{out}/../methods", "docs/results/methods")
+
+
+def methods_claims(out: Path) -> pd.DataFrame:
+    """The methods study's claim rows (robustness against TRADES, MART, AWP, CURE, LLR, gradient regularisation;
+    efficiency) for the demo's claims table, read from its ``methods_claims.csv`` (:data:`METHODS_RESULTS`) with
+    the source named in the evidence; one "not measured" row when no study was run."""
+    from .claims import CLAIM_COLUMNS
+
+    for pattern in METHODS_RESULTS:
+        path = Path(pattern.format(out=out)) / "methods_claims.csv"
+        if path.is_file():
+            rows = pd.read_csv(path)
+            rows["evidence"] = [f"methods study ({path.parent}): {e}" for e in rows["evidence"]]
+            return rows[CLAIM_COLUMNS]
+    return pd.DataFrame([dict(claim="4. AdvLC gives the highest robustness among similar methods",
+                              evidence="not measured: run `landscape demo --study methods` (about an hour on 2 cores)",
+                              value=math.nan, holds="inconclusive")], columns=CLAIM_COLUMNS)
+
+
+def _other_study(args: argparse.Namespace) -> int:
+    import importlib
+
+    argv = ["--out", str(args.out), "--jobs", str(args.jobs)]
+    if args.seeds_given:
+        argv += ["--seeds", *map(str, args.seeds)]
+    argv += [f for f, on in (("--quick", args.quick), ("--quiet", args.quiet)) if on]
+    return importlib.import_module(STUDIES[args.study]).main(argv)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.study != "robust_overfitting":
+        return _other_study(args)
     if args.readme is not None:
         from .docblocks import publish
 
@@ -329,7 +377,7 @@ def main(argv=None) -> int:
     timings = run_all(out, runs, cfg, jobs=args.jobs, progress=progress, threads=args.threads)
     t_runs = time.perf_counter() - t0
     per_run, agg = findings_table(out, args.methods, args.seeds, eps=cfg["eps"])
-    claims = claims_table(per_run)
+    claims = pd.concat([claims_table(per_run), methods_claims(out)], ignore_index=True)
     study = Run(out)  # every file of the study folder is written atomically
     write_file(out / "findings_runs.csv", per_run)
     study.write("findings", agg)

@@ -21,7 +21,11 @@ __all__ = ["FINDING_MEASURES", "run_dir", "log_best_epoch", "epoch_first_order_s
            "findings_table", "findings_markdown"]
 
 #: trajectory columns reported at the best and the last epoch.
-FINDING_MEASURES = {"grad_l1_mean": "grad_l1", "curv_adv_mean": "curv_adv"}
+FINDING_MEASURES = {"grad_l1_mean": "grad_l1", "curv_adv_mean": "curv_adv", "w_flat_avg_mean": "w_flat_avg",
+                    "w_awp_gap_mean": "w_awp_gap"}
+#: their findings-table headers; the weight-space ones (``w_*``) are shown only when a study measured them.
+_FINDING_LABELS = {"grad_l1": "grad ‖∇ₓL‖₁", "curv_adv": "curv_adv", "w_flat_avg": "w_flat_avg (weights)",
+                   "w_awp_gap": "w_awp_gap (weights)"}
 
 
 def run_dir(out: Path, variant: str, seed: int) -> Path:
@@ -75,6 +79,7 @@ def run_summary(folder: Path, eps: float | None = None) -> dict:
             if column in traj.columns:
                 for tag, epoch in (("best", best), ("last", last)):
                     row[f"{name}_{tag}"] = float(traj[column].get(epoch, np.nan))
+                row[f"{name}_rise"] = row[f"{name}_last"] - row[f"{name}_best"]
         if eps is not None and {"curv_adv_mean", "grad_l1_mean"} <= set(traj.columns):
             after = traj[traj.index >= best]
             row["rho_curv_share"] = spearman(after["curv_adv_mean"], epoch_first_order_share(after, eps))
@@ -94,8 +99,9 @@ def findings_table(out: Path, variants, seeds, eps: float | None = None) -> tupl
 
 def findings_markdown(agg: pd.DataFrame) -> str:
     """Markdown table of :func:`findings_table`'s per-variant summary (mean ± sd over seeds)."""
+    shown = [n for n in FINDING_MEASURES.values() if not n.startswith("w_") or f"{n}_best_mean" in agg.columns]
     head = ["variant", "seeds", "best PGD acc (%)", "best epoch", "last PGD acc (%)", "best − last (points)",
-            "best − last at small eps", "last clean acc (%)", "grad ‖∇ₓL‖₁ best → last", "curv_adv best → last"]
+            "best − last at small eps", "last clean acc (%)", *[f"{_FINDING_LABELS[n]} best → last" for n in shown]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in agg.to_dict("records"):
         cells = [r["variant"], str(r["seeds"]), pm(r["best_mean"], r["best_std"], 1),
@@ -103,7 +109,7 @@ def findings_markdown(agg: pd.DataFrame) -> str:
                  pm(r["gap_mean"], r["gap_std"], 1),
                  pm(r.get("gap_small_mean", math.nan), r.get("gap_small_std", math.nan), 1),
                  pm(r["clean_last_mean"], r["clean_last_std"], 1)]
-        for name in FINDING_MEASURES.values():
+        for name in shown:
             if f"{name}_best_mean" in r:
                 cells.append(f"{pm(r[f'{name}_best_mean'], r[f'{name}_best_std'], 3)} → "
                              f"{pm(r[f'{name}_last_mean'], r[f'{name}_last_std'], 3)}")
