@@ -20,7 +20,10 @@ if TYPE_CHECKING:  # the names below, for type checkers and editors
     from .attacks import fgsm, pgd
     from .checkpoints import CheckpointError, load_checkpoint, load_model, save_checkpoint
     from .datasets import DataError, load_dataset
+    from .attribution import attribute
     from .diagnose import diagnose
+    from .monitor import Monitor
+    from .ranking import rank_measures
     from .measures import MEASURES, measure
     from .models import Normalized, create_model, list_models
     from .regularizers import advlc
@@ -36,7 +39,8 @@ _LAZY = {
     "CheckpointError": "landscape.checkpoints", "load_checkpoint": "landscape.checkpoints",
     "load_model": "landscape.checkpoints", "save_checkpoint": "landscape.checkpoints",
     "DataError": "landscape.datasets", "load_dataset": "landscape.datasets",
-    "diagnose": "landscape.diagnose",
+    "diagnose": "landscape.diagnose", "Monitor": "landscape.monitor", "attribute": "landscape.attribution",
+    "rank_measures": "landscape.ranking",
     "MEASURES": "landscape.measures", "measure": "landscape.measures",
     "Normalized": "landscape.models", "create_model": "landscape.models", "list_models": "landscape.models",
     "slice_1d": "landscape.slices", "slice_2d": "landscape.slices",
@@ -45,9 +49,9 @@ _LAZY = {
 }
 
 __all__ = [
-    "LandscapeError", "CheckpointError", "DataError", "MEASURES", "Normalized", "__version__",
-    "advlc", "analyse_trajectory", "build_report", "create_model", "diagnose", "fgsm", "list_models",
-    "load_checkpoint", "load_dataset", "load_model", "measure", "pgd", "save_checkpoint", "slice_1d",
+    "LandscapeError", "CheckpointError", "DataError", "MEASURES", "Monitor", "Normalized", "__version__",
+    "advlc", "analyse_trajectory", "attribute", "build_report", "create_model", "diagnose", "fgsm", "list_models",
+    "load_checkpoint", "load_dataset", "load_model", "measure", "pgd", "rank_measures", "save_checkpoint", "slice_1d",
     "slice_2d", "train",
 ]
 

@@ -43,7 +43,7 @@ def test_claims_table_rows_values_and_verdicts():
                               gap_small=[20.0, 22.0, 24.0, 1.0, 2.0, 0.0]))
     rho = pd.DataFrame(dict(variant="pgd_at", seed=[0, 1, 2], rho_curv_share=[-0.8, -0.9, -0.7]))
     table = claims_table(pd.concat([runs, small, rho]))
-    assert list(table.columns) == CLAIM_COLUMNS and len(table) == 9
+    assert list(table.columns) == CLAIM_COLUMNS and len(table) == 10
 
     def row(start):
         (match,) = [r for r in table.to_dict("records") if r["claim"].startswith(start)]
@@ -57,7 +57,7 @@ def test_claims_table_rows_values_and_verdicts():
     assert row("3.") == (-0.8, "yes")
     assert row("4. AdvLC mitigates RO") == (9.0 - 13 / 6, "yes")
     assert row("4. AdvLC gives the best") == (9.0 - 13 / 6, "yes")  # last = 80 - gap
-    assert row("x. Cross-paper")[1] == "inconclusive"  # w_flat_avg not measured here
+    assert row("x. Cross-paper (Stutz")[1] == "inconclusive"  # w_flat_avg not measured here
 
 
 def test_weight_flatness_claim_is_the_rise_from_best_to_last():
@@ -65,6 +65,10 @@ def test_weight_flatness_claim_is_the_rise_from_best_to_last():
     row = claims_table(runs).set_index("claim").filter(like="x. Cross-paper", axis=0).iloc[0]
     assert row["value"] == pytest.approx(0.10) and row["holds"] == "yes"
     assert claims_table(runs.assign(w_flat_avg_rise=[-0.1, -0.12, -0.08])).iloc[6]["holds"] == "no"
+    assert row["evidence"].endswith(": 0.100 ± 0.012 (se), 3 seed(s)")
+    awp = claims_table(runs.assign(w_awp_gap_rise=[0.07, 0.08, 0.09])).iloc[7]
+    assert awp["claim"].startswith("x. Cross-paper (Wu et al. 2020, AWP)") and awp["value"] == pytest.approx(0.08)
+    assert awp["holds"] == "yes"
 
 
 def test_missing_variants_are_reported_not_guessed():
@@ -91,7 +95,7 @@ def test_claims_evidence_and_markdown_format_with_pm():
     assert by_claim.loc["1. RO occurs under PGD-AT", "evidence"].endswith(": 9.0 ± 0.6 (se), 3 seed(s)")
     rho = by_claim.filter(like="3.", axis=0).iloc[0]
     assert rho["evidence"].endswith(": -0.82 ± 0.04 (se), 3 seed(s)")
-    md = claims_markdown(table.assign(value=[9.0, -0.001, np.nan, 1, 2, 3, 4, 5, 6]))
+    md = claims_markdown(table.assign(value=[9.0, -0.001, np.nan, 1, 2, 3, 4, 5, 6, 7]))
     lines = md.splitlines()
-    assert lines[:2] == ["| claim | evidence | value | holds |", "|---|---|---|---|"] and len(lines) == 11
+    assert lines[:2] == ["| claim | evidence | value | holds |", "|---|---|---|---|"] and len(lines) == 12
     assert "| 9.00 | **yes** |" in lines[2] and "| 0.00 |" in lines[3] and "| – |" in lines[4]

@@ -128,7 +128,7 @@ def test_claims_table_has_a_row_per_statement_with_its_evidence(demo_dir):
     study = claims["evidence"].str.startswith("methods study (docs/results/methods)")
     assert study.sum() == len(pd.read_csv("docs/results/methods/methods_claims.csv"))
     claims = claims[~study]
-    assert [c.split(".")[0] for c in claims["claim"]] == ["1", "1", "1", "2", "2", "3", "x", "4", "4"]
+    assert [c.split(".")[0] for c in claims["claim"]] == ["1", "1", "1", "2", "2", "3", "x", "x", "4", "4"]
     assert (claims["holds"] == "inconclusive").all()  # one seed: no spread, no verdict
     runs = pd.read_csv(demo_dir / "findings_runs.csv").set_index("variant")
     at_vs_advlc = claims[claims["claim"] == "4. AdvLC mitigates RO"].iloc[0]
@@ -163,7 +163,7 @@ def test_weight_flatness_claim_recomputed_from_the_trajectory(demo_dir):
     rise = t.loc[last, "w_flat_avg_mean"] - t.loc[best, "w_flat_avg_mean"]
     assert runs.loc["pgd_at", "w_flat_avg_rise"] == pytest.approx(rise)
     claims = pd.read_csv(demo_dir / "claims.csv").set_index("claim")
-    assert claims.filter(like="x. Cross-paper", axis=0)["value"].iloc[0] == pytest.approx(rise, abs=1e-6)
+    assert claims.filter(like="x. Cross-paper (Stutz", axis=0)["value"].iloc[0] == pytest.approx(rise, abs=1e-6)
     assert t["w_flat_avg_mean"].notna().all() and (t["w_flat_avg_q10"] == t["w_flat_avg_q90"]).all()  # per model
 
 
@@ -197,5 +197,5 @@ def test_demo_runs_from_an_installed_wheel(tmp_path):
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     claims = pd.read_csv(out / "claims.csv")
-    assert list(claims.columns) == CLAIM_COLUMNS and len(claims) == 10  # 9 + "methods study not measured"
+    assert list(claims.columns) == CLAIM_COLUMNS and len(claims) == 11  # 10 + "methods study not measured"
     assert claims["evidence"].iloc[-1].startswith("not measured: run `landscape demo --study methods`")

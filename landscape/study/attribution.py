@@ -52,7 +52,7 @@ _BEGIN, _END = "<!-- BEGIN generated:attribution -->", "<!-- END generated:attri
 
 
 def _config(quick: bool, epochs: int | None) -> dict:
-    from .experiments import study_config
+    from .config import study_config
 
     cfg = study_config(quick=quick, epochs=epochs)
     cfg["label_noise"] = 0.2

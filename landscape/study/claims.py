@@ -86,6 +86,10 @@ _STATEMENTS = [
      "sharper during RO", "w_flat_avg_rise", "pgd_at", None, 1,
      "average-case robust flatness w_flat_avg (robust-loss rise under random relative weight noise) at the last − "
      "the best epoch, pgd_at"),
+    ("x. Cross-paper (Wu et al. 2020, AWP): the robust loss rises more under the adversarial weight perturbation "
+     "during RO", "w_awp_gap_rise", "pgd_at", None, 1,
+     "AWP robust-loss increase w_awp_gap (one relative weight step γ = 5e-3 along the robust-loss gradient) at the "
+     "last − the best epoch, pgd_at"),
     ("4. AdvLC mitigates RO", "gap", "pgd_at", "at_advlc", 1, "RO gap of pgd_at − at_advlc (points)"),
     ("4. AdvLC gives the best robustness among the regularisers", "last", "at_advlc", "at_gradreg", 1,
      "last-epoch test PGD accuracy of at_advlc − at_gradreg (points)"),
@@ -107,7 +111,8 @@ def claims_table(runs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for claim, column, a, b, sign, text in _STATEMENTS:
         value, se, n = effect(runs, column, a, b)
-        shown = pm(value, se, 2 if column.startswith("rho") else 1, missing="n/a", label="se")
+        digits = 3 if column.startswith("w_") else 2 if column.startswith("rho") else 1
+        shown = pm(value, se, digits, missing="n/a", label="se")
         detail = f"{text}: {shown}, {n} seed(s)"
         if n == 0:
             detail = f"{text}: not measured (variant(s) {a}{', ' + b if b else ''} not in this study)"

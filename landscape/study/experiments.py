@@ -61,78 +61,16 @@ from .._version import __version__
 from ..runs import Run, run_file, write_file
 from .claims import claims_markdown, claims_table
 from .findings import findings_markdown, findings_table, log_best_epoch, run_dir
+from .monitor import evaluate_warnings, monitor_for, warning_markdown
 
 __all__ = ["VARIANTS", "DEFAULT_VARIANTS", "STUDY_MEASURES", "study_config", "epochs_to_analyse", "run_job",
            "provenance", "main"]
 
-#: study variants: name -> keyword arguments of :func:`landscape.training.train`.
-VARIANTS = {
-    "standard": dict(method="standard"),
-    "standard_gradreg": dict(method="standard_gradreg", lam=0.1),
-    "pgd_at": dict(method="pgd_at"),
-    "at_clean_half": dict(method="at_decomposed", clean_weight=0.5, excess_weight=1.0),
-    "at_advlc": dict(method="at_advlc", lam=0.3),
-    "at_gradreg": dict(method="at_gradreg", lam=0.1),
-    # not in the default study: on digits the excess alone drives the model to a constant (chance) output
-    "at_excess": dict(method="at_decomposed", clean_weight=0.0, excess_weight=1.0),
-}
-#: the variants `landscape demo` trains by default.
-DEFAULT_VARIANTS = ("standard", "standard_gradreg", "pgd_at", "at_clean_half", "at_advlc", "at_gradreg")
-#: variants evaluated at the small eps too (RO of standard training shows there).
-SMALL_EPS_VARIANTS = ("standard", "standard_gradreg")
-#: landscape measures (names of :data:`landscape.measures.MEASURES`) computed along each trajectory.
-STUDY_MEASURES = ("grad", "curv_adv", "taylor_gap", "logit_var")
-#: weight-space measures of the study: the two that cost little beside the input measures on 2 cores
-#: (w_eig_top/w_trace/w_flat_worst would add about a minute to `make demo`; `landscape trajectory` offers them)
-STUDY_WEIGHT_MEASURES = ("w_flat_avg", "w_awp")
-#: variants whose loss slices (first seed only) go into the report.
-SLICED = ("pgd_at", "at_advlc")
-
-
-def study_config(*, quick: bool = False, epochs: int | None = None, every: int | None = None,
-                 clean: bool = False) -> dict:
-    """Hyper-parameters of every run (the same for each variant and seed)."""
-    return dict(
-        epochs=epochs or (6 if quick else 150),
-        train_n=60 if quick else 300,
-        label_noise=0.0 if clean else 0.2,
-        eps=0.1, small_eps=0.02, steps=2 if quick else 7, eval_steps=2 if quick else 10,
-        eval_n=60 if quick else 300,  # per split, every epoch; the whole 896-image test split overruns 5 min
-        lr=0.1, lr_milestones=(0.5, 0.75), momentum=0.9, weight_decay=5e-4, batch_size=32 if quick else 64,
-        hidden=(32,) if quick else (256, 256),
-        analysis_n=20 if quick else 300, analysis_steps=2 if quick else 10,
-        every=every or (3 if quick else 10),
-        slice_n=4 if quick else 32, slice_grid=9 if quick else 41,
-        measures=_available(["grad", "curv_adv", "fo_share", "w_flat_avg"] if quick
-                            else [*STUDY_MEASURES, "fo_share", *STUDY_WEIGHT_MEASURES]),
-    )
-
-
-def _available(measures: list[str]) -> list[str]:
-    """``measures`` less those this version of :mod:`landscape.measures` does not have (``fo_share`` is new)."""
-    from ..measures import MEASURES as known
-
-    return [m for m in measures if m in known]
+from .config import (DEFAULT_VARIANTS, SLICED, SMALL_EPS_VARIANTS, STUDY_MEASURES, STUDY_WEIGHT_MEASURES,  # noqa: F401
+                     VARIANTS, study_config, train_one)
 
 
 # ------------------------------------------------------------------------------------------------- train
-def train_one(out: Path, variant: str, seed: int, cfg: dict, *, progress: bool) -> Path:
-    """Train (or finish training) one variant/seed into ``out/<variant>/s<seed>``."""
-    from ..datasets import load_dataset
-    from ..training import seeded_model, train
-
-    arch_kwargs = dict(hidden=tuple(cfg["hidden"]))
-    data = (load_dataset("digits", "train", n=cfg["train_n"], seed=seed), load_dataset("digits", "test"))
-    folder = run_dir(out, variant, seed)
-    train(seeded_model("mlp", seed, **arch_kwargs), data, **VARIANTS[variant], eps=cfg["eps"],
-          steps=cfg["steps"], epochs=cfg["epochs"], lr=cfg["lr"], lr_milestones=cfg["lr_milestones"],
-          momentum=cfg["momentum"], weight_decay=cfg["weight_decay"], batch_size=cfg["batch_size"],
-          label_noise=cfg["label_noise"], seed=seed, eval_n=cfg["eval_n"], eval_steps=cfg["eval_steps"],
-          small_eps=cfg["small_eps"] if variant in SMALL_EPS_VARIANTS else None, save_every=cfg["every"],
-          out_dir=folder, arch="mlp", arch_kwargs=arch_kwargs, dataset="digits", progress=progress)
-    return folder
-
-
 # -------------------------------------------------------------------------------------------- trajectory
 def epochs_to_analyse(epochs: int, every: int, best: int) -> list[int]:
     """Every ``every``-th epoch, the first, the best and the last (sorted, unique) — the kept checkpoints."""
@@ -254,7 +192,9 @@ def run_job(out: Path, variant: str, seed: int, cfg: dict, *, progress: bool, th
 
     torch.set_num_threads(threads)  # tiny models: more threads only add contention
     t0 = time.perf_counter()
-    folder = train_one(out, variant, seed, cfg, progress=progress)
+    folder = run_dir(out, variant, seed)
+    train_one(out, variant, seed, cfg, progress=progress,
+              on_epoch=monitor_for(folder, seed, cfg) if cfg.get("monitor", True) else None)
     t1 = time.perf_counter()
     analyse_one(folder, seed, cfg, progress=progress)
     if variant in SLICED and seed == cfg["slice_seed"]:
@@ -377,6 +317,7 @@ def main(argv=None) -> int:
     timings = run_all(out, runs, cfg, jobs=args.jobs, progress=progress, threads=args.threads)
     t_runs = time.perf_counter() - t0
     per_run, agg = findings_table(out, args.methods, args.seeds, eps=cfg["eps"])
+    warnings_table = evaluate_warnings(out)  # the training-time early warning, scored on every run: monitor_eval.csv
     claims = pd.concat([claims_table(per_run), methods_claims(out)], ignore_index=True)
     study = Run(out)  # every file of the study folder is written atomically
     write_file(out / "findings_runs.csv", per_run)
@@ -386,7 +327,9 @@ def main(argv=None) -> int:
     atomic_write_text(out / "findings.md",
         f"# Findings on digits ({'clean labels' if args.clean else '20% label noise'}, "
         f"{cfg['epochs']} epochs, seeds {' '.join(map(str, args.seeds))})\n\n## Claims\n\n"
-        f"{claims_markdown(claims)}\n## Per variant\n\n{table}")
+        f"{claims_markdown(claims)}\n## Per variant\n\n{table}"
+        + (f"\n## Early warning of robust overfitting during training (landscape.monitor)\n\n"
+           f"{warning_markdown(warnings_table)}\n" if len(warnings_table) else ""))
     fig = findings_figure(out, args.methods, args.seeds, cfg)
     if fig is not None:
         import matplotlib.pyplot as plt

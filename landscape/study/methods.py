@@ -75,7 +75,7 @@ _APGD = ("apgd-ce", "apgd-t")
 
 def methods_config(*, quick: bool = False, epochs: int | None = None) -> dict:
     """The demo's digits setting (:func:`landscape.study.experiments.study_config`) plus the AutoAttack subset."""
-    from .experiments import study_config
+    from .config import study_config
 
     cfg = study_config(quick=quick, epochs=epochs)
     cfg.update(aa_n=40 if quick else 200, aa_version="apgd" if quick else "standard")

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from ..runs import run_file, write_file
-from .experiments import DEFAULT_VARIANTS, SMALL_EPS_VARIANTS, VARIANTS, study_config
+from .config import DEFAULT_VARIANTS, study_config, train_one
 from .findings import run_dir
 
 __all__ = [
@@ -109,21 +109,11 @@ def train_monitored(out: Path, variant: str, seed: int, cfg: dict, *, monitor: b
     """Train one demo run (as :func:`landscape.study.experiments.train_one`) with the monitor attached."""
     import torch
 
-    from ..datasets import load_dataset
-    from ..training import seeded_model, train
-
     torch.set_num_threads(1)
-    arch_kwargs = dict(hidden=tuple(cfg["hidden"]))
-    data = (load_dataset("digits", "train", n=cfg["train_n"], seed=seed), load_dataset("digits", "test"))
     folder = run_dir(out, variant, seed)
     t0 = time.perf_counter()
-    train(seeded_model("mlp", seed, **arch_kwargs), data, **VARIANTS[variant], eps=cfg["eps"],
-          steps=cfg["steps"], epochs=cfg["epochs"], lr=cfg["lr"], lr_milestones=cfg["lr_milestones"],
-          momentum=cfg["momentum"], weight_decay=cfg["weight_decay"], batch_size=cfg["batch_size"],
-          label_noise=cfg["label_noise"], seed=seed, eval_n=cfg["eval_n"], eval_steps=cfg["eval_steps"],
-          small_eps=cfg["small_eps"] if variant in SMALL_EPS_VARIANTS else None, save_every=cfg["every"],
-          out_dir=folder, arch="mlp", arch_kwargs=arch_kwargs, dataset="digits", progress=progress,
-          on_epoch=monitor_for(folder, seed, cfg, samples=True) if monitor else None)
+    train_one(out, variant, seed, cfg, progress=progress,
+              on_epoch=monitor_for(folder, seed, cfg, samples=True) if monitor else None)
     (folder / "wall_s.txt").write_text(f"{time.perf_counter() - t0:.3f}\n")
     return folder
 
