@@ -6,6 +6,10 @@ overfitting when that ρ is far from 0 in the same direction on every run: a ris
 falling first-order share (ρ < 0) both follow the test robust loss. :func:`rank_measures` gathers those ρ over
 runs and orders the measures by ``|mean ρ|``, with the spread over runs (seeds) beside it.
 
+Not ranked: the companion columns of a measure (its standard error ``*_se``, Lanczos residual ``*_res``) and
+``w_awp``, the robust loss itself at the AWP-perturbed weights, which follows the robust loss by construction
+(its increase, ``w_awp_gap``, is the sharpness that is ranked).
+
 Only runs that robust-overfit carry the signal: after the best epoch of a run that does not, the test robust
 loss is flat and ρ is noise. The default keeps the runs with an onset (``onset_epoch`` set); pass
 ``overfitting_only=False`` to keep every run.
@@ -18,13 +22,21 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-__all__ = ["RANK_COLUMNS", "WEIGHT_PREFIX", "space_of", "rank_measures"]
+__all__ = ["RANK_COLUMNS", "WEIGHT_PREFIX", "ranked", "space_of", "rank_measures"]
 
 #: columns of :func:`rank_measures`' table.
 RANK_COLUMNS = ["rank", "measure", "space", "split", "runs", "spearman_mean", "spearman_sd", "spearman_min",
                 "spearman_max", "same_sign"]
 #: weight-space measures are named ``w_*`` (:mod:`landscape.measures.weight_space`).
 WEIGHT_PREFIX = "w_"
+#: columns left out of the ranking (see the module docstring): suffixes, and whole names.
+UNRANKED_SUFFIXES = ("_se", "_res")
+UNRANKED = ("w_awp", "w_awp_clean")
+
+
+def ranked(measure: str) -> bool:
+    """Whether ``measure`` (a column stem) is ranked: not a companion column, not a loss level."""
+    return not str(measure).endswith(UNRANKED_SUFFIXES) and str(measure) not in UNRANKED
 
 
 def space_of(measure: str) -> str:
@@ -60,7 +72,7 @@ def rank_measures(diagnoses: Mapping[str, Any], *, overfitting_only: bool = True
             continue
         for rec in d.get("correlations") or []:
             rho = rec.get("spearman")
-            if split is not None and rec.get("split") != split:
+            if (split is not None and rec.get("split") != split) or not ranked(str(rec["measure"])):
                 continue
             if rho is not None and np.isfinite(float(rho)):
                 values.setdefault((str(rec["measure"]), str(rec["split"])), []).append(float(rho))

@@ -74,5 +74,14 @@ def test_split_filter_error_entries_and_empty_result():
         rank_measures([d])
 
 
+def test_companion_columns_and_loss_levels_are_not_ranked():
+    rng = np.random.default_rng(0)
+    loss = 2.0 - np.asarray(OVERFIT)
+    cols = {"w_trace": list(loss), "w_trace_se": list(loss), "w_eig_top_res": list(-loss), "w_awp": list(loss),
+            "w_awp_gap": list(loss + rng.normal(0, 0.01, len(loss)))}
+    table = rank_measures({"a": diagnose(_table(OVERFIT, loss, cols), threshold=1.0)})
+    assert sorted(table["measure"]) == ["w_awp_gap", "w_trace"]
+
+
 def test_space_of_names():
     assert space_of("w_flat_worst") == "weight" and space_of("curv_adv") == "input"
