@@ -94,15 +94,19 @@ def test_the_public_api_is_unchanged():
     import landscape
 
     assert sorted(landscape.__all__) == sorted([
-        "LandscapeError", "CheckpointError", "DataError", "MEASURES", "Normalized", "__version__",
-        "advlc", "analyse_trajectory", "build_report", "create_model", "diagnose", "fgsm", "list_models",
-        "load_checkpoint", "load_dataset", "load_model", "measure", "pgd", "save_checkpoint", "slice_1d",
-        "slice_2d", "train"])
+        "LandscapeError", "CheckpointError", "DataError", "MEASURES", "Monitor", "Normalized", "__version__",
+        "advlc", "analyse_trajectory", "attribute", "build_report", "create_model", "diagnose", "fgsm", "list_models",
+        "load_checkpoint", "load_dataset", "load_model", "measure", "pgd", "rank_measures", "save_checkpoint",
+        "slice_1d", "slice_2d", "train"])
+    from landscape.attribution import attribute
     from landscape.checkpoints import load_model
     from landscape.diagnose import diagnose
     from landscape.measures import measure
+    from landscape.monitor import Monitor
+    from landscape.ranking import rank_measures
 
     assert (landscape.load_model, landscape.diagnose, landscape.measure) == (load_model, diagnose, measure)
+    assert (landscape.Monitor, landscape.attribute, landscape.rank_measures) == (Monitor, attribute, rank_measures)
 
 
 def _registries() -> dict[str, tuple]:
