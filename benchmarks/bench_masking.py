@@ -39,6 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from landscape import create_model
+from landscape.testing import NanGrad, Noisy, Quantised, Softmax
 from landscape.attacks import pgd
 from landscape.datasets import load_dataset
 from landscape.evaluate import evaluate_model
@@ -60,52 +61,6 @@ LR, MOMENTUM = 0.5, 0.9
 
 
 # ------------------------------------------------------------------------------------- the models
-
-class Quantised(nn.Module):
-    """Masked: the input is quantised to ``levels`` steps, ``round(x·k)/k``; its gradient is 0 everywhere."""
-
-    def __init__(self, net: nn.Module, levels: int = 4):
-        super().__init__()
-        self.net, self.levels = net, levels
-
-    def forward(self, x):
-        return self.net(torch.round(x * self.levels) / self.levels)
-
-
-class Softmax(nn.Module):
-    """Masked: outputs probabilities (``log=False``) or log-probabilities (``log=True``) instead of logits."""
-
-    def __init__(self, net: nn.Module, log: bool = False):
-        super().__init__()
-        self.net, self.log = net, log
-
-    def forward(self, x):
-        z = self.net(x)
-        return z.log_softmax(1) if self.log else z.softmax(1)
-
-
-class Noisy(nn.Module):
-    """Masked: Gaussian input noise in eval mode too (a randomised defence)."""
-
-    def __init__(self, net: nn.Module, sigma: float = 0.05):
-        super().__init__()
-        self.net, self.sigma = net, sigma
-
-    def forward(self, x):
-        return self.net(x + self.sigma * torch.randn_like(x))
-
-
-class NanGrad(nn.Module):
-    """Finite outputs, NaN input gradients: ``torch.where`` selects 0, the unselected ``sqrt(-x)`` poisons backward."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x):
-        trap = torch.where(x > 2, torch.sqrt(-x), torch.zeros_like(x)).flatten(1).sum(1, keepdim=True)
-        return self.net(x) + trap
-
 
 def _new_mlp(hidden, activation: str) -> nn.Module:
     with torch.random.fork_rng():

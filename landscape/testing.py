@@ -1,4 +1,5 @@
-"""Test fixtures: synthetic run tables with the documented columns, for thumbnails, examples and tests.
+"""Test fixtures: synthetic run tables with the documented columns, for thumbnails, examples and tests; and
+deliberately masked model wrappers (for the sanity flags of ``landscape evaluate``: tests and bench_masking).
 
 These are *made-up numbers shaped like a robust-overfitting run* (robust test accuracy peaks early, then
 falls while the input loss landscape sharpens); they exercise the figures and the report without training
@@ -11,10 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
+import torch.nn as nn
 
 from .runs import run_file
 
-__all__ = ["synthetic_tables", "write_synthetic_run", "write_synthetic_study"]
+__all__ = ["synthetic_tables", "write_synthetic_run", "write_synthetic_study", "Quantised", "Softmax", "Noisy",
+           "NanGrad"]
 
 _MEASURES = ("grad_l1", "grad_l2", "curv_adv", "curv_rand", "taylor_gap", "logit_var", "fo_share")
 
@@ -31,9 +35,10 @@ def synthetic_tables(run: str = "pgd_at", *, epochs: int = 30, n: int = 64, ro: 
         seed: random seed.
 
     Returns:
-        dict with ``trajectory``, ``samples``, ``slices_1d``, ``slices_2d``, ``metrics`` (DataFrames, columns
-        as in docs/internals.md; the slice tables carry an extra ``epoch`` column for the best and last
-        epoch) and ``settings`` (dict).
+        dict with ``trajectory``, ``samples``, ``slices_1d``, ``slices_2d``, ``weight_slices_1d``,
+        ``weight_path_surface``, ``metrics`` (DataFrames, columns as in docs/internals.md and
+        docs/weight_slices.md; the slice tables carry an extra ``epoch`` column for the best and last epoch) and
+        ``settings`` (dict).
     """
     if epochs < 2 or n < 2:
         raise ValueError(f"synthetic_tables: need epochs >= 2 and n >= 2, got epochs={epochs}, n={n}")
@@ -96,6 +101,8 @@ def synthetic_tables(run: str = "pgd_at", *, epochs: int = 30, n: int = 64, ro: 
         "metrics": metrics,
         "slices_1d": _slices_1d(sharp_at, rng),
         "slices_2d": _slices_2d(sharp_at, rng),
+        "weight_slices_1d": _weight_slices_1d(sharp_at, rng),
+        "weight_path_surface": _weight_path_surface(ep, rng),
         "settings": {"run": run, "eps": 0.1, "attack": "pgd", "steps": 10, "n": n, "seed": seed,
                      "synthetic": True},
     }
@@ -148,17 +155,56 @@ def _slices_2d(sharp_at: dict, rng, samples: int = 2, size: int = 25) -> pd.Data
     return pd.concat(parts, ignore_index=True)
 
 
+def _weight_slices_1d(sharp_at: dict, rng, points: int = 21) -> pd.DataFrame:
+    """A made-up ``weight_slices_1d.parquet`` (clean and robust loss along one random weight direction),
+    sharper where ``sharp_at`` says so, as the demo writes it at the best and the last epoch."""
+    alpha = np.linspace(-1.0, 1.0, points)
+    parts = []
+    for epoch, s in sharp_at.items():
+        for kind, l0, k in (("clean", 0.3, 0.8), ("robust", 0.9, 1.2)):
+            loss = l0 + k * s * alpha ** 2 + 0.05 * alpha + rng.normal(0, 0.005, points)
+            parts.append(pd.DataFrame({"direction": "random", "alpha": alpha, "kind": kind, "loss": loss,
+                                       "acc": np.clip(0.9 - 0.3 * (loss - l0), 0, 1), "epoch": int(epoch),
+                                       "checkpoint": f"epoch_{int(epoch):03d}.pt"}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _weight_path_surface(ep: np.ndarray, rng, size: int = 15) -> pd.DataFrame:
+    """A made-up ``weight_path_surface.parquet``: the clean loss on a PCA plane and the path's rows
+    (``kind == "path"``), laid out as :func:`landscape.weight_slices.path_surface` writes them."""
+    t = (ep - ep[-1]) / max(ep[-1] - ep[0], 1)  # -1 .. 0, the last epoch at the origin
+    pc1 = 10.0 * t + rng.normal(0, 0.05, len(ep))
+    pc2 = -4.0 * t * (1 + t) * 2 + rng.normal(0, 0.05, len(ep))
+    pc1[-1] = pc2[-1] = 0.0
+    a = np.linspace(pc1.min() - 2.5, 2.5, size)
+    b = np.linspace(pc2.min() - 1.0, pc2.max() + 1.0, size)
+    A, B = np.meshgrid(a, b, indexing="ij")
+    loss = 0.2 + 0.02 * A ** 2 + 0.05 * (B - 0.2 * A) ** 2
+    grid = pd.DataFrame({"direction1": "pc1", "direction2": "pc2", "alpha": A.ravel(), "beta": B.ravel(),
+                         "kind": "clean", "loss": loss.ravel(), "acc": np.clip(1.0 - loss.ravel() / 3, 0, 1)})
+    path = pd.DataFrame({"direction1": "pc1", "direction2": "pc2", "kind": "path", "epoch": ep.astype(int),
+                         "checkpoint": [f"epoch_{e:03d}.pt" for e in ep], "pc1": pc1, "pc2": pc2,
+                         "residual": np.linspace(0.3, 0.0, len(ep)), "pc1_ratio": 0.8, "pc2_ratio": 0.1})
+    return pd.concat([grid, path], ignore_index=True)
+
+
+#: Tables :func:`write_synthetic_run` writes as Parquet (keys of :data:`landscape.runs.RUN_FILES`).
+PARQUET_TABLES = ("trajectory", "samples", "slices_1d", "slices_2d", "weight_slices_1d", "weight_path_surface")
+#: The tables of the sliced runs only (the demo slices the first seed of two methods).
+SLICE_TABLES = ("slices_1d", "slices_2d", "weight_slices_1d", "weight_path_surface")
+
+
 def write_synthetic_run(folder, run: str | None = None, *, skip=(), **kwargs) -> Path:
     """Write one synthetic run directory (the files ``analyse_trajectory``/``train`` write) and return it.
 
     Files: ``trajectory.parquet``, ``samples.parquet``, ``slices_1d.parquet``, ``slices_2d.parquet``,
-    ``metrics.csv``, ``settings.json``. ``run`` defaults to the folder name; ``kwargs`` go to
+    ``weight_slices_1d.parquet``, ``weight_path_surface.parquet``, ``metrics.csv``, ``settings.json``. ``run`` defaults to the folder name; ``kwargs`` go to
     :func:`synthetic_tables`; table keys in ``skip`` are not written.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tables = synthetic_tables(run or folder.name, **kwargs)
-    for key in ("trajectory", "samples", "slices_1d", "slices_2d"):
+    for key in PARQUET_TABLES:
         if key not in skip:
             tables[key].to_parquet(folder / run_file(key), index=False)
     tables["metrics"].to_csv(folder / run_file("metrics"), index=False)
@@ -175,14 +221,14 @@ def write_synthetic_study(root, *, methods=STUDY_METHODS, seeds=(0, 1, 2), slice
     """Write a folder laid out like ``make demo``'s ``runs/demo`` and return it.
 
     One run per method and seed in ``root/<method>/s<seed>``: ``metrics.csv`` and ``settings.json`` in the
-    run folder, the analysis tables in its ``analysis/`` subfolder; the slice tables only for the first seed of
-    the ``sliced`` methods (as the demo does). Numbers are made up (see :func:`synthetic_tables`).
+    run folder, the analysis tables in its ``analysis/`` subfolder; the slice tables (input and weight space) only for
+    the first seed of the ``sliced`` methods (as the demo does). Numbers are made up (see :func:`synthetic_tables`).
     """
     root = Path(root)
     for i, (method, ro) in enumerate(methods.items()):
         for seed in seeds:
             folder = root / method / f"s{seed}"
-            skip = () if method in sliced and seed == seeds[0] else ("slices_1d", "slices_2d")
+            skip = () if method in sliced and seed == seeds[0] else SLICE_TABLES
             write_synthetic_run(folder / "analysis", run=f"{method}/s{seed}", epochs=epochs, n=n, ro=ro,
                                 seed=100 * i + seed, skip=skip)
             for key in ("metrics", "settings"):  # the training files live in the run folder itself
@@ -216,3 +262,50 @@ def _claims() -> pd.DataFrame:
         "value": [14.2, 9.8, 0.81],
         "holds": [True, True, True],
     })
+
+
+# ------------------------------------------------------------------ deliberately masked models
+class Quantised(nn.Module):
+    """Masked: the input is quantised to ``levels`` steps, ``round(x·k)/k``; its gradient is 0 everywhere."""
+
+    def __init__(self, net: nn.Module, levels: int = 4):
+        super().__init__()
+        self.net, self.levels = net, levels
+
+    def forward(self, x):
+        return self.net(torch.round(x * self.levels) / self.levels)
+
+
+class Softmax(nn.Module):
+    """Masked: outputs probabilities (``log=False``) or log-probabilities (``log=True``) instead of logits."""
+
+    def __init__(self, net: nn.Module, log: bool = False):
+        super().__init__()
+        self.net, self.log = net, log
+
+    def forward(self, x):
+        z = self.net(x)
+        return z.log_softmax(1) if self.log else z.softmax(1)
+
+
+class Noisy(nn.Module):
+    """Masked: Gaussian input noise in eval mode too (a randomised defence)."""
+
+    def __init__(self, net: nn.Module, sigma: float = 0.05):
+        super().__init__()
+        self.net, self.sigma = net, sigma
+
+    def forward(self, x):
+        return self.net(x + self.sigma * torch.randn_like(x))
+
+
+class NanGrad(nn.Module):
+    """Finite outputs, NaN input gradients: ``torch.where`` selects 0, the unselected ``sqrt(-x)`` poisons backward."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        trap = torch.where(x > 2, torch.sqrt(-x), torch.zeros_like(x)).flatten(1).sum(1, keepdim=True)
+        return self.net(x) + trap

@@ -12,7 +12,7 @@ import torch.nn as nn
 from landscape.attribution import (SCORES, attribute, learning_epochs, rank_scores, score_samples,
                                    top_precision)
 from landscape.cli import main
-from landscape.datasets import ArrayDataset, Subset, load_dataset, open_dataset, select, stratified_indices
+from landscape.datasets import Subset, load_dataset, open_dataset, select, stratified_indices
 from landscape.measures import measure
 from landscape.measures.margin import logit_margin, margin
 from landscape.trajectory import analyse_trajectory, read_histories

@@ -7,7 +7,6 @@ The official loop: model in train mode; ``cle = x`` (no random init) requiring g
 perturbation ``ig + step·sign(∇)`` clamped to the ball and the box); then
 ``CE(model(adv)) + λ · sum(topk(|lgt_cle − lgt_adv|)) / B`` and one SGD step.
 """
-import copy
 
 import pytest
 import torch

@@ -1,6 +1,5 @@
 """Training loops: schedules, label noise, checkpoints in the AdvLC format, resume, determinism."""
 import json
-import shutil
 
 import pandas as pd
 import pytest

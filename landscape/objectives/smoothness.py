@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .._base import per_sample_loss
 from ._ascent import ascend, uniform_start

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from .._io import atomic_write_text
 from ..runs import write_file

@@ -47,6 +47,8 @@ def study_config(*, quick: bool = False, epochs: int | None = None, every: int |
         analysis_n=20 if quick else 300, analysis_steps=2 if quick else 10,
         every=every or (3 if quick else 10),
         slice_n=4 if quick else 32, slice_grid=9 if quick else 41,
+        # weight space (slice_one): 1D slice points over ±radius (filter-normalised), PCA-plane grid per axis
+        weight_slice_grid=5 if quick else 21, weight_slice_radius=1.0, weight_path_grid=5 if quick else 15,
         measures=_available(["grad", "curv_adv", "fo_share", "w_flat_avg"] if quick
                             else [*STUDY_MEASURES, "fo_share", *STUDY_WEIGHT_MEASURES]),
     )
@@ -59,20 +61,23 @@ def _available(measures: list[str]) -> list[str]:
     return [m for m in measures if m in known]
 
 
-def train_one(out: Path, variant: str, seed: int, cfg: dict, *, progress: bool, on_epoch=None) -> Path:
+def train_one(out: Path, variant: str, seed: int, cfg: dict, *, progress: bool, on_epoch=None, variants=None,
+              save_every: int | None = None) -> Path:
     """Train (or finish training) one variant/seed into ``out/<variant>/s<seed>`` (``on_epoch``: see
-    :func:`landscape.training.train`, e.g. a monitor's callback)."""
+    :func:`landscape.training.train`, e.g. a monitor's callback; ``variants``: the name -> training keyword map,
+    default :data:`VARIANTS`; ``save_every``: default ``cfg["every"]``)."""
     from ..datasets import load_dataset
     from ..training import seeded_model, train
 
     arch_kwargs = dict(hidden=tuple(cfg["hidden"]))
     data = (load_dataset("digits", "train", n=cfg["train_n"], seed=seed), load_dataset("digits", "test"))
     folder = run_dir(out, variant, seed)
-    train(seeded_model("mlp", seed, **arch_kwargs), data, **VARIANTS[variant], eps=cfg["eps"],
+    train(seeded_model("mlp", seed, **arch_kwargs), data, **(VARIANTS if variants is None else variants)[variant],
+          eps=cfg["eps"],
           steps=cfg["steps"], epochs=cfg["epochs"], lr=cfg["lr"], lr_milestones=cfg["lr_milestones"],
           momentum=cfg["momentum"], weight_decay=cfg["weight_decay"], batch_size=cfg["batch_size"],
           label_noise=cfg["label_noise"], seed=seed, eval_n=cfg["eval_n"], eval_steps=cfg["eval_steps"],
-          small_eps=cfg["small_eps"] if variant in SMALL_EPS_VARIANTS else None, save_every=cfg["every"],
-          out_dir=folder, arch="mlp", arch_kwargs=arch_kwargs, dataset="digits", progress=progress,
-          on_epoch=on_epoch)
+          small_eps=cfg["small_eps"] if variant in SMALL_EPS_VARIANTS else None,
+          save_every=cfg["every"] if save_every is None else save_every, out_dir=folder, arch="mlp",
+          arch_kwargs=arch_kwargs, dataset="digits", progress=progress, on_epoch=on_epoch)
     return folder

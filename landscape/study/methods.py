@@ -34,7 +34,6 @@ import math
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from .._io import atomic_write_text
@@ -86,19 +85,9 @@ def methods_config(*, quick: bool = False, epochs: int | None = None) -> dict:
 def train_method(out: Path, variant: str, seed: int, cfg: dict, *, progress: bool = False) -> Path:
     """Train (or finish) one variant/seed into ``out/<variant>/s<seed>``; checkpoints of the first, best and
     last epoch are kept."""
-    from ..datasets import load_dataset
-    from ..training import seeded_model, train
+    from .config import train_one
 
-    arch_kwargs = dict(hidden=tuple(cfg["hidden"]))
-    data = (load_dataset("digits", "train", n=cfg["train_n"], seed=seed), load_dataset("digits", "test"))
-    folder = run_dir(out, variant, seed)
-    train(seeded_model("mlp", seed, **arch_kwargs), data, **METHOD_VARIANTS[variant], eps=cfg["eps"],
-          steps=cfg["steps"], epochs=cfg["epochs"], lr=cfg["lr"], lr_milestones=cfg["lr_milestones"],
-          momentum=cfg["momentum"], weight_decay=cfg["weight_decay"], batch_size=cfg["batch_size"],
-          label_noise=cfg["label_noise"], seed=seed, eval_n=cfg["eval_n"], eval_steps=cfg["eval_steps"],
-          save_every=cfg["epochs"], out_dir=folder, arch="mlp", arch_kwargs=arch_kwargs, dataset="digits",
-          progress=progress)
-    return folder
+    return train_one(out, variant, seed, cfg, progress=progress, variants=METHOD_VARIANTS, save_every=cfg["epochs"])
 
 
 def autoattack_run(folder: Path, seed: int, cfg: dict) -> dict:
