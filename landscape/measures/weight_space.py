@@ -134,8 +134,8 @@ _HESSIAN_PAPER = "PyHessian-style (Yao et al. 2020), robust loss at fixed x_adv 
 W_EIG_TOP = MeasureSpec(
     "w_eig_top", ("w_eig_top", "w_eig_top_res", "w_eig_top_clean", "w_eig_top_clean_res"),
     _named("w_eig_top", _both(_eig)),
-    ("top weight-Hessian eigenvalue (robust loss)", "relative Lanczos residual (robust)",
-     "top weight-Hessian eigenvalue (clean loss)", "relative Lanczos residual (clean)"),
+    ("top weight-Hessian eigenvalue, robust", "relative Lanczos residual (robust)",
+     "top weight-Hessian eigenvalue, clean", "relative Lanczos residual (clean)"),
     ("nats / weight²", "", "nats / weight²", ""), paper=_HESSIAN_PAPER, scope="model")
 
 W_TRACE = MeasureSpec(

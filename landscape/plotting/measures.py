@@ -13,7 +13,8 @@ from ._style import SPLIT_STYLES, best_epoch_lines, new_figure, run_styles, styl
 from ._tables import MEASURE_UNITS, best_and_last, check_table, measure_label, of_run, rows_of_run, runs_of
 
 #: The paper's four diagnostics, drawn by default when their ``*_mean`` columns exist.
-PLOTTED_MEASURES = ("grad_l1", "curv_adv", "taylor_gap", "logit_var", "w_flat_avg", "w_awp_gap")  # w_*: when measured
+PLOTTED_MEASURES = ("grad_l1", "curv_adv", "taylor_gap", "logit_var",
+                    "w_eig_top", "w_trace", "w_flat_avg", "w_flat_worst", "w_awp_gap")  # w_*: when measured
 _NOT_MEASURES = {"acc_clean", "acc_adv", "loss_clean", "loss_adv", "n", "epoch", "nonfinite"}
 
 
