@@ -203,6 +203,73 @@ def test_summary_matches_the_trajectory_summary(tmp_path, digits):
         assert ref[k] == pytest.approx(v, nan_ok=True), k
 
 
+@pytest.mark.parametrize("make", [lambda: seeded_model("mlp", 0, hidden=(16,)), _bn_net], ids=["mlp", "bn_conv"])
+def test_fast_probe_columns_equal_measure_bit_for_bit(digits, make):
+    """The monitor's hot path (measure()'s per-batch computation without its per-call setup) gives measure()'s
+    columns exactly: same batches, seeds, dtypes and values."""
+    from landscape._base import model_device
+    from landscape.attacks import AttackSettings
+    from landscape.measures import measure
+    from landscape.monitor.probe import checked_probe, measure_columns
+
+    model = make()
+    x, y = digits[1]
+    settings = AttackSettings(attack="pgd", eps=EPS, steps=3)
+    names = ["grad", "curv_adv", "fo_share"]
+    ref = measure(model, x, y, settings=settings, measures=names, batch_size=16, seed=3)
+    xd, yd = checked_probe(model, x, y, model_device(model))
+    mine = measure_columns(model, xd, yd, settings=settings, measures=names, batch_size=16, seed=3)
+    assert list(mine) == list(ref.columns)
+    for c in ref.columns:
+        assert mine[c].dtype == ref[c].to_numpy().dtype, c
+        np.testing.assert_array_equal(mine[c], ref[c].to_numpy(), err_msg=c)
+
+
+def test_trajectory_file_equals_the_pandas_conversion(tmp_path, digits):
+    """The parquet written straight from the rows holds what pa.Table.from_pandas(table) holds, metadata too."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    model = seeded_model("mlp", 0, hidden=(16,))
+    mon = Monitor(model, {"train": digits[0], "test": digits[1]}, out=tmp_path / "mon", **FAST)
+    for epoch in (1, 2, 3):
+        mon.step(epoch)
+    mon.probe = {"test": mon.probe["test"][:1] + (torch.full_like(mon.probe["test"][1], 99),)}
+    mon._on_device.clear()
+    mon.step(4)  # a failed split: an error row (a string in the error column)
+    written = pq.read_table(Run(tmp_path / "mon").path("trajectory"))
+    assert written.equals(pa.Table.from_pandas(mon.table, preserve_index=False), check_metadata=True)
+    assert isinstance(mon.table["error"].iloc[-1], str)
+    pd.testing.assert_frame_equal(Run(tmp_path / "mon").read("trajectory"), mon.table)
+
+
+def test_remeasured_epoch_rebuilds_the_cached_columns(tmp_path, digits):
+    """The per-column caches follow a re-measured (replaced) epoch in the middle of the rows."""
+    model = seeded_model("mlp", 0, hidden=(16,))
+    mon = Monitor(model, _probe(digits), out=tmp_path / "mon", **FAST)
+    for epoch in (1, 2, 3, 2, 4):
+        mon.step(epoch)
+    table = Run(tmp_path / "mon").read("trajectory")
+    assert table["epoch"].tolist() == [1, 2, 3, 4]
+    pd.testing.assert_frame_equal(table, mon._frame(mon._rows))
+    pd.testing.assert_frame_equal(mon._frame([r for r in mon._rows if r["split"] == "test"], cache="curve"),
+                                  mon.curve("test"))
+
+
+def test_smooth_equals_the_numpy_median_of_the_finite_window():
+    from landscape.monitor.rules import smooth
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        v = rng.normal(size=int(rng.integers(0, 30))) * 10.0 ** rng.uniform(-4, 4)
+        v[rng.random(v.size) < 0.2] = np.nan
+        v[rng.random(v.size) < 0.05] = np.inf
+        for w in (1, 2, 5):
+            ref = [np.median(p[np.isfinite(p)]) if np.isfinite(p).any() else np.nan
+                   for p in (v[max(0, i - w + 1):i + 1] for i in range(v.size))]
+            np.testing.assert_array_equal(smooth(v, w), np.asarray(ref, dtype=float))
+
+
 def test_keep_best_follows_the_official_rule(tmp_path, digits):
     model = seeded_model("mlp", 0, hidden=(16,))
     out = tmp_path / "mon"

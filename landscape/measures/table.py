@@ -67,11 +67,11 @@ from .weight_flatness import ProbeBatch
 from .weight_hessian import select_parameters
 from .weight_space import ProbeContext
 
-__all__ = ["ATTACKS", "measure", "columns"]
+__all__ = ["ATTACKS", "BOOL_COLUMNS", "measure", "measure_batch", "columns"]
 
 ATTACKS = ("pgd", "fgsm")
 BASE_COLUMNS = ("sample", "label", "loss_clean", "loss_adv", "correct_clean", "correct_adv")
-_BOOL_COLUMNS = ("correct_clean", "correct_adv")
+BOOL_COLUMNS = ("correct_clean", "correct_adv")
 
 
 def columns(measures: str | Iterable[str] | None = None) -> list[str]:
@@ -105,7 +105,7 @@ def _clean_point(model: nn.Module, x: torch.Tensor, y: torch.Tensor, specs: tupl
     return loss_logits_grad(model, x, y)
 
 
-def _measure_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch: int,
+def measure_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch: int,
                    specs: tuple[MeasureSpec, ...], settings: AttackSettings, seed: int, eig_iters: int,
                    state: dict) -> tuple[dict[str, torch.Tensor], ProbeBatch]:
     """Columns of one batch (model in eval mode, frozen), and the batch as a probe of the per-model measures;
@@ -236,7 +236,7 @@ def measure(model: nn.Module, x: torch.Tensor | Dataset, y: torch.Tensor | None 
                                                     disable=not progress, leave=False) as bar:
         for batch, (xb, yb) in enumerate(stream):
             xb, yb = xb.to(dev).contiguous(), yb.to(dev)
-            cols, probe_batch = _measure_batch(work, xb, yb, batch=batch, specs=specs, settings=settings,
+            cols, probe_batch = measure_batch(work, xb, yb, batch=batch, specs=specs, settings=settings,
                                                seed=seed, eig_iters=eig_iters, state=state)
             room = opts.weight_probe - start
             if model_specs and room > 0:
@@ -254,7 +254,7 @@ def measure(model: nn.Module, x: torch.Tensor | Dataset, y: torch.Tensor | None 
     df = pd.DataFrame({c: np.full(start, weights[c]) if c in weights else np.concatenate([p[c] for p in parts])
                        for c in table_columns})
     for c in table_columns[2:]:
-        if c not in _BOOL_COLUMNS:
+        if c not in BOOL_COLUMNS:
             df[c] = df[c].astype(np.float64)
     df["label"] = df["label"].astype(np.int64)
     undefined_cols = [c for s in specs + model_specs if s.undefined_ok for c in s.columns]

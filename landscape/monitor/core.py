@@ -16,18 +16,20 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from .._base import LandscapeError, model_device
+from .._base import LandscapeError, model_device, model_dtype
+from .._io import atomic_write
 from ..attacks import AttackSettings
 from ..runs import Run, run_file
 from .isolation import isolated
+from .probe import arrow_table, checked_probe, fast_path, measure_columns
 from .rules import DEFAULT_RULE, OverfitEvent
 
 __all__ = ["DEFAULT_MEASURES", "DEFAULT_PROBE_N", "MONITOR_FORMAT", "Monitor", "StopTraining"]
 
 #: measures recorded by default (names of :data:`landscape.measures.MEASURES`).
 DEFAULT_MEASURES = ("grad", "curv_adv", "fo_share")
-#: probe samples per split by default: chosen by ``benchmarks/bench_monitor.py`` (overhead <= 5 % of a
-#: digits AT epoch), see ``docs/monitor.md``.
+#: probe samples per split by default: the size the early-warning rule was tuned and evaluated with; its cost
+#: per digits AT epoch is measured by ``benchmarks/bench_monitor.py`` (``docs/monitor.md``, "Cost").
 DEFAULT_PROBE_N = 128
 #: version of the monitor's entry in ``settings.json``.
 MONITOR_FORMAT = 1
@@ -195,11 +197,15 @@ class Monitor:
         self.should_stop = False
         self.seconds: list[float] = []
         self._measure_cols = _measure_columns(self.measures)
-        self._table, self._samples = self._resume()
-        self._rows: list[dict] = [] if self._table is None else [
+        self._fast = fast_path(self.measures) and not samples  # else measure() itself (w_* measures, samples)
+        table, self._samples = self._resume()
+        self._resumed = table is not None
+        self._rows: list[dict] = [] if table is None else [
             {k: (None if k == "error" and not isinstance(v, str) else v) for k, v in r.items()}
-            for r in self._table.to_dict("records")]
-        self._on_device: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+            for r in table.to_dict("records")]
+        self._frame_cache: pd.DataFrame | None = table
+        self._on_device: dict[tuple[str, str, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._caches: dict[str, _ColumnCache] = {}
         self._settings_written = False
 
     # ------------------------------------------------------------------------------------------ state
@@ -233,6 +239,15 @@ class Monitor:
             self.event = OverfitEvent(**events[0])
         self.seconds = list(settings["monitor"].get("seconds") or [])
         return table, samples
+
+    @property
+    def _table(self) -> pd.DataFrame | None:
+        """The trajectory table (None before the first row), built from the rows when first asked for."""
+        if not self._rows and not self._resumed:
+            return None
+        if self._frame_cache is None:
+            self._frame_cache = self._frame(self._rows)
+        return self._frame_cache
 
     @property
     def table(self) -> pd.DataFrame:
@@ -277,27 +292,36 @@ class Monitor:
             self._hook(fired)
         return fired
 
-    def _measure(self, epoch: int) -> dict[str, pd.DataFrame | str]:
+    def _measure(self, epoch: int) -> dict[str, Mapping[str, np.ndarray] | pd.DataFrame | str]:
+        """``{split: columns}`` of ``measure(model, probe)`` (the same numbers; :mod:`.probe` skips its per-call
+        setup), or the error's line."""
         from ..measures import measure
 
         device = model_device(self.model)
-        rows: dict[str, pd.DataFrame | str] = {}
+        where = (str(device), str(model_dtype(self.model)))
+        rows: dict[str, Mapping[str, np.ndarray] | pd.DataFrame | str] = {}
         for split, (x, y) in self.probe.items():
-            key = (split, str(device))
-            if key not in self._on_device:
-                self._on_device = {k: v for k, v in self._on_device.items() if k[1] == str(device)}
-                self._on_device[key] = (x.to(device), y.to(device))
-            xd, yd = self._on_device[key]
+            key = (split, *where)
             try:
+                if key not in self._on_device:  # checked once per device/dtype, as measure() checks each call
+                    self._on_device = {k: v for k, v in self._on_device.items() if k[1:] == where}
+                    self._on_device[key] = checked_probe(self.model, x, y, device)
+                xd, yd = self._on_device[key]
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)  # NaN/Inf are recorded in `nonfinite`
-                    rows[split] = measure(self.model, xd, yd, settings=self.attack, measures=list(self.measures),
-                                          batch_size=self.batch_size, seed=self.seed)
+                    if self._fast:
+                        rows[split] = measure_columns(self.model, xd, yd, settings=self.attack,
+                                                      measures=self.measures, batch_size=self.batch_size,
+                                                      seed=self.seed)
+                    else:
+                        rows[split] = measure(self.model, xd, yd, settings=self.attack,
+                                              measures=list(self.measures), batch_size=self.batch_size,
+                                              seed=self.seed)
             except Exception as exc:  # noqa: BLE001 -- a failed step is a row with its error, never a crash
                 rows[split] = _one_line(exc)
         return rows
 
-    def _record(self, epoch: int, rows: dict[str, pd.DataFrame | str]) -> None:
+    def _record(self, epoch: int, rows: dict[str, Mapping[str, np.ndarray] | pd.DataFrame | str]) -> None:
         ckpt = f"epoch {epoch} (monitor, in memory)"
         head = {"run": self.run_name, "epoch": epoch, "checkpoint": ckpt, "arch": type(self.model).__name__}
         new, frames = [], []
@@ -314,28 +338,43 @@ class Monitor:
                 frames.append(s)
         self._rows = [r for r in self._rows if r["epoch"] != epoch] + new
         self._rows.sort(key=lambda r: (r["epoch"], _SPLITS.index(r["split"]) if r["split"] in _SPLITS else 9))
-        self._table = self._frame(self._rows)
+        self._frame_cache = None  # built again when asked for (the writes and the rule do not need it)
         if self.samples and frames:
             kept = [] if self._samples is None else [self._samples[self._samples["epoch"] != epoch]]
             self._samples = pd.concat([*kept, *frames], ignore_index=True)
 
-    def _frame(self, rows: list[dict]) -> pd.DataFrame:
+    def _frame(self, rows: list[dict], cache: str | None = None) -> pd.DataFrame:
         """The trajectory table of ``rows`` with the column types ``landscape trajectory`` writes."""
+        return pd.DataFrame(self._columns(rows, cache))
+
+    def _columns(self, rows: list[dict], cache: str | None = None) -> dict[str, Any]:
+        """``{column: values}`` of :meth:`_frame` (numpy arrays, object ``pd.array`` values for the text).
+        ``cache`` names a :class:`_ColumnCache` that keeps the values of the rows seen before (a list that
+        grows by appends costs only its new rows, not a pass over every row each epoch)."""
         stat = ["acc_clean", "acc_adv", "loss_clean", "loss_adv"] + [
             f"{m}_{k}" for m in self._measure_cols for k in ("mean", "median", "q10", "q90")]
+        names = ("run", "epoch", "checkpoint", "split", "n", *stat, "arch", "nonfinite", "error")
+        if cache is None:
+            lists = _ColumnCache(names, set(stat)).update(rows)
+        else:
+            lists = self._caches.setdefault(cache, _ColumnCache(names, set(stat))).update(rows)
         data: dict[str, Any] = {}
-        for c in ("run", "epoch", "checkpoint", "split", "n", *stat, "arch", "nonfinite", "error"):
-            values = [r.get(c) for r in rows]
+        for c in names:
+            values = lists[c]
             if c in ("epoch", "n", "nonfinite"):
                 data[c] = np.asarray(values, dtype=np.int64)
             elif c in stat:
-                data[c] = np.asarray([np.nan if v is None else v for v in values], dtype=float)
+                data[c] = np.asarray(values, dtype=float)
             else:
                 data[c] = pd.array(values, dtype=object)
-        return pd.DataFrame(data)
+        return data
 
     def _check(self, epoch: int) -> OverfitEvent | None:
-        test = self.curve("test")
+        if self.event is not None and not self.keep_best:  # warned once already: nothing left to check
+            return None
+        # curve("test") without building the whole table: the rows are kept sorted by epoch
+        test = self._frame([r for r in self._rows if r["split"] == "test" and not isinstance(r["error"], str)],
+                           cache="curve")
         if self.keep_best and len(test):
             self._keep_best(epoch, test)
         if self.event is not None:
@@ -379,7 +418,11 @@ class Monitor:
         self.out.mkdir(parents=True, exist_ok=True)
         if self.samples and self._samples is not None:
             self.folder.write("samples", self._samples)
-        self.folder.write("trajectory", self._table)
+        if self._rows or self._resumed:  # one atomic parquet write, straight from the rows (no DataFrame)
+            import pyarrow.parquet as pq
+
+            table = arrow_table(self._columns(self._rows, cache="all"))
+            atomic_write(self.folder.path("trajectory"), lambda tmp: pq.write_table(table, tmp))
         if self._settings_written and not force:
             return
         self._settings_written = True
@@ -427,6 +470,32 @@ class Monitor:
         return f"Monitor(out={str(self.out)!r}, measures={list(self.measures)}, every={self.every})"
 
 
+class _ColumnCache:
+    """Per-column value lists of a list of rows that grows at its end: :meth:`update` adds only the rows after
+    the longest unchanged prefix (the same row objects), so a replaced or re-sorted row rebuilds from there."""
+
+    def __init__(self, names, floats):
+        self.names, self.floats = tuple(names), floats
+        self.rows: list[dict] = []
+        self.values: dict[str, list] = {c: [] for c in self.names}
+
+    def update(self, rows: list[dict]) -> dict[str, list]:
+        k = 0
+        for k, (a, b) in enumerate(zip(self.rows, rows), start=1):
+            if a is not b:
+                k -= 1
+                break
+        if k < len(self.rows):
+            for c in self.names:
+                del self.values[c][k:]
+        for r in rows[k:]:
+            for c in self.names:
+                v = r.get(c)
+                self.values[c].append(np.nan if v is None and c in self.floats else v)
+        self.rows = list(rows)
+        return self.values
+
+
 def _measure_columns(measures) -> list[str]:
     from ..measures.registry import select
 
@@ -438,19 +507,21 @@ def _finite(fn, v: np.ndarray) -> float:
     return float(fn(v)) if v.size else float("nan")
 
 
-def _summary(samples: pd.DataFrame, measure_cols) -> dict[str, Any]:
+def _summary(samples: pd.DataFrame | Mapping[str, np.ndarray], measure_cols) -> dict[str, Any]:
     """One split's summary row, as :func:`landscape.trajectory.assemble.summarise_samples` computes it (the same
-    numbers; numpy on the columns directly, as this runs every epoch)."""
-    row: dict[str, Any] = {"n": len(samples),
-                           "acc_clean": float(samples["correct_clean"].to_numpy(dtype=float).mean()),
-                           "acc_adv": float(samples["correct_adv"].to_numpy(dtype=float).mean())}
+    numbers; numpy on the columns directly, as this runs every epoch). ``samples``: ``measure``'s table, or its
+    columns as :func:`landscape.monitor.probe.measure_columns` returns them."""
+    n = len(samples["correct_clean"])
+    row: dict[str, Any] = {"n": n,
+                           "acc_clean": float(np.asarray(samples["correct_clean"], dtype=float).mean()),
+                           "acc_adv": float(np.asarray(samples["correct_adv"], dtype=float).mean())}
     nonfinite = 0
     for c in ("loss_clean", "loss_adv"):
-        v = samples[c].to_numpy(dtype=float)
+        v = np.asarray(samples[c], dtype=float)
         row[c] = _finite(np.mean, v)
         nonfinite += int((~np.isfinite(v)).sum())
     for m in measure_cols:
-        v = samples[m].to_numpy(dtype=float) if m in samples else np.full(len(samples), np.nan)
+        v = np.asarray(samples[m], dtype=float) if m in samples else np.full(n, np.nan)
         nonfinite += int((~np.isfinite(v)).sum())
         f = v[np.isfinite(v)]
         if f.size:

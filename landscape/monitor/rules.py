@@ -9,6 +9,7 @@ live monitor took. The rules and their defaults are chosen and evaluated in ``do
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Protocol
 
 import numpy as np
@@ -51,11 +52,12 @@ def smooth(values, window: int) -> np.ndarray:
     """Trailing (causal) median over the last ``window`` finite values at each index (NaN until one is seen)."""
     v = np.asarray(values, dtype=float)
     out = np.full(v.shape, np.nan)
-    for i in range(len(v)):
-        part = v[max(0, i - window + 1):i + 1]
-        part = part[np.isfinite(part)]
-        if part.size:
-            out[i] = float(np.median(part))
+    finite = [x if math.isfinite(x) else None for x in v.tolist()]
+    for i in range(len(finite)):  # plain Python on <= window floats: np.median's per-call cost dominated here
+        part = sorted(x for x in finite[max(0, i - window + 1):i + 1] if x is not None)
+        m = len(part)
+        if m:  # np.median's value exactly: the middle one, or the mean of the two middle ones ((a + b) / 2)
+            out[i] = part[m // 2] if m % 2 else (part[m // 2 - 1] + part[m // 2]) / 2
     return out
 
 
