@@ -33,8 +33,14 @@ RUN_FILES = {
     "findings": "findings.csv",      # a study's summary table
     "final_eval": "final_eval.csv",  # best/last checkpoints under the final evaluation attack(s)
     "histories": "histories.parquet",  # per-sample, per-epoch rows with stable sample ids (attribution)
+    # weight space (`landscape slice --space weights`, the demo's sliced runs; landscape.weight_slices)
+    "weight_slices_1d": "weight_slices_1d.parquet",        # probe-set loss along filter-normalised directions
+    "weight_slices_2d": "weight_slices_2d.parquet",        # ... on a plane of two directions
+    "weight_path": "weight_path.parquet",                  # PCA coordinates of the epochs' weights (--pca)
+    "weight_path_variance": "weight_path_variance.parquet",  # explained variance of the components (--pca)
+    "weight_path_surface": "weight_path_surface.parquet",  # loss on the PCA plane, with the path's rows (--pca)
 }
-TABLES = ("trajectory", "samples", "slices_1d", "slices_2d", "metrics")
+TABLES = ("trajectory", "samples", "slices_1d", "slices_2d", "metrics", "weight_slices_1d", "weight_path_surface")
 
 
 def run_file(key: str) -> str:

@@ -99,6 +99,37 @@ def test_slices_at_best_and_last_epoch_match_direct_loss(demo_dir):
     assert "2D loss surface — pgd_at/s0" in html and "2D loss surface — at_advlc/s0" in html
 
 
+def test_weight_space_slices_and_training_path_of_the_sliced_runs(demo_dir):
+    """pgd_at and at_advlc (first seed): a 1D weight slice (clean and robust) at the best and the last epoch and
+    the PCA path of the kept checkpoints with its clean-loss surface, on the analysis samples; the report draws
+    both figures."""
+    from landscape.diagnose import diagnose
+
+    x, y = load_dataset("digits", "test", n=20, seed=0)  # the --quick analysis samples
+    for m in ("pgd_at", "at_advlc"):
+        run = demo_dir / m / "s0"
+        analysis = run / "analysis"
+        d = diagnose(pd.read_parquet(analysis / "trajectory.parquet"), log=pd.read_csv(run / "metrics.csv"))
+        w1 = pd.read_parquet(analysis / "weight_slices_1d.parquet")
+        assert sorted(w1["epoch"].unique()) == sorted({d.best_epoch, d.last_epoch})
+        assert set(w1["kind"]) == {"clean", "robust"} and len(w1) == len(w1["epoch"].unique()) * 2 * 5
+        for epoch in w1["epoch"].unique():  # alpha = 0 is the checkpoint itself
+            model = load_model(run / f"model_e{int(epoch):03d}.pt", "mlp", hidden=(32,))
+            with torch.no_grad():
+                direct = F.cross_entropy(model(x), y).item()
+            centre = w1[(w1["epoch"] == epoch) & (w1["alpha"] == 0) & (w1["kind"] == "clean")]
+            assert centre["loss"].item() == pytest.approx(direct, rel=1e-5)
+        kept = sorted(int(p.stem[7:]) for p in run.glob("model_e*.pt"))
+        path = pd.read_parquet(analysis / "weight_path.parquet")
+        assert path["epoch"].tolist() == kept
+        surface = pd.read_parquet(analysis / "weight_path_surface.parquet")
+        assert (surface["kind"] == "clean").sum() == 5 * 5 and surface.loc[surface["kind"] == "path", "epoch"].tolist() == kept
+        assert (analysis / "weight_path_variance.parquet").is_file()
+    assert not (demo_dir / "standard" / "s0" / "analysis" / "weight_slices_1d.parquet").exists()
+    html = (demo_dir / "report.html").read_text()
+    assert 'data-figure="weight_slices_1d"' in html and 'data-figure="weight_path"' in html
+
+
 def test_demo_rerun_reuses_everything(demo_dir):
     """A second run finds every checkpoint and result on disk (resume), and changes no result."""
     before = pd.read_csv(demo_dir / "findings_runs.csv")

@@ -22,7 +22,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 COMPARISON = ["method_curves", "method_measures", "slices_1d_methods", "distributions_methods", "contours",
-              "measure_vs_loss", "first_order_share"]
+              "measure_vs_loss", "first_order_share", "weight_slices_1d", "weight_path"]
 DETAIL = ["learning_curves", "training_curves", "measures", "slices_1d", "distributions", "surface_at_advlc",
           "surface_pgd_at"]
 FULL_FIGURES = COMPARISON + DETAIL
@@ -70,7 +70,8 @@ def test_find_runs_in_run_folders_analysis_folders_and_two_levels_down(demo, tmp
     runs = find_runs(demo)
     assert [r.name for r in runs] == ["at_advlc", "pgd_at"]
     assert runs[0].files["trajectory"] == demo / "at_advlc" / "analysis" / "trajectory.parquet"
-    assert set(runs[1].files) == {"trajectory", "samples", "slices_1d", "slices_2d", "metrics", "settings"}
+    assert set(runs[1].files) == {"trajectory", "samples", "slices_1d", "slices_2d", "metrics", "settings",
+                                  "weight_slices_1d", "weight_path_surface"}
     assert [r.name for r in find_runs(demo.parent)] == ["demo/at_advlc", "demo/pgd_at"]
     assert [r.name for r in find_runs(demo / "at_advlc")] == ["at_advlc"]
     assert [r.name for r in find_runs(demo / "at_advlc" / "analysis")] == ["at_advlc"]
@@ -179,8 +180,37 @@ def test_missing_optional_tables_are_skipped_with_a_note(tmp_path, demo):
     assert re.findall(r'data-figure="(\w+)"', html) == ["method_curves", "method_measures", "measure_vs_loss",
                                                         "first_order_share", "learning_curves", "measures"]
     for why in ("no metrics.csv", "no slices_1d.parquet", "no slices_2d.parquet", "no samples.parquet",
-                "No settings.json"):
+                "no weight_slices_1d.parquet", "no weight_path_surface.parquet", "No settings.json"):
         assert why in html
+
+
+def test_weight_space_figures_show_where_the_tables_are_and_are_skipped_otherwise(study, tmp_path):
+    """The demo's sliced runs (first seed of pgd_at and at_advlc) carry the weight-space tables: the report draws
+    the 1D weight slices (best vs last, one row per sliced run) and the PCA training paths (one panel each, the
+    diagnosed best epoch marked); a study without them gets one note per figure and no error."""
+    from landscape.report.data import load_runs
+    from landscape.report.figures import figure_jobs
+
+    data = load_runs(study)
+    assert sorted(data.tables["weight_slices_1d"]["run"].unique()) == ["at_advlc/s0", "pgd_at/s0"]
+    assert (data.tables["weight_path_surface"]["kind"] == "path").any()
+    jobs = {key: (table, skipped) for key, _, table, skipped, _ in figure_jobs(data)}
+    assert set(jobs["weight_slices_1d"][0]["label"]) == {"best", "last"}  # labelled from the diagnoses
+    html = build_report(study, tmp_path / "with", dpi=72, interactive=False).read_text()
+    figs = re.findall(r'data-figure="(\w+)"', html)
+    assert figs.index("first_order_share") < figs.index("weight_slices_1d") < figs.index("weight_path")
+    assert "no weight_slices_1d" not in html and "no weight_path_surface" not in html
+    png = tmp_path / "with" / "figures"
+    assert (png / "weight_slices_1d.png").stat().st_size > 10_000 and (png / "weight_path.png").stat().st_size > 10_000
+
+    bare = tmp_path / "bare"
+    shutil.copytree(study, bare)
+    for f in [*bare.rglob("weight_slices_1d.parquet"), *bare.rglob("weight_path_surface.parquet")]:
+        f.unlink()
+    html = build_report(bare, tmp_path / "without", dpi=72, interactive=False).read_text()
+    figs = re.findall(r'data-figure="(\w+)"', html)
+    assert "weight_slices_1d" not in figs and "weight_path" not in figs and "method_curves" in figs
+    assert "no weight_slices_1d.parquet in any run" in html and "no weight_path_surface.parquet in any run" in html
 
 
 def test_unusable_trajectory_falls_back_to_diagnosis_json(tmp_path, demo):

@@ -284,6 +284,12 @@ def test_training_path_reads_a_run_folder_and_its_surface_restores_the_model(net
         want = float(F.cross_entropy(models[-1](x), y, reduction="none").double().mean())
     assert surf.loc[surf["alpha"] == 0, "loss"].item() == pytest.approx(want, rel=1e-12)
     assert (surf["direction1"] == "pc1").all() and len(surf.attrs["ratio"]) == 2
+    # the path rides along (one file draws the figure): its rows equal path.coords, after the grid's
+    grid, rows = surf[surf["kind"] != "path"], surf[surf["kind"] == "path"]
+    assert len(grid) == 2 and grid.index.max() < rows.index.min() and grid["epoch"].isna().all()
+    assert rows["epoch"].tolist() == [1, 2, 3, 4] and rows[["alpha", "beta", "loss"]].isna().all().all()
+    np.testing.assert_array_equal(rows[["pc1", "pc2"]].to_numpy(), path.coords[["pc1", "pc2"]].to_numpy())
+    assert rows["pc1_ratio"].iloc[0] == path.coords.attrs["ratio"][0]
     with pytest.raises(ValueError, match="at least 3 checkpoints"):
         training_path(models[:2])
 
@@ -354,6 +360,33 @@ def test_figures_draw_the_table_values(surface, net):
     assert len(ax.get_lines()) == 2 and ax.get_yscale() == "log"
     with pytest.raises(ValueError, match="missing required column"):
         plot_spectral_density(dens.drop(columns="density"))
+
+
+def test_report_figures_overlay_best_and_last_and_mark_the_best_epoch_on_each_path():
+    from landscape.plotting.weight_space import plot_training_paths, plot_weight_slices_best_last
+
+    one = pd.DataFrame({"direction": "random", "alpha": [-1.0, 0.0, 1.0] * 4, "kind": (["clean"] * 3 + ["robust"] * 3) * 2,
+                        "loss": [1.0, 0.5, 2.0, 1.5, 1.0, 3.0, 1.2, 0.5, 2.5, 2.0, 1.0, 4.0], "acc": 0.5,
+                        "label": ["best"] * 6 + ["last"] * 6})
+    two = pd.concat([one.assign(run="a/s0"), one.assign(run="b/s0")], ignore_index=True)
+    fig = plot_weight_slices_best_last(two)
+    assert len(fig.axes) == 4 and fig.axes[1].get_title() == "robust loss — a/s0"
+    lines = [ln.get_ydata().tolist() for ln in fig.axes[1].get_lines() if len(ln.get_xdata()) == 3]
+    assert lines == [[1.5, 1.0, 3.0], [2.0, 1.0, 4.0]]  # best, last
+    assert [t.get_text() for t in fig.legends[0].get_texts()][:2] == ["best", "last"]
+
+    a, b = np.meshgrid([-2.0, -1.0, 0.0, 1.0], [-1.0, 0.0, 1.0], indexing="ij")
+    grid = pd.DataFrame({"alpha": a.ravel(), "beta": b.ravel(), "kind": "clean", "loss": 1 + a.ravel() ** 2, "acc": 0.5})
+    path = pd.DataFrame({"kind": "path", "epoch": [1, 5, 9], "pc1": [-2.0, -1.0, 0.0], "pc2": [-1.0, 0.5, 0.0],
+                         "pc1_ratio": 0.7, "pc2_ratio": 0.2})
+    table = pd.concat([pd.concat([grid, path]).assign(run="a/s0"), grid.assign(run="b/s0")], ignore_index=True)
+    fig = plot_training_paths(table, best={"a/s0": 5})
+    first, second = fig.axes[0], next(ax for ax in fig.axes if ax.get_title().startswith("b/s0"))
+    diamond = [ln for ln in first.get_lines() if ln.get_marker() == "D"]
+    assert [ln.get_xdata().tolist() for ln in diamond] == [[-1.0]] and "70.0 %" in first.get_xlabel()
+    assert "no path rows" in second.get_title()  # a surface without its path: drawn alone
+    with pytest.raises(ValueError, match="no loss surface"):
+        plot_training_paths(pd.concat([grid.iloc[:0], path]))
 
 
 # ---------------------------------------------------------------------------------------------- CLI

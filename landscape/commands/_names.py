@@ -36,7 +36,7 @@ STUDIES = ("methods", "attribution")
 
 #: landscape.plotting.FIGURES
 FIGURES = ("method_curves", "method_measures", "method_slices1d", "method_distributions", "contours", "scatter",
-           "first_order_share", "curves", "training_curves", "measures", "slices1d", "distributions", "surface")
+           "first_order_share", "weight_slices1d", "weight_path", "curves", "training_curves", "measures", "slices1d", "distributions", "surface")
 
 #: landscape.datasets.list_datasets(), in the order the --data help names them
 DATASETS = ("digits", "cifar10", "cifar100", "svhn", "tiny-imagenet", "imagefolder", "npz")

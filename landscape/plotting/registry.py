@@ -25,6 +25,7 @@ from .interactive import interactive_method_curves, interactive_method_measures
 from .measures import available_measures, plot_measures
 from .methods import plot_method_curves, plot_method_measures, pool_by_method
 from .slices import plot_slices_1d, plot_surface
+from .weight_space import plot_training_paths, plot_weight_slices_best_last
 
 #: Report sections: the comparison opens the page; per-run detail is collapsed.
 SECTIONS = ("comparison", "detail")
@@ -161,6 +162,15 @@ def _first_order(table, *, split="test", since: int | Mapping | None = None, tit
     return plot_first_order_share(table, split=split, best_epochs=since, title=title)
 
 
+def _weight_slices(table, *, title=None):
+    return plot_weight_slices_best_last(table, title=title)
+
+
+def _weight_paths(table, *, since: int | Mapping | None = None, title=None):
+    """Every run's PCA training path; the diamond: its diagnosed best epoch (``since``)."""
+    return plot_training_paths(table, best=dict(since) if isinstance(since, Mapping) else since, title=title)
+
+
 # ------------------------------------------------------------------------------------------- the figures
 
 for _spec in (
@@ -194,6 +204,18 @@ for _spec in (
                "run's best epoch. A share that falls as curvature grows means AT's gradient regularisation "
                "accounts for less of the robust loss.", title="Curvature and the first-order share",
                needs=("fo_share_mean", "fo_share_median")),
+    FigureSpec("weight_slices1d", _weight_slices, ("weight_slices_1d", "trajectory"),
+               "The weight landscape: mean loss of the probe set at w + α·d along a filter-normalised random "
+               "direction d of the weights (Li et al. 2018; biases and BN parameters kept), best vs last epoch; "
+               "the robust loss at the inputs attacked at the checkpoint itself (α = 0), kept fixed along the "
+               "line. A curve that rises faster at the last epoch is a sharper weight minimum.",
+               title="1D weight-space slices, best vs last", stem="weight_slices_1d", best_last=True),
+    FigureSpec("weight_path", _weight_paths, ("weight_path_surface",),
+               "The training path in weight space: each kept epoch's weights projected on the PCA plane of the "
+               "run's weight trajectory (origin and star: the last epoch; diamond: the diagnosed best epoch; "
+               "axes give each component's share of the variance), over the clean loss of the probe set on that "
+               "plane. Each panel has its own plane and colour scale.",
+               title="Training path on the weight-space loss surface (PCA plane)"),
     FigureSpec("curves", plot_learning_curves, ("trajectory",),
                "Clean and robust accuracy and loss per epoch from trajectory.parquet; the star marks the best "
                "robust test accuracy and the shaded band the robust-overfitting gap (best − last), both from "

@@ -8,11 +8,13 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from ._style import CMAP, PALETTE, new_axes, style
-from ._tables import check_choice, check_table
+from ._style import CMAP, PALETTE, colors_for, new_axes, new_figure, style
+from ._tables import (check_choice, check_table, default_group, group_name, of_run, rows_of_run,
+                      runs_of)
 
 #: Value columns of the weight-slice tables and their axis labels.
 VALUES = {"loss": "mean cross-entropy loss (nats)", "acc": "accuracy (%)"}
@@ -145,7 +147,7 @@ def plot_weight_contour(table: pd.DataFrame, *, kind: str | None = None, value: 
 
 def plot_training_path(surface: pd.DataFrame, coords: pd.DataFrame, *, kind: str | None = None,
                        value: str = "loss", levels: int = 15, log: bool | str = "auto", annotate: int = 6,
-                       title: str | None = None, ax: Axes | None = None) -> Axes:
+                       best: int | None = None, title: str | None = None, ax: Axes | None = None) -> Axes:
     """The training path in the PCA plane of its weights, drawn on the loss surface of that plane (Li et al.).
 
     Args:
@@ -154,6 +156,7 @@ def plot_training_path(surface: pd.DataFrame, coords: pd.DataFrame, *, kind: str
             variance of the two components) labels the axes.
         kind, value, levels, log: as :func:`plot_weight_contour`.
         annotate: label about this many epochs along the path (first and last always).
+        best: an epoch of the path to mark with a diamond (e.g. the diagnosed best epoch).
         title, ax: as usual.
 
     Returns:
@@ -163,6 +166,7 @@ def plot_training_path(surface: pd.DataFrame, coords: pd.DataFrame, *, kind: str
     check_choice(value, list(VALUES), "value", func)
     check_table(surface, ["alpha", "beta", "kind", value], func)
     check_table(coords, ["epoch", "pc1", "pc2"], func)
+    surface = surface[surface["kind"].astype(str) != "path"]  # path_surface tables carry the path's rows too
     kind = _kind(surface, kind)
     A, B, Z = _grid(surface, kind, value)
     path = coords.sort_values("epoch")
@@ -174,6 +178,11 @@ def plot_training_path(surface: pd.DataFrame, coords: pd.DataFrame, *, kind: str
         ax.plot(path["pc1"], path["pc2"], color="#d62728", lw=1.4, marker="o", ms=3.5, zorder=4)
         ax.plot([path["pc1"].iloc[-1]], [path["pc2"].iloc[-1]], marker="*", ms=13, color="white", mec="black",
                 mew=0.7, ls="none", zorder=5)
+        at_best = path[path["epoch"] == best] if best is not None else path.iloc[:0]
+        if not at_best.empty:
+            ax.plot(at_best["pc1"], at_best["pc2"], marker="D", ms=7, color="#f0e442", mec="black", mew=0.7,
+                    ls="none", zorder=6, label=f"best epoch ({int(best)})")
+            ax.legend(loc="best", frameon=True, framealpha=0.8)
         span = np.array([np.ptp(A), np.ptp(B)])
         step, shown = max(1, int(np.ceil(len(path) / max(annotate, 1)))), []
         for i, (_, row) in enumerate(path.iloc[::-1].iterrows()):  # the final epoch first: always labelled
@@ -189,6 +198,121 @@ def plot_training_path(surface: pd.DataFrame, coords: pd.DataFrame, *, kind: str
         ax.set_ylabel(labels[1])
         ax.set_title(title or f"training path on the {kind} loss surface (epochs labelled)")
     return ax
+
+
+def plot_weight_slices_best_last(table: pd.DataFrame, *, by: str | None = None, value: str = "loss",
+                                 title: str | None = None) -> Figure:
+    """1D weight slices of every run, the checkpoints (e.g. best vs last epoch) overlaid in colour.
+
+    Args:
+        table: :func:`landscape.weight_slices.weight_slice_1d` rows (``direction``, ``alpha``, ``kind``,
+            ``value``) of one or several checkpoints; ``run`` gives one row of panels per run; ``epoch`` (or a
+            text ``label`` from :func:`landscape.plotting.label_epochs`) tells the checkpoints apart.
+        by: the column overlaid in colour (default: ``label``, else ``epoch``, else ``checkpoint``, else none).
+        value: ``loss`` or ``acc`` (in %).
+        title: optional figure title.
+
+    Returns:
+        The Figure: rows are runs, columns the loss kinds (clean, robust), y shared within a row; several
+        directions are told apart by line style. α = 0 (dotted) is each checkpoint's own weights.
+    """
+    func = "plot_weight_slices_best_last"
+    check_choice(value, list(VALUES), "value", func)
+    check_table(table, ["direction", "alpha", "kind", value], func)
+    by = default_group(table, by, func) or ("checkpoint" if "checkpoint" in table.columns else None)
+    groups = list(pd.unique(table[by])) if by else [None]
+    if by == "epoch":
+        groups = sorted(groups)
+    colors = colors_for(groups)
+    kinds = [k for k in ("clean", "robust") if k in set(table["kind"].astype(str))]
+    if not kinds:
+        raise ValueError(f"{func}: no clean or robust rows; kinds: {sorted(table['kind'].astype(str).unique())}")
+    directions = list(pd.unique(table["direction"].astype(str)))
+    runs = runs_of(table)
+    with style():
+        fig, axes = new_figure(len(runs), len(kinds), panel=(3.9, 3.0), sharex=True, sharey="row")
+        for i, run in enumerate(runs):
+            rows_run = rows_of_run(table, run)
+            for j, k in enumerate(kinds):
+                ax = axes[i, j]
+                for g in groups:
+                    for d_i, d in enumerate(directions):
+                        rows = rows_run[(rows_run["kind"].astype(str) == k)
+                                        & (rows_run["direction"].astype(str) == d)]
+                        rows = rows if g is None else rows[rows[by] == g]
+                        if rows.empty:
+                            continue
+                        rows = rows.sort_values("alpha")
+                        ax.plot(rows["alpha"].to_numpy(float), _v(rows, value), color=colors[g],
+                                ls=_DASHES[d_i % len(_DASHES)], marker="o" if len(rows) <= 15 else None, ms=3)
+                ax.axvline(0.0, color="0.35", ls=":", lw=1.0)
+                ax.set_title(f"{k} loss" + (f" — {run}" if run is not None else ""))
+                if i == len(runs) - 1:
+                    ax.set_xlabel(_step_label("α", directions[0], table.attrs) if len(directions) == 1
+                                  else "α: step along each direction")
+            axes[i, 0].set_ylabel(VALUES[value])
+        handles = [Line2D([], [], color=colors[g], lw=2, label=_group_label(by, g)) for g in groups if g is not None]
+        if len(directions) > 1:
+            handles += [Line2D([], [], color="0.3", ls=_DASHES[i % len(_DASHES)], label=f"{d} direction")
+                        for i, d in enumerate(directions)]
+        handles.append(Line2D([], [], color="0.35", ls=":", label="the checkpoint's weights (α = 0)"))
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5), frameon=False)
+        if title:
+            fig.suptitle(title)
+    return fig
+
+
+def _group_label(by, g) -> str:
+    return str(g).rsplit("/", 1)[-1] if by == "checkpoint" else group_name(by, g)
+
+
+def plot_training_paths(table: pd.DataFrame, *, kind: str | None = None, value: str = "loss",
+                        best: dict | int | None = None, title: str | None = None) -> Figure:
+    """The training path of every run on the loss surface of its PCA plane, one panel per run.
+
+    Args:
+        table: :func:`landscape.weight_slices.path_surface` tables (the grid and the ``kind == "path"`` rows),
+            with ``run`` for several runs. A run without path rows gets its surface alone.
+        kind, value: as :func:`plot_training_path` (default kind: clean when the table has it).
+        best: the epoch to mark on each path, ``{run: epoch}`` or one epoch for every run (e.g. the diagnosed
+            best epochs).
+        title: optional figure title.
+
+    Returns:
+        The Figure (each panel on its own colour scale: the planes of different runs are different planes).
+    """
+    func = "plot_training_paths"
+    check_table(table, ["alpha", "beta", "kind", value], func)
+    grid_kinds = [k for k in pd.unique(table["kind"].astype(str)) if k != "path"]
+    if not grid_kinds:
+        raise ValueError(f"{func}: the table holds no loss surface (only path rows)")
+    kind = kind if kind is not None else ("clean" if "clean" in grid_kinds else grid_kinds[0])
+    runs = runs_of(table)
+    ncols = min(len(runs), 2)
+    nrows = -(-len(runs) // ncols)
+    with style():
+        fig, axes = new_figure(nrows, ncols, panel=(5.0, 4.0))
+        for i, run in enumerate(runs):
+            ax = axes[i // ncols, i % ncols]
+            rows = rows_of_run(table, run)
+            path = rows[rows["kind"].astype(str) == "path"]
+            head = run if run is not None else None
+            if path.empty or not {"epoch", "pc1", "pc2"} <= set(path.columns):
+                plot_weight_contour(rows[rows["kind"].astype(str) != "path"], kind=kind, value=value, ax=ax,
+                                    title=f"{head}: {kind} loss on the PCA plane (no path rows)")
+                continue
+            coords = path.copy()
+            ratio = [coords[f"pc{c + 1}_ratio"].iloc[0] for c in range(2)
+                     if f"pc{c + 1}_ratio" in coords.columns]
+            coords.attrs = {"ratio": [float(r) for r in ratio]} if len(ratio) == 2 and np.isfinite(ratio).all() else {}
+            mark = of_run(best, run) if isinstance(best, dict) else best
+            plot_training_path(rows, coords, kind=kind, value=value, best=mark, ax=ax,
+                               title=(f"{head}: " if head else "") + f"{kind} loss, epochs labelled")
+        for j in range(len(runs), nrows * ncols):
+            axes[j // ncols, j % ncols].set_visible(False)
+        if title:
+            fig.suptitle(title)
+    return fig
 
 
 def plot_spectral_density(table: pd.DataFrame, *, log: bool = True, title: str | None = None,
@@ -231,4 +355,5 @@ def plot_spectral_density(table: pd.DataFrame, *, log: bool = True, title: str |
     return ax
 
 
-__all__ = ["plot_spectral_density", "plot_training_path", "plot_weight_contour", "plot_weight_slice_1d"]
+__all__ = ["plot_spectral_density", "plot_training_path", "plot_training_paths", "plot_weight_contour",
+           "plot_weight_slice_1d", "plot_weight_slices_best_last"]

@@ -93,33 +93,58 @@ def analyse_one(folder: Path, seed: int, cfg: dict, *, progress: bool) -> pd.Dat
 
 # ------------------------------------------------------------------------------------------------ slices
 def slice_one(folder: Path, seed: int, cfg: dict) -> None:
-    """Loss slices at the best and the last epoch into ``folder/analysis/slices_{1d,2d}.parquet``.
+    """Loss slices at the best and the last epoch into ``folder/analysis``: input space
+    (``slices_{1d,2d}.parquet``) and weight space (``weight_slices_1d.parquet``, ``weight_path*.parquet``).
 
-    1D: along the adversarial and a random direction (L∞-normalised, so ``a`` is in pixel units, ±2·eps)
-    for ``slice_n`` test images; 2D: the adversarial × random plane around the first of them. Best and last
-    are the epochs that :func:`landscape.diagnose.diagnose` finds in the trajectory table, so the report
-    labels them. Skipped when both files exist for the same epochs.
+    Input space. 1D: along the adversarial and a random direction (L∞-normalised, so ``a`` is in pixel units,
+    ±2·eps) for ``slice_n`` test images; 2D: the adversarial × random plane around the first of them.
+
+    Weight space (:mod:`landscape.weight_slices`), on the ``analysis_n`` test samples of the trajectory: the
+    mean clean and robust loss along one filter-normalised random direction (seeded by the run's seed;
+    ``weight_slice_grid`` points over ±``weight_slice_radius``; x_adv attacked once at the checkpoint and kept
+    fixed), at the best and the last epoch; and the PCA plane of the kept checkpoints' weights (epoch 1, every
+    ``every``-th, best, last) with the clean loss on a ``weight_path_grid``² grid over it
+    (``weight_path.parquet``, ``weight_path_variance.parquet``, ``weight_path_surface.parquet``, the names
+    ``landscape slice --space weights`` writes).
+
+    Best and last are the epochs that :func:`landscape.diagnose.diagnose` finds in the trajectory table, so the
+    report labels them. Each part is skipped when its files exist for the same epochs.
     """
     from ..checkpoints import load_model
-    from ..datasets import load_dataset
     from ..diagnose import diagnose
-    from ..slices import grid, slice_1d, slice_2d
-    from ..training import checkpoint_path
 
     analysis = folder / "analysis"
     d = diagnose(pd.read_parquet(analysis / run_file("trajectory")), log=pd.read_csv(folder / run_file("metrics")))
     epochs = sorted({int(d.best_epoch if d.best_epoch is not None else d.last_epoch), int(d.last_epoch)})
-    paths = {k: analysis / run_file(f"slices_{k}") for k in ("1d", "2d")}
-    if all(p.is_file() for p in paths.values()) and all(
-            sorted(pd.read_parquet(p, columns=["epoch"])["epoch"].unique().tolist()) == epochs
-            for p in paths.values()):
-        return
+
+    def done(keys) -> bool:
+        paths = [analysis / run_file(k) for k in keys]
+        return all(p.is_file() for p in paths) and all(
+            sorted(pd.read_parquet(p, columns=["epoch"])["epoch"].dropna().astype(int).unique().tolist()) == epochs
+            for p in paths)
+
+    def model_at(epoch: int):
+        from ..training import checkpoint_path
+
+        return load_model(checkpoint_path(folder, epoch), "mlp", hidden=tuple(cfg["hidden"]))
+
+    if not done(("slices_1d", "slices_2d")):
+        _input_slices(analysis, seed, cfg, epochs, model_at)
+    if cfg.get("weight_slice_grid") and not (done(("weight_slices_1d",))
+                                             and (analysis / run_file("weight_path_surface")).is_file()):
+        _weight_slices(folder, seed, cfg, epochs, model_at)
+
+
+def _input_slices(analysis: Path, seed: int, cfg: dict, epochs: list[int], model_at) -> None:
+    from ..datasets import load_dataset
+    from ..slices import grid, slice_1d, slice_2d
+
     x, y = load_dataset("digits", "test", n=cfg["slice_n"], seed=seed)
     coords = grid(2 * cfg["eps"], cfg["slice_grid"])
     kw = dict(eps=cfg["eps"], steps=cfg["analysis_steps"], seed=seed)
     parts = {"1d": [], "2d": []}
     for epoch in epochs:
-        model = load_model(checkpoint_path(folder, epoch), "mlp", hidden=tuple(cfg["hidden"]))
+        model = model_at(epoch)
         for direction in ("adversarial", "random"):
             parts["1d"].append(slice_1d(model, x, y, direction, coords, **kw).assign(epoch=epoch))
         parts["2d"].append(slice_2d(model, x[:1], y[:1], "adversarial", "random", coords, coords, **kw)
@@ -127,7 +152,38 @@ def slice_one(folder: Path, seed: int, cfg: dict) -> None:
     for key, frames in parts.items():
         table = pd.concat(frames, ignore_index=True)
         table.attrs = dict(frames[0].attrs)
-        write_file(paths[key], table, attrs=True)
+        write_file(analysis / run_file(f"slices_{key}"), table, attrs=True)
+
+
+def _weight_slices(folder: Path, seed: int, cfg: dict, epochs: list[int], model_at) -> None:
+    import numpy as np
+
+    from ..attacks import AttackSettings
+    from ..datasets import load_dataset
+    from ..training import checkpoint_path
+    from ..weight_slices import path_surface, to_parquet, training_path, weight_slice_1d
+
+    analysis = folder / "analysis"
+    x, y = load_dataset("digits", "test", n=cfg["analysis_n"], seed=seed)  # the trajectory's test samples
+    attack = AttackSettings("pgd", cfg["eps"], cfg["analysis_steps"])
+    r, n = cfg["weight_slice_radius"], cfg["weight_slice_grid"]
+    alphas = np.linspace(-r, r, n)
+    parts = []
+    for epoch in epochs:
+        ckpt = checkpoint_path(folder, epoch)
+        parts.append(weight_slice_1d(model_at(epoch), x, y, "random", alphas, loss="both", attack=attack, seed=seed)
+                     .assign(epoch=epoch, checkpoint=str(ckpt)))
+    table = pd.concat(parts, ignore_index=True)
+    table.attrs = dict(parts[0].attrs)
+    # the kept checkpoints, as analyse_one chooses them
+    chosen = epochs_to_analyse(cfg["epochs"], cfg["every"], log_best_epoch(pd.read_csv(folder / run_file("metrics"))))
+    path = training_path((model_at(e) for e in chosen), epochs=chosen)  # one model at a time
+    path.coords["checkpoint"] = [str(checkpoint_path(folder, e)) for e in path.coords["epoch"]]
+    surface = path_surface(model_at(chosen[-1]), x, y, path, n=cfg["weight_path_grid"], loss="clean", seed=seed)
+    to_parquet(path.coords, analysis / run_file("weight_path"))
+    to_parquet(path.variance, analysis / run_file("weight_path_variance"))
+    to_parquet(surface, analysis / run_file("weight_path_surface"))
+    to_parquet(table, analysis / run_file("weight_slices_1d"))
 
 
 # ---------------------------------------------------------------------------------------------- figure

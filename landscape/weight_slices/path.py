@@ -173,26 +173,41 @@ def path_surface(model: nn.Module, x: torch.Tensor, y: torch.Tensor, path: Train
 
     The model gets ``path.centre`` (parameters and buffers of the final epoch) for the evaluation and its own
     state back afterwards. Default grid: ``n`` points per axis over the range of the path's coordinates,
-    widened by ``margin`` of the span on each side. ``kw``: ``loss``, ``attack``, ``x_adv``, ``reattack``,
+    widened by ``margin`` of the span on each side (an axis spanning less than a tenth of the other is first
+    widened to that tenth). ``kw``: ``loss``, ``attack``, ``x_adv``, ``reattack``,
     ``seed``, ``batch_size``, ``progress`` of :func:`weight_slice_2d`.
 
     Returns:
         The :func:`weight_slice_2d` table (``direction1``/``direction2`` = ``pc1``/``pc2``), its ``attrs`` with
-        the explained variance ``ratio`` of the two components.
+        the explained variance ``ratio`` of the two components, followed by the path itself: one row per epoch
+        with ``kind`` = ``"path"``, the columns of ``path.coords`` (``epoch``, ``checkpoint``, ``pc1``, ``pc2``,
+        ``residual``) and ``pc1_ratio``/``pc2_ratio`` (NaN ``alpha``/``beta``/``loss``/``acc``), so that one file
+        draws the figure (the report combines runs, and ``attrs`` do not survive that). Select
+        ``kind != "path"`` for the grid alone.
     """
     if not isinstance(path, TrainingPath):
         raise TypeError(f"path must be a TrainingPath (from training_path), got {type(path).__name__}")
     axes = []
-    for col, given in (("pc1", alphas), ("pc2", betas)):
+    spans = [float(path.coords[c].max() - path.coords[c].min()) for c in ("pc1", "pc2")]
+    for col, given, span in (("pc1", alphas, spans[0]), ("pc2", betas, spans[1])):
         if given is not None:
             axes.append(given)
             continue
         lo, hi = float(path.coords[col].min()), float(path.coords[col].max())
-        pad = margin * max(hi - lo, 1e-12)
-        axes.append(np.linspace(lo - pad, hi + pad, n))
+        # an axis the path hardly moves along (e.g. PC2 of 3 checkpoints: centring leaves one dimension) is
+        # widened to a tenth of the other's span, so the grid shows the loss around it, not rounding noise
+        extra = max(0.1 * max(spans) - span, 0.0) / 2
+        pad = margin * max(span, 0.1 * max(spans), 1e-12)
+        axes.append(np.linspace(lo - extra - pad, hi + extra + pad, n))
     with restored(model):
         model.load_state_dict({k: v for k, v in path.centre.items()}, strict=True)
         df = weight_slice_2d(model, x, y, path.directions[0], path.directions[1], axes[0], axes[1], **kw)
     df["direction1"], df["direction2"] = "pc1", "pc2"
-    df.attrs.update(ratio=path.coords.attrs.get("ratio"))
+    ratio = path.coords.attrs.get("ratio")
+    attrs = dict(df.attrs, ratio=ratio)
+    rows = path.coords.assign(kind="path", direction1="pc1", direction2="pc2")
+    for c in range(2):
+        rows[f"pc{c + 1}_ratio"] = float(ratio[c]) if ratio else np.nan
+    df = pd.concat([df, rows], ignore_index=True)
+    df.attrs = attrs
     return df
