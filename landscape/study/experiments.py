@@ -177,13 +177,15 @@ def _weight_slices(folder: Path, seed: int, cfg: dict, epochs: list[int], model_
     table.attrs = dict(parts[0].attrs)
     # the kept checkpoints, as analyse_one chooses them
     chosen = epochs_to_analyse(cfg["epochs"], cfg["every"], log_best_epoch(pd.read_csv(folder / run_file("metrics"))))
+    to_parquet(table, analysis / run_file("weight_slices_1d"))
+    if len(chosen) < 3:  # a plane needs three points (e.g. a 2-epoch smoke run): no path, the report says so
+        return
     path = training_path((model_at(e) for e in chosen), epochs=chosen)  # one model at a time
     path.coords["checkpoint"] = [str(checkpoint_path(folder, e)) for e in path.coords["epoch"]]
     surface = path_surface(model_at(chosen[-1]), x, y, path, n=cfg["weight_path_grid"], loss="clean", seed=seed)
     to_parquet(path.coords, analysis / run_file("weight_path"))
     to_parquet(path.variance, analysis / run_file("weight_path_variance"))
     to_parquet(surface, analysis / run_file("weight_path_surface"))
-    to_parquet(table, analysis / run_file("weight_slices_1d"))
 
 
 # ---------------------------------------------------------------------------------------------- figure
