@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._version import __version__
 from ..plotting.methods import method_of
 from ..ranking import rank_measures
 
@@ -144,8 +145,8 @@ def ranking_rows(diagnoses: dict[str, dict[str, Any]]) -> Table:
 
 def versions() -> dict[str, str]:
     """Versions of landscape and its main dependencies, Python and the platform (no imports of torch)."""
-    out = {}
-    for pkg in ("landscape", "torch", "numpy", "pandas", "matplotlib", "seaborn"):
+    out = {"landscape": __version__}  # the running code's (an editable install's metadata can lag behind it)
+    for pkg in ("torch", "numpy", "pandas", "matplotlib", "seaborn"):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
