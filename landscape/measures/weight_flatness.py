@@ -132,12 +132,7 @@ def flatness_average(model: nn.Module, probe: Sequence[ProbeBatch], *, xi: float
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
     with preserved(model):
-        probe = _check_probe(model, probe)
-        names = select_parameters(model, layers)
-        params = dict(model.named_parameters())
-        chosen = [params[n] for n in names]
-        ref = [p.detach().clone() for p in chosen]
-        base = probe_loss(model, _robust(probe))
+        probe, names, chosen, ref, base = _start(model, probe, layers)
         g = torch.Generator(device="cpu").manual_seed(int(seed))
         values = []
         for _ in range(samples):
@@ -153,6 +148,15 @@ def flatness_average(model: nn.Module, probe: Sequence[ProbeBatch], *, xi: float
     se = float(t.std(unbiased=True) / math.sqrt(t.numel())) if t.numel() > 1 else 0.0
     mean = float(t.mean())
     return FlatnessEstimate(mean - base, se, base, mean)
+
+
+def _start(model: nn.Module, probe: Sequence[ProbeBatch], layers: str | None):
+    """``(checked probe, selected names, their parameters, copies of their values, robust loss at w)``."""
+    probe = _check_probe(model, probe)
+    names = select_parameters(model, layers)
+    params = dict(model.named_parameters())
+    chosen = [params[n] for n in names]
+    return probe, names, chosen, [p.detach().clone() for p in chosen], probe_loss(model, _robust(probe))
 
 
 def _robust_loss_at(model: nn.Module, probe: Sequence[ProbeBatch], reattack: AttackSettings | None) -> float:
@@ -206,12 +210,7 @@ def flatness_worst(model: nn.Module, probe: Sequence[ProbeBatch], settings: Atta
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     alpha = 2.5 / steps if step_size is None else _check_xi(step_size, "step_size")
     with preserved(model):
-        probe = _check_probe(model, probe)
-        names = select_parameters(model, layers)
-        params = dict(model.named_parameters())
-        chosen = [params[n] for n in names]
-        ref = [p.detach().clone() for p in chosen]
-        base = probe_loss(model, _robust(probe))
+        probe, names, chosen, ref, base = _start(model, probe, layers)
         nu = [torch.zeros_like(r) for r in ref]
         points = _robust(probe)
         for step in range(steps):
