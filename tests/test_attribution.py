@@ -210,6 +210,12 @@ class _nothing:
         return False
 
 
+def test_a_training_run_folder_is_read_through_its_analysis_folder(tiny_run):
+    direct = attribute(tiny_run, best_epoch=2)
+    via_parent = attribute(tiny_run.parent, best_epoch=2)
+    pd.testing.assert_frame_equal(direct, via_parent)
+
+
 def test_run_without_histories_needs_results(tmp_path):
     from landscape import LandscapeError
 
