@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench_units import add_doc_options, doc_from_csvs  # noqa: E402 (benchmarks/ is on sys.path as a script)
+from bench_units import add_doc_options, doc_from_csvs, write_csv  # noqa: E402 (benchmarks/ is on sys.path as a script)
 
 BEGIN, END = "<!-- attribution-cost:begin (benchmarks/bench_attribution.py --doc) -->", "<!-- attribution-cost:end -->"
 MEASURES = ["grad", "curv_adv", "logit_margin"]
@@ -122,8 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(json.loads(out.strip().splitlines()[-1]))
         print(rows[-1], flush=True)
     df = pd.DataFrame(rows)
-    if args.out:
-        df.to_csv(args.out, index=False)
+    write_csv(df, args.out)
     print(markdown(df))
     return 0
 

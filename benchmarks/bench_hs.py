@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from landscape import create_model
 from landscape.measures.curvature import hessian_spectrum
 
-from bench_units import add_doc_options, doc_from_csvs  # noqa: E402 (benchmarks/ is on sys.path as a script)
+from bench_units import add_doc_options, doc_from_csvs, write_csv  # noqa: E402 (benchmarks/ is on sys.path as a script)
 
 K_TOP = 20
 BEGIN, END = "<!-- hs:begin -->", "<!-- hs:end -->"
@@ -234,9 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     goal = df[~df["case"].str.startswith("mlp")]
     ok = bool(((goal["rel_diff_lanczos_official"] <= 0.02) & (goal["speedup"] >= 10)).all())
     print("goals (within 2 %, >= 10x faster):", "met" if ok else "NOT MET")
-    if args.out:
-        df.to_csv(args.out, index=False)
-        print(f"wrote {args.out}")
+    write_csv(df, args.out)
     return 0  # a benchmark reports; it does not fail a `make bench` run
 
 

@@ -45,7 +45,7 @@ from landscape.datasets import load_dataset
 from landscape.evaluate import evaluate_model
 from landscape.masking import FLAGS
 
-from bench_units import add_doc_options, doc_from_csvs  # noqa: E402 (benchmarks/ is on sys.path as a script)
+from bench_units import add_doc_options, doc_from_csvs, write_csv  # noqa: E402 (benchmarks/ is on sys.path as a script)
 
 CSV = Path(__file__).parent / "results" / "masking_cpu.csv"
 COMMAND = "python benchmarks/bench_masking.py --from-csv benchmarks/results/masking_cpu.csv --doc docs/evaluation.md"
@@ -269,9 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     df = run()
-    if args.out:
-        df.to_csv(args.out, index=False)
-        print(f"wrote {args.out}")
+    write_csv(df, args.out)
     for fn in BLOCKS.values():
         print(fn(df))
     return 0

@@ -35,7 +35,7 @@ from landscape.objectives import ADVERSARIAL_METHODS, DEFAULT_LAM, METHODS, batc
 from landscape.training import seeded_model
 
 from bench_measures import commit, round_times  # noqa: E402 (benchmarks/ is on sys.path when run as a script)
-from bench_units import add_doc_options, doc_from_csvs  # noqa: E402
+from bench_units import add_doc_options, doc_from_csvs, write_csv  # noqa: E402
 
 BENCH_METHODS = tuple(m for m in METHODS if m != "at_decomposed")
 BEGIN, END = "<!-- methods-cost:begin (benchmarks/bench_methods.py --doc) -->", "<!-- methods-cost:end -->"
@@ -165,9 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                  device=torch.device(args.device), repeats=args.repeats,
                  methods=[m for m in args.methods.split(",") if m])
     df = pd.DataFrame(rows)
-    if args.out:
-        df.to_csv(args.out, index=False)
-        print(f"wrote {args.out}")
+    write_csv(df, args.out)
     print(markdown(df))
     return 0
 

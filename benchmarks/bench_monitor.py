@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from bench_units import add_doc_options, doc_from_csvs
+from bench_units import add_doc_options, doc_from_csvs, write_csv
 
 BEGIN, END = "<!-- monitor-cost:begin (benchmarks/bench_monitor.py --doc) -->", "<!-- monitor-cost:end -->"
 
@@ -115,9 +115,7 @@ def main(argv=None) -> int:
         return doc_from_csvs(args.from_csv, markdown, args.doc, BEGIN, END)
     torch.set_num_threads(1)
     df = measure(args.sizes, args.every, args.epochs, args.repeats)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        df.to_csv(args.out, index=False)
+    write_csv(df, args.out)
     print(markdown(df))
     return 0
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import pandas as pd
 import psutil
 
-from bench_units import add_doc_options, doc_from_csvs  # noqa: E402 (benchmarks/ is on sys.path as a script)
+from bench_units import add_doc_options, doc_from_csvs, write_csv  # noqa: E402 (benchmarks/ is on sys.path as a script)
 
 BEGIN, END = "<!-- stream:begin (benchmarks/bench_stream.py --doc) -->", "<!-- stream:end -->"
 GOAL_RSS_GB = 1.5
@@ -208,9 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         arch=f"{args.arch}(width={args.width})" if args.arch == "small_cnn" else args.arch, batch=args.batch,
         device=args.device, repeats=args.repeats, machine=machine, torch=torch.__version__, commit=commit)
     print(markdown(df))
-    if args.out:
-        df.to_csv(args.out, index=False)
-        print(f"wrote {args.out}")
+    write_csv(df, args.out)
     return 0
 
 

@@ -167,6 +167,14 @@ def doc_from_csvs(csvs: list[str], markdown_fn, doc: str | None, begin: str, end
     return 0
 
 
+def write_csv(df: pd.DataFrame, out: str | None) -> None:
+    """Write a benchmark's rows to ``out`` (its folder created; nothing when ``out`` is None) and say so."""
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(out, index=False)
+        print(f"wrote {out}")
+
+
 def write_doc(doc: Path, block: str, begin: str = BEGIN, end: str = END) -> None:
     """Replace the text between the ``begin`` and ``end`` markers of ``doc`` by ``block``."""
     text = doc.read_text()
@@ -201,9 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             rows += bench(name, batch=batch if name == "small_cnn" or device.type == "cuda" else min(batch, 8),
                           device=device, repeats=args.repeats, weight_only=args.weight_only)
         df = pd.DataFrame(rows)
-        if args.out:
-            df.to_csv(args.out, index=False)
-            print(f"wrote {args.out}")
+        write_csv(df, args.out)
     block = markdown(df)
     print(block)
     if args.doc:

@@ -47,7 +47,7 @@ from landscape import create_model
 from landscape.measures.weight_hessian import WeightHessian, hutchinson_trace, top_eigenvalues
 
 from bench_measures import commit  # noqa: E402 (benchmarks/ is on sys.path when run as a script)
-from bench_units import add_doc_options, doc_from_csvs
+from bench_units import add_doc_options, doc_from_csvs, write_csv
 
 BEGIN = "<!-- weight-space:begin (benchmarks/bench_weight_space.py --doc) -->"
 END = "<!-- weight-space:end -->"
@@ -232,9 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in [c for c in args.cases.split(",") if c]:
         rows += bench(name, device, args.repeats)
     df = pd.DataFrame(rows)
-    if args.out:
-        df.to_csv(args.out, index=False)
-        print(f"wrote {args.out}")
+    write_csv(df, args.out)
     print(markdown(df))
     return 0
 
