@@ -39,7 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from landscape import create_model
-from landscape.testing import NanGrad, Noisy, Quantised, Softmax
+from landscape.testing import NanGrad, Noisy, Quantised, Softmax, clean_trained_mlp
 from landscape.attacks import pgd
 from landscape.datasets import load_dataset
 from landscape.evaluate import evaluate_model
@@ -70,14 +70,8 @@ def _new_mlp(hidden, activation: str) -> nn.Module:
 
 def clean_mlp(x_tr, y_tr) -> nn.Module:
     """The honest clean-trained softplus MLP (as tests/test_masking.py trains it)."""
-    model = _new_mlp(MASKED["hidden"], MASKED["activation"])
-    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
-    for _ in range(MASKED["train_steps"]):
-        opt.zero_grad()
-        F.cross_entropy(model(x_tr), y_tr).backward()
-        opt.step()
-    opt.zero_grad(set_to_none=True)
-    return model.eval()
+    return clean_trained_mlp(x_tr, y_tr, hidden=MASKED["hidden"], activation=MASKED["activation"],
+                             steps=MASKED["train_steps"], lr=LR, momentum=MOMENTUM, seed=SEED)
 
 
 def pgd_at_mlp(x_tr, y_tr, *, eps: float, activation: str) -> nn.Module:

@@ -15,10 +15,11 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
+from .models import create_model
 from .runs import run_file
 
-__all__ = ["synthetic_tables", "write_synthetic_run", "write_synthetic_study", "Quantised", "Softmax", "Noisy",
-           "NanGrad"]
+__all__ = ["synthetic_tables", "write_synthetic_run", "write_synthetic_study", "clean_trained_mlp", "Quantised",
+           "Softmax", "Noisy", "NanGrad"]
 
 _MEASURES = ("grad_l1", "grad_l2", "curv_adv", "curv_rand", "taylor_gap", "logit_var", "fo_share")
 
@@ -265,6 +266,22 @@ def _claims() -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------ deliberately masked models
+def clean_trained_mlp(x: torch.Tensor, y: torch.Tensor, *, hidden=(32,), activation: str = "softplus",
+                      steps: int = 100, lr: float = 0.5, momentum: float = 0.9, seed: int = 0) -> nn.Module:
+    """An honest clean-trained MLP (accurate, not robust): ``steps`` full-batch SGD steps on ``(x, y)``, initial
+    weights seeded by ``seed`` without touching the caller's RNG; returned in eval mode with no ``.grad``."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = create_model("mlp", hidden=tuple(hidden), activation=activation)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    for _ in range(steps):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+    return model.eval()
+
+
 class Quantised(nn.Module):
     """Masked: the input is quantised to ``levels`` steps, ``round(x·k)/k``; its gradient is 0 everywhere."""
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import pyautoattack
-from landscape import create_model
+from landscape.testing import clean_trained_mlp
 from landscape.attacks import AttackSettings
 from landscape.cli import main
 from landscape.evaluate import FINAL_EVAL_FILE, autoattack_correct, evaluate_model, final_eval, pgd_correct
@@ -23,15 +23,7 @@ def digits():
 
     x_tr, y_tr = load_dataset("digits", "train")
     x, y = load_dataset("digits", "test", n=30)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = create_model("mlp", hidden=HIDDEN, activation="softplus")
-    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
-    for _ in range(100):
-        opt.zero_grad()
-        F.cross_entropy(model(x_tr), y_tr).backward()
-        opt.step()
-    opt.zero_grad(set_to_none=True)
+    model = clean_trained_mlp(x_tr, y_tr, hidden=HIDDEN)
     return model.eval(), x, y
 
 

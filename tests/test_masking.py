@@ -10,11 +10,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from landscape import create_model
 from landscape._base import per_sample_loss
 from landscape.attacks import AttackSettings, run_attack
 from landscape.evaluate import evaluate_model
-from landscape.testing import NanGrad, Noisy, Quantised, Softmax
+from landscape.testing import NanGrad, Noisy, Quantised, Softmax, clean_trained_mlp
 from landscape.masking import (FLAGS, flag_lines, flag_table, gradient_check, landscape_check, masking_checks,
                                probability_check, randomness_check, square_check)
 
@@ -28,15 +27,7 @@ def _trained_mlp() -> nn.Module:
     from landscape.datasets import load_dataset
 
     x_tr, y_tr = load_dataset("digits", "train")
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = create_model("mlp", hidden=HIDDEN, activation="softplus")
-    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
-    for _ in range(100):
-        opt.zero_grad()
-        F.cross_entropy(model(x_tr), y_tr).backward()
-        opt.step()
-    opt.zero_grad(set_to_none=True)
+    model = clean_trained_mlp(x_tr, y_tr, hidden=HIDDEN)
     return model.eval()
 
 

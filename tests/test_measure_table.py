@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from landscape import MEASURES, create_model, measure
+from landscape.testing import clean_trained_mlp
 from landscape.measures import DEFAULT_MEASURES
 from landscape.attacks import fgsm
 from landscape.measures import (directional_curvature, gradient_norms, logit_variation, taylor_gap)
@@ -25,15 +26,7 @@ def digits():
 
     x_tr, y_tr = load_dataset("digits", "train")
     x_te, y_te = load_dataset("digits", "test", n=60)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = create_model("mlp", hidden=(32,), activation="softplus")
-    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
-    for _ in range(100):
-        opt.zero_grad()
-        F.cross_entropy(model(x_tr), y_tr).backward()
-        opt.step()
-    opt.zero_grad(set_to_none=True)
+    model = clean_trained_mlp(x_tr, y_tr, hidden=(32,))
     return model.eval(), x_te, y_te
 
 
