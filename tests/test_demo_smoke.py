@@ -50,6 +50,7 @@ def test_demo_writes_report_and_every_run(demo_dir):
         # weights-only checkpoints kept for exactly the analysed epochs; no resume state left behind
         assert sorted(int(p.stem[7:]) for p in run.glob("model_e*.pt")) == sorted({1, 3, 6, best})
         assert not (run / "resume.pt").exists()
+        assert (run / "monitor" / "diagnosis.json").is_file()  # the monitor was closed when training ended
         assert set(traj["split"]) == {"train", "test"}
 
 

@@ -64,7 +64,8 @@ def _available(measures: list[str]) -> list[str]:
 def train_one(out: Path, variant: str, seed: int, cfg: dict, *, progress: bool, on_epoch=None, variants=None,
               save_every: int | None = None) -> Path:
     """Train (or finish training) one variant/seed into ``out/<variant>/s<seed>`` (``on_epoch``: see
-    :func:`landscape.training.train`, e.g. a monitor's callback; ``variants``: the name -> training keyword map,
+    :func:`landscape.training.train`, e.g. a monitor's callback, whose ``close()``, if it has one, is called when
+    training ends; ``variants``: the name -> training keyword map,
     default :data:`VARIANTS`; ``save_every``: default ``cfg["every"]``)."""
     from ..datasets import load_dataset
     from ..training import seeded_model, train
@@ -72,12 +73,17 @@ def train_one(out: Path, variant: str, seed: int, cfg: dict, *, progress: bool, 
     arch_kwargs = dict(hidden=tuple(cfg["hidden"]))
     data = (load_dataset("digits", "train", n=cfg["train_n"], seed=seed), load_dataset("digits", "test"))
     folder = run_dir(out, variant, seed)
-    train(seeded_model("mlp", seed, **arch_kwargs), data, **(VARIANTS if variants is None else variants)[variant],
-          eps=cfg["eps"],
-          steps=cfg["steps"], epochs=cfg["epochs"], lr=cfg["lr"], lr_milestones=cfg["lr_milestones"],
-          momentum=cfg["momentum"], weight_decay=cfg["weight_decay"], batch_size=cfg["batch_size"],
-          label_noise=cfg["label_noise"], seed=seed, eval_n=cfg["eval_n"], eval_steps=cfg["eval_steps"],
-          small_eps=cfg["small_eps"] if variant in SMALL_EPS_VARIANTS else None,
-          save_every=cfg["every"] if save_every is None else save_every, out_dir=folder, arch="mlp",
-          arch_kwargs=arch_kwargs, dataset="digits", progress=progress, on_epoch=on_epoch)
+    try:
+        train(seeded_model("mlp", seed, **arch_kwargs), data, **(VARIANTS if variants is None else variants)[variant],
+              eps=cfg["eps"],
+              steps=cfg["steps"], epochs=cfg["epochs"], lr=cfg["lr"], lr_milestones=cfg["lr_milestones"],
+              momentum=cfg["momentum"], weight_decay=cfg["weight_decay"], batch_size=cfg["batch_size"],
+              label_noise=cfg["label_noise"], seed=seed, eval_n=cfg["eval_n"], eval_steps=cfg["eval_steps"],
+              small_eps=cfg["small_eps"] if variant in SMALL_EPS_VARIANTS else None,
+              save_every=cfg["every"] if save_every is None else save_every, out_dir=folder, arch="mlp",
+              arch_kwargs=arch_kwargs, dataset="digits", progress=progress, on_epoch=on_epoch)
+    finally:
+        close = getattr(on_epoch, "close", None)  # e.g. a monitor's (landscape.study.monitor.monitor_for)
+        if close is not None:
+            close()
     return folder

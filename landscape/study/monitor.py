@@ -85,7 +85,8 @@ def monitor_for(folder: str | Path, seed: int, cfg: dict, *, n: int = PROBE_N, *
     """The ``on_epoch`` callback that attaches a :class:`~landscape.monitor.Monitor` to one demo training run.
 
     The monitor is built at the first epoch (from the model ``train`` passes) and writes ``folder/monitor``; a
-    resumed run continues that folder. ``monitor_kw`` go to :class:`~landscape.monitor.Monitor` (default: every
+    resumed run continues that folder. ``on_epoch.close()`` closes it (writes its ``diagnosis.json``):
+    :func:`landscape.study.config.train_one` calls it when training ends, however it ends. ``monitor_kw`` go to :class:`~landscape.monitor.Monitor` (default: every
     epoch, the default measures and rule, ``eps=cfg["eps"]``, ``seed=seed``, no per-sample rows).
     """
     from ..monitor import Monitor
@@ -100,7 +101,12 @@ def monitor_for(folder: str | Path, seed: int, cfg: dict, *, n: int = PROBE_N, *
             state["mon"] = Monitor(model, probe_for(seed, cfg, n), out=out, **kw)
         return state["mon"].callback(epoch, model, optimizer)
 
+    def close() -> None:
+        if "mon" in state:
+            state["mon"].close()
+
     on_epoch.state = state
+    on_epoch.close = close
     return on_epoch
 
 
