@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 from ._base import check_model_batch, derive_seed, eval_mode, frozen_params, model_device, model_dtype
 from .attacks import AttackSettings, _check_eps, _check_norm, run_attack
 from .datasets import open_dataset
-from .masking import SQUARE_QUERIES, masking_checks
+from .masking import SQUARE_QUERIES, correct_finite, masking_checks
 from .datasets.stream import batches
 from .runs import Run, run_file
 
@@ -63,9 +63,7 @@ def _predict_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_s
     out = []
     with torch.no_grad():
         for start in range(0, x.shape[0], batch_size):
-            logits = model(x[start:start + batch_size])
-            # non-finite logits classify nothing (argmax of NaN would pick an index)
-            out.append((logits.argmax(1) == y[start:start + batch_size]) & torch.isfinite(logits).all(1))
+            out.append(correct_finite(model(x[start:start + batch_size]), y[start:start + batch_size]))
     return torch.cat(out)
 
 

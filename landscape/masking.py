@@ -47,7 +47,7 @@ from .measures.first_order import MIN_INCREASE
 
 __all__ = ["FLAGS", "ZERO_GRAD_FRACTION", "RANDOM_TOL", "RANDOM_PASSES", "PROB_TOL", "SQUARE_MIN_GAP",
            "TAYLOR_RATIO_MAX", "SQUARE_QUERIES", "gradient_check", "randomness_check", "probability_check",
-           "square_correct", "square_check", "landscape_check", "masking_checks", "flag_table", "flag_lines"]
+           "square_correct", "correct_finite", "square_check", "landscape_check", "masking_checks", "flag_table", "flag_lines"]
 
 ZERO_GRAD_FRACTION = 0.01
 """Largest tolerated fraction of samples with a zero or non-finite input gradient (AutoAttack warns at any)."""
@@ -216,11 +216,12 @@ def square_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
                               p_init=0.8, n_restarts=1, seed=int(seed), verbose=False, device=x.device,
                               resc_schedule=False)
         x_adv = attack.perturb(x32, y)
-        return _correct(work(x_adv), y)
+        return correct_finite(work(x_adv), y)
 
 
-def _correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """(B,) bool: argmax == label with finite logits (as ``landscape.evaluate`` counts)."""
+def correct_finite(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: argmax == label with finite logits: how ``landscape evaluate`` and these checks count (an
+    attack that drives the outputs to NaN or Inf breaks the attack, not the model, and classifies nothing)."""
     return (logits.argmax(1) == y) & torch.isfinite(logits).all(1)
 
 
@@ -355,7 +356,7 @@ def masking_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
         x_pgd, _ = run_attack(model, x, y, pgd, seed=seed)
         x_fgsm, _ = run_attack(model, x, y, AttackSettings("fgsm", eps, norm=norm), seed=seed)
         with eval_mode(model), frozen_params(model), torch.no_grad():
-            whitebox = _correct(model(x_pgd), y) & _correct(model(x_fgsm), y)
+            whitebox = correct_finite(model(x_pgd), y) & correct_finite(model(x_fgsm), y)
     if square:
         m = min(int(square_n), x.shape[0])
         sq = square_correct(model, x[:m], y[:m], eps=eps, norm=norm, n_queries=square_queries, seed=seed)

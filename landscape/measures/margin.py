@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from .._base import eval_mode, frozen_params
+from .._base import logit_margin as _logit_margin
 from ._autograd import prepare
 from .spec import BatchContext, MeasureSpec
 
@@ -34,10 +35,7 @@ def logit_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"logits must be (B, K) with K >= 2, got shape {tuple(logits.shape)}")
     if y.shape != (logits.shape[0],):
         raise ValueError(f"y must be ({logits.shape[0]},), got shape {tuple(y.shape)}")
-    logits = logits.detach()
-    own = logits.gather(1, y.view(-1, 1)).squeeze(1)
-    others = logits.scatter(1, y.view(-1, 1), float("-inf"))
-    return own - others.amax(1)
+    return _logit_margin(logits.detach(), y)
 
 
 def margin(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

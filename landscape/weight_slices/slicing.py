@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from .._base import check_labels_fit, per_sample_loss
+from .._base import check_labels_fit, correct_predictions, per_sample_loss
 from ..attacks import AttackSettings, run_attack
 from .directions import (LOSSES, Direction, _adversarial, _batch, _choice, _coords, eigen_directions, random_direction,
                          restored)
@@ -25,7 +25,7 @@ def _evaluate(model, x, y, batch_size: int) -> tuple[float, float]:
             logits = model(x[i:i + batch_size])
             check_labels_fit(logits, y[i:i + batch_size])
             total += float(per_sample_loss(logits, y[i:i + batch_size]).double().sum())
-            correct += int((logits.argmax(1) == y[i:i + batch_size]).sum())
+            correct += int(correct_predictions(logits, y[i:i + batch_size]).sum())
     return total / len(x), correct / len(x)
 
 
