@@ -297,6 +297,17 @@ def test_table_writes_each_weight_measure_once_from_its_own_attack():
     assert df["w_awp_gap"][0] == pytest.approx(awp.value, rel=1e-9)
     worst = flatness_worst(model, probe, SETTINGS, steps=5)
     assert df["w_flat_worst"][0] == pytest.approx(worst.value, rel=1e-9, abs=1e-15)
+    # L2 random starts depend on the batch size: a cut batch is attacked again alone, so re-attacking it with its
+    # seed (what w_flat_worst does at the perturbed weights) reproduces its x_adv, and zero radius gives 0
+    l2 = AttackSettings("pgd", 0.5, 3, norm="l2")
+    df2 = measure(model, x, y, settings=l2, measures=["w_flat_worst"], batch_size=4, seed=2, weight_probe=6)
+    cut = []
+    for b, (lo, hi) in enumerate([(0, 4), (4, 6)]):
+        seed = derive_seed(2, b, STREAM_ATTACK)
+        cut.append(ProbeBatch(x[lo:hi], y[lo:hi], run_attack(model, x[lo:hi], y[lo:hi], l2, seed=seed)[0], seed))
+    assert df2["w_flat_worst"][0] == pytest.approx(flatness_worst(model, cut, l2, steps=5).value, rel=1e-9, abs=1e-15)
+    assert flatness_worst(model, cut, l2, xi=0.0, steps=2).value == 0.0
+    _assert_same(model, snap)
     layered = measure(model, x, y, settings=SETTINGS, measures=["w_awp"], batch_size=4, seed=2, weight_probe=6,
                       weight_layers="net.3.*")
     assert layered.attrs["weight_layers"] == "net.3.*"

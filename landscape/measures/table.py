@@ -239,8 +239,12 @@ def measure(model: nn.Module, x: torch.Tensor | Dataset, y: torch.Tensor | None 
             cols, probe_batch = measure_batch(work, xb, yb, batch=batch, specs=specs, settings=settings,
                                                seed=seed, eig_iters=eig_iters, state=state)
             room = opts.weight_probe - start
-            if model_specs and room > 0:
-                probe.append(ProbeBatch(*(t[:room] for t in probe_batch[:3]), probe_batch.seed))
+            if model_specs and room >= xb.shape[0]:
+                probe.append(probe_batch)
+            elif model_specs and room > 0:  # a cut batch is attacked again alone, so its seed reproduces its x_adv
+                x_cut, y_cut = xb[:room], yb[:room]
+                probe.append(ProbeBatch(x_cut, y_cut, run_attack(work, x_cut, y_cut, settings, seed=probe_batch.seed)[0],
+                                        probe_batch.seed))
             part = {"sample": np.arange(start, start + xb.shape[0], dtype=np.int64)}
             part.update({k: v.detach().cpu().numpy() for k, v in cols.items()})
             parts.append(part)
