@@ -202,8 +202,6 @@ def attribute(source: str | os.PathLike | pd.DataFrame, *, best_epoch: int | Non
         path = Path(source)
         if not path.exists():
             raise LandscapeError(f"no such run folder or history file: {path}")
-        if path.is_dir() and not (path / "results").is_dir() and (path / "analysis" / "results").is_dir():
-            path = path / "analysis"  # a training run folder whose trajectory sits in analysis/, as the demo's
         history = read_histories(path, splits=[split])
         if best_epoch is None:
             if not path.is_dir():

@@ -307,3 +307,14 @@ def test_report_shows_the_top_ranked_samples(tiny_run, tmp_path):
     assert [int(r[1]) for r in rows] == direct["sample_id"].head(len(rows)).tolist() and len(rows) == 8
     md = (tmp_path / "report" / "report.md").read_text()
     assert "## Which training samples drive robust overfitting" in md
+
+
+def test_a_train_only_history_file_is_rebuilt_when_another_split_is_asked(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    analyse_trajectory(_checkpoints(run), "mlp", "digits", out_dir=run / "analysis", arch_kwargs={"hidden": HIDDEN},
+                       n=30, steps=2, eps=0.1, seed=1, measures=["grad", "curv_adv"], progress=False,
+                       retry_delay=0.01, histories=True)  # train only, as --histories writes by default
+    assert set(read_histories(run / "analysis", splits=None)["split"].astype(str)) == {"train"}
+    ranked = attribute(run, split="test", best_epoch=2)  # the training run folder; test rows built on demand
+    assert len(ranked) == 30 and set(read_histories(run, splits=None)["split"].astype(str)) == {"train", "test"}

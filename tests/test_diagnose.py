@@ -233,6 +233,11 @@ def test_read_table_and_cli(tmp_path, capsys):
     assert main(["diagnose", str(tmp_path / "metrics.csv"), "--json", "--threshold", "8"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["onset_epoch"] is None and payload["best_epoch"] == 4
+    log_only = tmp_path / "trained"  # a training run folder with its log and no trajectory yet
+    log_only.mkdir()
+    (tmp_path / "metrics.csv").rename(log_only / "metrics.csv")
+    assert main(["diagnose", str(log_only), "--json", "--threshold", "8"]) == 0
+    assert json.loads(capsys.readouterr().out)["best_epoch"] == 4
     assert main(["diagnose", str(tmp_path / "missing")]) == 2
     assert "no such file" in capsys.readouterr().err
 

@@ -28,11 +28,15 @@ def run(args: argparse.Namespace) -> int:
     from landscape.runs import Run, find_runs  # lazy: start-up (pandas)
 
     if Path(args.table).is_dir() and args.log is None:  # run folders: each one's own diagnosis, with its log
-        runs = find_runs(args.table)
-        results = [diagnosis_of(Run(r.folder, name=r.name), split=args.split, threshold=args.threshold)
-                   for r in runs]
-        if len(runs) > 1:  # named by their folders, as the report names them
-            results = [dataclasses.replace(d, run=r.name) for d, r in zip(results, runs)]
+        own = Run(args.table)
+        if own.find("trajectory") is None and own.find("metrics") is not None:  # a training log alone
+            results = [diagnosis_of(own, split=args.split, threshold=args.threshold)]
+        else:
+            runs = find_runs(args.table)
+            results = [diagnosis_of(Run(r.folder, name=r.name), split=args.split, threshold=args.threshold)
+                       for r in runs]
+            if len(runs) > 1:  # named by their folders, as the report names them
+                results = [dataclasses.replace(d, run=r.name) for d, r in zip(results, runs)]
     else:
         table = read_table(args.table)
         several = "run" in table.columns and table["run"].nunique() > 1

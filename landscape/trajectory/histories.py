@@ -33,7 +33,7 @@ import pandas as pd
 
 from .._base import LandscapeError
 from .._io import atomic_write
-from ..runs import run_file
+from ..runs import Run, run_file
 from .settings import SPLITS, TrajectoryWarning
 
 __all__ = ["HISTORIES_FILE", "compact_rows", "history_sources", "read_histories", "write_histories"]
@@ -155,20 +155,31 @@ def write_histories(run_dir: str | os.PathLike, *, splits: Sequence[str] = ("tra
     return atomic_write(target, write)
 
 
+def _lacks(file: Path, splits: Sequence[str] | None) -> bool:
+    """Whether the history file ``file`` has no rows of some split in ``splits``."""
+    if not splits:
+        return False
+    present = set(pd.read_parquet(file, columns=["split"])["split"].astype(str))
+    return not set(splits) <= present
+
+
 def read_histories(source: str | os.PathLike | pd.DataFrame, *, splits: Sequence[str] | None = ("train",),
                    build: bool = True) -> pd.DataFrame:
-    """The history table of a run folder (``histories.parquet``, built from ``results/`` when missing and
-    ``build``), of a ``.parquet``/``.csv`` file, or a DataFrame given as is; rows of ``splits`` only (None: all)."""
+    """The history table of a run folder or training run folder (``histories.parquet`` beside its
+    ``trajectory.parquet``, built from ``results/`` for every measured split when missing, or when it lacks one of
+    ``splits``, and ``build``), of a ``.parquet``/``.csv`` file, or a DataFrame given as is; rows of ``splits`` only (None: all)."""
     if isinstance(source, pd.DataFrame):
         table = source
     else:
         path = Path(source)
         if path.is_dir():
-            file = path / HISTORIES_FILE
-            if not file.is_file():
-                if not build:
-                    raise LandscapeError(f"no {HISTORIES_FILE} in {path}")
-                write_histories(path, splits=splits or SPLITS)
+            trajectory = Run(path).find("trajectory")  # the run folder itself, or its analysis/ folder
+            folder = trajectory.parent if trajectory is not None else path
+            file = folder / HISTORIES_FILE
+            if not file.is_file() and not build:
+                raise LandscapeError(f"no {HISTORIES_FILE} in {folder}")
+            if build and (not file.is_file() or _lacks(file, splits)):
+                write_histories(folder, splits=SPLITS)  # every measured split: the file serves any later ask
             path = file
         if not path.is_file():
             raise LandscapeError(f"no such run folder or table: {path}")
