@@ -153,6 +153,14 @@ def per_sample_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, y, reduction="none")
 
 
+@contextlib.contextmanager
+def isolated_rng(device: torch.device | str = "cpu"):
+    """Run a block with the global torch RNG (CPU, and ``device``'s when it is CUDA) saved and restored after."""
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        yield
+
+
 def correct_predictions(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """(B,) bool: argmax == label, and False where a logit is NaN (torch's argmax would pick the NaN)."""
     return (logits.argmax(1) == y) & ~torch.isnan(logits).any(1)

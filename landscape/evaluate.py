@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
 
-from ._base import check_model_batch, derive_seed, eval_mode, frozen_params, model_device, model_dtype
+from ._base import check_model_batch, derive_seed, eval_mode, frozen_params, isolated_rng, model_device, model_dtype
 from .attacks import AttackSettings, _check_eps, _check_norm, run_attack
 from .datasets import open_dataset
 from .masking import SQUARE_QUERIES, correct_finite, masking_checks
@@ -141,8 +141,7 @@ def autoattack_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, ep
     x, y = check_model_batch(model, x, y, unit_box=True)
     work = model if model_dtype(model) == torch.float32 else copy.deepcopy(model).float()
     x32 = x.to(torch.float32)
-    devices = [x32.device] if x32.device.type == "cuda" else []
-    with eval_mode(work), frozen_params(work), torch.random.fork_rng(devices=devices):  # the package seeds it
+    with eval_mode(work), frozen_params(work), isolated_rng(x32.device):  # the package seeds the global RNG
         adversary = AutoAttack(work, attacks=None if attacks is None else list(attacks), eps=eps,
                                norm=_AA_NORMS[norm], version=version, seed=int(seed), device=model_device(work))
         x_adv, _ = adversary.run_standard_evaluation(x32, y, batch_size=batch_size)

@@ -30,7 +30,6 @@ are checked in eval mode, parameters untouched (no ``.grad``), and the global RN
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import math
@@ -40,7 +39,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from ._base import check_model_batch, eval_mode, frozen_params, model_dtype, per_sample_loss
+from ._base import check_model_batch, eval_mode, frozen_params, isolated_rng, model_dtype, per_sample_loss
 from .attacks import AttackSettings, _check_eps, _check_norm, run_attack
 from .measures import first_order_share, input_gradient, taylor_gap
 from .measures.first_order import MIN_INCREASE
@@ -93,14 +92,6 @@ FLAGS: dict[str, Flag] = {
 """The flags by name, in report order."""
 
 
-@contextlib.contextmanager
-def _isolated_rng(device: torch.device):
-    """Run a block with the global RNG (CPU, and CUDA when used) saved and restored afterwards."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        yield
-
-
 def _checked(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None):
     if y is None:
         if not isinstance(model, nn.Module):
@@ -128,7 +119,7 @@ def gradient_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
         ``{"zero_grad_frac", "nan_grad_frac", "flag_zero_grad"}`` (fractions in [0, 1]).
     """
     x, y = _checked(model, x, y)
-    with _isolated_rng(x.device):
+    with isolated_rng(x.device):
         grad = input_gradient(model, x, y).flatten(1)
     finite = torch.isfinite(grad).all(1)
     zero = finite & (grad.abs().sum(1) == 0)
@@ -152,7 +143,7 @@ def randomness_check(model: nn.Module, x: torch.Tensor, *, passes: int = RANDOM_
         raise ValueError(f"passes must be an integer >= 2, got {passes!r}")
     x, _ = _checked(model, x, None)
     outs = []
-    with eval_mode(model), frozen_params(model), torch.no_grad(), _isolated_rng(x.device):
+    with eval_mode(model), frozen_params(model), torch.no_grad(), isolated_rng(x.device):
         torch.manual_seed(int(seed))
         for _ in range(passes):
             out = model(x).flatten(1).double()
@@ -176,7 +167,7 @@ def probability_check(model: nn.Module, x: torch.Tensor, *, tol: float = PROB_TO
         ``{"prob_frac", "logprob_frac", "flag_probabilities"}``.
     """
     x, _ = _checked(model, x, None)
-    with eval_mode(model), frozen_params(model), torch.no_grad(), _isolated_rng(x.device):
+    with eval_mode(model), frozen_params(model), torch.no_grad(), isolated_rng(x.device):
         out = model(x).flatten(1).double()
     prob = (out.min(1).values >= -tol) & ((out.sum(1) - 1).abs() <= tol)
     logprob = out.logsumexp(1).abs() <= tol
@@ -211,7 +202,7 @@ def square_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
 
     work = model if model_dtype(model) == torch.float32 else copy.deepcopy(model).float()
     x32 = x.to(torch.float32)
-    with eval_mode(work), frozen_params(work), torch.no_grad(), _isolated_rng(x.device):
+    with eval_mode(work), frozen_params(work), torch.no_grad(), isolated_rng(x.device):
         attack = SquareAttack(work, norm={"linf": "Linf", "l2": "L2"}[norm], n_queries=n_queries, eps=eps,
                               p_init=0.8, n_restarts=1, seed=int(seed), verbose=False, device=x.device,
                               resc_schedule=False)
@@ -309,7 +300,7 @@ def landscape_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_pgd: t
         raise ValueError(f"x_pgd must have the shape of x {tuple(x.shape)}, got {tuple(x_pgd.shape)}")
     broken = ~torch.isfinite(x_pgd).flatten(1).all(1)  # NaN gradients leave NaN PGD points: count as no step
     x_pgd = torch.where(broken.reshape(-1, *([1] * (x.dim() - 1))), x, x_pgd)
-    with eval_mode(model), frozen_params(model), _isolated_rng(x.device):
+    with eval_mode(model), frozen_params(model), isolated_rng(x.device):
         with torch.no_grad():
             loss = per_sample_loss(model(x), y)
             pgd_gain = per_sample_loss(model(x_pgd), y) - loss
@@ -352,7 +343,7 @@ def masking_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
     row.update(gradient_check(model, x, y))
     row.update(randomness_check(model, x, seed=seed))
     row.update(probability_check(model, x))
-    with _isolated_rng(x.device):
+    with isolated_rng(x.device):
         x_pgd, _ = run_attack(model, x, y, pgd, seed=seed)
         x_fgsm, _ = run_attack(model, x, y, AttackSettings("fgsm", eps, norm=norm), seed=seed)
         with eval_mode(model), frozen_params(model), torch.no_grad():

@@ -31,7 +31,7 @@ RANK_COLUMNS = ["rank", "measure", "space", "split", "runs", "spearman_mean", "s
 WEIGHT_PREFIX = "w_"
 #: columns left out of the ranking (see the module docstring): suffixes, and whole names.
 UNRANKED_SUFFIXES = ("_se", "_res")
-UNRANKED = ("w_awp", "w_awp_clean")
+UNRANKED = ("w_awp",)
 
 
 def ranked(measure: str) -> bool:

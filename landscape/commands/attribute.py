@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
           + (f" (nearest analysed: {a['best_epoch_used']})" if a["best_epoch_used"] != a["best_epoch"] else "")
           + f", ranked by {a['by']}")
     cols = ["rank", "sample_id", "label", "memorisation", "curvature_growth", "learning_epoch", "combined"]
-    shown = ranked[cols].head(args.top).astype({"learning_epoch": object})
+    shown = ranked[cols].head(args.top)
     shown["learning_epoch"] = [("never" if v != v else int(v)) for v in ranked["learning_epoch"].head(args.top)]
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if out is not None:

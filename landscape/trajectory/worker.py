@@ -66,8 +66,6 @@ def dataset_indices(ds) -> "np.ndarray":
     """(len(ds),) int64: the index of each sample of ``ds`` in the dataset it was drawn from (through any chain of
     ``Subset``s: ``select``'s stratified subset, a user's own subset), so a sample keeps its id whichever
     subset of the split is evaluated; ``arange`` for a whole dataset."""
-    import numpy as np
-
     from ..datasets import Subset
 
     if isinstance(ds, Subset):

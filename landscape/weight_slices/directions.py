@@ -23,7 +23,6 @@ Direction = dict  # {parameter name: tensor shaped like the parameter}
 IGNORES = ("biasbn", None)
 NORMS = ("filter", "unit", None)
 LOSSES = ("clean", "robust", "both")
-H5_HINT = "pip install 'landscape[vtk]'"
 
 
 def _choice(value, allowed: Sequence, what: str):
@@ -127,10 +126,6 @@ def random_direction(model: nn.Module, *, seed: int = 0, norm: str | None = "fil
     if ignore is None:  # the reference implementation's choice for biases and BN: d = w
         raw.update({n: p.detach().clone() for n, p in model.named_parameters() if p.dim() <= 1})
     return normalize_direction(raw, model, norm=norm, ignore=ignore)
-
-
-def _flat(direction: Mapping[str, torch.Tensor], names: list[str]) -> torch.Tensor:
-    return torch.cat([direction[n].reshape(-1).double().cpu() for n in names])
 
 
 def _unflat(vec: torch.Tensor, model: nn.Module, names: list[str]) -> Direction:
