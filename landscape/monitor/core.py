@@ -19,7 +19,9 @@ from torch.utils.data import Dataset
 from .._base import LandscapeError, model_device, model_dtype
 from .._io import atomic_write
 from ..attacks import AttackSettings
+from ..diagnose import best_index
 from ..runs import Run, run_file
+from ..trajectory.worker import one_line
 from .isolation import isolated
 from .probe import arrow_table, checked_probe, fast_path, measure_columns
 from .rules import DEFAULT_RULE, OverfitEvent
@@ -44,11 +46,6 @@ class StopTraining(Exception):
         super().__init__(f"robust overfitting warned at epoch {event.epoch} (best epoch {event.best_epoch})"
                          if event is not None else "training stopped by the monitor")
         self.event = event
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _probe_splits(probe: Any, n: int | None, seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -81,7 +78,7 @@ def _probe_splits(probe: Any, n: int | None, seed: int) -> dict[str, tuple[torch
             ds = select(open_dataset(value, split), n if n is not None and n < _len(value) else None, seed)
             out[split] = materialize(ds, workers=0)
         except (ValueError, TypeError, LandscapeError) as exc:
-            raise ValueError(f"probe: {split}: {_one_line(exc)}") from None
+            raise ValueError(f"probe: {split}: {one_line(exc)}") from None
     return out
 
 
@@ -171,7 +168,7 @@ class Monitor:
         try:
             self.measures = tuple(s.name for s in select(list(measures)))
         except (ValueError, TypeError) as exc:
-            raise ValueError(f"measures: {_one_line(exc)}".replace("ValueError: ", "")) from None
+            raise ValueError(f"measures: {str(exc).splitlines()[0]}") from None
         if isinstance(attack, AttackSettings):
             if eps is not None and float(eps) != attack.eps:
                 raise ValueError(f"eps={eps!r} differs from attack.eps={attack.eps!r}; give one of them")
@@ -318,7 +315,7 @@ class Monitor:
                                               measures=list(self.measures), batch_size=self.batch_size,
                                               seed=self.seed)
             except Exception as exc:  # noqa: BLE001 -- a failed step is a row with its error, never a crash
-                rows[split] = _one_line(exc)
+                rows[split] = one_line(exc)
         return rows
 
     def _record(self, epoch: int, rows: dict[str, Mapping[str, np.ndarray] | pd.DataFrame | str]) -> None:
@@ -389,18 +386,16 @@ class Monitor:
         return event
 
     def _keep_best(self, epoch: int, test: pd.DataFrame) -> None:
-        from ..diagnose import best_index
-
         acc = test["acc_adv"].to_numpy(dtype=float)
         if not np.isfinite(acc).any():
             return
-        best = int(test["epoch"].iloc[best_index(acc)])
-        if best == epoch:  # this epoch is the new best: save it (the model is as trained, in memory)
+        i = best_index(acc)
+        if int(test["epoch"].iloc[i]) == epoch:  # this epoch is the new best: save it (the model is as trained, in memory)
             from ..checkpoints import save_checkpoint
 
             self.out.mkdir(parents=True, exist_ok=True)
             save_checkpoint(self.out / "model_best.pt", self.model, epoch=epoch,
-                            best_pgd=100 * float(acc[best_index(acc)]))
+                            best_pgd=100 * float(acc[i]))
             self._settings_written = False  # the marker moved
 
     def _hook(self, event: OverfitEvent) -> None:
@@ -445,8 +440,6 @@ class Monitor:
             self.folder.write("diagnosis", json_normal(diagnosis_json(self._table)))
 
     def _best_epoch(self) -> int | None:
-        from ..diagnose import best_index
-
         test = self.curve("test")
         acc = test["acc_adv"].to_numpy(dtype=float) if len(test) else np.array([])
         return int(test["epoch"].iloc[best_index(acc)]) if np.isfinite(acc).any() else None

@@ -15,6 +15,8 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from ..diagnose import best_index
+
 __all__ = ["DEFAULT_RULE", "LandscapeRule", "OverfitEvent", "PatienceRule", "Rule", "replay", "smooth"]
 
 
@@ -62,11 +64,8 @@ def smooth(values, window: int) -> np.ndarray:
 
 
 def _latest_best(acc: np.ndarray) -> int:
-    """Index of the highest finite value, the latest on ties (the official rule); 0 when none is finite."""
-    ok = np.isfinite(acc)
-    if not ok.any():
-        return 0
-    return int(np.flatnonzero(ok & (acc == acc[ok].max()))[-1])
+    """:func:`landscape.diagnose.best_index` (the official rule), 0 when no value is finite yet."""
+    return best_index(acc) if np.isfinite(acc).any() else 0
 
 
 def _col(curve: pd.DataFrame, name: str) -> np.ndarray:
