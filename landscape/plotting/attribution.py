@@ -126,14 +126,15 @@ def plot_attribution(ranked: pd.DataFrame, history: pd.DataFrame, *, images=None
 
 
 def attribution_section(run_dir: str | os.PathLike, *, top: int = 8, images=None, true_labels=None,
-                        by: str = "combined") -> tuple[pd.DataFrame, Figure]:
+                        by: str = "combined", best_epoch: int | None = None) -> tuple[pd.DataFrame, Figure]:
     """What the report's attribution section needs: the top-``top`` table and the figure of a run folder
-    (``landscape trajectory`` output with train histories)."""
-    from ..attribution import attribute
+    (``landscape trajectory`` output with train histories), its history read once; ``best_epoch``: the run's,
+    when the caller has diagnosed it already (default: :func:`landscape.attribution.best_epoch_of`)."""
+    from ..attribution import attribute, best_epoch_of
     from ..trajectory.histories import read_histories
 
-    ranked = attribute(run_dir, by=by)
     history = read_histories(run_dir)
+    ranked = attribute(history, best_epoch=best_epoch_of(run_dir) if best_epoch is None else best_epoch, by=by)
     table = ranked.head(int(top)).reset_index(drop=True)
     table.attrs = dict(ranked.attrs)
     return table, plot_attribution(ranked, history, images=images, top=top, true_labels=true_labels)

@@ -136,7 +136,8 @@ def attribution_figures(data: ReportData, fig_dir: Path, *, dpi: int, top: int =
             continue
         entry: dict[str, Any] = {"run": r.name, "figure": None, "table": None, "skipped": None}
         try:
-            table, fig = attribution_section(path.parent, top=top)
+            table, fig = attribution_section(path.parent, top=top,
+                                             best_epoch=data.diagnoses.get(r.name, {}).get("best_epoch"))
         except (ValueError, TypeError, KeyError, LandscapeError) as exc:
             entry["skipped"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             out.append(entry)
