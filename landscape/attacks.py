@@ -32,7 +32,8 @@ import torch.nn as nn
 
 from ._base import check_labels_fit, check_model_batch, frozen_params, set_mode, per_sample_loss
 
-__all__ = ["ATTACKS", "PGD_STARTS", "AttackSettings", "Norm", "attack_settings", "fgsm", "pgd", "run_attack"]
+__all__ = ["ATTACKS", "PGD_STARTS", "AttackSettings", "Norm", "attack_settings", "fgsm", "pgd", "resolve_start",
+           "run_attack"]
 
 ATTACKS = ("pgd", "fgsm")
 """Attacks of :class:`AttackSettings` (AutoAttack lives in :mod:`landscape.evaluate`)."""
@@ -204,7 +205,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, steps
     steps = _check_steps(steps)
     alpha = 2.5 * eps / steps if step_size is None else _check_eps(step_size, "step_size")
     x, y = check_model_batch(model, x, y, unit_box=True)
-    start = _check_start(start, random_start)
+    start = resolve_start(start, random_start)
     if start == "random":
         generator = torch.Generator(device=x.device).manual_seed(int(seed))
         delta = _box(x, _random_start(x, eps, norm, generator))
@@ -227,7 +228,8 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, steps
 PGD_STARTS = ("clean", "random", "grad")
 
 
-def _check_start(start: str | None, random_start: bool) -> str:
+def resolve_start(start: str | None, random_start: bool = True) -> str:
+    """PGD's start point: ``start`` (one of :data:`PGD_STARTS`), else ``random``/``clean`` by ``random_start``."""
     if start is None:
         return "random" if random_start else "clean"
     if start not in PGD_STARTS:

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import math
 
+from .attacks import PGD_STARTS
 from .augmentation import check_augmentation
 from .objectives import ADVERSARIAL_METHODS, METHODS
 from .regularizers import GRADIENT_NORMS
 
-#: start points of the training PGD (landscape.attacks.PGD_STARTS, repeated to keep this import light).
-PGD_STARTS = ("clean", "random", "grad")
 
 __all__ = ["PRESETS", "LATER_DEFAULTS", "preset", "check_settings"]
 

@@ -30,6 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..attacks import resolve_start
 from ..regularizers import loss_and_gradient_penalty
 
 __all__ = ["METHODS", "ADVERSARIAL_METHODS", "AWP_METHODS", "DEFAULT_LAM", "DEFAULT_PARAMS", "batch_loss",
@@ -68,10 +69,6 @@ def method_params(method: str, **given) -> dict:
             for k, table in DEFAULT_PARAMS.items()}
 
 
-def _pgd_start(pgd_start: str | None, random_start: bool) -> str:
-    return pgd_start if pgd_start is not None else ("random" if random_start else "clean")
-
-
 def adversarial_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, method: str, eps: float,
                        steps: int = 10, step_size: float | None = None, norm: str = "linf",
                        random_start: bool = True, pgd_start: str | None = None, clean_first: bool = False,
@@ -82,7 +79,7 @@ def adversarial_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, me
         from .adversarial import pgd_examples
 
         return pgd_examples(model, x, y, eps=eps, steps=steps, step_size=step_size, norm=norm,
-                            start=_pgd_start(pgd_start, random_start), seed=seed, method=method,
+                            start=resolve_start(pgd_start, random_start), seed=seed, method=method,
                             clean_first=clean_first)
     if method in ("trades", "awp_trades"):
         from .trades import trades_attack
