@@ -42,7 +42,7 @@ import torch
 from .._io import atomic_write_text
 from ..runs import write_file
 from ._format import pm
-from .claims import K_SE, verdict
+from .claims import K_SE, mean_se, verdict
 
 __all__ = ["REMOVALS", "evidence_markdown", "flipped_indices", "main", "ro_gap", "top_figure", "update_doc"]
 
@@ -165,14 +165,11 @@ def _summaries(precision: pd.DataFrame, retrain: pd.DataFrame) -> tuple[pd.DataF
     rows = []
     for removal, part in retrain.groupby("removal", sort=False):
         gap = part.set_index("seed")["gap"]
-        diff = (base - gap).dropna()  # paired by seed: > 0 = removal shrinks the gap more than random
-        n = len(diff)
-        se = float(diff.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
-        rows.append(dict(removal=removal, gap=float(gap.mean()), gap_se=float(gap.std(ddof=1) / math.sqrt(len(gap)))
-                         if len(gap) > 1 else math.nan, best=float(part["best"].mean()), last=float(part["last"].mean()),
-                         shrink_vs_random=float(diff.mean()) if n else math.nan, shrink_se=se, seeds=n,
-                         verdict="–" if removal in ("random", "none") else
-                         verdict(float(diff.mean()) if n else math.nan, se, n=n)))
+        shrink, se, n = mean_se(base - gap)  # paired by seed: > 0 = removal shrinks the gap more than random
+        mean_gap, gap_se, _ = mean_se(gap)
+        rows.append(dict(removal=removal, gap=mean_gap, gap_se=gap_se, best=float(part["best"].mean()),
+                         last=float(part["last"].mean()), shrink_vs_random=shrink, shrink_se=se, seeds=n,
+                         verdict="–" if removal in ("random", "none") else verdict(shrink, se, n=n)))
     comp = pd.DataFrame(rows)
     best_score = prec.loc[prec[prec["score"].isin(["memorisation", "curvature_growth", "learning_epoch",
                                                    "combined"])]["precision"].idxmax()]

@@ -29,7 +29,7 @@ import pandas as pd
 
 from ._format import pm
 
-__all__ = ["CLAIM_COLUMNS", "K_SE", "verdict", "effect", "claims_table", "claims_markdown"]
+__all__ = ["CLAIM_COLUMNS", "K_SE", "verdict", "mean_se", "effect", "claims_table", "claims_markdown"]
 
 CLAIM_COLUMNS = ["claim", "evidence", "value", "holds"]
 #: the effect must exceed this many standard errors.
@@ -48,7 +48,8 @@ def verdict(value: float, se: float, *, sign: int = 1, n: int = 2) -> str:
     return "inconclusive"
 
 
-def _stats(values: pd.Series) -> tuple[float, float, int]:
+def mean_se(values: pd.Series) -> tuple[float, float, int]:
+    """``(mean, sd/√n, n)`` of the non-NaN ``values`` (se NaN for fewer than 2; mean NaN too for none)."""
     v = values.dropna().to_numpy(dtype=float)
     if len(v) == 0:
         return math.nan, math.nan, 0
@@ -59,10 +60,10 @@ def _stats(values: pd.Series) -> tuple[float, float, int]:
 def effect(runs: pd.DataFrame, column: str, a: str, b: str | None = None) -> tuple[float, float, int]:
     """``(mean, se, n)`` of ``column`` for variant ``a``, or of the difference ``a − b`` of the variants'
     means (``se`` combined, ``n`` the smaller seed count)."""
-    ma, sa, na = _stats(runs.loc[runs["variant"] == a, column]) if column in runs else (math.nan, math.nan, 0)
+    ma, sa, na = mean_se(runs.loc[runs["variant"] == a, column]) if column in runs else (math.nan, math.nan, 0)
     if b is None:
         return ma, sa, na
-    mb, sb, nb = _stats(runs.loc[runs["variant"] == b, column]) if column in runs else (math.nan, math.nan, 0)
+    mb, sb, nb = mean_se(runs.loc[runs["variant"] == b, column]) if column in runs else (math.nan, math.nan, 0)
     return ma - mb, math.sqrt(sa ** 2 + sb ** 2), min(na, nb)
 
 

@@ -39,7 +39,7 @@ import pandas as pd
 from .._io import atomic_write_text
 from ..runs import write_file
 from ._format import pm
-from .claims import CLAIM_COLUMNS, K_SE, claims_markdown, verdict
+from .claims import CLAIM_COLUMNS, K_SE, claims_markdown, mean_se, verdict
 from .findings import run_dir, run_summary
 
 __all__ = ["METHOD_VARIANTS", "PEERS", "REGULARISERS", "NO_INNER_STEPS", "METRICS", "methods_config", "train_method",
@@ -181,9 +181,7 @@ def comparison_table(runs: pd.DataFrame, *, reference: str = "at_advlc", peers=P
                 a = runs[runs["variant"] == reference].set_index("seed")[metric]
                 b = runs[runs["variant"] == peer].set_index("seed")[metric]
             d = (a - b).dropna()
-            n = len(d)
-            se = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
-            diff = float(d.mean()) if n else math.nan
+            diff, se, n = mean_se(d)
             rows.append(dict(peer=peer, metric=metric, advlc=float(a[d.index].mean()) if n else math.nan,
                              peer_value=float(b[d.index].mean()) if n else math.nan, diff=diff, se=se, n=n,
                              mde=K_SE * se, holds=verdict(diff, se, sign=1, n=n)))
