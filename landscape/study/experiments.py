@@ -114,7 +114,9 @@ def slice_one(folder: Path, seed: int, cfg: dict) -> None:
     from ..diagnose import diagnose
 
     analysis = folder / "analysis"
-    d = diagnose(pd.read_parquet(analysis / run_file("trajectory")), log=pd.read_csv(folder / run_file("metrics")))
+    trajectory = pd.read_parquet(analysis / run_file("trajectory"))
+    d = diagnose(trajectory, log=pd.read_csv(folder / run_file("metrics")))
+    kept = sorted(int(e) for e in trajectory["epoch"].dropna().unique())  # what analyse_one measured
     epochs = sorted({int(d.best_epoch if d.best_epoch is not None else d.last_epoch), int(d.last_epoch)})
 
     def done(keys) -> bool:
@@ -132,7 +134,7 @@ def slice_one(folder: Path, seed: int, cfg: dict) -> None:
         _input_slices(analysis, seed, cfg, epochs, model_at)
     if cfg.get("weight_slice_grid") and not (done(("weight_slices_1d",))
                                              and (analysis / run_file("weight_path_surface")).is_file()):
-        _weight_slices(folder, seed, cfg, epochs, model_at)
+        _weight_slices(folder, seed, cfg, epochs, kept, model_at)
 
 
 def _input_slices(analysis: Path, seed: int, cfg: dict, epochs: list[int], model_at) -> None:
@@ -155,7 +157,7 @@ def _input_slices(analysis: Path, seed: int, cfg: dict, epochs: list[int], model
         write_file(analysis / run_file(f"slices_{key}"), table, attrs=True)
 
 
-def _weight_slices(folder: Path, seed: int, cfg: dict, epochs: list[int], model_at) -> None:
+def _weight_slices(folder: Path, seed: int, cfg: dict, epochs: list[int], chosen: list[int], model_at) -> None:
     import numpy as np
 
     from ..attacks import AttackSettings
@@ -175,8 +177,6 @@ def _weight_slices(folder: Path, seed: int, cfg: dict, epochs: list[int], model_
                      .assign(epoch=epoch, checkpoint=str(ckpt)))
     table = pd.concat(parts, ignore_index=True)
     table.attrs = dict(parts[0].attrs)
-    # the kept checkpoints, as analyse_one chooses them
-    chosen = epochs_to_analyse(cfg["epochs"], cfg["every"], log_best_epoch(pd.read_csv(folder / run_file("metrics"))))
     to_parquet(table, analysis / run_file("weight_slices_1d"))
     if len(chosen) < 3:  # a plane needs three points (e.g. a 2-epoch smoke run): no path, the report says so
         return
