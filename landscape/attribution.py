@@ -70,10 +70,6 @@ def learning_epochs(history: pd.DataFrame) -> pd.Series:
     return pd.Series(out, index=wide.index, name="learning_epoch")
 
 
-def _at(wide: pd.DataFrame, epoch: int) -> pd.Series:
-    return wide[epoch] if epoch in wide.columns else pd.Series(np.nan, index=wide.index)
-
-
 def score_samples(history: pd.DataFrame, best_epoch: int, *, last_epoch: int | None = None) -> pd.DataFrame:
     """The raw scores of every sample (no ranking), one row per ``sample_id``.
 
@@ -105,15 +101,16 @@ def score_samples(history: pd.DataFrame, best_epoch: int, *, last_epoch: int | N
     out["memorisation"] = loss[best] - loss[last]
     if "curv_adv" in h.columns:
         curv = h.pivot(index="sample_id", columns="epoch", values="curv_adv").astype(float)
-        out["curvature_growth"] = _at(curv, last) - _at(curv, best)
+        out["curvature_growth"] = curv[last] - curv[best]  # same epochs as loss: both checked above
     else:
         out["curvature_growth"] = np.nan
     out["learning_epoch"] = learning_epochs(h)
     out["loss_adv_best"] = loss[best]
     out["loss_adv_last"] = loss[last]
-    out["correct_adv_last"] = h[h["epoch"] == last].set_index("sample_id")["correct_adv"].astype(bool)
+    at_last = h[h["epoch"] == last].set_index("sample_id")
+    out["correct_adv_last"] = at_last["correct_adv"].astype(bool)
     if "margin_adv" in h.columns:
-        out["margin_adv_last"] = h[h["epoch"] == last].set_index("sample_id")["margin_adv"].astype(float)
+        out["margin_adv_last"] = at_last["margin_adv"].astype(float)
     out.index.name = "sample_id"
     return out.reset_index()
 
