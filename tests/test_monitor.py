@@ -18,7 +18,7 @@ from torch import nn
 from landscape.datasets import load_dataset
 from landscape.diagnose import best_index, run_diagnoses
 from landscape.monitor import LandscapeRule, Monitor, OverfitEvent, PatienceRule, replay
-from landscape.monitor.core import _summary
+from landscape.trajectory.assemble import summary_row
 from landscape.monitor.isolation import isolated
 from landscape.runs import Run
 from landscape.training import seeded_model, train
@@ -198,7 +198,7 @@ def test_summary_matches_the_trajectory_summary(tmp_path, digits):
                                                                                         "fo_share"])
     cols = [c for c in df.columns if c.startswith(("grad_", "curv_", "fo_"))]
     ref = summarise_samples(df.assign(split="test"), cols).iloc[0].to_dict()
-    mine = _summary(df, cols)
+    mine = summary_row({c: df[c].to_numpy() for c in df.columns}, cols)  # the columns as the monitor holds them
     for k, v in mine.items():
         assert ref[k] == pytest.approx(v, nan_ok=True), k
 

@@ -21,6 +21,7 @@ from .._io import atomic_write
 from ..attacks import AttackSettings
 from ..diagnose import best_index
 from ..runs import Run, run_file
+from ..trajectory.assemble import summary_row
 from ..trajectory.worker import one_line
 from .isolation import isolated
 from .probe import arrow_table, checked_probe, fast_path, measure_columns
@@ -326,7 +327,7 @@ class Monitor:
             if isinstance(value, str):
                 new.append({**head, "split": split, "n": 0, "nonfinite": 0, "error": value})
                 continue
-            new.append({**head, "split": split, **_summary(value, self._measure_cols), "error": None})
+            new.append({**head, "split": split, **summary_row(value, self._measure_cols), "error": None})
             if self.samples:
                 s = value.copy()
                 s.insert(0, "split", split)
@@ -493,35 +494,3 @@ def _measure_columns(measures) -> list[str]:
     from ..measures.registry import select
 
     return [c for s in select(list(measures)) for c in s.columns]
-
-
-def _finite(fn, v: np.ndarray) -> float:
-    v = v[np.isfinite(v)]
-    return float(fn(v)) if v.size else float("nan")
-
-
-def _summary(samples: pd.DataFrame | Mapping[str, np.ndarray], measure_cols) -> dict[str, Any]:
-    """One split's summary row, as :func:`landscape.trajectory.assemble.summarise_samples` computes it (the same
-    numbers; numpy on the columns directly, as this runs every epoch). ``samples``: ``measure``'s table, or its
-    columns as :func:`landscape.monitor.probe.measure_columns` returns them."""
-    n = len(samples["correct_clean"])
-    row: dict[str, Any] = {"n": n,
-                           "acc_clean": float(np.asarray(samples["correct_clean"], dtype=float).mean()),
-                           "acc_adv": float(np.asarray(samples["correct_adv"], dtype=float).mean())}
-    nonfinite = 0
-    for c in ("loss_clean", "loss_adv"):
-        v = np.asarray(samples[c], dtype=float)
-        row[c] = _finite(np.mean, v)
-        nonfinite += int((~np.isfinite(v)).sum())
-    for m in measure_cols:
-        v = np.asarray(samples[m], dtype=float) if m in samples else np.full(n, np.nan)
-        nonfinite += int((~np.isfinite(v)).sum())
-        f = v[np.isfinite(v)]
-        if f.size:
-            q10, q50, q90 = np.quantile(f, [0.1, 0.5, 0.9])
-            row.update({f"{m}_mean": float(f.mean()), f"{m}_median": float(q50), f"{m}_q10": float(q10),
-                        f"{m}_q90": float(q90)})
-        else:
-            row.update({f"{m}_{k}": float("nan") for k in ("mean", "median", "q10", "q90")})
-    row["nonfinite"] = nonfinite
-    return row

@@ -22,7 +22,7 @@ from .settings import SPLITS, TrajectorySettings, TrajectoryWarning
 from .wiring import checkpoint_wirings
 from .worker import one_line
 
-__all__ = ["assemble", "diagnosis_json", "match_markers", "summarise_samples"]
+__all__ = ["assemble", "diagnosis_json", "match_markers", "summarise_samples", "summary_row"]
 
 # per-sample columns that are not measures
 _ID_COLUMNS = ("sample", "sample_id", "label", "epoch", "split", "checkpoint")
@@ -39,6 +39,30 @@ def _finite_stat(values: np.ndarray, fn) -> float:
     return float(fn(v)) if v.size else float("nan")
 
 
+def summary_row(samples, measure_columns: Sequence[str]) -> dict[str, Any]:
+    """One split's summary of its per-sample rows: ``samples`` is a DataFrame or a mapping of its columns to
+    arrays (``correct_clean``, ``correct_adv``, ``loss_clean``, ``loss_adv`` and the measure columns; a missing
+    measure column counts as NaN). Keys as in :func:`summarise_samples`, less ``split``."""
+    n = len(samples["correct_clean"])
+    row: dict[str, Any] = {"n": n,
+                           "acc_clean": float(np.asarray(samples["correct_clean"], dtype=float).mean()),
+                           "acc_adv": float(np.asarray(samples["correct_adv"], dtype=float).mean())}
+    nonfinite = 0
+    for c in ("loss_clean", "loss_adv"):
+        v = np.asarray(samples[c], dtype=float)
+        row[c] = _finite_stat(v, np.mean)
+        nonfinite += int((~np.isfinite(v)).sum())
+    for m in measure_columns:
+        v = np.asarray(samples[m], dtype=float) if m in samples else np.full(n, np.nan)
+        nonfinite += int((~np.isfinite(v)).sum())
+        row[f"{m}_mean"] = _finite_stat(v, np.mean)
+        row[f"{m}_median"] = _finite_stat(v, np.median)
+        row[f"{m}_q10"] = _finite_stat(v, lambda a: np.quantile(a, 0.1))
+        row[f"{m}_q90"] = _finite_stat(v, lambda a: np.quantile(a, 0.9))
+    row["nonfinite"] = nonfinite
+    return row
+
+
 def summarise_samples(samples: pd.DataFrame, measure_columns: Sequence[str] | None = None) -> pd.DataFrame:
     """Per-split summary of one checkpoint's per-sample rows.
 
@@ -53,27 +77,9 @@ def summarise_samples(samples: pd.DataFrame, measure_columns: Sequence[str] | No
         finite values), and ``nonfinite`` (NaN/Inf count over the loss and measure columns).
     """
     cols = list(measure_columns) if measure_columns is not None else _measure_columns(samples)
-    rows = []
-    for split in [s for s in SPLITS if s in set(samples["split"])] + sorted(set(samples["split"]) - set(SPLITS)):
-        part = samples[samples["split"] == split]
-        row: dict[str, Any] = {"split": split, "n": len(part)}
-        row["acc_clean"] = float(part["correct_clean"].astype(float).mean())
-        row["acc_adv"] = float(part["correct_adv"].astype(float).mean())
-        nonfinite = 0
-        for c in ("loss_clean", "loss_adv"):
-            v = part[c].to_numpy(dtype=float)
-            row[c] = _finite_stat(v, np.mean)
-            nonfinite += int((~np.isfinite(v)).sum())
-        for m in cols:
-            v = part[m].to_numpy(dtype=float) if m in part else np.full(len(part), np.nan)
-            nonfinite += int((~np.isfinite(v)).sum())
-            row[f"{m}_mean"] = _finite_stat(v, np.mean)
-            row[f"{m}_median"] = _finite_stat(v, np.median)
-            row[f"{m}_q10"] = _finite_stat(v, lambda a: np.quantile(a, 0.1))
-            row[f"{m}_q90"] = _finite_stat(v, lambda a: np.quantile(a, 0.9))
-        row["nonfinite"] = nonfinite
-        rows.append(row)
-    return pd.DataFrame(rows)
+    splits = [s for s in SPLITS if s in set(samples["split"])] + sorted(set(samples["split"]) - set(SPLITS))
+    return pd.DataFrame([{"split": split, **summary_row(samples[samples["split"] == split], cols)}
+                         for split in splits])
 
 
 def _resolve_epochs(discovery: Discovery, outcomes: dict[str, dict[str, Any]]) -> tuple[dict[str, int | None], list[str]]:
